@@ -1,0 +1,315 @@
+"""Configuration: TOML in, a validated read-only tree out.
+
+Every key the station knows is declared once in SCHEMA below with its type,
+unit, bounds, default and meaning. The loader rejects unknown keys and wrong
+types with an error naming file, key and problem; `config/station.toml`
+documents the same keys (a test checks the two agree).
+
+Keys under a "free table" (`backend.local.tags`) are user data, not schema.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterator
+
+from station.errors import ConfigError
+
+
+@dataclass(frozen=True)
+class Key:
+    type: type | tuple[type, ...]
+    default: Any
+    doc: str
+    unit: str = ""
+    min: float | None = None
+    max: float | None = None
+    choices: tuple[Any, ...] | None = None
+    optional: bool = False  # default None allowed: the feature is absent unless set
+
+
+_BOOL = bool
+_INT = int
+_NUM = (int, float)
+_STR = str
+_TABLE = dict
+
+SCHEMA: dict[str, Key] = {
+    # --- station -----------------------------------------------------------------
+    "station.name": Key(_STR, "station-1", "Name of this station, sent to backends (MCSP Name)."),
+    "station.state_dir": Key(_STR, "/var/lib/station", "Directory for the journal (SQLite) and state."),
+    "station.language": Key(_STR, "en", "Language of the LCD texts.", choices=("en", "de")),
+    "station.connector_id": Key(_INT, 1, "Connector number reported to backends.", min=1, max=99),
+    # --- charging rules ----------------------------------------------------------
+    "charging.power_threshold_w": Key(_NUM, 50.0, "Above this power the car is charging; below it SuspendedEV.", "W", 0, 100000),
+    "charging.no_power_timeout_s": Key(_NUM, 600.0, "A session whose car never drew power ends after this time (reason Other). 0 = never.", "s", 0, 86400),
+    "charging.connection_timeout_s": Key(_NUM, 60.0, "Preparing without a tap (plugged first) or without a plug (tapped first) falls back to Available after this.", "s", 1, 3600),
+    "charging.finishing_s": Key(_NUM, 5.0, "Without an EV-connected input, how long Finishing is shown before Available.", "s", 0, 600),
+    "charging.message_s": Key(_NUM, 4.0, "How long a refusal or notice stays on the LCD.", "s", 0.5, 60),
+    "charging.meter_interval_s": Key(_NUM, 1.0, "Meter sampling interval.", "s", 0.2, 60),
+    "charging.journal_interval_s": Key(_NUM, 60.0, "The last meter reading is written to the journal at most this often (and at every state change); bounds SD-card writes.", "s", 1, 3600),
+    "charging.contactor_settle_s": Key(_NUM, 0.5, "Time the contactor feedback may take to follow the command.", "s", 0.05, 10),
+    # --- hardware ----------------------------------------------------------------
+    "hardware.mode": Key(_STR, "pi", "'pi' drives the real hardware; 'sim' runs the same drivers against emulated chips.", choices=("pi", "sim")),
+    "hardware.gpio_chip": Key(_STR, "RPi.GPIO", "GPIO module (RPi.GPIO API; rpi-lgpio provides it on a Pi 5).", choices=("RPi.GPIO",)),
+    # --- RFID --------------------------------------------------------------------
+    "rfid.enabled": Key(_BOOL, True, "Whether an MFRC522 reader is fitted."),
+    "rfid.spi_bus": Key(_INT, 0, "SPI bus of the MFRC522.", min=0, max=6),
+    "rfid.spi_device": Key(_INT, 0, "SPI chip select of the MFRC522.", min=0, max=3),
+    "rfid.reset_pin": Key(_INT, 25, "BCM pin wired to the MFRC522 RST (always explicit: the library would take BCM 15, the UART RX).", min=0, max=27),
+    "rfid.poll_interval_s": Key(_NUM, 0.1, "Reader poll interval.", "s", 0.02, 2),
+    "rfid.absent_s": Key(_NUM, 0.6, "A card unseen for this long has left the reader; its next presence is a new tap.", "s", 0.1, 10),
+    "rfid.uid_case": Key(_STR, "upper", "Hex digit case of the id tag.", choices=("upper", "lower")),
+    "rfid.uid_separator": Key(_STR, "", "Separator between UID bytes in the id tag (e.g. '' or ' ' or ':').", max=3),
+    "rfid.uid_byte_order": Key(_STR, "forward", "'forward' = byte 0 first (OCPP's recommendation), 'reverse' = last byte first.", choices=("forward", "reverse")),
+    # --- contactor ---------------------------------------------------------------
+    "contactor.pin": Key(_INT, 17, "BCM pin driving the contactor relay.", min=0, max=27),
+    "contactor.active_low": Key(_BOOL, False, "The relay closes when the pin is low."),
+    "contactor.feedback_pin": Key(_INT, None, "BCM pin of the auxiliary contact (optional).", min=0, max=27, optional=True),
+    "contactor.feedback_active_low": Key(_BOOL, True, "The auxiliary contact pulls the pin low when closed."),
+    # --- inputs ------------------------------------------------------------------
+    "inputs.ev_connected_pin": Key(_INT, None, "BCM pin that reads 'EV connected' (optional).", min=0, max=27, optional=True),
+    "inputs.ev_connected_active_low": Key(_BOOL, True, "The EV-connected input is active when low."),
+    "inputs.stop_button_pin": Key(_INT, None, "BCM pin of a stop push button (optional).", min=0, max=27, optional=True),
+    "inputs.stop_button_active_low": Key(_BOOL, True, "The stop button pulls the pin low when pressed."),
+    # --- LEDs --------------------------------------------------------------------
+    "leds.kind": Key(_STR, "gyr", "'gyr' three LEDs green/yellow/red, 'rgb' one RGB LED on the same three pins, 'none'.", choices=("gyr", "rgb", "none")),
+    "leds.green_pin": Key(_INT, 5, "BCM pin of the green LED (or RGB green).", min=0, max=27),
+    "leds.yellow_pin": Key(_INT, 6, "BCM pin of the yellow LED (RGB: blue, unused for yellow).", min=0, max=27),
+    "leds.red_pin": Key(_INT, 13, "BCM pin of the red LED (or RGB red).", min=0, max=27),
+    "leds.active_low": Key(_BOOL, False, "LEDs light when the pin is low (common-anode RGB)."),
+    # --- LCD ---------------------------------------------------------------------
+    "lcd.enabled": Key(_BOOL, True, "Whether an HD44780 LCD with a PCF8574 I2C backpack is fitted."),
+    "lcd.i2c_bus": Key(_INT, 1, "I2C bus number.", min=0, max=10),
+    "lcd.address": Key(_INT, 0x27, "I2C address of the PCF8574 (0x27 or 0x3F usually).", min=0x03, max=0x77),
+    "lcd.cols": Key(_INT, 16, "Columns.", choices=(16, 20)),
+    "lcd.rows": Key(_INT, 2, "Rows.", choices=(2, 4)),
+    # --- meter -------------------------------------------------------------------
+    "meter.model": Key(_STR, "SDM630", "Meter model.", choices=("SDM630", "SDM72D-M", "SDM120", "ABB-B23", "WE-514", "WE-516", "EM24")),
+    "meter.port": Key(_STR, "/dev/ttyAMA0", "Serial device, pyserial URL (socket://HOST:PORT for RTU over TCP) or tcp://HOST:PORT (Modbus TCP)."),
+    "meter.address": Key(_INT, 1, "Modbus device address.", min=1, max=247),
+    "meter.baudrate": Key(_INT, 9600, "Baud rate.", "baud", choices=(1200, 2400, 4800, 9600, 19200, 38400, 57600, 115200)),
+    "meter.parity": Key(_STR, "N", "Parity.", choices=("N", "E", "O")),
+    "meter.stopbits": Key(_INT, 1, "Stop bits.", choices=(1, 2)),
+    "meter.timeout_s": Key(_NUM, 0.5, "Reply timeout per request.", "s", 0.05, 10),
+    "meter.max_failures": Key(_INT, 3, "Consecutive failed reads before the meter is reported faulted.", min=1, max=100),
+    "meter.max_power_w": Key(_NUM, None, "Largest plausible power; energy jumps beyond it are rejected (default: the model's rating).", "W", 100, 1e6, optional=True),
+    # --- backend -----------------------------------------------------------------
+    "backend.kind": Key(_STR, "local", "Which backend authorizes and receives sessions.", choices=("local", "mcsp", "evcs-serial", "ocpp")),
+    "backend.offline_policy": Key(_STR, "cached", "When the backend is unreachable: 'refuse' every tap, allow 'cached' (previously accepted) tags, or 'cached+local' also the tags of backend.local.", choices=("refuse", "cached", "cached+local")),
+    "backend.auth_cache_ttl_s": Key(_NUM, 7 * 86400.0, "How long an accepted tag stays in the authorization cache.", "s", 0, 365 * 86400),
+    "backend.local.tags": Key(_TABLE, {}, "Table of allowed tags: tag = \"apartment or name\". Tags compare case-insensitively, ignoring separators."),
+    "backend.mcsp.url": Key(_STR, "tcp://127.0.0.1:4711", "tcp://HOST:PORT, tls://HOST:PORT, or a serial device path."),
+    "backend.mcsp.baudrate": Key(_INT, 19200, "Baud rate when url is a serial device.", "baud", choices=(1200, 2400, 4800, 9600, 19200, 38400, 57600, 115200)),
+    "backend.mcsp.timeout_s": Key(_NUM, 5.0, "Reply timeout.", "s", 0.2, 120),
+    "backend.mcsp.heartbeat_s": Key(_NUM, 60.0, "Heartbeat interval.", "s", 5, 86400),
+    "backend.mcsp.ca_file": Key(_STR, None, "CA certificate that signs the server's certificate (tls://).", optional=True),
+    "backend.mcsp.secret": Key(_STR, None, "Per-station secret sent as the Auth header.", optional=True),
+    "backend.evcs-serial.port": Key(_STR, "/dev/ttyUSB0", "Serial device of the link to the mmetering server."),
+    "backend.evcs-serial.baudrate": Key(_INT, 19200, "Baud rate.", "baud", choices=(1200, 2400, 4800, 9600, 19200, 38400, 57600, 115200)),
+    "backend.evcs-serial.station_number": Key(_INT, 1, "N in 'LADER N lebt' and 'OK_LaderN!'.", min=1, max=99),
+    "backend.evcs-serial.reply_timeout_s": Key(_NUM, 3.0, "How long to wait for OK/ERROR.", "s", 0.5, 60),
+    "backend.evcs-serial.heartbeat_s": Key(_NUM, 90.0, "Heartbeat ('LADER N lebt') interval.", "s", 5, 86400),
+    "backend.evcs-serial.tag_separator": Key(_STR, " ", "Separator between the tag's bytes on the 'Tag ID' line."),
+    "backend.evcs-serial.tag_prefix": Key(_STR, "Tag ID = ", "Text before the tag ('Tag ID = ' per the server; the 2018 device wrote 'Tag ID= ')."),
+    "backend.ocpp.url": Key(_STR, "ws://127.0.0.1:9000/", "Central system URL (ws:// or wss://); the charge point id is appended."),
+    "backend.ocpp.charge_point_id": Key(_STR, None, "Charge point identity (default: station.name).", optional=True),
+    "backend.ocpp.vendor": Key(_STR, "station", "chargePointVendor in BootNotification."),
+    "backend.ocpp.model": Key(_STR, "station-pi", "chargePointModel in BootNotification."),
+    "backend.ocpp.security_profile": Key(_INT, 0, "OCPP security profile 0-3.", min=0, max=3),
+    "backend.ocpp.authorization_key": Key(_STR, None, "Basic auth password (profile 1 and 2), at least 16 characters.", optional=True),
+    "backend.ocpp.ca_file": Key(_STR, None, "CA file to verify the central system (wss://).", optional=True),
+    "backend.ocpp.cert_file": Key(_STR, None, "Station certificate (profile 3).", optional=True),
+    "backend.ocpp.key_file": Key(_STR, None, "Station private key (profile 3).", optional=True),
+    # --- simulation ----------------------------------------------------------------
+    "sim.load_w": Key(_NUM, 7400.0, "Power the emulated car draws while the contactor is closed.", "W", 0, 50000),
+    "sim.ev_connected_input": Key(_BOOL, False, "Emulate an EV-connected input (on inputs.ev_connected_pin, default BCM 22)."),
+    "sim.stop_button_input": Key(_BOOL, False, "Emulate a stop button (on inputs.stop_button_pin, default BCM 27)."),
+    "sim.contactor_feedback": Key(_BOOL, True, "Emulate the contactor's auxiliary contact (on contactor.feedback_pin, default BCM 23)."),
+    "sim.meter_link": Key(_STR, "socket", "How the emulated meter is reached: 'socket' (RTU over TCP on loopback) or 'pty' (a pseudo-terminal pair).", choices=("socket", "pty")),
+}
+
+FREE_TABLES = {"backend.local.tags"}
+
+
+class Section:
+    """A read-only view of one config table; attribute access by key name."""
+
+    def __init__(self, path: str, values: dict[str, Any]) -> None:
+        object.__setattr__(self, "_path", path)
+        object.__setattr__(self, "_values", values)
+
+    def __getattr__(self, name: str) -> Any:
+        values = object.__getattribute__(self, "_values")
+        for candidate in (name, name.replace("_", "-")):
+            if candidate in values:
+                return values[candidate]
+        raise AttributeError(f"config has no key {self._path + '.' if self._path else ''}{name}")
+
+    def __getitem__(self, name: str) -> Any:
+        return self._values[name]
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        raise AttributeError("configuration is read-only")
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._values)
+
+    def __repr__(self) -> str:
+        return f"Section({self._path!r}, {self._values!r})"
+
+
+class Config(Section):
+    """The whole configuration. `source` is the file it came from (or '<defaults>')."""
+
+    def __init__(self, values: dict[str, Any], source: str) -> None:
+        super().__init__("", values)
+        object.__setattr__(self, "source", source)
+
+    def get(self, dotted: str) -> Any:
+        node: Any = self
+        for part in dotted.split("."):
+            node = node[part]
+        return node
+
+    @property
+    def state_path(self) -> Path:
+        return Path(self.station.state_dir)
+
+
+def _check(file: str, dotted: str, key: Key, value: Any) -> Any:
+    if key.optional and value is None:
+        return None
+    types = key.type if isinstance(key.type, tuple) else (key.type,)
+    # TOML integers are not bools, but Python's bool is an int: keep them apart.
+    if isinstance(value, bool) and bool not in types:
+        raise ConfigError(file, dotted, f"expected {_type_name(key)}, got a boolean")
+    if not isinstance(value, types):
+        raise ConfigError(file, dotted, f"expected {_type_name(key)}, got {type(value).__name__} {value!r}")
+    if key.choices is not None and value not in key.choices:
+        raise ConfigError(file, dotted, f"must be one of {', '.join(map(repr, key.choices))}, got {value!r}")
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        if key.min is not None and value < key.min:
+            raise ConfigError(file, dotted, f"must be at least {key.min}{key.unit and ' ' + key.unit}, got {value!r}")
+        if key.max is not None and value > key.max:
+            raise ConfigError(file, dotted, f"must be at most {key.max}{key.unit and ' ' + key.unit}, got {value!r}")
+    if isinstance(value, str) and key.max is not None and len(value) > key.max:
+        raise ConfigError(file, dotted, f"must be at most {int(key.max)} characters")
+    if dotted == "backend.local.tags":
+        for tag, name in value.items():
+            if not isinstance(name, str):
+                raise ConfigError(file, f"{dotted}.{tag}", f"expected a string (apartment or name), got {type(name).__name__}")
+    return value
+
+
+def _type_name(key: Key) -> str:
+    types = key.type if isinstance(key.type, tuple) else (key.type,)
+    names = {int: "an integer", float: "a number", str: "a string", bool: "true or false", dict: "a table"}
+    if types == (int, float):
+        return "a number"
+    return " or ".join(names.get(t, t.__name__) for t in types)
+
+
+def _walk(file: str, data: dict[str, Any], prefix: str, out: dict[str, Any]) -> None:
+    for name, value in data.items():
+        dotted = f"{prefix}{name}"
+        if dotted in SCHEMA:
+            out[dotted] = _check(file, dotted, SCHEMA[dotted], value)
+        elif isinstance(value, dict) and any(k.startswith(dotted + ".") for k in SCHEMA):
+            _walk(file, value, dotted + ".", out)
+        else:
+            raise ConfigError(file, dotted, "unknown key" + _suggest(dotted))
+
+
+def _suggest(dotted: str) -> str:
+    import difflib
+
+    close = difflib.get_close_matches(dotted, SCHEMA.keys(), n=1)
+    return f" (did you mean {close[0]!r}?)" if close else ""
+
+
+def _build(flat: dict[str, Any], source: str) -> Config:
+    tree: dict[str, Any] = {}
+    for dotted, key in SCHEMA.items():
+        value = flat.get(dotted, key.default)
+        if isinstance(value, dict):
+            value = dict(value)
+        node = tree
+        parts = dotted.split(".")
+        for part in parts[:-1]:
+            node = node.setdefault(part, {})
+        node[parts[-1]] = value
+
+    def freeze(path: str, node: dict[str, Any]) -> Section:
+        return Section(path, {
+            k: (freeze(f"{path}.{k}".lstrip("."), v) if isinstance(v, dict) and f"{path}.{k}".lstrip(".") not in FREE_TABLES else v)
+            for k, v in node.items()
+        })
+
+    frozen = {k: freeze(k, v) for k, v in tree.items()}
+    return Config(frozen, source)
+
+
+def _validate_combinations(file: str, flat: dict[str, Any]) -> None:
+    """Checks that involve more than one key."""
+    mode = flat.get("hardware.mode", SCHEMA["hardware.mode"].default)
+    pins: dict[int, str] = {}
+    if mode == "pi":
+        for dotted in ("contactor.pin", "contactor.feedback_pin", "inputs.ev_connected_pin",
+                       "inputs.stop_button_pin", "rfid.reset_pin", "leds.green_pin", "leds.yellow_pin", "leds.red_pin"):
+            if dotted.startswith("leds.") and flat.get("leds.kind", "gyr") == "none":
+                continue
+            if dotted == "rfid.reset_pin" and not flat.get("rfid.enabled", True):
+                continue
+            pin = flat.get(dotted, SCHEMA[dotted].default)
+            if pin is None:
+                continue
+            if pin in pins:
+                raise ConfigError(file, dotted, f"BCM {pin} is already used by {pins[pin]}")
+            pins[pin] = dotted
+    key = flat.get("backend.ocpp.authorization_key")
+    if key is not None and len(key) < 16:
+        raise ConfigError(file, "backend.ocpp.authorization_key", "must be at least 16 characters (OCPP security whitepaper)")
+    url = flat.get("backend.ocpp.url")
+    if url is not None and not url.startswith(("ws://", "wss://")):
+        raise ConfigError(file, "backend.ocpp.url", f"must start with ws:// or wss://, got {url!r}")
+    url = flat.get("backend.mcsp.url")
+    if url is not None and not (url.startswith(("tcp://", "tls://")) or url.startswith("/")):
+        raise ConfigError(file, "backend.mcsp.url", f"must be tcp://HOST:PORT, tls://HOST:PORT or a serial device path, got {url!r}")
+
+
+def from_dict(data: dict[str, Any], source: str = "<dict>") -> Config:
+    flat: dict[str, Any] = {}
+    _walk(source, data, "", flat)
+    _validate_combinations(source, flat)
+    return _build(flat, source)
+
+
+def load(path: str | Path) -> Config:
+    """Load and validate a TOML file. Raises ConfigError naming file and key."""
+    file = str(path)
+    try:
+        raw = Path(path).read_bytes()
+    except OSError as exc:
+        raise ConfigError(file, None, f"cannot read: {exc.strerror or exc}") from None
+    try:
+        data = tomllib.loads(raw.decode("utf-8"))
+    except UnicodeDecodeError:
+        raise ConfigError(file, None, "not UTF-8 text") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(file, None, f"not valid TOML: {exc}") from None
+    return from_dict(data, file)
+
+
+def defaults(overrides: dict[str, Any] | None = None) -> Config:
+    """The defaults, with dotted-key overrides such as {"meter.model": "SDM120"}."""
+    data: dict[str, Any] = {}
+    for dotted, value in (overrides or {}).items():
+        node = data
+        parts = dotted.split(".")
+        for part in parts[:-1]:
+            node = node.setdefault(part, {})
+        node[parts[-1]] = value
+    return from_dict(data, "<defaults>")

@@ -1,0 +1,61 @@
+"""One exception tree for the station.
+
+Every error says what is wrong and where. Errors caused by the other side of
+a link (a meter, a backend) are kept apart from our own misuse, as h11 keeps
+RemoteProtocolError apart from LocalProtocolError.
+"""
+
+from __future__ import annotations
+
+
+class StationError(Exception):
+    """Base of every error raised on purpose by station."""
+
+
+class ConfigError(StationError):
+    """A configuration file is unreadable or invalid; the message names file and key."""
+
+    def __init__(self, file: str, key: str | None, problem: str) -> None:
+        self.file, self.key, self.problem = file, key, problem
+        where = f"{file}: {key}" if key else file
+        super().__init__(f"{where}: {problem}")
+
+
+class HardwareError(StationError):
+    """A hardware port failed (bus error, missing device)."""
+
+
+class MeterError(HardwareError):
+    """The kWh meter did not answer or answered nonsense."""
+
+
+class ReaderError(HardwareError):
+    """The RFID reader cannot be reached."""
+
+
+class ContactorError(HardwareError):
+    """The contactor did not follow its command (did not close, or welded)."""
+
+
+class StorageError(StationError):
+    """The journal cannot be written: the station must not charge without a record."""
+
+
+class BackendError(StationError):
+    """Base of backend errors."""
+
+
+class BackendOffline(BackendError):
+    """The backend cannot be reached now; the caller retries later."""
+
+
+class ProtocolError(BackendError):
+    """A peer broke a protocol. `remote` is True when the peer is at fault."""
+
+    def __init__(self, message: str, *, remote: bool = True) -> None:
+        self.remote = remote
+        super().__init__(message)
+
+
+class ScenarioError(StationError):
+    """A scenario file is invalid or one of its expectations failed."""
