@@ -165,6 +165,21 @@ class StationControl(Protocol):
     async def unlock(self) -> str:
         """Returns "Unlocked", "UnlockFailed" or "NotSupported"."""
 
+    async def stop_session(self, reason: str) -> bool:
+        """Stop the running session with an OCPP Reason (e.g. "DeAuthorized", "UnlockCommand")."""
+
+    async def reserve(self, reservation_id: int, id_tag: str, parent_id: str | None, expiry: str) -> str:
+        """Returns "Accepted", "Faulted", "Occupied", "Rejected" or "Unavailable"."""
+
+    async def cancel_reservation(self, reservation_id: int) -> bool: ...
+
+    def set_clock(self, utc: str) -> None:
+        """The backend tells the time (ISO 8601 UTC): the Pi has no battery clock."""
+
+    def tune(self, **values: object) -> None:
+        """Backend-controlled runtime settings, e.g. connection_timeout_s (OCPP ConnectionTimeOut),
+        stop_on_ev_disconnect (StopTransactionOnEVSideDisconnect), meter_interval_s."""
+
     def set_power_limit(self, watts: float | None) -> None:
         """A limit of 0 pauses charging (SuspendedEVSE); None removes the limit."""
 
