@@ -1,0 +1,108 @@
+"""The deliverer: hands queued transaction messages to the backend, in order.
+
+One task, one message at a time, oldest first. A message leaves the queue
+only when the backend confirmed it (or refused it for good); a backend that
+is offline gets the same message again after a backoff, or as soon as it
+reports its link up. Times still stamped with a monotonic reference (clock
+unknown at the event) are resolved before delivery, so nothing leaves the
+station with a wrong date.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Callable
+
+from station.backends.base import Backend, DeliveryResult, OutboxItem
+from station.backoff import Backoff
+from station.clock import MONO_PREFIX, Clock
+from station.errors import BackendOffline, StorageError
+from station.store import Store
+
+log = logging.getLogger(__name__)
+
+
+class Deliverer:
+    def __init__(self, store: Store, backend: Backend, clock: Clock,
+                 on_result: Callable[[OutboxItem, DeliveryResult], None] | None = None,
+                 backoff: Backoff | None = None) -> None:
+        self.store, self.backend, self.clock = store, backend, clock
+        self.on_result = on_result
+        self.backoff = backoff or Backoff(initial=0.5, cap=30.0)
+        self._wake = asyncio.Event()
+        self.delivered = 0
+
+    def wake(self) -> None:
+        """Something was queued, or the link came up: try now."""
+        self._wake.set()
+
+    async def _sleep(self, seconds: float | None) -> None:
+        self._wake.clear()
+        try:
+            await asyncio.wait_for(self._wake.wait(), seconds)
+        except asyncio.TimeoutError:
+            pass
+
+    async def run(self) -> None:
+        while True:
+            try:
+                item = self.store.next_message()
+            except StorageError as exc:
+                log.error("%s", exc)
+                await self._sleep(self.backoff.next())
+                continue
+            if item is None:
+                await self._sleep(None)
+                continue
+            session = self.store.session(item.session_id)
+            if not self._resolve_times(session):
+                await self._sleep(5.0)  # wait for the clock
+                continue
+            try:
+                result = await self.backend.deliver(item, session)
+            except BackendOffline as exc:
+                delay = self.backoff.next()
+                log.debug("backend offline (%s); retrying message %d in %.1f s", exc, item.seq, delay)
+                await self._sleep(delay)
+                continue
+            except asyncio.CancelledError:
+                raise
+            except Exception:  # a backend bug must not stop delivery of the rest forever
+                log.exception("delivering %s of session %d failed", item.kind.value, item.session_id)
+                try:
+                    self.store.count_attempt(item.seq)
+                except StorageError:
+                    pass
+                await self._sleep(self.backoff.next())
+                continue
+            try:
+                self.store.confirm(item, result.backend_session_id, result.rejected)
+            except StorageError as exc:
+                # Delivered but not recorded: the message will be offered again, and
+                # the backend's idempotency (session key) keeps it from billing twice.
+                log.error("%s", exc)
+                await self._sleep(self.backoff.next())
+                continue
+            if result.rejected:
+                log.warning("backend refused %s of session %d for good: %s", item.kind.value, item.session_id, result.rejected)
+            self.delivered += 1
+            self.backoff.reset()
+            if self.on_result is not None:
+                self.on_result(item, result)
+
+    def _resolve_times(self, session) -> bool:
+        started = self.clock.resolve(session.started_at)
+        stopped = self.clock.resolve(session.stopped_at)
+        if (session.started_at or "").startswith(MONO_PREFIX) and started is None:
+            return not self._unresolvable(session.started_at)
+        if (session.stopped_at or "").startswith(MONO_PREFIX) and stopped is None:
+            return not self._unresolvable(session.stopped_at)
+        if started != session.started_at or stopped != session.stopped_at:
+            self.store.update_times(session.id, started, stopped)
+            session.started_at, session.stopped_at = started, stopped
+        return True
+
+    def _unresolvable(self, stamp: str) -> bool:
+        """A stamp from an earlier boot can never be resolved; deliver it as it is rather than never."""
+        return not stamp[len(MONO_PREFIX):].startswith(self.clock.boot)

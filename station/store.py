@@ -1,0 +1,391 @@
+"""The journal: sessions, the outbound queue, the auth cache and settings, in SQLite.
+
+Theory of operation
+-------------------
+Every effect is preceded by its record. A session row exists before the
+contactor closes; its stop is written (in the same transaction as the STOP
+message) before the stop is shown or sent. Messages to the backend live in
+`outbox` and leave it only when the backend confirmed them, in `seq` order.
+
+Durability: WAL with `synchronous=FULL`. In WAL mode FULL fsyncs the log on
+every commit, so a commit that returned survives a power cut; NORMAL would
+only guarantee consistency and could lose the last commits, which here are
+exactly the sessions that were just billed. The write volume is small (a few
+commits per session plus one meter reading every `journal_interval_s`), so
+the fsync cost is irrelevant, and WAL keeps readers (`station sessions`)
+from blocking the daemon.
+
+Faults: sqlite errors surface as StorageError. At open, an integrity check
+runs; a corrupt file is set aside (renamed with a timestamp), and whatever
+rows can still be read from it are copied into a fresh journal.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import sqlite3
+import threading
+import time
+from pathlib import Path
+from typing import Any, Iterator
+
+from station.backends.base import MessageKind, OutboxItem, Session
+from station.errors import StorageError
+
+log = logging.getLogger(__name__)
+
+SCHEMA_VERSION = 1
+DB_NAME = "journal.db"
+
+_DDL = """
+CREATE TABLE IF NOT EXISTS sessions (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    key TEXT NOT NULL UNIQUE,
+    connector_id INTEGER NOT NULL,
+    id_tag TEXT NOT NULL,
+    state TEXT NOT NULL,              -- authorizing | active | stopped | refused | aborted
+    meter_start_wh INTEGER,
+    started_at TEXT,
+    meter_stop_wh INTEGER,
+    stopped_at TEXT,
+    stop_reason TEXT,
+    backend_session_id TEXT,
+    reservation_id INTEGER,
+    meter_stop_estimated INTEGER NOT NULL DEFAULT 0,
+    start_phase_wh TEXT NOT NULL DEFAULT '[]',
+    stop_phase_wh TEXT NOT NULL DEFAULT '[]',
+    parent_id TEXT,
+    authorized_offline INTEGER NOT NULL DEFAULT 0,
+    last_wh INTEGER,                  -- last meter reading during the session (bounded writes)
+    last_wh_at TEXT,
+    delivered INTEGER NOT NULL DEFAULT 0,
+    rejected TEXT,
+    extra TEXT NOT NULL DEFAULT '{}'
+);
+CREATE TABLE IF NOT EXISTS outbox (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    kind TEXT NOT NULL,
+    session_id INTEGER NOT NULL,
+    payload TEXT NOT NULL,
+    created_at TEXT NOT NULL,
+    attempts INTEGER NOT NULL DEFAULT 0
+);
+CREATE TABLE IF NOT EXISTS settings (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS auth_cache (
+    tag TEXT PRIMARY KEY, status TEXT NOT NULL, parent_id TEXT, expires REAL NOT NULL
+);
+"""
+
+_SESSION_COLS = (
+    "id", "key", "connector_id", "id_tag", "state", "meter_start_wh", "started_at", "meter_stop_wh",
+    "stopped_at", "stop_reason", "backend_session_id", "reservation_id", "meter_stop_estimated",
+    "start_phase_wh", "stop_phase_wh", "parent_id", "authorized_offline", "delivered", "rejected", "extra",
+    "last_wh", "last_wh_at",
+)
+
+
+def _session(row: sqlite3.Row) -> Session:
+    s = Session(
+        id=row["id"], key=row["key"], connector_id=row["connector_id"], id_tag=row["id_tag"],
+        meter_start_wh=row["meter_start_wh"], started_at=row["started_at"],
+        meter_stop_wh=row["meter_stop_wh"], stopped_at=row["stopped_at"], stop_reason=row["stop_reason"],
+        backend_session_id=row["backend_session_id"], reservation_id=row["reservation_id"],
+        meter_stop_estimated=bool(row["meter_stop_estimated"]),
+        start_phase_wh=tuple(json.loads(row["start_phase_wh"])), stop_phase_wh=tuple(json.loads(row["stop_phase_wh"])),
+        parent_id=row["parent_id"], authorized_offline=bool(row["authorized_offline"]), state=row["state"],
+        extra=json.loads(row["extra"]),
+    )
+    s.extra["delivered"] = bool(row["delivered"])
+    if row["rejected"]:
+        s.extra["rejected"] = row["rejected"]
+    s.extra["last_wh"] = row["last_wh"]
+    return s
+
+
+class Store:
+    """One SQLite file. Thread-safe by a lock; every public write is one transaction."""
+
+    def __init__(self, conn: sqlite3.Connection, path: Path) -> None:
+        self._db = conn
+        self.path = path
+        self._lock = threading.RLock()
+        self.writes = 0  # committed write transactions (SD-card wear accounting)
+
+    # ---------------------------------------------------------------- opening
+    @classmethod
+    def open(cls, state_dir: str | Path) -> "Store":
+        state = Path(state_dir)
+        try:
+            state.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise StorageError(f"cannot create state directory {state}: {exc.strerror or exc}") from None
+        path = state / DB_NAME
+        recovered: list[str] = []
+        if path.exists() and not _healthy(path):
+            aside = path.with_name(f"{DB_NAME}.corrupt-{time.strftime('%Y%m%d-%H%M%S')}")
+            recovered = _salvage(path)
+            for suffix in ("", "-wal", "-shm"):
+                p = Path(str(path) + suffix)
+                if p.exists():
+                    p.rename(Path(str(aside) + suffix))
+            log.error("journal %s failed its integrity check; set aside as %s, %d statements recovered",
+                      path, aside.name, len(recovered))
+        try:
+            conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=10)
+            conn.row_factory = sqlite3.Row
+            conn.execute("PRAGMA journal_mode=WAL")
+            conn.execute("PRAGMA synchronous=FULL")
+            conn.execute("PRAGMA foreign_keys=ON")
+            conn.executescript(_DDL)
+            for stmt in recovered:
+                try:
+                    conn.execute(stmt)
+                except sqlite3.DatabaseError:
+                    pass
+            conn.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+        except sqlite3.DatabaseError as exc:
+            raise StorageError(f"cannot open journal {path}: {exc}") from None
+        return cls(conn, path)
+
+    def close(self) -> None:
+        with self._lock:
+            try:
+                self._db.close()
+            except sqlite3.Error:
+                pass
+
+    # ---------------------------------------------------------------- helpers
+    def _write(self, fn, *args):
+        with self._lock:
+            try:
+                self._db.execute("BEGIN IMMEDIATE")
+                try:
+                    result = fn(*args)
+                    self._db.execute("COMMIT")
+                except BaseException:
+                    self._db.execute("ROLLBACK")
+                    raise
+            except sqlite3.Error as exc:
+                raise StorageError(f"journal write failed ({self.path}): {exc}") from None
+            self.writes += 1
+            return result
+
+    def _read(self, sql: str, args: tuple = ()) -> list[sqlite3.Row]:
+        with self._lock:
+            try:
+                return self._db.execute(sql, args).fetchall()
+            except sqlite3.Error as exc:
+                raise StorageError(f"journal read failed ({self.path}): {exc}") from None
+
+    def check_writable(self) -> None:
+        """Raises StorageError if a write cannot be committed now (disk full, read-only)."""
+        self._write(lambda: self._db.execute(
+            "INSERT OR REPLACE INTO settings(key, value) VALUES ('probe', ?)", (json.dumps(time.time()),)))
+
+    # ---------------------------------------------------------------- sessions
+    def create_session(self, key: str, connector_id: int, id_tag: str, meter_wh: int | None,
+                       phase_wh: tuple[int, ...] = (), reservation_id: int | None = None) -> Session:
+        """Record a tap before anything is asked of the backend (state 'authorizing')."""
+        def do() -> int:
+            cur = self._db.execute(
+                "INSERT INTO sessions(key, connector_id, id_tag, state, meter_start_wh, start_phase_wh, reservation_id)"
+                " VALUES (?, ?, ?, 'authorizing', ?, ?, ?)",
+                (key, connector_id, id_tag, meter_wh, json.dumps(list(phase_wh)), reservation_id))
+            return cur.lastrowid
+        return self.session(self._write(do))
+
+    def activate(self, session_id: int, meter_start_wh: int, started_at: str, phase_wh: tuple[int, ...],
+                 backend_session_id: str | None, parent_id: str | None, offline: bool,
+                 start_payload: dict[str, Any], start_delivered: bool) -> Session:
+        """The session starts: one transaction records it and queues its START (unless already delivered)."""
+        def do() -> None:
+            self._db.execute(
+                "UPDATE sessions SET state='active', meter_start_wh=?, started_at=?, start_phase_wh=?,"
+                " backend_session_id=?, parent_id=?, authorized_offline=?, last_wh=?, last_wh_at=? WHERE id=?",
+                (meter_start_wh, started_at, json.dumps(list(phase_wh)), backend_session_id, parent_id,
+                 int(offline), meter_start_wh, started_at, session_id))
+            if not start_delivered:
+                self._enqueue(MessageKind.START, session_id, start_payload, started_at)
+        self._write(do)
+        return self.session(session_id)
+
+    def finish_authorization(self, session_id: int, state: str, reason: str | None = None) -> None:
+        """A tap that did not become a session: 'refused' (by the backend) or 'aborted'."""
+        self._write(lambda: self._db.execute(
+            "UPDATE sessions SET state=?, stop_reason=? WHERE id=?", (state, reason, session_id)))
+
+    def record_meter(self, session_id: int, wh: int, at: str) -> None:
+        self._write(lambda: self._db.execute(
+            "UPDATE sessions SET last_wh=?, last_wh_at=? WHERE id=?", (wh, at, session_id)))
+
+    def stop(self, session_id: int, meter_stop_wh: int, stopped_at: str, reason: str,
+             phase_wh: tuple[int, ...] = (), estimated: bool = False,
+             stop_payload: dict[str, Any] | None = None) -> Session:
+        """Close a session and queue its STOP in one transaction."""
+        def do() -> None:
+            self._db.execute(
+                "UPDATE sessions SET state='stopped', meter_stop_wh=?, stopped_at=?, stop_reason=?,"
+                " stop_phase_wh=?, meter_stop_estimated=?, last_wh=? WHERE id=? AND state='active'",
+                (meter_stop_wh, stopped_at, reason, json.dumps(list(phase_wh)), int(estimated), meter_stop_wh, session_id))
+            self._enqueue(MessageKind.STOP, session_id, stop_payload or {}, stopped_at)
+        self._write(do)
+        return self.session(session_id)
+
+    def session(self, session_id: int) -> Session:
+        rows = self._read("SELECT * FROM sessions WHERE id=?", (session_id,))
+        if not rows:
+            raise StorageError(f"no session {session_id} in the journal")
+        return _session(rows[0])
+
+    def session_by_key(self, key: str) -> Session | None:
+        rows = self._read("SELECT * FROM sessions WHERE key=?", (key,))
+        return _session(rows[0]) if rows else None
+
+    def sessions(self, states: tuple[str, ...] = ("active", "stopped")) -> list[Session]:
+        marks = ",".join("?" * len(states))
+        return [_session(r) for r in self._read(f"SELECT * FROM sessions WHERE state IN ({marks}) ORDER BY id", states)]
+
+    def open_sessions(self) -> list[Session]:
+        return self.sessions(("active",))
+
+    def set_backend_session_id(self, session_id: int, value: str) -> None:
+        self._write(lambda: self._db.execute(
+            "UPDATE sessions SET backend_session_id=? WHERE id=?", (value, session_id)))
+
+    def update_times(self, session_id: int, started_at: str | None, stopped_at: str | None) -> None:
+        """Replace monotonic stamps by real times once the clock is known."""
+        self._write(lambda: self._db.execute(
+            "UPDATE sessions SET started_at=COALESCE(?, started_at), stopped_at=COALESCE(?, stopped_at) WHERE id=?",
+            (started_at, stopped_at, session_id)))
+
+    def set_extra(self, session_id: int, **values: Any) -> None:
+        def do() -> None:
+            row = self._db.execute("SELECT extra FROM sessions WHERE id=?", (session_id,)).fetchone()
+            extra = json.loads(row["extra"]) if row else {}
+            extra.update(values)
+            self._db.execute("UPDATE sessions SET extra=? WHERE id=?", (json.dumps(extra), session_id))
+        self._write(do)
+
+    # ---------------------------------------------------------------- outbox
+    def _enqueue(self, kind: MessageKind, session_id: int, payload: dict[str, Any], created_at: str) -> int:
+        cur = self._db.execute(
+            "INSERT INTO outbox(kind, session_id, payload, created_at) VALUES (?, ?, ?, ?)",
+            (kind.value, session_id, json.dumps(payload), created_at))
+        return cur.lastrowid
+
+    def enqueue(self, kind: MessageKind, session_id: int, payload: dict[str, Any], created_at: str | None = None) -> int:
+        stamp = created_at or time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+        return self._write(self._enqueue, kind, session_id, payload, stamp)
+
+    def next_message(self) -> OutboxItem | None:
+        rows = self._read("SELECT * FROM outbox ORDER BY seq LIMIT 1")
+        if not rows:
+            return None
+        r = rows[0]
+        return OutboxItem(seq=r["seq"], kind=MessageKind(r["kind"]), session_id=r["session_id"],
+                          payload=json.loads(r["payload"]), created_at=r["created_at"], attempts=r["attempts"])
+
+    def pending_messages(self) -> int:
+        return self._read("SELECT COUNT(*) AS n FROM outbox")[0]["n"]
+
+    def messages(self) -> Iterator[OutboxItem]:
+        for r in self._read("SELECT * FROM outbox ORDER BY seq"):
+            yield OutboxItem(seq=r["seq"], kind=MessageKind(r["kind"]), session_id=r["session_id"],
+                             payload=json.loads(r["payload"]), created_at=r["created_at"], attempts=r["attempts"])
+
+    def count_attempt(self, seq: int) -> None:
+        self._write(lambda: self._db.execute("UPDATE outbox SET attempts=attempts+1 WHERE seq=?", (seq,)))
+
+    def confirm(self, item: OutboxItem, backend_session_id: str | None = None, rejected: str | None = None) -> None:
+        """The backend confirmed (or refused for good) this message: it leaves the queue."""
+        def do() -> None:
+            self._db.execute("DELETE FROM outbox WHERE seq=?", (item.seq,))
+            if backend_session_id is not None:
+                self._db.execute("UPDATE sessions SET backend_session_id=? WHERE id=?",
+                                 (backend_session_id, item.session_id))
+            if rejected is not None:
+                self._db.execute("UPDATE sessions SET rejected=COALESCE(rejected || '; ', '') || ? WHERE id=?",
+                                 (f"{item.kind.value}: {rejected}", item.session_id))
+            if item.kind is MessageKind.STOP:
+                self._db.execute("UPDATE sessions SET delivered=1 WHERE id=?", (item.session_id,))
+        self._write(do)
+
+    # ---------------------------------------------------------------- auth cache
+    def cache_put(self, tag: str, status: str, expires: float, parent_id: str | None = None) -> None:
+        self._write(lambda: self._db.execute(
+            "INSERT OR REPLACE INTO auth_cache(tag, status, parent_id, expires) VALUES (?, ?, ?, ?)",
+            (tag, status, parent_id, expires)))
+
+    def cache_get(self, tag: str, now: float | None = None) -> tuple[str, str | None] | None:
+        rows = self._read("SELECT status, parent_id, expires FROM auth_cache WHERE tag=?", (tag,))
+        if not rows or rows[0]["expires"] < (now if now is not None else time.time()):
+            return None
+        return rows[0]["status"], rows[0]["parent_id"]
+
+    def cache_clear(self) -> None:
+        self._write(lambda: self._db.execute("DELETE FROM auth_cache"))
+
+    # ---------------------------------------------------------------- settings
+    def get_json(self, key: str, default: Any = None) -> Any:
+        rows = self._read("SELECT value FROM settings WHERE key=?", (key,))
+        return json.loads(rows[0]["value"]) if rows else default
+
+    def put_json(self, key: str, value: Any) -> None:
+        self._write(lambda: self._db.execute(
+            "INSERT OR REPLACE INTO settings(key, value) VALUES (?, ?)", (key, json.dumps(value))))
+
+
+def _healthy(path: Path) -> bool:
+    try:
+        conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=10)
+        try:
+            row = conn.execute("PRAGMA quick_check").fetchone()
+            return row is not None and row[0] == "ok"
+        finally:
+            conn.close()
+    except sqlite3.DatabaseError:
+        return False
+
+
+def _salvage(path: Path) -> list[str]:
+    """INSERT statements for whatever rows of a damaged journal can still be read."""
+    out: list[str] = []
+    try:
+        conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+    except sqlite3.DatabaseError:
+        return out
+    try:
+        for table in ("sessions", "outbox", "settings", "auth_cache"):
+            try:
+                cur = conn.execute(f"SELECT * FROM {table}")
+                cols = [d[0] for d in cur.description]
+                while True:
+                    try:
+                        row = cur.fetchone()
+                    except sqlite3.DatabaseError:
+                        break
+                    if row is None:
+                        break
+                    vals = ", ".join(_sql_literal(v) for v in row)
+                    out.append(f"INSERT OR IGNORE INTO {table}({', '.join(cols)}) VALUES ({vals})")
+            except sqlite3.DatabaseError:
+                continue
+    finally:
+        conn.close()
+    return out
+
+
+def _sql_literal(value: Any) -> str:
+    if value is None:
+        return "NULL"
+    if isinstance(value, (int, float)):
+        return repr(value)
+    if isinstance(value, bytes):
+        return "X'" + value.hex() + "'"
+    return "'" + str(value).replace("'", "''") + "'"
+
+
+def default_state_dir() -> str:
+    return os.environ.get("STATE_DIRECTORY", "/var/lib/station")
