@@ -313,3 +313,67 @@ def defaults(overrides: dict[str, Any] | None = None) -> Config:
             node = node.setdefault(part, {})
         node[parts[-1]] = value
     return from_dict(data, "<defaults>")
+
+
+def documented_toml() -> str:
+    """config/station.toml: every key with its meaning, type, unit, bounds and default.
+
+    Generated from SCHEMA so that the documentation cannot drift from the
+    loader (tests/test_config.py checks the committed file against this).
+    """
+    out = [
+        "# station configuration. Every key, its meaning, type, unit, bounds and default.",
+        "# Keys left out take their default; unknown keys and wrong types are errors.",
+        "# Generated from station/config.py (python -m station.config > config/station.toml).",
+    ]
+    section = None
+    for dotted, key in SCHEMA.items():
+        table, _, name = dotted.rpartition(".")
+        if dotted in FREE_TABLES:
+            table, name = dotted, None
+        if table != section:
+            section = table
+            out += ["", f"[{table}]"]
+        facts = [_type_name(key).replace("an ", "").replace("a ", "")]
+        if key.unit:
+            facts.append(f"unit {key.unit}")
+        if key.choices:
+            facts.append("one of " + ", ".join(_toml_value(c) for c in key.choices))
+        if key.min is not None or key.max is not None:
+            if isinstance(key.default, str) or key.type is str:
+                facts.append(f"at most {int(key.max)} characters")
+            else:
+                facts.append(f"{_num(key.min) if key.min is not None else ''}..{_num(key.max) if key.max is not None else ''}")
+        if key.optional:
+            facts.append("optional")
+        out.append(f"# {key.doc}")
+        out.append(f"# ({'; '.join(facts)})")
+        if name is None:
+            out.append('# "16AC936B1692E73A" = "Apartment 1"')
+        elif key.default is None:
+            out.append(f"# {name} =")
+        else:
+            out.append(f"{name} = {_toml_value(key.default)}")
+    return "\n".join(out) + "\n"
+
+
+def _num(x: float) -> str:
+    return str(int(x)) if float(x).is_integer() else str(x)
+
+
+def _toml_value(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, str):
+        return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+    if isinstance(value, float):
+        return repr(value)
+    if isinstance(value, dict):
+        return "{}"
+    return str(value)
+
+
+if __name__ == "__main__":
+    import sys
+
+    sys.stdout.write(documented_toml())

@@ -1,0 +1,199 @@
+"""Scenario files: scripted station lives for tests, demos and benchmarks.
+
+A scenario is TOML with a list of `[[step]]` tables, run in order against a
+whole Station on emulated hardware:
+
+    tap      uid = "16AC936B1692E73A"   present a card once (hold_s optional)
+    plug / unplug                       the EV-connected input (enables it)
+    stop                                press the stop button (enables it)
+    load     watts = 7400               the car draws this power from now on
+    consume  wh = 1500                  the meter register advances by exactly this many Wh
+    wait     seconds = 1.5
+    expect   state = "Charging", within = 5      fail unless reached in time
+    backend  up = false                 take the backend link down or up
+
+At the end the runner waits (up to `settle_s`, 30 s by default) until every
+journaled message is delivered. Exit status 0 means: every step passed and
+nothing is left undelivered.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sys
+import time
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from station.config import Config
+from station.core.states import State
+from station.errors import ScenarioError
+
+STEP_KEYS: dict[str, dict[str, type | tuple[type, ...]]] = {
+    "tap": {"uid": str, "hold_s": (int, float)},
+    "plug": {},
+    "unplug": {},
+    "stop": {},
+    "load": {"watts": (int, float)},
+    "consume": {"wh": int},
+    "wait": {"seconds": (int, float)},
+    "expect": {"state": str, "within": (int, float)},
+    "backend": {"up": bool},
+}
+REQUIRED = {"tap": {"uid"}, "load": {"watts"}, "consume": {"wh"}, "wait": {"seconds"}, "expect": {"state"}, "backend": {"up"}}
+
+
+@dataclass
+class Scenario:
+    steps: list[dict[str, Any]]
+    settle_s: float = 30.0
+    source: str = "<scenario>"
+
+
+@dataclass
+class Outcome:
+    ok: bool
+    failures: list[str] = field(default_factory=list)
+    summary: dict[str, Any] = field(default_factory=dict)
+
+
+def parse(data: dict[str, Any], source: str = "<scenario>") -> Scenario:
+    unknown = set(data) - {"step", "settle_s"}
+    if unknown:
+        raise ScenarioError(f"{source}: unknown top-level key {sorted(unknown)[0]!r}")
+    steps = data.get("step")
+    if not isinstance(steps, list) or not steps:
+        raise ScenarioError(f"{source}: no [[step]] entries")
+    for n, step in enumerate(steps, 1):
+        where = f"{source}: step {n}"
+        action = step.get("action")
+        if action not in STEP_KEYS:
+            raise ScenarioError(f"{where}: action must be one of {', '.join(STEP_KEYS)}, got {action!r}")
+        for key, value in step.items():
+            if key == "action":
+                continue
+            want = STEP_KEYS[action].get(key)
+            if want is None:
+                raise ScenarioError(f"{where} ({action}): unknown key {key!r}")
+            if isinstance(value, bool) and want is not bool:
+                raise ScenarioError(f"{where} ({action}): {key} has the wrong type")
+            if not isinstance(value, want):
+                raise ScenarioError(f"{where} ({action}): {key} has the wrong type ({type(value).__name__})")
+        missing = REQUIRED.get(action, set()) - set(step)
+        if missing:
+            raise ScenarioError(f"{where} ({action}): missing {sorted(missing)[0]!r}")
+        if action == "expect" and step["state"] not in {s.value for s in State}:
+            raise ScenarioError(f"{where}: unknown state {step['state']!r}")
+        if action == "consume" and step["wh"] < 0:
+            raise ScenarioError(f"{where}: wh must not be negative")
+    settle = data.get("settle_s", 30.0)
+    if not isinstance(settle, (int, float)) or isinstance(settle, bool) or settle < 0:
+        raise ScenarioError(f"{source}: settle_s must be a non-negative number")
+    return Scenario(steps, float(settle), source)
+
+
+def load(path: str | Path) -> Scenario:
+    try:
+        data = tomllib.loads(Path(path).read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise ScenarioError(f"{path}: cannot read: {exc.strerror or exc}") from None
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise ScenarioError(f"{path}: not valid TOML: {exc}") from None
+    return parse(data, str(path))
+
+
+async def wait_for_state(station, state: str, within: float) -> bool:
+    deadline = time.monotonic() + within
+    while time.monotonic() < deadline:
+        if station.charger.state.value == state and not station.charger._busy:
+            return True
+        await asyncio.sleep(0.02)
+    return station.charger.state.value == state
+
+
+async def run(station, scenario: Scenario) -> Outcome:
+    """Run the steps on a started Station (hardware.mode = "sim")."""
+    world = station.world
+    failures: list[str] = []
+    for n, step in enumerate(scenario.steps, 1):
+        action = step["action"]
+        if action == "tap":
+            await world.tap(step["uid"], hold_s=step.get("hold_s", 0.4))
+        elif action == "plug":
+            world.plug(True)
+        elif action == "unplug":
+            world.plug(False)
+        elif action == "stop":
+            await world.press_stop()
+        elif action == "load":
+            world.set_load(float(step["watts"]))
+        elif action == "consume":
+            world.consume(int(step["wh"]))
+        elif action == "wait":
+            await asyncio.sleep(float(step["seconds"]))
+        elif action == "expect":
+            within = float(step.get("within", 5))
+            if not await wait_for_state(station, step["state"], within):
+                failures.append(f"step {n}: expected {step['state']} within {within:g} s, "
+                                f"station is {station.charger.state.value}")
+                break
+        elif action == "backend":
+            await world.backend_link(bool(step["up"]))
+        # Let the station react to the step before the next one (taps are debounced by the reader).
+        await asyncio.sleep(0.05)
+    delivered = await station.flush(scenario.settle_s) if not failures else False
+    summary = summarize(station)
+    if not failures and not delivered:
+        failures.append(f"{summary['undelivered']} message(s) still undelivered after {scenario.settle_s:g} s")
+    return Outcome(not failures, failures, summary)
+
+
+def summarize(station) -> dict[str, Any]:
+    sessions = []
+    for s in station.store.sessions():
+        sessions.append({
+            "id_tag": s.id_tag, "meter_start_wh": s.meter_start_wh, "meter_stop_wh": s.meter_stop_wh,
+            "energy_wh": s.energy_wh, "started_at": s.started_at, "stopped_at": s.stopped_at,
+            "stop_reason": s.stop_reason, "backend_session_id": s.backend_session_id,
+            "delivered": bool(s.extra.get("delivered")),
+        })
+    return {
+        "state": station.charger.state.value,
+        "meter_wh": station.world.meter_wh,
+        "undelivered": station.store.pending_messages(),
+        "sessions": sessions,
+    }
+
+
+def run_scenario_file(config: Config, path: str, as_json: bool = False) -> int:
+    try:
+        scenario = load(path)
+    except ScenarioError as exc:
+        print(f"scenario error: {exc}", file=sys.stderr)
+        return 2
+
+    async def main() -> Outcome:
+        from station.daemon import Station
+
+        station = Station(config)
+        await station.start()
+        try:
+            return await run(station, scenario)
+        finally:
+            await station.stop()
+
+    outcome = asyncio.run(main())
+    if as_json:
+        print(json.dumps(outcome.summary, indent=2))
+    else:
+        s = outcome.summary
+        print(f"state {s['state']}, meter {s['meter_wh']} Wh, {len(s['sessions'])} session(s), {s['undelivered']} undelivered")
+        for sess in s["sessions"]:
+            print(f"  {sess['id_tag']}: {sess['energy_wh']} Wh ({sess['meter_start_wh']} -> {sess['meter_stop_wh']}), "
+                  f"{sess['stop_reason']}, {'delivered' if sess['delivered'] else 'NOT delivered'}")
+    for failure in outcome.failures:
+        print(f"FAILED {failure}", file=sys.stderr)
+    return 0 if outcome.ok else 1
