@@ -107,6 +107,7 @@ SCHEMA: dict[str, Key] = {
     "backend.mcsp.heartbeat_s": Key(_NUM, 60.0, "Heartbeat interval.", "s", 5, 86400),
     "backend.mcsp.ca_file": Key(_STR, None, "CA certificate that signs the server's certificate (tls://).", optional=True),
     "backend.mcsp.secret": Key(_STR, None, "Per-station secret sent as the Auth header.", optional=True),
+    "backend.mcsp.extensions": Key(_BOOL, True, "Send the MCSP/1.0 extension headers (Session-Key, meter readings, times) and HEARTBEAT; false sends only the picture's headers, for a server that cannot take them (no idempotent retry then)."),
     "backend.evcs-serial.port": Key(_STR, "/dev/ttyUSB0", "Serial device of the link to the mmetering server."),
     "backend.evcs-serial.baudrate": Key(_INT, 19200, "Baud rate.", "baud", choices=(1200, 2400, 4800, 9600, 19200, 38400, 57600, 115200)),
     "backend.evcs-serial.station_number": Key(_INT, 1, "N in 'LADER N lebt' and 'OK_LaderN!'.", min=1, max=99),
