@@ -1,0 +1,420 @@
+"""The emulated kWh meter: a real pymodbus RTU server serving a model's register map.
+
+Theory of operation
+-------------------
+`EmulatedMeter` runs pymodbus' `ModbusSerialServer` with RTU framing, so the
+station's real `ModbusMeter` (pymodbus client) talks to it exactly as to a
+meter on RS-485. The link is either
+
+* `link="socket"`: RTU over TCP on 127.0.0.1, ephemeral port; the client
+  port is `socket://127.0.0.1:PORT` (pymodbus turns a `socket://` server
+  port into a TCP listener, pyserial's URL handler opens it on the client);
+* `link="pty"`: two pseudo-terminal pairs bridged inside the event loop; the
+  server opens one slave, the client gets the other slave's device path
+  (`/dev/pts/N`), a real tty, as a USB RS-485 adapter would be. Our own
+  handles on both slaves stay open so that the masters never see EIO (and
+  never spin) while no client has its end open.
+
+Registers are built from the same `MeterModel` the client decodes with
+(`models.encode`): the data store is pymodbus' simulator (`SimDevice` /
+`SimData`, the 4-block form so that only the model's function code has
+registers: a client using FC3 on an FC4 meter gets "illegal address", as
+from the real one). `SimData` cannot compute values, so the device's
+`action` hook (called by pymodbus for every request) first integrates the
+load up to now (`tick`), then writes the current values into the register
+block in place before pymodbus answers. Gaps inside a request group read 0.
+
+Energy. The register holds integer Wh per phase (the total is their sum).
+`set_load(W)` and `set_flowing(bool)` (the daemon wires flowing to the
+contactor GPIO) make it grow with time: `tick()` integrates power x time in
+joules per phase and moves only whole Wh into the register, keeping the
+fraction, so nothing is lost between ticks. `advance(wh)` adds exactly `wh`
+(the scenario's "consume" step). A model whose register counts in 0.01 or
+0.1 kWh shows the floor of the exact count, as the real meter does.
+
+Persistence. The energy counts live in `<state_dir>/sim-meter.json`,
+written atomically (temporary file, fsync, rename, fsync of the directory)
+*before* a new value becomes visible on the bus. So a restarted process,
+even after SIGKILL, never shows a smaller register than was ever read:
+a real meter keeps its register through a power cut.
+
+Fault injection for tests: `set_dead(True)` (no reply at all),
+`set_garbage(True)` (replies with a broken CRC, which the client's framer
+drops, so it times out), `set_latency(s)` (slow meter), and
+`glitch_energy(wh, reads=1)` (the next reads show a spurious energy value, the
+"180 kWh, 5000 kWh, 180 kWh" case; not persisted). Requests for other device
+addresses get no reply, as on a shared bus.
+
+`ModbusSerialServer` must be constructed inside a running event loop, and
+so must `EmulatedMeter`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import time
+import tty
+from pathlib import Path
+from typing import Callable, Literal
+
+from pymodbus import FramerType
+from pymodbus.constants import ExcCodes
+from pymodbus.server import ModbusSerialServer
+from pymodbus.simulator import DataType, SimData, SimDevice
+
+from station.hardware.meters.models import MeterModel, MeterValues, encode, get_model, registered_wh
+
+log = logging.getLogger("station.sim.meter")
+
+STATE_FILE = "sim-meter.json"
+NOMINAL_V = 230.0
+
+
+class _PtyBridge:
+    """Two pty pairs whose masters are joined by the event loop: A <-> B."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.loop = loop
+        self.ma, self.sa = os.openpty()
+        self.mb, self.sb = os.openpty()
+        for fd in (self.ma, self.sa, self.mb, self.sb):
+            tty.setraw(fd)
+        for fd in (self.ma, self.mb):
+            os.set_blocking(fd, False)
+        self.server_path = os.ttyname(self.sa)
+        self.client_path = os.ttyname(self.sb)
+        loop.add_reader(self.ma, self._pump, self.ma, self.mb)
+        loop.add_reader(self.mb, self._pump, self.mb, self.ma)
+
+    def _pump(self, src: int, dst: int) -> None:
+        try:
+            data = os.read(src, 4096)
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError:  # EIO cannot happen while we hold the slaves; be safe anyway
+            return
+        try:
+            os.write(dst, data)
+        except OSError:
+            pass  # a full tty buffer drops bytes, like a line with nobody listening
+
+    def close(self) -> None:
+        for fd in (self.ma, self.mb):
+            self.loop.remove_reader(fd)
+        for fd in (self.ma, self.sa, self.mb, self.sb):
+            try:
+                os.close(fd)
+            except OSError:
+                pass
+
+
+class EmulatedMeter:
+    """An emulated Modbus RTU kWh meter of one model. Construct inside a running loop."""
+
+    def __init__(
+        self,
+        model: str | MeterModel = "SDM630",
+        *,
+        address: int = 1,
+        state_dir: str | os.PathLike[str] | None = None,
+        link: Literal["socket", "pty"] = "socket",
+        host: str = "127.0.0.1",
+        tcp_port: int = 0,
+        initial_wh: int = 0,
+        voltage_v: float = NOMINAL_V,
+        frequency_hz: float = 50.0,
+        tick_s: float | None = 1.0,
+        clock: Callable[[], float] = time.monotonic,
+        baudrate: int = 9600,
+        parity: str = "N",
+    ) -> None:
+        self._loop = asyncio.get_running_loop()
+        self.model: MeterModel = get_model(model) if isinstance(model, str) else model
+        self.address = address
+        self.link = link
+        self._clock = clock
+        self._tick_s = tick_s
+        self._state_path = Path(state_dir) / STATE_FILE if state_dir is not None else None
+        # electrical state
+        self.voltage_v = float(voltage_v)
+        self.frequency_hz = float(frequency_hz)
+        self.load_w = 0.0
+        self.load_phases = self.model.phases
+        self.flowing = False
+        # energy: exact Wh per phase, plus the fraction not yet a whole Wh (joules)
+        n = self.model.phases
+        self._phase_wh = self._load_state(initial_wh)
+        self._joules = [0.0] * n
+        self._last_t = clock()
+        self._visible = tuple(self._phase_wh)  # what the bus shows (persisted first)
+        # fault injection
+        self.dead = False
+        self.garbage = False
+        self.latency_s = 0.0
+        self._glitch: tuple[int, int] | None = None
+        # counters (our address only)
+        self.requests = 0  # read requests answered or deliberately not answered
+        self.replies = 0  # frames actually sent
+        self.reply_bytes = 0
+        # the pymodbus server
+        self._bridge: _PtyBridge | None = None
+        if link == "socket":
+            server_port = f"socket://{host}:{tcp_port}"
+        elif link == "pty":
+            self._bridge = _PtyBridge(self._loop)
+            server_port = self._bridge.server_path
+        else:
+            raise ValueError(f"link must be 'socket' or 'pty', not {link!r}")
+        self._server = ModbusSerialServer(
+            self._device(),
+            framer=FramerType.RTU,
+            port=server_port,
+            baudrate=baudrate,
+            parity=parity,
+            trace_packet=self._trace,
+        )
+        self.port: str = ""  # the client's port, set by start()
+        self._ticker: asyncio.Task | None = None
+        self._save()  # the file exists from the start
+
+    # -- pymodbus data store ----------------------------------------------------------
+    def _device(self) -> SimDevice:
+        regs = [
+            SimData(r.address, count=r.count, values=0, datatype=DataType.REGISTERS)
+            for r in self.model.plan
+        ]
+        bits = [SimData(0, values=[False] * 16, datatype=DataType.BITS)]
+        # The other function's block must not be empty (pymodbus needs one entry): a single
+        # register far away from every map, so the model's addresses are illegal there.
+        unused = [SimData(0xFFF0, count=1, values=0, datatype=DataType.REGISTERS)]
+        if self.model.function_code == 4:
+            blocks = (bits, list(bits), unused, regs)
+        else:
+            blocks = (bits, list(bits), regs, unused)
+        # id 0 = every address: requests for other addresses are answered by pymodbus and
+        # then dropped in _trace, so the bus stays silent for them (3.16 would send code 4).
+        return SimDevice(id=0, simdata=blocks, action=self._action)  # type: ignore[arg-type]
+
+    async def _action(
+        self,
+        function_code: int,
+        start_address: int,
+        address: int,
+        count: int,
+        registers: list[int],
+        set_values: list[int] | list[bool] | None,
+    ) -> ExcCodes | None:
+        if set_values is not None:
+            return ExcCodes.ILLEGAL_ADDRESS  # a read-only map
+        if self.latency_s > 0:
+            await asyncio.sleep(self.latency_s)
+        self.tick()
+        values = self.values()
+        e = self.model.energy
+        if self._glitch is not None and address <= e.address < address + count:
+            wh, left = self._glitch
+            values.energy_wh = wh
+            self._glitch = (wh, left - 1) if left > 1 else None
+        words = encode(self.model, values)
+        for a in range(address, address + count):
+            w = words.get(a)
+            if w is not None:
+                registers[a - start_address] = w
+        return None
+
+    def _trace(self, sending: bool, data: bytes) -> bytes:
+        if not sending:
+            return data
+        if not data or data[0] != self.address:
+            return b""  # another device's address: silence, as on a shared bus
+        self.requests += 1
+        if self.dead:
+            return b""
+        if self.garbage:
+            data = data[:-1] + bytes([data[-1] ^ 0xFF])  # wrong CRC
+        self.replies += 1
+        self.reply_bytes += len(data)
+        return data
+
+    # -- lifecycle -----------------------------------------------------------------------
+    async def start(self) -> str:
+        """Start serving; returns the port string for the client."""
+        await self._server.serve_forever(background=True)
+        if self.link == "socket":
+            sock = self._server.transport.sockets[0]  # type: ignore[union-attr]
+            host, port = sock.getsockname()[:2]
+            self.port = f"socket://{host}:{port}"
+        else:
+            assert self._bridge is not None
+            self.port = self._bridge.client_path
+        if self._tick_s:
+            self._ticker = asyncio.create_task(self._tick_loop(self._tick_s), name="sim-meter tick")
+        log.info("emulated %s at address %d on %s", self.model.name, self.address, self.port)
+        return self.port
+
+    async def stop(self) -> None:
+        if self._ticker is not None:
+            self._ticker.cancel()
+            try:
+                await self._ticker
+            except asyncio.CancelledError:
+                pass
+            self._ticker = None
+        self.tick()
+        await self._server.shutdown()
+        if self._bridge is not None:
+            self._bridge.close()
+            self._bridge = None
+
+    async def __aenter__(self) -> "EmulatedMeter":
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.stop()
+
+    async def _tick_loop(self, interval: float) -> None:
+        while True:
+            await asyncio.sleep(interval)
+            self.tick()
+
+    # -- the physics ---------------------------------------------------------------------
+    def set_load(self, watts: float, phases: int | None = None) -> None:
+        """The power the car draws while flowing, split evenly over `phases` (default all)."""
+        if watts < 0:
+            raise ValueError("load must not be negative")
+        n = self.model.phases if phases is None else phases
+        if not 1 <= n <= self.model.phases:
+            raise ValueError(f"{self.model.name} has {self.model.phases} phase(s), not {n}")
+        self.tick()
+        self.load_w = float(watts)
+        self.load_phases = n
+
+    def set_flowing(self, flowing: bool) -> None:
+        """Whether current flows (car connected, contactor closed)."""
+        self.tick()
+        self.flowing = bool(flowing)
+
+    def advance(self, wh: int) -> None:
+        """Add exactly `wh` Wh to the register (split over the loaded phases), now."""
+        if int(wh) != wh or wh < 0:
+            raise ValueError("advance() takes a whole, non-negative number of Wh")
+        self.tick()
+        n = self.load_phases
+        base, rest = divmod(int(wh), n)
+        for i in range(n):
+            self._phase_wh[i] += base + (1 if i < rest else 0)
+        self._commit()
+
+    def tick(self, now: float | None = None) -> None:
+        """Integrate the load up to `now` (default: the clock) into the register."""
+        now = self._clock() if now is None else now
+        dt = now - self._last_t
+        self._last_t = now
+        if dt <= 0 or not self.flowing or self.load_w <= 0:
+            return
+        per_phase = self.load_w / self.load_phases
+        gained = False
+        for i in range(self.load_phases):
+            self._joules[i] += per_phase * dt
+            whole = int(self._joules[i] // 3600)
+            if whole:
+                self._joules[i] -= whole * 3600
+                self._phase_wh[i] += whole
+                gained = True
+        if gained:
+            self._commit()
+
+    def values(self) -> MeterValues:
+        """What the meter measures now, as the bus shows it (energy as last persisted)."""
+        n = self.model.phases
+        p = self.load_w / self.load_phases if self.flowing else 0.0
+        pp = tuple(p if i < self.load_phases else 0.0 for i in range(n))
+        return MeterValues(
+            energy_wh=sum(self._visible),
+            energy_phase_wh=self._visible,
+            power_w=sum(pp),
+            power_phase_w=pp,
+            voltage_v=(self.voltage_v,) * n,
+            current_a=tuple(x / self.voltage_v for x in pp),
+            frequency_hz=self.frequency_hz,
+        )
+
+    @property
+    def energy_wh(self) -> int:
+        """The exact energy count in Wh (visible on the bus)."""
+        self.tick()
+        return sum(self._visible)
+
+    @property
+    def register_wh(self) -> int:
+        """The import register as a client decodes it (after the model's own rounding)."""
+        return registered_wh(self.model, self.model.energy, self.energy_wh)
+
+    @property
+    def phase_wh(self) -> tuple[int, ...]:
+        self.tick()
+        return self._visible
+
+    # -- fault injection -------------------------------------------------------------------
+    def set_dead(self, dead: bool = True) -> None:
+        self.dead = dead
+
+    def set_garbage(self, garbage: bool = True) -> None:
+        self.garbage = garbage
+
+    def set_latency(self, seconds: float) -> None:
+        self.latency_s = max(0.0, float(seconds))
+
+    def glitch_energy(self, wh: int, reads: int = 1) -> None:
+        """The next `reads` reads of the energy register show `wh` (not persisted)."""
+        self._glitch = (int(wh), reads)
+
+    # -- persistence -----------------------------------------------------------------------
+    def _load_state(self, initial_wh: int) -> list[int]:
+        n = self.model.phases
+        if self._state_path is not None and self._state_path.exists():
+            try:
+                data = json.loads(self._state_path.read_text())
+                phase = [int(x) for x in data["phase_wh"]]
+                total = int(data["energy_wh"])
+            except (OSError, ValueError, KeyError, TypeError) as exc:
+                raise RuntimeError(f"{self._state_path}: unreadable emulated meter state: {exc}") from exc
+            if len(phase) == n and sum(phase) == total:
+                return phase
+            initial_wh = total  # another model before: keep the total, split it anew
+        base, rest = divmod(int(initial_wh), n)
+        return [base + (1 if i < rest else 0) for i in range(n)]
+
+    def _save(self) -> None:
+        if self._state_path is None:
+            return
+        path = self._state_path
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(path.name + ".tmp")
+        doc = {"model": self.model.name, "energy_wh": sum(self._phase_wh), "phase_wh": self._phase_wh}
+        with open(tmp, "w") as f:
+            json.dump(doc, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+        dfd = os.open(path.parent, os.O_RDONLY)
+        try:
+            os.fsync(dfd)
+        finally:
+            os.close(dfd)
+
+    def _commit(self) -> None:
+        """Persist, then publish: the bus never shows a count the file does not hold."""
+        self._save()
+        self._visible = tuple(self._phase_wh)
+
+
+async def start_emulated_meter(model: str = "SDM630", **kwargs) -> EmulatedMeter:
+    """Construct and start an emulated meter (inside the running loop); returns it."""
+    meter = EmulatedMeter(model, **kwargs)
+    await meter.start()
+    return meter
