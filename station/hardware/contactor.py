@@ -1,0 +1,60 @@
+"""The contactor: a GPIO output driving the relay, and an optional auxiliary contact.
+
+The output is set up with its *open* level as the initial value, so the
+relay never closes for an instant at start-up (RPi.GPIO writes the level
+before switching the pin to output). `active_low` serves relay boards that
+close when their input is pulled low.
+
+The auxiliary contact, if wired, tells whether the contactor really
+followed: `feedback()` reads it. Deciding that a contactor which did not
+close, or stays closed after opening (welded), is a fault belongs to the
+core, which calls `feedback()` after `charging.contactor_settle_s`;
+`check()` is the comparison it needs.
+"""
+
+from __future__ import annotations
+
+from types import ModuleType
+
+
+class GpioContactor:
+    """The `Contactor` port on BCM `pin`, with an optional feedback input on `feedback_pin`."""
+
+    def __init__(self, gpio: ModuleType, pin: int, active_low: bool = False,
+                 feedback_pin: int | None = None, feedback_active_low: bool = True) -> None:
+        self.gpio, self.pin, self.active_low = gpio, pin, active_low
+        self.feedback_pin, self.feedback_active_low = feedback_pin, feedback_active_low
+        self.closed = False
+        gpio.setup(pin, gpio.OUT, initial=self._level(False))
+        if feedback_pin is not None:
+            # An aux contact that pulls low gets a pull-up, and the other way round,
+            # so a broken wire reads "open" rather than floating.
+            pull = gpio.PUD_UP if feedback_active_low else gpio.PUD_DOWN
+            gpio.setup(feedback_pin, gpio.IN, pull_up_down=pull)
+
+    def _level(self, closed: bool) -> int:
+        return self.gpio.HIGH if closed != self.active_low else self.gpio.LOW
+
+    def set(self, closed: bool) -> None:
+        self.gpio.output(self.pin, self._level(closed))
+        self.closed = closed
+
+    def feedback(self) -> bool | None:
+        """True when the auxiliary contact reports the contactor closed; None without one."""
+        if self.feedback_pin is None:
+            return None
+        level = self.gpio.input(self.feedback_pin)
+        return (level == self.gpio.LOW) if self.feedback_active_low else (level == self.gpio.HIGH)
+
+    def check(self, expected_closed: bool) -> str | None:
+        """A fault text if the feedback disagrees with `expected_closed`, else None."""
+        fb = self.feedback()
+        if fb is None or fb == expected_closed:
+            return None
+        if expected_closed:
+            return "contactor did not close"
+        return "contactor welded (closed after opening)"
+
+    def close(self) -> None:
+        """Open the contactor (leave the pin driven: never cleanup())."""
+        self.set(False)

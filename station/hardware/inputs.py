@@ -1,0 +1,66 @@
+"""Optional digital inputs: "EV connected" and a stop push button.
+
+Absent pins read None, so the core knows the difference between "no car"
+and "cannot tell". Active-low inputs get the internal pull-up (a switch to
+ground), active-high ones the pull-down.
+
+The core polls. A press of the stop button shorter than the poll interval
+would be lost, so the button also has an edge callback that latches the
+press until the next `stop_pressed()`; where edge detection is not
+available (RPi.GPIO on some kernels refuses it) polling alone remains.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from types import ModuleType
+
+log = logging.getLogger(__name__)
+
+
+class GpioInputs:
+    """The `Inputs` port."""
+
+    def __init__(self, gpio: ModuleType, ev_connected_pin: int | None = None, ev_active_low: bool = True,
+                 stop_pin: int | None = None, stop_active_low: bool = True) -> None:
+        self.gpio = gpio
+        self.ev_pin, self.ev_active_low = ev_connected_pin, ev_active_low
+        self.stop_pin, self.stop_active_low = stop_pin, stop_active_low
+        self._latched = threading.Event()
+        for pin, active_low in ((ev_connected_pin, ev_active_low), (stop_pin, stop_active_low)):
+            if pin is not None:
+                gpio.setup(pin, gpio.IN, pull_up_down=gpio.PUD_UP if active_low else gpio.PUD_DOWN)
+        if stop_pin is not None:
+            edge = gpio.FALLING if stop_active_low else gpio.RISING
+            try:
+                gpio.add_event_detect(stop_pin, edge, callback=self._on_press, bouncetime=50)
+            except (RuntimeError, ValueError) as exc:
+                log.info("stop button on BCM %d: no edge detection (%s); polling only", stop_pin, exc)
+
+    def _active(self, pin: int, active_low: bool) -> bool:
+        level = self.gpio.input(pin)
+        return level == (self.gpio.LOW if active_low else self.gpio.HIGH)
+
+    def _on_press(self, channel: int) -> None:
+        self._latched.set()
+
+    def ev_connected(self) -> bool | None:
+        if self.ev_pin is None:
+            return None
+        return self._active(self.ev_pin, self.ev_active_low)
+
+    def stop_pressed(self) -> bool | None:
+        """True while the button is held, or once after a press seen since the last call."""
+        if self.stop_pin is None:
+            return None
+        latched = self._latched.is_set()
+        self._latched.clear()
+        return self._active(self.stop_pin, self.stop_active_low) or latched
+
+    def close(self) -> None:
+        if self.stop_pin is not None:
+            try:
+                self.gpio.remove_event_detect(self.stop_pin)
+            except (RuntimeError, ValueError):
+                pass
