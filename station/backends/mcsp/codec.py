@@ -264,6 +264,11 @@ class Connection:
         return self._state in (_State.LENGTH, _State.HEADERS) or bool(self._buffer)
 
     @property
+    def partial_line(self) -> bool:
+        """Bytes of an unfinished line are buffered."""
+        return bool(self._buffer)
+
+    @property
     def pending_reply(self) -> Reply | None:
         """STATION: the reply read so far (status line and complete header lines), if one has begun."""
         if self.role is Role.STATION and self._state is _State.HEADERS and self._start is not None:

@@ -1,0 +1,497 @@
+"""The station side of MCSP/1.0: `[backend] kind = "mcsp"`.
+
+Theory of operation
+-------------------
+One link (TCP, TLS or a serial line, see link.py) carries one request at a
+time: an asyncio lock serializes authorize, deliver and the heartbeat. Each
+exchange writes a request from the codec and reads until the codec hands
+out the reply. A reply ends at its empty line; from a server that sends no
+end marker (the picture, the 2017 server) it ends when the link stays
+quiet for SETTLE_S after a complete line, but only once it holds what the
+request needs (an OK to START needs its Session-Id).
+
+What happens to each answer (docs/mcsp.md, "Error codes", is normative):
+
+    reply            authorize (driver waiting)          deliver (outbox)
+    OK               Accepted, Session-Id kept           confirmed
+    401 403 409      refused, LCD shows Message          rejected for good
+    other 4xx, bare  refused, LCD shows Message          rejected for good
+    407, 5xx         BackendOffline (offline policy)     BackendOffline: retried later
+    no reply         BackendOffline                      BackendOffline: retried later
+
+Never billing twice: every START and END carries the station's session key
+(`Session-Key`), and an MCSP/1.0 server treats a repeat of a known key as
+the same session. So a request whose reply was lost is simply sent again,
+on the same link or after reconnecting. A reply that echoes a different
+Session-Key is a late answer to an earlier request (possible on a serial
+line after a timeout) and is skipped.
+
+A START sent by `authorize` opens the server's session at once; the core
+then queues no START for that session. If the core abandons such a session
+before charging (no plug within the connection timeout), the server would
+keep it open: the link keeper closes those with an END of zero energy.
+
+The background task (`_keep_link`) connects, sends HEARTBEAT every
+`heartbeat_s`, sets the station clock from the reply's `Time`, and after a
+failure reconnects with exponential backoff (station.backoff).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import re
+import ssl
+from dataclasses import dataclass
+from typing import Any
+
+from station.backends.base import (AuthResult, AuthStatus, Backend, DeliveryResult, MessageKind, OutboxItem, Session,
+                                   StationControl, StatusReport)
+from station.backends.mcsp import codec
+from station.backends.mcsp.codec import CLOSED, Connection, Reply, Request, Role
+from station.backends.mcsp.link import Link, open_link, parse_url
+from station.backoff import Backoff
+from station.errors import BackendOffline, ProtocolError
+
+log = logging.getLogger(__name__)
+
+SETTLE_S = 0.3  # quiet after a complete line that ends a reply without end marker
+OPENED_KEY = "mcsp.opened"  # store setting: session key -> Session-Id opened by authorize
+_ISO = re.compile(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d{1,6})?Z")
+
+
+@dataclass(frozen=True)
+class ErrorRule:
+    """What the station does with one error code."""
+
+    meaning: str
+    auth: AuthStatus | None  # refusal status at authorize; None: BackendOffline (offline policy)
+    retry: bool  # deliver: True = BackendOffline (offered again later), False = rejected for good
+
+
+ERROR_RULES: dict[int, ErrorRule] = {
+    400: ErrorRule("Malformed request", AuthStatus.INVALID, False),
+    401: ErrorRule("Key is not registered", AuthStatus.INVALID, False),
+    403: ErrorRule("Key not allowed at this station", AuthStatus.BLOCKED, False),
+    404: ErrorRule("Unknown session", AuthStatus.INVALID, False),
+    405: ErrorRule("Action not supported", AuthStatus.INVALID, False),
+    407: ErrorRule("Station not authenticated", None, True),
+    409: ErrorRule("Session already open", AuthStatus.CONCURRENT_TX, False),
+    500: ErrorRule("Server error", None, True),
+    503: ErrorRule("Meter not readable", None, True),
+}
+
+
+def rule_for(code: int | None) -> ErrorRule:
+    """The rule for a code; unknown codes follow their class, a bare ERROR (2017 server) refuses."""
+    if code in ERROR_RULES:
+        return ERROR_RULES[code]
+    if code is None:
+        return ErrorRule("Refused by the server", AuthStatus.INVALID, False)
+    if code >= 500:
+        return ErrorRule("Server error", None, True)
+    return ErrorRule("Refused by the server", AuthStatus.INVALID, False)
+
+
+def _mask(tag: str) -> str:
+    return "…" + tag[-4:] if len(tag) > 4 else tag
+
+
+def _phases(values: tuple[int, ...]) -> str | None:
+    return ",".join(str(int(v)) for v in values) if values else None
+
+
+def _iso_or_none(stamp: str | None) -> str | None:
+    """Monotonic stamps from an earlier boot cannot be given a date: leave Time out then."""
+    return stamp if stamp and _ISO.fullmatch(stamp) else None
+
+
+class McspBackend(Backend):
+    kind = "mcsp"
+
+    def __init__(self, url: str, name: str, *, store: Any = None, baudrate: int = 19200, timeout_s: float = 5.0,
+                 heartbeat_s: float = 60.0, ca_file: str | None = None, secret: str | None = None,
+                 extensions: bool = True, settle_s: float = SETTLE_S, backoff: Backoff | None = None) -> None:
+        super().__init__()
+        parse_url(url)  # fail early on a malformed URL
+        self.url, self.name = url, name
+        self.store = store
+        self.baudrate, self.timeout_s, self.heartbeat_s = baudrate, timeout_s, heartbeat_s
+        self.ca_file, self.secret = ca_file, secret
+        self.extensions = extensions
+        self.settle_s = settle_s
+        self.backoff = backoff or Backoff()
+        self.heartbeats = extensions  # switched off if the server does not know HEARTBEAT
+        self.exchanges = 0  # completed request/reply pairs (tests, bench)
+        self.last_reply: Reply | None = None
+        self._link: Link | None = None
+        self._conn: Connection | None = None
+        self._lock = asyncio.Lock()
+        self._wake = asyncio.Event()
+        self._ready = asyncio.Event()
+        self._task: asyncio.Task | None = None
+        self._status_task: asyncio.Task | None = None
+        self._status: str | None = None
+        self._opened: dict[str, str] = dict(store.get_json(OPENED_KEY, {}) or {}) if store is not None else {}
+
+    # ------------------------------------------------------------------ lifecycle
+    async def start(self, station: StationControl) -> None:
+        await super().start(station)
+        self._task = asyncio.create_task(self._keep_link(), name="mcsp-link")
+
+    async def close(self) -> None:
+        for task in (self._task, self._status_task):
+            if task is not None:
+                task.cancel()
+                try:
+                    await task
+                except (asyncio.CancelledError, Exception):
+                    pass
+        self._task = self._status_task = None
+        async with self._lock:
+            await self._drop_link("closing", force=True)
+        self._set_online(False)
+
+    async def wait_ready(self, timeout: float) -> bool:
+        try:
+            await asyncio.wait_for(self._ready.wait(), timeout)
+        except asyncio.TimeoutError:
+            pass
+        return self.online
+
+    def _set_online(self, online: bool) -> None:
+        if online:
+            self._ready.set()
+        else:
+            self._ready.clear()
+        super()._set_online(online)
+
+    async def _keep_link(self) -> None:
+        while True:
+            try:
+                await self._ping()
+                self.backoff.reset()
+                await self._close_abandoned()
+                delay = self.heartbeat_s
+            except BackendOffline as exc:
+                delay = self.backoff.next()
+                log.info("MCSP server unreachable (%s); next try in %.1f s", exc, delay)
+            self._wake.clear()
+            try:
+                await asyncio.wait_for(self._wake.wait(), delay)
+            except asyncio.TimeoutError:
+                pass
+
+    async def _ping(self) -> None:
+        """Prove the link: HEARTBEAT (sets the clock), or just connect when heartbeats are off."""
+        if not self.heartbeats:
+            async with self._lock:
+                await self._ensure_link()
+            self._set_online(True)
+            return
+        reply = await self._exchange(self._heartbeat_request())
+        if reply.ok:
+            self._take_time(reply)
+            return
+        code = reply.code
+        if code == 405 or code is None:
+            log.warning("the MCSP server does not know HEARTBEAT (%s); heartbeats off", code or "bare ERROR")
+            self.heartbeats = False
+            return
+        rule = rule_for(code)
+        text = f"{code} {reply.message or rule.meaning}"
+        if code == 407:
+            self._notice(text)
+            self._set_online(False)
+            raise BackendOffline(f"server refuses this station: {text}")
+        log.warning("HEARTBEAT answered %s", text)
+
+    def _take_time(self, reply: Reply) -> None:
+        time = reply.get("Time")
+        if time and _ISO.fullmatch(time) and self.station is not None:
+            self.station.set_clock(time)
+
+    def _notice(self, text: str) -> None:
+        if self.station is not None:
+            self.station.notice(f"MCSP: {text}")
+
+    # ------------------------------------------------------------------ requests
+    def _headers(self, pairs: list[tuple[str, Any]]) -> codec.Headers:
+        if self.secret:
+            pairs.append(("Auth", self.secret))
+        return codec.Headers((n, v) for n, v in pairs if v is not None)
+
+    def _start_request(self, id_tag: str, session: Session, *, live: bool) -> Request:
+        pairs: list[tuple[str, Any]] = [("Name", self.name), ("Key", id_tag)]
+        if self.extensions:
+            pairs += [
+                ("Session-Key", session.key),
+                ("Meter-Start", session.meter_start_wh),
+                ("Meter-Start-Phases", _phases(session.start_phase_wh)),
+                # Sent live, the server's reception time is the start; late, the journal's.
+                ("Time", None if live else _iso_or_none(session.started_at)),
+                ("Offline", "yes" if session.authorized_offline and not live else None),
+            ]
+        return Request(codec.START, self._headers(pairs))
+
+    def _end_request(self, session: Session, session_id: str | None, *, reason: str | None = None) -> Request:
+        stop = session.meter_stop_wh if session.meter_stop_wh is not None else session.meter_start_wh
+        pairs: list[tuple[str, Any]] = [("Name", self.name), ("Session-Id", session_id), ("Key", session.id_tag)]
+        if self.extensions:
+            start = session.meter_start_wh
+            energy = stop - start if start is not None and stop is not None and stop >= start else None
+            pairs += [
+                ("Session-Key", session.key),
+                ("Meter-Start", start),
+                ("Meter-Stop", stop),
+                ("Energy", energy),
+                ("Start-Time", _iso_or_none(session.started_at)),
+                ("Time", _iso_or_none(session.stopped_at)),
+                ("Stop-Reason", reason or session.stop_reason),
+                ("Meter-Start-Phases", _phases(session.start_phase_wh)),
+                ("Meter-Stop-Phases", _phases(session.stop_phase_wh)),
+                ("Meter-Estimated", "yes" if session.meter_stop_estimated else None),
+            ]
+        return Request(codec.END, self._headers(pairs))
+
+    def _heartbeat_request(self) -> Request:
+        clock = getattr(self.station, "clock", None)
+        now = None
+        if clock is not None and getattr(clock, "trusted", False):
+            from station.clock import iso
+
+            now = iso(clock.now())
+        return Request(codec.HEARTBEAT, self._headers([("Name", self.name), ("Time", now), ("Status", self._status)]))
+
+    # ------------------------------------------------------------------ Backend interface
+    async def authorize(self, id_tag: str, session: Session) -> AuthResult:
+        reply = await self._exchange(self._start_request(id_tag, session, live=True), idempotent=self.extensions)
+        if reply.ok:
+            session_id = reply.get("Session-Id")
+            self._remember_opened(session.key, session_id)
+            log.info("START %s: accepted, Session-Id %s", _mask(id_tag), session_id)
+            return AuthResult(AuthStatus.ACCEPTED, message=reply.message, backend_session_id=session_id)
+        rule = rule_for(reply.code)
+        text = reply.message or rule.meaning
+        log.info("START %s: ERROR %s %s", _mask(id_tag), reply.code, text)
+        if rule.auth is None:
+            self._notice(f"{reply.code} {text}")
+            raise BackendOffline(f"server answered {reply.code} {text}")
+        return AuthResult(rule.auth, message=text)
+
+    async def deliver(self, item: OutboxItem, session: Session) -> DeliveryResult:
+        if item.kind is MessageKind.START:
+            return await self._deliver_start(session)
+        if item.kind is MessageKind.STOP:
+            return await self._deliver_stop(session)
+        return DeliveryResult()  # MCSP carries no meter values during a session
+
+    async def _deliver_start(self, session: Session) -> DeliveryResult:
+        known = session.backend_session_id or self._opened.get(session.key)
+        if known:
+            # authorize's START already opened it (or an earlier delivery did): no second START.
+            return DeliveryResult(backend_session_id=known)
+        reply = await self._exchange(self._start_request(session.id_tag, session, live=False),
+                                     idempotent=self.extensions)
+        if reply.ok:
+            return DeliveryResult(backend_session_id=reply.get("Session-Id"))
+        return self._not_delivered(reply, "START")
+
+    async def _deliver_stop(self, session: Session) -> DeliveryResult:
+        session_id = session.backend_session_id or self._opened.get(session.key)
+        if session_id is None:
+            earlier = str(session.extra.get("rejected") or "")
+            if "start:" in earlier:
+                return DeliveryResult(rejected=f"the server refused this session's START ({earlier})")
+            if not self.extensions:
+                return DeliveryResult(rejected="no Session-Id: the server never accepted this session's START")
+        reply = await self._exchange(self._end_request(session, session_id))
+        if reply.ok:
+            self._forget_opened(session.key)
+            log.info("END session %s: %s Wh delivered", session_id or session.key, session.energy_wh)
+            return DeliveryResult(backend_session_id=session_id or reply.get("Session-Id"))
+        return self._not_delivered(reply, "END")
+
+    def _not_delivered(self, reply: Reply, what: str) -> DeliveryResult:
+        rule = rule_for(reply.code)
+        text = f"{reply.code if reply.code is not None else 'ERROR'} {reply.message or rule.meaning}"
+        if rule.retry:
+            raise BackendOffline(f"{what} answered {text}; offered again later")
+        return DeliveryResult(rejected=text)
+
+    async def send_status(self, report: StatusReport) -> None:
+        """Best effort: a HEARTBEAT carrying the new status, sent in the background."""
+        self._status = report.status.value
+        if not (self.heartbeats and self.online):
+            return
+        if self._status_task is None or self._status_task.done():
+            self._status_task = asyncio.create_task(self._send_status(), name="mcsp-status")
+
+    async def _send_status(self) -> None:
+        try:
+            reply = await self._exchange(self._heartbeat_request())
+            if reply.ok:
+                self._take_time(reply)
+        except BackendOffline:
+            pass
+
+    # ------------------------------------------------------------------ sessions opened by authorize
+    def _remember_opened(self, key: str, session_id: str | None) -> None:
+        if session_id is None:
+            return
+        self._opened[key] = session_id
+        self._save_opened()
+
+    def _forget_opened(self, key: str) -> None:
+        if self._opened.pop(key, None) is not None:
+            self._save_opened()
+
+    def _save_opened(self) -> None:
+        if self.store is not None:
+            try:
+                self.store.put_json(OPENED_KEY, self._opened)
+            except Exception as exc:  # the map is a convenience; the server's key rule is the safety
+                log.warning("cannot save the MCSP open-session map: %s", exc)
+
+    async def _close_abandoned(self) -> None:
+        """END (zero energy) the server sessions that authorize opened but the core dropped."""
+        if self.store is None:
+            return
+        for key, session_id in list(self._opened.items()):
+            session = self.store.session_by_key(key)
+            if session is None:
+                self._forget_opened(key)
+            elif session.state in ("active", "stopped"):
+                self._forget_opened(key)  # the outbox takes it from here (its START is not re-sent)
+            elif session.state in ("aborted", "refused"):
+                reply = await self._exchange(self._end_request(session, session_id, reason="Other"))
+                if reply.ok or reply.code == 404:
+                    self._forget_opened(key)
+                    log.info("closed session %s that never started charging", session_id)
+
+    # ------------------------------------------------------------------ the exchange
+    async def _exchange(self, req: Request, *, idempotent: bool = True) -> Reply:
+        """Send one request and return its reply. Raises BackendOffline when there is none."""
+        async with self._lock:
+            for attempt in (1, 2):
+                reused = self._link is not None
+                await self._ensure_link()
+                try:
+                    reply = await self._roundtrip(req)
+                except asyncio.CancelledError:
+                    await self._drop_link("cancelled", force=True)
+                    raise
+                except (OSError, EOFError, ssl.SSLError) as exc:
+                    await self._drop_link(f"link broke: {exc or type(exc).__name__}", force=True)
+                    if reused and idempotent and attempt == 1:
+                        continue  # a stale connection (server restarted): once more, on a fresh one
+                    self._set_online(False)
+                    self._wake.set()
+                    raise BackendOffline(f"{req.action}: link broke ({exc or type(exc).__name__})") from exc
+                except (asyncio.TimeoutError, ProtocolError) as exc:
+                    why = "no reply" if isinstance(exc, asyncio.TimeoutError) else f"protocol error: {exc}"
+                    await self._drop_link(why)
+                    self._set_online(False)
+                    self._wake.set()
+                    raise BackendOffline(f"{req.action}: {why}") from exc
+                self.exchanges += 1
+                self.last_reply = reply
+                if reply.ended_by == "eof":
+                    await self._drop_link("server closed the link", force=True)
+                self._set_online(True)
+                return reply
+        raise AssertionError("unreachable")
+
+    async def _ensure_link(self) -> None:
+        if self._link is not None:
+            return
+        try:
+            self._link = await open_link(self.url, baudrate=self.baudrate, timeout=self.timeout_s, ca_file=self.ca_file)
+        except (OSError, asyncio.TimeoutError, ssl.SSLError, ValueError) as exc:
+            self._set_online(False)
+            if isinstance(exc, ssl.SSLError):
+                self._notice(f"TLS failed: {exc.reason or exc}")
+            raise BackendOffline(f"cannot reach {self.url}: {exc or type(exc).__name__}") from exc
+        self._conn = Connection(Role.STATION)
+        log.info("MCSP link to %s open", self.url)
+
+    async def _drop_link(self, why: str, force: bool = False) -> None:
+        link = self._link
+        if link is None:
+            return
+        if not force and not link.reconnects:
+            # A serial line stays open: forget the half-read reply, drop stale input next time.
+            if self._conn is not None:
+                self._conn.abandon()
+            log.info("MCSP serial exchange abandoned: %s", why)
+            return
+        self._link = None
+        self._conn = None
+        log.info("MCSP link closed: %s", why)
+        try:
+            await link.close()
+        except Exception:
+            pass
+
+    def _enough(self, reply: Reply, req: Request) -> bool:
+        """Does a reply without end marker hold what `req` needs? (OK to START: Session-Id)."""
+        return not (reply.ok and req.action == codec.START and not reply.get("Session-Id"))
+
+    def _stale(self, reply: Reply, req: Request) -> bool:
+        echo, mine = reply.get("Session-Key"), req.get("Session-Key")
+        return echo is not None and mine is not None and echo != mine
+
+    def _accept(self, reply: Reply, req: Request) -> Reply | None:
+        """The reply to `req`, or None for a late reply to an earlier request (skip it)."""
+        if self._stale(reply, req):
+            log.warning("skipping a late reply for another session (Session-Key %s)", reply.get("Session-Key"))
+            assert self._conn is not None
+            self._conn.outstanding = req
+            return None
+        if reply.ended_by == "eof" and (not self._enough(reply, req) or (not reply.ok and reply.code is None)):
+            # Cut by the link closing: we cannot know what was still to come.
+            raise ConnectionResetError("server closed the link in the middle of its reply")
+        if not self._enough(reply, req):
+            raise codec.RemoteProtocolError("OK to START without Session-Id")
+        return reply
+
+    async def _roundtrip(self, req: Request) -> Reply:
+        link, conn = self._link, self._conn
+        assert link is not None and conn is not None
+        if not link.reconnects:
+            await link.discard_input()
+            conn.abandon()
+        await link.write(conn.send(req))
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.timeout_s
+        while True:
+            event = conn.next_event()
+            if isinstance(event, Reply):
+                reply = self._accept(event, req)
+                if reply is not None:
+                    return reply
+                continue
+            if event is CLOSED:
+                raise ConnectionResetError("server closed the link without a reply")
+            remaining = deadline - loop.time()
+            if remaining <= 0:
+                conn.abandon()
+                raise asyncio.TimeoutError()
+            pending = conn.pending_reply
+            settle = pending is not None and self._enough(pending, req) and not conn.partial_line
+            chunk = await link.read(min(remaining, self.settle_s) if settle else remaining)
+            if chunk is not None:
+                conn.receive_data(chunk)
+                continue
+            if settle:
+                done = conn.end_of_reply()
+                if done is not None:
+                    reply = self._accept(done, req)
+                    if reply is not None:
+                        return reply
+
+
+def create(config: Any, store: Any) -> McspBackend:
+    m = config.backend.mcsp
+    return McspBackend(m.url, config.station.name, store=store, baudrate=m.baudrate, timeout_s=m.timeout_s,
+                       heartbeat_s=m.heartbeat_s, ca_file=m.ca_file, secret=m.secret, extensions=m.extensions)

@@ -1,0 +1,178 @@
+"""Byte links for MCSP and the evcs-serial dialect: TCP, TLS and serial ports.
+
+Theory of operation
+-------------------
+The codecs never touch I/O; this module moves bytes. A `Link` offers three
+coroutines, `write(data)`, `read(timeout)` and `close()`. `read` returns the
+bytes that arrived (at least one), `None` when nothing came within `timeout`
+(the station uses that quiet to end a reply whose server sends no end
+marker), or `b""` when the peer closed the link (TCP only: a serial line
+has no "closed").
+
+Serial ports go through pyserial in a worker thread (pyserial is blocking).
+Reads use a short port timeout so that a close never waits long for a
+thread stuck in `read`. `serial.serial_for_url` is used, so the port may
+also be a pyserial URL (`socket://HOST:PORT`, `rfc2217://...`).
+
+`open_link(url)` picks the transport: `tcp://HOST:PORT`, `tls://HOST:PORT`,
+anything else is a serial device path.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ssl
+import threading
+from urllib.parse import urlsplit
+
+POLL_S = 0.05  # serial read slice: bounds how long close() waits for the reader thread
+
+
+class Link:
+    """A bidirectional byte stream. `kind` is "tcp", "tls" or "serial"."""
+
+    kind = "?"
+    #: the link can be dropped and opened again to get rid of stale bytes (TCP, TLS)
+    reconnects = True
+
+    async def write(self, data: bytes) -> None:
+        raise NotImplementedError
+
+    async def read(self, timeout: float) -> bytes | None:
+        raise NotImplementedError
+
+    async def discard_input(self) -> None:
+        """Drop whatever arrived unasked (a late reply on a serial line)."""
+
+    async def close(self) -> None:
+        raise NotImplementedError
+
+
+class StreamLink(Link):
+    """TCP or TLS over asyncio streams (also used by the server for each accepted connection)."""
+
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, kind: str = "tcp") -> None:
+        self.reader, self.writer, self.kind = reader, writer, kind
+
+    async def write(self, data: bytes) -> None:
+        self.writer.write(data)
+        await self.writer.drain()
+
+    async def read(self, timeout: float) -> bytes | None:
+        try:
+            # Cancelling StreamReader.read loses no data: it only returns what it took.
+            return await asyncio.wait_for(self.reader.read(4096), max(timeout, 0.0))
+        except asyncio.TimeoutError:
+            return None
+
+    async def close(self) -> None:
+        self.writer.close()
+        try:
+            await asyncio.wait_for(self.writer.wait_closed(), 2.0)
+        except (OSError, asyncio.TimeoutError, ssl.SSLError):
+            pass
+
+
+class SerialLink(Link):
+    """A serial port (pyserial) driven from worker threads."""
+
+    kind = "serial"
+    reconnects = False
+
+    def __init__(self, port) -> None:
+        self.port = port
+        self._lock = threading.Lock()  # one reader thread at a time
+        self._closing = False
+
+    @classmethod
+    def open(cls, device: str, baudrate: int = 19200) -> "SerialLink":
+        """Open a device 8N1 without flow control. Raises OSError (serial.SerialException is one)."""
+        import serial  # pyserial; imported here so TCP-only stations need not load it
+
+        port = serial.serial_for_url(device, baudrate=baudrate, bytesize=8, parity="N", stopbits=1,
+                                     timeout=POLL_S, write_timeout=5.0, exclusive=True)
+        return cls(port)
+
+    def _read_blocking(self, timeout: float) -> bytes | None:
+        import time
+
+        deadline = time.monotonic() + max(timeout, 0.0)
+        with self._lock:
+            while True:
+                if self._closing or not self.port.is_open:
+                    raise OSError("serial port closed")
+                try:
+                    data = self.port.read(max(1, self.port.in_waiting))
+                except (TypeError, AttributeError) as exc:  # closed under our feet by another thread
+                    raise OSError(f"serial port closed: {exc}") from None
+                if data:
+                    return data
+                if time.monotonic() >= deadline:
+                    return None
+
+    async def read(self, timeout: float) -> bytes | None:
+        return await asyncio.to_thread(self._read_blocking, timeout)
+
+    async def write(self, data: bytes) -> None:
+        await asyncio.to_thread(self._write_blocking, data)
+
+    def _write_blocking(self, data: bytes) -> None:
+        self.port.write(data)
+        self.port.flush()
+
+    async def discard_input(self) -> None:
+        await asyncio.to_thread(self._discard)
+
+    def _discard(self) -> None:
+        with self._lock:
+            if self.port.is_open:
+                self.port.reset_input_buffer()
+
+    async def close(self) -> None:
+        self._closing = True
+        try:
+            self.port.cancel_read()
+        except Exception:  # not every pyserial backend can cancel; the read slice is short anyway
+            pass
+        await asyncio.to_thread(self._close)
+
+    def _close(self) -> None:
+        with self._lock:
+            self.port.close()
+
+
+def parse_url(url: str) -> tuple[str, str, int]:
+    """("tcp"|"tls", host, port) or ("serial", device, 0). Raises ValueError."""
+    if url.startswith(("tcp://", "tls://")):
+        parts = urlsplit(url)
+        if not parts.hostname or parts.port is None:
+            raise ValueError(f"{url!r}: expected {parts.scheme}://HOST:PORT")
+        return parts.scheme, parts.hostname, parts.port
+    if not url:
+        raise ValueError("empty link address")
+    return "serial", url, 0
+
+
+def client_tls_context(ca_file: str | None) -> ssl.SSLContext:
+    """TLS 1.2 or newer, server certificate and host name checked. With `ca_file` only that CA
+    is trusted (pinned); without it, the system's CAs."""
+    # create_default_context loads the system CAs only when no cafile is given, so with a
+    # ca_file the context trusts exactly the pinned CA.
+    ctx = ssl.create_default_context(cafile=ca_file) if ca_file else ssl.create_default_context()
+    ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+    ctx.check_hostname = True
+    ctx.verify_mode = ssl.CERT_REQUIRED
+    return ctx
+
+
+async def open_link(url: str, *, baudrate: int = 19200, timeout: float = 5.0,
+                    ca_file: str | None = None) -> Link:
+    """Connect. Raises OSError (refused, unreachable, no such device), ssl.SSLError, or
+    asyncio.TimeoutError."""
+    kind, host, port = parse_url(url)
+    if kind == "serial":
+        return await asyncio.to_thread(SerialLink.open, host, baudrate)
+    ctx = client_tls_context(ca_file) if kind == "tls" else None
+    reader, writer = await asyncio.wait_for(
+        asyncio.open_connection(host, port, ssl=ctx, server_hostname=host if ctx else None), timeout)
+    return StreamLink(reader, writer, kind)
