@@ -190,7 +190,7 @@ def test_blinking_thread_lives_only_while_blinking(fake_gpio):
 
     leds.show(LedPattern.AVAILABLE)  # steady: the thread ends
     assert not leds.blinking
-    assert blink_threads() == []
+    assert wait_for(lambda: blink_threads() == [])
     assert levels(fake_gpio) == (1, 0, 0)
     changes = len(fake_gpio.history)
     time.sleep(0.3)
@@ -199,7 +199,7 @@ def test_blinking_thread_lives_only_while_blinking(fake_gpio):
     leds.show(LedPattern.REFUSED)
     assert leds.blinking and fake_gpio.level(R) == 1
     leds.close()
-    assert blink_threads() == [] and levels(fake_gpio) == (0, 0, 0)
+    assert wait_for(lambda: blink_threads() == []) and levels(fake_gpio) == (0, 0, 0)
 
 
 def test_every_pattern_is_defined():

@@ -232,3 +232,12 @@ def test_null_display_keeps_lines():
     assert disp.lines == ["Tap card".ljust(16), " " * 16]
     assert disp.flush()
     disp.close()
+
+
+def test_adapters_satisfy_the_display_port(fake_i2c):
+    from station.hardware.ports import Display
+
+    fake_i2c.attach_lcd(1, ADDR, 16, 2)
+    disp = LcdDisplay(1, ADDR, 16, 2, background=False)
+    assert isinstance(disp, Display) and isinstance(NullDisplay(16, 2), Display)
+    disp.close()
