@@ -33,3 +33,20 @@ def fake_i2c(monkeypatch):
     hd44780.reset()
     yield hd44780
     hd44780.reset()
+
+
+@pytest.fixture
+def mfrc522_chip():
+    """An emulated MFRC522 on SPI 0.0 wired to reset pin BCM 25, fakes installed (before mfrc522 is imported).
+
+    GPIO (no numbering mode set) and SPI are reset around the test.
+    """
+    from station.sim import fakegpio, fakespi, install
+    from station.sim.mfrc522chip import MFRC522Chip
+
+    install.install()
+    fakegpio.reset()
+    fakespi.reset()
+    yield fakespi.attach(0, 0, MFRC522Chip(reset_pin=25))
+    fakespi.reset()
+    fakegpio.reset()

@@ -110,6 +110,43 @@ class _Seen:
     misses: int = 0
 
 
+class TapDebouncer:
+    """Turns a stream of poll results into taps (the rule is in the module docstring).
+
+    `update(uid, now)` takes one completed poll's result (a UID, None for no
+    card, b"" for an unreadable card) and returns the UID when it is a new
+    tap, else None. Pure: the clock is passed in.
+    """
+
+    def __init__(self, absent_s: float, min_misses: int = _MIN_MISSES) -> None:
+        self.absent_s = absent_s
+        self.min_misses = min_misses
+        self._present: dict[bytes, _Seen] = {}
+
+    @property
+    def present(self) -> list[bytes]:
+        """UIDs currently considered on the reader."""
+        return list(self._present)
+
+    def update(self, uid: bytes | None, now: float) -> bytes | None:
+        if uid == b"":
+            return None  # a card is there but unreadable: no news about presence
+        for known, seen in list(self._present.items()):
+            if known == uid:
+                continue
+            seen.misses += 1
+            if seen.misses >= self.min_misses and now - seen.last >= self.absent_s:
+                del self._present[known]
+        if uid is None:
+            return None
+        seen = self._present.get(uid)
+        if seen is not None:
+            seen.last, seen.misses = now, 0
+            return None
+        self._present[uid] = _Seen(now)
+        return uid
+
+
 class Mfrc522Reader:
     """The `RfidReader` port for an MFRC522 on SPI.
 
@@ -146,7 +183,7 @@ class Mfrc522Reader:
         self._thread: threading.Thread | None = None
         self._stop = threading.Event()
         self._fault: str | None = None
-        self._present: dict[bytes, _Seen] = {}
+        self._debouncer = TapDebouncer(absent_s)
         self._on_tap: Callable[[bytes], None] = lambda uid: None
         self._on_fault: Callable[[str | None], None] = lambda text: None
 
@@ -358,23 +395,10 @@ class Mfrc522Reader:
             self._stop.wait(self.poll_interval_s)
 
     def _debounce(self, uid: bytes | None, now: float) -> None:
-        if uid == b"":
-            return  # a card is there but unreadable: no news about presence
-        for known, seen in list(self._present.items()):
-            if known == uid:
-                continue
-            seen.misses += 1
-            if seen.misses >= _MIN_MISSES and now - seen.last >= self.absent_s:
-                del self._present[known]
-        if uid is None:
-            return
-        seen = self._present.get(uid)
-        if seen is not None:
-            seen.last, seen.misses = now, 0
-            return
-        self._present[uid] = _Seen(now)
-        log.info("card tapped: %s", format_uid(uid))
-        self._on_tap(uid)
+        tapped = self._debouncer.update(uid, now)
+        if tapped is not None:
+            log.info("card tapped: %s", format_uid(tapped))
+            self._on_tap(tapped)
 
     def _report_fault(self, text: str | None) -> None:
         if text == self._fault:
