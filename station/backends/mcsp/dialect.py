@@ -1,0 +1,336 @@
+"""The 2018 serial dialect of the deployed mmetering servers: `[backend] kind = "evcs-serial"`.
+
+A Pi station with this backend replaces the original charger controller on
+an unchanged mmetering server (`manage.py runevcs` on /dev/ttyUSB1, 19200 8N1).
+
+The conversation (mcsp-origin.md has the live log)::
+
+    station: Abrechnung auf            billing opens
+    station: Tag ID = D6 4F C9 3B      the tag, upper hex bytes separated by spaces
+    server:  OK_Lader1!                accepted (or ERROR10/20_Lader1!)
+    station: Verstanden                "understood"
+    ...charging...
+    station: Tag ID = D6 4F C9 3B
+    station: total FERTIG              the session ends (server: silence, or ERROR21/30_Lader1!)
+    station: LADER 1 lebt              heartbeat, no answer
+
+Every line ends with CRLF. The server reads its own apartment meters at the
+start and the end: the messages carry no energy and no time. Consequences
+this module lives with:
+* a session can only be billed live. A session that started while the
+  server was unreachable is opened late if it is still running (the server
+  bills from that moment); one that already ended cannot be billed and is
+  rejected with that reason (it stays in the journal for the operator);
+* success at the end is silence: the END is "delivered" when no ERROR came
+  within `reply_timeout_s`. An absent server cannot be told from a content
+  one at that moment (a port that cannot be opened can).
+* replies name a station number (`OK_Lader<N>!`); lines for other numbers
+  are ignored, so several chargers can share one bus.
+
+`LineParser` (no I/O) splits bytes into lines with a length limit; the
+`parse_*` functions read single lines. The 2018 server side is emulated in
+runevcs.py on the same functions.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import re
+from dataclasses import dataclass
+from typing import Any
+
+from station.backends.base import (AuthResult, AuthStatus, Backend, DeliveryResult, MessageKind, OutboxItem, Session,
+                                   StationControl)
+from station.backends.mcsp.link import Link, SerialLink
+from station.core.tags import parse_uid
+from station.errors import BackendOffline, ProtocolError
+
+log = logging.getLogger(__name__)
+
+MAX_LINE = 128
+OPEN = "Abrechnung auf"
+DONE = "total FERTIG"
+ACK = "Verstanden"
+
+#: code -> (German, English) as shown on the LCD
+ERRORS: dict[int, tuple[str, str]] = {
+    10: ("Keine Wohnung fuer diese Station", "No apartment for this station"),
+    20: ("Zaehler beim Start nicht lesbar", "Meter unreadable at start"),
+    21: ("Zaehler am Ende nicht lesbar", "Meter unreadable at end"),
+    30: ("Keine offene Sitzung fuer Tag", "No open session for this tag"),
+}
+
+_REPLY = re.compile(r"(OK|ERROR(\d{2}))_Lader(\d{1,2})!")
+_ALIVE = re.compile(r"LADER (\d{1,2}) lebt")
+_TAG = re.compile(r"Tag ID\s*=\s*(.+)")
+
+
+class DialectError(ProtocolError):
+    """The serial peer sent something the 2018 dialect does not have."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, remote=True)
+
+
+class LineParser:
+    """Bytes in, lines out (CRLF or LF, CR stripped). Lines longer than MAX_LINE or with bytes
+    outside printable ASCII raise DialectError; the parser then goes on with the next line."""
+
+    def __init__(self, max_line: int = MAX_LINE) -> None:
+        self.max_line = max_line
+        self._buffer = bytearray()
+        self._drop = False  # inside an overlong line: drop up to its LF
+
+    def feed(self, data: bytes) -> None:
+        self._buffer += data
+
+    def clear(self) -> None:
+        self._buffer.clear()
+        self._drop = False
+
+    def next_line(self) -> str | None:
+        while True:
+            end = self._buffer.find(b"\n")
+            if end < 0:
+                if len(self._buffer) > self.max_line + 1:
+                    self._buffer.clear()
+                    self._drop = True
+                    raise DialectError(f"line longer than {self.max_line} bytes")
+                return None
+            raw = bytes(self._buffer[:end]).rstrip(b"\r")
+            del self._buffer[: end + 1]
+            if self._drop:
+                self._drop = False
+                continue
+            if len(raw) > self.max_line:
+                raise DialectError(f"line longer than {self.max_line} bytes")
+            if any(not 0x20 <= b <= 0x7E for b in raw):
+                raise DialectError(f"not printable ASCII: {raw[:40]!r}")
+            return raw.decode("ascii")
+
+
+@dataclass(frozen=True)
+class ServerReply:
+    ok: bool
+    code: int | None  # ERROR code (10, 20, 21, 30)
+    station: int
+
+
+def parse_server_line(line: str) -> ServerReply | None:
+    """`OK_Lader1!` / `ERROR10_Lader1!` -> ServerReply; anything else None."""
+    m = _REPLY.fullmatch(line.strip())
+    if not m:
+        return None
+    return ServerReply(m.group(2) is None, int(m.group(2)) if m.group(2) else None, int(m.group(3)))
+
+
+def parse_station_line(line: str) -> tuple[str, Any] | None:
+    """A station's line as the server reads it: ("alive", n), ("open", None), ("tag", text),
+    ("ack", None), ("done", None); None for anything else. Both `Tag ID = ` and the real
+    device's `Tag ID= ` are read."""
+    text = line.strip()
+    if m := _ALIVE.fullmatch(text):
+        return "alive", int(m.group(1))
+    if text == OPEN:
+        return "open", None
+    if text == ACK:
+        return "ack", None
+    if text == DONE:
+        return "done", None
+    if m := _TAG.fullmatch(text):
+        return "tag", m.group(1).strip()
+    return None
+
+
+def dialect_tag(id_tag: str, separator: str = " ") -> str:
+    """The tag as the 2018 server stores it: upper hex bytes joined by `separator`
+    ("d64fc93b" -> "D6 4F C9 3B"). A tag that is not hex is sent upper-cased as it is."""
+    try:
+        return separator.join(f"{b:02X}" for b in parse_uid(id_tag))
+    except ValueError:
+        return id_tag.strip().upper()
+
+
+def error_text(code: int | None, language: str = "en") -> str:
+    de, en = ERRORS.get(code or 0, ("Unbekannter Fehler", "Unknown error"))
+    return f"ERROR{code}: {de if language == 'de' else en}"
+
+
+class EvcsSerialBackend(Backend):
+    kind = "evcs-serial"
+
+    def __init__(self, port: str, *, baudrate: int = 19200, station_number: int = 1, reply_timeout_s: float = 3.0,
+                 heartbeat_s: float = 90.0, tag_separator: str = " ", tag_prefix: str = "Tag ID = ",
+                 language: str = "en", reopen_s: float = 5.0) -> None:
+        super().__init__()
+        self.port, self.baudrate, self.number = port, baudrate, station_number
+        self.reply_timeout_s, self.heartbeat_s = reply_timeout_s, heartbeat_s
+        self.tag_separator, self.tag_prefix, self.language = tag_separator, tag_prefix, language
+        self.reopen_s = reopen_s
+        self.sent: list[str] = []  # every line written, for tests and the terminal view
+        self._link: Link | None = None
+        self._parser = LineParser()
+        self._lock = asyncio.Lock()
+        self._task: asyncio.Task | None = None
+
+    # ------------------------------------------------------------------ lifecycle
+    async def start(self, station: StationControl) -> None:
+        await super().start(station)
+        self._task = asyncio.create_task(self._heartbeat(), name="evcs-heartbeat")
+
+    async def close(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            try:
+                await self._task
+            except (asyncio.CancelledError, Exception):
+                pass
+            self._task = None
+        async with self._lock:
+            await self._drop()
+
+    async def wait_ready(self, timeout: float) -> bool:
+        loop = asyncio.get_running_loop()
+        end = loop.time() + timeout
+        while not self.online and loop.time() < end:
+            await asyncio.sleep(0.05)
+        return self.online
+
+    async def _heartbeat(self) -> None:
+        """Open the port (online), then 'LADER N lebt' every heartbeat_s, as the original device did."""
+        delay = 0.0
+        while True:
+            await asyncio.sleep(delay)
+            try:
+                async with self._lock:
+                    if self._link is None:
+                        await self._ensure()
+                    else:
+                        await self._write(f"LADER {self.number} lebt")
+                delay = self.heartbeat_s
+            except BackendOffline as exc:
+                log.info("evcs-serial: %s", exc)
+                delay = self.reopen_s
+
+    # ------------------------------------------------------------------ I/O
+    async def _ensure(self) -> Link:
+        if self._link is None:
+            try:
+                self._link = await asyncio.to_thread(SerialLink.open, self.port, self.baudrate)
+            except (OSError, ValueError) as exc:
+                self._set_online(False)
+                raise BackendOffline(f"cannot open {self.port}: {exc}") from exc
+            self._parser.clear()
+            self._set_online(True)
+        return self._link
+
+    async def _drop(self) -> None:
+        link, self._link = self._link, None
+        if link is not None:
+            try:
+                await link.close()
+            except Exception:
+                pass
+        self._set_online(False)
+
+    async def _write(self, *lines: str) -> None:
+        link = await self._ensure()
+        try:
+            await link.write("".join(f"{line}\r\n" for line in lines).encode("ascii"))
+        except OSError as exc:
+            await self._drop()
+            raise BackendOffline(f"writing to {self.port} failed: {exc}") from exc
+        self.sent.extend(lines)
+
+    async def _reply(self, timeout: float) -> ServerReply | None:
+        """The next OK/ERROR for our station number within `timeout`, or None."""
+        link = await self._ensure()
+        loop = asyncio.get_running_loop()
+        end = loop.time() + timeout
+        while True:
+            try:
+                line = self._parser.next_line()
+            except DialectError as exc:
+                log.warning("evcs-serial: %s", exc)
+                continue
+            if line is not None:
+                reply = parse_server_line(line)
+                if reply is not None and reply.station == self.number:
+                    return reply
+                if line.strip():
+                    log.debug("evcs-serial: ignoring %r", line)
+                continue
+            remaining = end - loop.time()
+            if remaining <= 0:
+                return None
+            try:
+                data = await link.read(remaining)
+            except OSError as exc:
+                await self._drop()
+                raise BackendOffline(f"reading {self.port} failed: {exc}") from exc
+            if data:
+                self._parser.feed(data)
+
+    async def _discard(self) -> None:
+        link = await self._ensure()
+        await link.discard_input()
+        self._parser.clear()
+
+    # ------------------------------------------------------------------ sessions
+    def _tag_line(self, id_tag: str) -> str:
+        return f"{self.tag_prefix}{dialect_tag(id_tag, self.tag_separator)}"
+
+    async def _open(self, id_tag: str) -> ServerReply:
+        async with self._lock:
+            await self._discard()
+            await self._write(OPEN, self._tag_line(id_tag))
+            reply = await self._reply(self.reply_timeout_s)
+            if reply is None:
+                raise BackendOffline(f"no answer to '{OPEN}' within {self.reply_timeout_s} s")
+            if reply.ok:
+                await self._write(ACK)
+            return reply
+
+    async def authorize(self, id_tag: str, session: Session) -> AuthResult:
+        reply = await self._open(id_tag)
+        if reply.ok:
+            return AuthResult(AuthStatus.ACCEPTED, backend_session_id=dialect_tag(id_tag, self.tag_separator))
+        text = error_text(reply.code, self.language)
+        if self.station is not None:
+            self.station.notice(text)
+        return AuthResult(AuthStatus.BLOCKED if reply.code == 10 else AuthStatus.INVALID, message=text)
+
+    async def deliver(self, item: OutboxItem, session: Session) -> DeliveryResult:
+        if item.kind is MessageKind.START:
+            if session.backend_session_id:
+                return DeliveryResult(backend_session_id=session.backend_session_id)
+            if session.state != "active":
+                return DeliveryResult(rejected="the 2018 server reads its own meter: a session that ended before it "
+                                               "could be told cannot be billed")
+            reply = await self._open(session.id_tag)  # still charging: billed from now on
+            if reply.ok:
+                return DeliveryResult(backend_session_id=dialect_tag(session.id_tag, self.tag_separator))
+            return DeliveryResult(rejected=error_text(reply.code))
+        if item.kind is MessageKind.STOP:
+            if not session.backend_session_id:
+                return DeliveryResult(rejected="the server never opened this session")
+            async with self._lock:
+                await self._discard()
+                await self._write(self._tag_line(session.id_tag), DONE)
+                reply = await self._reply(self.reply_timeout_s)
+            if reply is not None and not reply.ok:
+                text = error_text(reply.code, self.language)
+                if self.station is not None:
+                    self.station.notice(text)
+                return DeliveryResult(rejected=error_text(reply.code))
+            return DeliveryResult(backend_session_id=session.backend_session_id)
+        return DeliveryResult()
+
+
+def create(config: Any, store: Any) -> EvcsSerialBackend:
+    e = config.get("backend.evcs-serial")
+    return EvcsSerialBackend(e["port"], baudrate=e["baudrate"], station_number=e["station_number"],
+                             reply_timeout_s=e["reply_timeout_s"], heartbeat_s=e["heartbeat_s"],
+                             tag_separator=e["tag_separator"], tag_prefix=e["tag_prefix"],
+                             language=config.station.language)

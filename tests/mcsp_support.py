@@ -1,0 +1,87 @@
+"""Test helpers for the MCSP and evcs-serial tests: a serial link made of pseudo-terminals,
+a StationControl double, and sessions as the journal holds them."""
+
+from __future__ import annotations
+
+import os
+import select
+import threading
+import tty
+from dataclasses import dataclass, field
+
+from station.backends.base import MessageKind, OutboxItem, Session
+
+
+class PtyBridge:
+    """Two pseudo-terminal pairs whose masters are joined by a thread: whatever is written to
+    `a` (a device path for pyserial) comes out of `b` and back. Like a null-modem cable between
+    two serial ports; ptys ignore the baud rate."""
+
+    def __init__(self) -> None:
+        self._m1, self._s1 = os.openpty()
+        self._m2, self._s2 = os.openpty()
+        for fd in (self._s1, self._s2):
+            tty.setraw(fd)
+        self.a, self.b = os.ttyname(self._s1), os.ttyname(self._s2)
+        self.traffic: list[tuple[str, bytes]] = []  # ("a->b" | "b->a", bytes) as it passed
+        self._stop = False
+        self._thread = threading.Thread(target=self._pump, daemon=True, name="pty-bridge")
+        self._thread.start()
+
+    def _pump(self) -> None:
+        peers = {self._m1: (self._m2, "a->b"), self._m2: (self._m1, "b->a")}
+        while not self._stop:
+            ready, _, _ = select.select(list(peers), [], [], 0.05)
+            for fd in ready:
+                try:
+                    data = os.read(fd, 4096)
+                except OSError:
+                    continue
+                other, way = peers[fd]
+                self.traffic.append((way, data))
+                os.write(other, data)
+
+    def sent(self, way: str) -> bytes:
+        return b"".join(d for w, d in self.traffic if w == way)
+
+    def close(self) -> None:
+        self._stop = True
+        self._thread.join(2)
+        for fd in (self._m1, self._s1, self._m2, self._s2):
+            try:
+                os.close(fd)
+            except OSError:
+                pass
+
+
+@dataclass
+class FakeStation:
+    """A StationControl double that records what the backend asked of the station."""
+
+    name: str = "Tankstelle1"
+    notices: list[str] = field(default_factory=list)
+    clock_sets: list[str] = field(default_factory=list)
+    links: list[bool] = field(default_factory=list)
+
+    def set_clock(self, utc: str) -> None:
+        self.clock_sets.append(utc)
+
+    def notice(self, text: str) -> None:
+        self.notices.append(text)
+
+    def backend_link(self, online: bool) -> None:
+        self.links.append(online)
+
+
+def session(n: int = 1, tag: str = "16AC936B1692E73A", start: int = 10_000, stop: int | None = None,
+            **more) -> Session:
+    values = dict(id=n, key=f"{n:032x}", connector_id=1, id_tag=tag, meter_start_wh=start,
+                  started_at="2026-11-05T09:00:00.000Z", state="active")
+    if stop is not None:
+        values.update(meter_stop_wh=stop, stopped_at="2026-11-05T10:00:00.000Z", stop_reason="Local", state="stopped")
+    values.update(more)
+    return Session(**values)
+
+
+def item(kind: MessageKind, session_id: int = 1, seq: int = 1) -> OutboxItem:
+    return OutboxItem(seq=seq, kind=kind, session_id=session_id, payload={}, created_at="2026-11-05T09:00:00Z")
