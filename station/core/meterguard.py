@@ -23,6 +23,9 @@ while the car charged is accepted again: the allowance grows with the time.
 `lag_s` covers a meter that refreshes its registers only every second or
 two (two reads may straddle more energy than their own distance in time);
 `margin_wh` covers the register's step (one count of 0.1 kWh on an EM24).
+`max_power_w=math.inf` disables the rate check (decreases are still
+rejected): for emulated hardware, whose scenario step "consume" adds its Wh
+at once, faster than any real meter could count them.
 
 Start-up. The first reading has nothing to be checked against, and a spike
 could be the very first value read. So the guard holds the first reading as a

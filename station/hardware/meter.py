@@ -10,10 +10,14 @@ into a `MeterReading` with integer Wh.
 The port string chooses the link:
 
 * a device path (`/dev/ttyAMA0`, `/dev/serial/by-id/...`): RTU on a serial line;
-* a pyserial URL, `socket://HOST:PORT` (RTU framing over TCP, what RS-485-to-
-  Ethernet gateways in "transparent" mode do): pymodbus' serial client hands
-  the string to `serial.serial_for_url`, so it works unchanged (verified);
-* `tcp://HOST:PORT`: Modbus TCP (MBAP framing) through the TCP client.
+* `socket://HOST:PORT`: RTU framing over TCP, what RS-485-to-Ethernet
+  gateways in "transparent" mode do. pymodbus' serial client accepts this
+  pyserial URL (it hands the string to `serial.serial_for_url`; verified),
+  but pyserial's socket handler sleeps 0.3 s in `close()`, which would block
+  the whole event loop after every failed read. So the port goes to
+  pymodbus' asyncio TCP client with the RTU framer instead: the same bytes
+  on the wire, no blocking;
+* `tcp://HOST:PORT`: Modbus TCP (MBAP framing) through the same TCP client.
 
 Failures: any timeout, exception reply, short reply or undecodable value
 raises `MeterError` with a readable text, and the client is closed; the next
@@ -101,19 +105,20 @@ class ModbusMeter:
         return data
 
     def _new_client(self) -> AsyncModbusSerialClient | AsyncModbusTcpClient:
-        if self.port.startswith("tcp://"):
-            u = urlsplit(self.port)
-            if not u.hostname or not u.port:
-                raise MeterError(f"meter port {self.port!r}: expected tcp://HOST:PORT")
-            return AsyncModbusTcpClient(
-                u.hostname,
-                port=u.port,
-                framer=FramerType.SOCKET,
-                timeout=self.timeout_s,
-                retries=self.retries,
-                reconnect_delay=0,
-                trace_packet=self._trace,
-            )
+        for scheme, framer in (("tcp://", FramerType.SOCKET), ("socket://", FramerType.RTU)):
+            if self.port.startswith(scheme):
+                u = urlsplit(self.port)
+                if not u.hostname or not u.port:
+                    raise MeterError(f"meter port {self.port!r}: expected {scheme}HOST:PORT")
+                return AsyncModbusTcpClient(
+                    u.hostname,
+                    port=u.port,
+                    framer=framer,
+                    timeout=self.timeout_s,
+                    retries=self.retries,
+                    reconnect_delay=0,
+                    trace_packet=self._trace,
+                )
         return AsyncModbusSerialClient(
             self.port,
             framer=FramerType.RTU,
@@ -189,7 +194,8 @@ class ModbusMeter:
             regs = list(rr.registers)
             if len(regs) != req.count:
                 raise MeterError(f"meter {what}: asked {req.count} registers at {req.address:#06x}, got {len(regs)}")
-            self.stats.bytes_received += req.wire_bytes[1]
+            # RTU reply: 5 + 2n bytes; Modbus TCP: 7-byte MBAP header instead of address + CRC
+            self.stats.bytes_received += req.wire_bytes[1] + (4 if self.port.startswith("tcp://") else 0)
             blocks.append(regs)
         try:
             return decode(m, blocks, taken_at=time.monotonic())

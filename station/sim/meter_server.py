@@ -9,6 +9,7 @@ meter on RS-485. The link is either
 * `link="socket"`: RTU over TCP on 127.0.0.1, ephemeral port; the client
   port is `socket://127.0.0.1:PORT` (pymodbus turns a `socket://` server
   port into a TCP listener, pyserial's URL handler opens it on the client);
+* `link="tcp"`: Modbus TCP (MBAP framing), for the client's `tcp://` ports;
 * `link="pty"`: two pseudo-terminal pairs bridged inside the event loop; the
   server opens one slave, the client gets the other slave's device path
   (`/dev/pts/N`), a real tty, as a USB RS-485 adapter would be. Our own
@@ -40,7 +41,7 @@ a real meter keeps its register through a power cut.
 
 Fault injection for tests: `set_dead(True)` (no reply at all),
 `set_garbage(True)` (replies with a broken CRC, which the client's framer
-drops, so it times out), `set_latency(s)` (slow meter), and
+drops, so it times out; on Modbus TCP an undecodable function code), `set_latency(s)` (slow meter), and
 `glitch_energy(wh, reads=1)` (the next reads show a spurious energy value, the
 "180 kWh, 5000 kWh, 180 kWh" case; not persisted). Requests for other device
 addresses get no reply, as on a shared bus.
@@ -62,7 +63,7 @@ from typing import Callable, Literal
 
 from pymodbus import FramerType
 from pymodbus.constants import ExcCodes
-from pymodbus.server import ModbusSerialServer
+from pymodbus.server import ModbusSerialServer, ModbusTcpServer
 from pymodbus.simulator import DataType, SimData, SimDevice
 
 from station.hardware.meters.models import MeterModel, MeterValues, encode, get_model, registered_wh
@@ -120,7 +121,7 @@ class EmulatedMeter:
         *,
         address: int = 1,
         state_dir: str | os.PathLike[str] | None = None,
-        link: Literal["socket", "pty"] = "socket",
+        link: Literal["socket", "pty", "tcp"] = "socket",
         host: str = "127.0.0.1",
         tcp_port: int = 0,
         initial_wh: int = 0,
@@ -161,21 +162,27 @@ class EmulatedMeter:
         self.reply_bytes = 0
         # the pymodbus server
         self._bridge: _PtyBridge | None = None
-        if link == "socket":
-            server_port = f"socket://{host}:{tcp_port}"
-        elif link == "pty":
-            self._bridge = _PtyBridge(self._loop)
-            server_port = self._bridge.server_path
+        self._server: ModbusSerialServer | ModbusTcpServer
+        if link == "tcp":
+            self._server = ModbusTcpServer(
+                self._device(), framer=FramerType.SOCKET, address=(host, tcp_port), trace_packet=self._trace
+            )
+        elif link in ("socket", "pty"):
+            if link == "socket":
+                server_port = f"socket://{host}:{tcp_port}"
+            else:
+                self._bridge = _PtyBridge(self._loop)
+                server_port = self._bridge.server_path
+            self._server = ModbusSerialServer(
+                self._device(),
+                framer=FramerType.RTU,
+                port=server_port,
+                baudrate=baudrate,
+                parity=parity,
+                trace_packet=self._trace,
+            )
         else:
-            raise ValueError(f"link must be 'socket' or 'pty', not {link!r}")
-        self._server = ModbusSerialServer(
-            self._device(),
-            framer=FramerType.RTU,
-            port=server_port,
-            baudrate=baudrate,
-            parity=parity,
-            trace_packet=self._trace,
-        )
+            raise ValueError(f"link must be 'socket', 'pty' or 'tcp', not {link!r}")
         self.port: str = ""  # the client's port, set by start()
         self._ticker: asyncio.Task | None = None
         self._save()  # the file exists from the start
@@ -228,13 +235,17 @@ class EmulatedMeter:
     def _trace(self, sending: bool, data: bytes) -> bytes:
         if not sending:
             return data
-        if not data or data[0] != self.address:
+        unit = 6 if self.link == "tcp" else 0  # MBAP header: the unit id is byte 6
+        if len(data) <= unit or data[unit] != self.address:
             return b""  # another device's address: silence, as on a shared bus
         self.requests += 1
         if self.dead:
             return b""
         if self.garbage:
-            data = data[:-1] + bytes([data[-1] ^ 0xFF])  # wrong CRC
+            if self.link == "tcp":
+                data = data[:7] + b"\x7f" + data[8:]  # an undefined function code: undecodable
+            else:
+                data = data[:-1] + bytes([data[-1] ^ 0xFF])  # wrong CRC
         self.replies += 1
         self.reply_bytes += len(data)
         return data
@@ -243,10 +254,10 @@ class EmulatedMeter:
     async def start(self) -> str:
         """Start serving; returns the port string for the client."""
         await self._server.serve_forever(background=True)
-        if self.link == "socket":
+        if self.link in ("socket", "tcp"):
             sock = self._server.transport.sockets[0]  # type: ignore[union-attr]
             host, port = sock.getsockname()[:2]
-            self.port = f"socket://{host}:{port}"
+            self.port = f"{self.link}://{host}:{port}"
         else:
             assert self._bridge is not None
             self.port = self._bridge.client_path
