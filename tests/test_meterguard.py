@@ -17,8 +17,8 @@ def R(wh: int, t: float) -> MeterReading:
     return MeterReading(energy_wh=wh, taken_at=t)
 
 
-def started(max_power_w=11_000.0, max_failures=3, wh=180_000, t=0.0) -> MeterGuard:
-    g = MeterGuard(max_power_w, max_failures)
+def started(max_power_w=11_000.0, max_failures=3, wh=180_000, t=0.0, margin_wh=10) -> MeterGuard:
+    g = MeterGuard(max_power_w, max_failures, margin_wh=margin_wh)
     assert g.accept(R(wh, t)) is None  # first reading: only a candidate
     assert g.accept(R(wh, t + 1)) is not None
     return g
@@ -103,6 +103,14 @@ def test_seed_from_a_known_value():
     g.seed(180_000, 0.0)
     assert g.accept(R(100, 1)) is None
     assert g.accept(R(180_002, 2)) is not None
+
+
+def test_default_margin_accepts_one_step_of_the_coarsest_register():
+    # EM24: 0.1 kWh steps. At 1 s polling a 100 Wh step must not be taken for a spike.
+    g = MeterGuard(3 * 230 * 65, 3)
+    g.accept(R(1_000_000, 0))
+    g.accept(R(1_000_000, 1))
+    assert g.accept(R(1_000_100, 2)) is not None
 
 
 def test_bad_parameters():

@@ -145,6 +145,23 @@ async def test_one_request_per_planned_group(name):
     assert em.reply_bytes == 3 * rx == meter.stats.bytes_received
 
 
+@pytest.mark.parametrize("name", sorted(MODELS))
+async def test_core_read_energy_and_power_only(name):
+    m = MODELS[name]
+    async with EmulatedMeter(name, initial_wh=500_000, clock=FakeClock(), tick_s=None) as em:
+        em.set_load(6900.0)
+        em.set_flowing(True)
+        meter = ModbusMeter(name, em.port, 1, timeout_s=2.0)
+        try:
+            r = await meter.read(full=False)
+        finally:
+            await meter.close()
+    assert r.energy_wh == 500_000 and r.power_w == 6900.0
+    assert r.voltage_v == () and r.energy_phase_wh == ()
+    assert em.requests == len(m.core_plan) <= 2
+    assert meter.stats.bytes_sent + meter.stats.bytes_received == sum(m.wire_bytes(full=False))
+
+
 async def test_dead_meter_times_out_and_guard_faults_then_clears():
     async with EmulatedMeter("SDM120", initial_wh=180_000, tick_s=None) as em:
         meter = ModbusMeter("SDM120", em.port, 1, timeout_s=0.2)

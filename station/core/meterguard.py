@@ -22,7 +22,11 @@ the difference. It also means a meter that was unreachable for an hour
 while the car charged is accepted again: the allowance grows with the time.
 `lag_s` covers a meter that refreshes its registers only every second or
 two (two reads may straddle more energy than their own distance in time);
-`margin_wh` covers the register's step (one count of 0.1 kWh on an EM24).
+`margin_wh` covers the register's step: pass the meter's `resolution_wh`
+(10 Wh for 0.01 kWh registers and the float32 models, 100 Wh for the EM24's
+0.1 kWh); the default, 100 Wh, is safe for every model here. Too small a
+margin would reject the legitimate one-step increments of a coarse register
+(and, as rejections count as failures, fault the meter).
 `max_power_w=math.inf` disables the rate check (decreases are still
 rejected): for emulated hardware, whose scenario step "consume" adds its Wh
 at once, faster than any real meter could count them.
@@ -65,7 +69,7 @@ class MeterGuard:
         max_power_w: float,
         max_failures: int = 3,
         *,
-        margin_wh: int = 10,
+        margin_wh: int = 100,
         lag_s: float = 2.0,
     ) -> None:
         if max_power_w <= 0:

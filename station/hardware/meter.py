@@ -157,11 +157,16 @@ class ModbusMeter:
             self._client = None
 
     # -- the port --------------------------------------------------------------------
-    async def read(self) -> MeterReading:
-        """One complete reading, or MeterError. Safe to call concurrently (serialised)."""
+    async def read(self, full: bool = True) -> MeterReading:
+        """One reading, or MeterError. Safe to call concurrently (serialised).
+
+        `full=False` reads only energy and total power (`model.core_plan`, one or two
+        short requests): enough for the charging loop; voltages, currents and
+        per-phase values stay empty.
+        """
         async with self._lock:
             try:
-                reading = await self._read_once()
+                reading = await self._read_once(full)
             except MeterError:
                 self.stats.failures += 1
                 self._drop()
@@ -169,11 +174,11 @@ class ModbusMeter:
             self.stats.readings += 1
             return reading
 
-    async def _read_once(self) -> MeterReading:
+    async def _read_once(self, full: bool) -> MeterReading:
         client = await self._connect()
         m = self.model_data
         blocks: list[list[int]] = []
-        for req in m.plan:
+        for req in m.plan if full else m.core_plan:
             what = f"{m.name} at address {self.address} on {self.port}"
             try:
                 if m.function_code == 4:
@@ -198,7 +203,7 @@ class ModbusMeter:
             self.stats.bytes_received += req.wire_bytes[1] + (4 if self.port.startswith("tcp://") else 0)
             blocks.append(regs)
         try:
-            return decode(m, blocks, taken_at=time.monotonic())
+            return decode(m, blocks, taken_at=time.monotonic(), full=full)
         except (DecodeError, ValueError) as exc:
             raise MeterError(f"meter {m.name} at address {self.address}: {exc}") from exc
 

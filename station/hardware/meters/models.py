@@ -18,7 +18,8 @@ were cross-checked against independent sources (see each model's note), and
 why the tests also check raw register words for one float and one integer
 model by hand.
 
-The request plan (`MeterModel.plan`) is computed from the map: the fields'
+The request plan (`MeterModel.plan`; `core_plan` for energy and total power
+only, the cheap poll) is computed from the map: the fields'
 register ranges sorted by address and merged into as few reads as possible.
 Two ranges are merged when the gap between them is at most `max_gap`
 registers (reading a gap costs 2 bytes per register; a separate request costs
@@ -158,6 +159,16 @@ class MeterModel:
         return plan_requests(self.all_fields(), self.max_gap)
 
     @property
+    def total_power_field(self) -> Field | None:
+        return self.power if self.power is not None else (self.power_phase[0] if len(self.power_phase) == 1 else None)
+
+    @cached_property
+    def core_plan(self) -> tuple[Request, ...]:
+        """The reads for energy and total power only: the cheap poll while charging."""
+        fields = [self.energy] + ([self.total_power_field] if self.total_power_field else [])
+        return plan_requests(fields, self.max_gap)
+
+    @property
     def measurands(self) -> frozenset[str]:
         m = {"energy", "voltage", "current"}
         if self.power is not None:
@@ -181,10 +192,11 @@ class MeterModel:
             return 10
         return max(1, int(self.energy.scale))
 
-    def wire_bytes(self) -> tuple[int, int]:
-        """(bytes sent, bytes received) on the wire for one complete reading."""
-        tx = sum(r.wire_bytes[0] for r in self.plan)
-        rx = sum(r.wire_bytes[1] for r in self.plan)
+    def wire_bytes(self, full: bool = True) -> tuple[int, int]:
+        """(bytes sent, bytes received) in RTU framing for one reading (full or core)."""
+        plan = self.plan if full else self.core_plan
+        tx = sum(r.wire_bytes[0] for r in plan)
+        rx = sum(r.wire_bytes[1] for r in plan)
         return tx, rx
 
 
@@ -319,24 +331,27 @@ def slice_field(plan: Sequence[Request], blocks: Sequence[Sequence[int]], f: Fie
     raise KeyError(f"no request of the plan covers register {f.address:#x}")
 
 
-def decode(model: MeterModel, blocks: Sequence[Sequence[int]], taken_at: float = 0.0) -> MeterReading:
-    """A MeterReading from the register blocks of `model.plan`, in plan order."""
-    if len(blocks) != len(model.plan):
-        raise DecodeError(f"expected {len(model.plan)} register blocks, got {len(blocks)}")
-    for req, regs in zip(model.plan, blocks):
+def decode(
+    model: MeterModel, blocks: Sequence[Sequence[int]], taken_at: float = 0.0, *, full: bool = True
+) -> MeterReading:
+    """A MeterReading from the register blocks of `model.plan` (or `model.core_plan` when
+    `full` is False: energy and total power only, the rest left empty), in plan order."""
+    plan = model.plan if full else model.core_plan
+    if len(blocks) != len(plan):
+        raise DecodeError(f"expected {len(plan)} register blocks, got {len(blocks)}")
+    for req, regs in zip(plan, blocks):
         if len(regs) != req.count:
             raise DecodeError(f"read at {req.address:#x}: expected {req.count} registers, got {len(regs)}")
 
     def v(f: Field | None) -> float | None:
-        return None if f is None else _value(model, f, slice_field(model.plan, blocks, f))
+        return None if f is None else _value(model, f, slice_field(plan, blocks, f))
 
-    energy = energy_wh(model, model.energy, slice_field(model.plan, blocks, model.energy))
+    energy = energy_wh(model, model.energy, slice_field(plan, blocks, model.energy))
     if energy is None:
         raise DecodeError("the meter reports no value for the import energy register")
-    phase_energy = []
-    for f in model.energy_phase:
-        e = energy_wh(model, f, slice_field(model.plan, blocks, f))
-        phase_energy.append(e)
+    if not full:
+        return MeterReading(energy_wh=energy, power_w=v(model.total_power_field), taken_at=taken_at)
+    phase_energy = [energy_wh(model, f, slice_field(plan, blocks, f)) for f in model.energy_phase]
     return MeterReading(
         energy_wh=energy,
         power_w=v(model.power),
