@@ -580,8 +580,12 @@ def request_problem(req: Request) -> str | None:
     h = req.headers
     if not h.get("Name"):
         return "Name is missing"
+    if len(h["Name"]) > 64:
+        return "Name is longer than 64 characters"
     if req.action in (START, END) and not h.get("Key"):
         return "Key is missing"
+    if len(h.get("Key") or "") > 64:
+        return "Key is longer than 64 characters"
     if req.action == END and not (h.get("Session-Id") or h.get("Session-Key")):
         return "END needs Session-Id or Session-Key"
     key = h.get("Session-Key")

@@ -38,6 +38,7 @@ Tags file (TOML)::
 from __future__ import annotations
 
 import argparse
+import hmac
 import asyncio
 import logging
 import signal
@@ -283,7 +284,7 @@ class McspServer:
             if name not in self.stations:
                 return codec.error(407, "Station is not registered")
             secret = self.stations[name]
-            if secret is not None and req.get("Auth") != secret:
+            if secret is not None and not hmac.compare_digest(req.get("Auth", "").encode(), secret.encode()):
                 return codec.error(407, "Station not authenticated")
         if req.action == codec.HEARTBEAT:
             self.ledger.seen(name, self.now(), req.get("Status"))
