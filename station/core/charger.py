@@ -107,6 +107,7 @@ class Charger:
         self._loop: asyncio.AbstractEventLoop | None = None
         self.tasks: list[asyncio.Task] = []
         self.recent: list[str] = []  # recent notable events for the terminal view
+        self.taps = 0  # taps handled (the simulator waits on it)
 
     # ------------------------------------------------------------------ conditions for the table
     def ev_plugged(self) -> bool:
@@ -204,6 +205,12 @@ class Charger:
     async def _on_tag(self, tag: str) -> None:
         log.info("tap %s in %s", _mask(tag), self.state.value)
         self._note(f"tap {tag}")
+        try:
+            await self._handle_tag(tag)
+        finally:
+            self.taps += 1
+
+    async def _handle_tag(self, tag: str) -> None:
         if self._busy:
             return
         if self.state in IN_SESSION:

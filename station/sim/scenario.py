@@ -118,6 +118,8 @@ async def run(station, scenario: Scenario) -> Outcome:
     """Run the steps on a started Station (hardware.mode = "sim")."""
     world = station.world
     failures: list[str] = []
+    # The car draws nothing until a `load` step says so, so that `consume` steps give exact figures.
+    world.set_load(0.0)
     for n, step in enumerate(scenario.steps, 1):
         action = step["action"]
         if action == "tap":

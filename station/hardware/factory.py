@@ -1,0 +1,90 @@
+"""Build the hardware ports from the configuration: the one place adapters are chosen.
+
+The same adapters serve both modes. In `hardware.mode = "sim"` the fake
+RPi.GPIO, spidev and SMBus are installed first and the emulated chips attached
+by station.sim.world, so `Mfrc522Reader`, `LcdDisplay`, `ModbusMeter` and the
+GPIO devices run their real code paths against them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from station.config import Config
+from station.hardware.contactor import GpioContactor
+from station.hardware.display import LcdDisplay, NullDisplay
+from station.hardware.gpio import load_gpio
+from station.hardware.inputs import GpioInputs
+from station.hardware.leds import GpioLeds, NullLeds
+from station.hardware.meter import ModbusMeter
+from station.hardware.ports import Hardware
+
+# Where the emulated optional devices are wired when the config names no pin.
+SIM_FEEDBACK_PIN = 23
+SIM_EV_PIN = 22
+SIM_STOP_PIN = 27
+
+
+@dataclass(frozen=True)
+class Pins:
+    contactor: int
+    contactor_active_low: bool
+    feedback: int | None
+    feedback_active_low: bool
+    ev: int | None
+    ev_active_low: bool
+    stop: int | None
+    stop_active_low: bool
+
+
+def effective_pins(config: Config) -> Pins:
+    """The pins in use; in sim mode the `sim.*` switches add emulated inputs."""
+    c, i, s = config.contactor, config.inputs, config.sim
+    sim = config.hardware.mode == "sim"
+    feedback = c.feedback_pin
+    ev = i.ev_connected_pin
+    stop = i.stop_button_pin
+    if sim:
+        feedback = (feedback if feedback is not None else SIM_FEEDBACK_PIN) if s.contactor_feedback else None
+        ev = (ev if ev is not None else SIM_EV_PIN) if s.ev_connected_input else None
+        stop = (stop if stop is not None else SIM_STOP_PIN) if s.stop_button_input else None
+    return Pins(c.pin, c.active_low, feedback, c.feedback_active_low, ev, i.ev_connected_active_low,
+                stop, i.stop_button_active_low)
+
+
+async def build_hardware(config: Config, world: Any = None) -> Hardware:
+    gpio = load_gpio(config.hardware.mode)
+    pins = effective_pins(config)
+    closers: list = []
+
+    reader = None
+    if config.rfid.enabled:
+        from station.hardware.rfid import Mfrc522Reader
+
+        r = config.rfid
+        reader = Mfrc522Reader(r.spi_bus, r.spi_device, r.reset_pin, r.poll_interval_s, r.absent_s)
+
+    contactor = GpioContactor(gpio, pins.contactor, pins.contactor_active_low, pins.feedback, pins.feedback_active_low)
+    inputs = GpioInputs(gpio, pins.ev, pins.ev_active_low, pins.stop, pins.stop_active_low)
+    closers.append(inputs.close)
+
+    lk = config.leds
+    leds = NullLeds() if lk.kind == "none" else GpioLeds(gpio, lk.kind, lk.green_pin, lk.yellow_pin, lk.red_pin, lk.active_low)
+    closers.append(leds.close)
+
+    lcd = config.lcd
+    display = LcdDisplay(lcd.i2c_bus, lcd.address, lcd.cols, lcd.rows) if lcd.enabled else NullDisplay(lcd.cols, lcd.rows)
+    closers.append(display.close)
+
+    m = config.meter
+    port = world.meter_port if world is not None else m.port
+    # The emulated meter can be told to "consume" any amount at once (scenarios), which
+    # no real meter can; so the jump check is only as strict as the configuration says.
+    max_power = m.max_power_w if (world is None or m.max_power_w) else float("inf")
+    meter = ModbusMeter(m.model, port, m.address, m.baudrate, m.parity, m.stopbits, m.timeout_s, max_power_w=max_power)
+    closers.append(meter.close)
+    # The contactor is closed last: stopping the process opens it (it would drop with the power anyway).
+    closers.append(lambda: contactor.set(False))
+    return Hardware(reader=reader, contactor=contactor, inputs=inputs, leds=leds, display=display,
+                    meter=meter, closers=closers)

@@ -1,0 +1,214 @@
+"""The emulated world around a simulated station: chips, wires, a car and its load.
+
+`SimWorld.create(config)` installs the fake RPi.GPIO/spidev/SMBus, attaches
+an emulated MFRC522 (its reset wired to `rfid.reset_pin`) and HD44780, and
+starts an emulated Modbus meter of the configured model, whose register is
+kept in the state directory. The world follows the contactor: energy flows
+only while the contactor output is closed (and the car is plugged in, where
+the station has an EV-connected input); the auxiliary contact follows the
+contactor unless a test welds it or breaks it.
+
+Handles for scenarios, the terminal view and tests: `tap(uid)`, `plug()`,
+`press_stop()`, `set_load(w)`, `consume(wh)`, `backend_link(up)`,
+`meter_wh`, `lcd_text()`, `contactor_closed`, `weld()`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any
+
+from station.config import Config
+from station.core.tags import format_uid, parse_uid
+from station.hardware.factory import effective_pins
+
+log = logging.getLogger(__name__)
+
+ISO_UID_LENGTHS = (4, 7, 10)
+
+
+class SimWorld:
+    def __init__(self, config: Config) -> None:
+        self.config = config
+        self.pins = effective_pins(config)
+        self.station: Any = None
+        self.chip: Any = None
+        self.lcd: Any = None
+        self.meter: Any = None
+        self.meter_port = ""
+        self.plugged = False
+        self.welded = False
+        self.stuck_open = False
+        self.backend_up = True
+        self.embedded: Any = None  # an embedded backend server (MCSP), if the demo runs one
+        self._gpio: Any = None
+
+    @classmethod
+    async def create(cls, config: Config, embedded: Any = None) -> "SimWorld":
+        world = cls(config)
+        world.embedded = embedded
+        await world._build()
+        return world
+
+    async def _build(self) -> None:
+        from station.hardware.gpio import load_gpio
+        from station.sim import fakegpio, fakespi, hd44780
+        from station.sim.meter_server import EmulatedMeter
+        from station.sim.mfrc522chip import MFRC522Chip
+
+        cfg = self.config
+        self._gpio = load_gpio("sim")
+        fakegpio.reset()
+        self._gpio.setmode(self._gpio.BCM)
+        if cfg.rfid.enabled:
+            self.chip = MFRC522Chip(reset_pin=cfg.rfid.reset_pin)
+            fakespi.attach(cfg.rfid.spi_bus, cfg.rfid.spi_device, self.chip)
+        if cfg.lcd.enabled:
+            self.lcd = hd44780.attach_lcd(cfg.lcd.i2c_bus, cfg.lcd.address, cfg.lcd.cols, cfg.lcd.rows)
+        link = cfg.sim.meter_link
+        self.meter = EmulatedMeter(cfg.meter.model, address=cfg.meter.address, state_dir=cfg.station.state_dir,
+                                   link=link, baudrate=cfg.meter.baudrate, parity=cfg.meter.parity)
+        self.meter_port = await self.meter.start()
+        self.meter.set_load(cfg.sim.load_w)
+        fakegpio.on_output(self._on_output)
+        # Inputs idle: not plugged, button released (active-low inputs idle high).
+        if self.pins.ev is not None:
+            fakegpio.drive(self.pins.ev, not self.pins.ev_active_low)
+        if self.pins.stop is not None:
+            fakegpio.drive(self.pins.stop, self.pins.stop_active_low)
+        if self.pins.feedback is not None:
+            fakegpio.drive(self.pins.feedback, self._feedback_level(False))
+
+    def bind(self, station: Any) -> None:
+        self.station = station
+
+    # ------------------------------------------------------------------ wiring
+    @property
+    def contactor_closed(self) -> bool:
+        from station.sim import fakegpio
+
+        level = fakegpio.level(self.pins.contactor)
+        if level is None:
+            return False
+        return bool(level) != self.pins.contactor_active_low
+
+    def _feedback_level(self, closed: bool) -> int:
+        return int(closed != self.pins.feedback_active_low)
+
+    def _on_output(self, pin: int, level: int) -> None:
+        if pin != self.pins.contactor:
+            return
+        self._update()
+
+    def _update(self) -> None:
+        from station.sim import fakegpio
+
+        closed = (self.contactor_closed or self.welded) and not self.stuck_open
+        car = self.plugged or self.pins.ev is None
+        self.meter.set_flowing(closed and car)
+        if self.pins.feedback is not None:
+            fakegpio.drive(self.pins.feedback, self._feedback_level(closed))
+
+    def weld(self, welded: bool = True) -> None:
+        """The contactor's contacts stick closed (a fault the station must notice)."""
+        self.welded = welded
+        self._update()
+
+    def break_contactor(self, broken: bool = True) -> None:
+        """The contactor no longer closes (coil burnt)."""
+        self.stuck_open = broken
+        self._update()
+
+    # ------------------------------------------------------------------ the driver and the car
+    async def tap(self, uid_hex: str, hold_s: float = 0.4, wait: bool = True) -> None:
+        """Hold a card to the reader for `hold_s`, then take it away.
+
+        UIDs of 4, 7 or 10 bytes are real ISO 14443A cards read through the
+        emulated chip. Other lengths (like the 8-byte key in the MCSP picture)
+        exist on no such card; they are handed to the charger as a tap of that
+        id tag, formatted as configured, and logged as such.
+        """
+        uid = parse_uid(uid_hex)
+        charger = self.station.charger if self.station is not None else None
+        before = charger.taps if charger is not None else 0
+        if len(uid) in ISO_UID_LENGTHS and self.chip is not None:
+            self.chip.present(uid)
+            await asyncio.sleep(hold_s)
+            self.chip.remove()
+        else:
+            r = self.config.rfid
+            log.info("tap of %d-byte UID %s injected as an id tag (no ISO 14443A card has that length)", len(uid), uid_hex)
+            if charger is not None:
+                charger.tap_tag(format_uid(uid, r.uid_case, r.uid_separator, r.uid_byte_order))
+        if not wait or charger is None:
+            return
+        # Until the station has taken the tap and finished with it, and the reader has
+        # seen the card leave (so that the next tap of the same card counts again).
+        deadline = asyncio.get_running_loop().time() + 10.0
+        while asyncio.get_running_loop().time() < deadline:
+            if charger.taps > before and not charger._busy and charger._events.empty():
+                break
+            await asyncio.sleep(0.02)
+        await asyncio.sleep(self.config.rfid.absent_s + 2 * self.config.rfid.poll_interval_s)
+
+    def plug(self, plugged: bool = True) -> None:
+        from station.sim import fakegpio
+
+        self.plugged = plugged
+        if self.pins.ev is not None:
+            fakegpio.drive(self.pins.ev, plugged != self.pins.ev_active_low)
+        self._update()
+
+    async def press_stop(self, hold_s: float = 0.2) -> None:
+        from station.sim import fakegpio
+
+        if self.pins.stop is None:
+            raise RuntimeError("this station has no stop button (sim.stop_button_input = false)")
+        fakegpio.drive(self.pins.stop, not self.pins.stop_active_low)
+        await asyncio.sleep(hold_s)
+        fakegpio.drive(self.pins.stop, self.pins.stop_active_low)
+
+    def set_load(self, watts: float) -> None:
+        self.meter.set_load(watts)
+
+    def consume(self, wh: int) -> None:
+        """The meter register advances by exactly `wh` (whatever the contactor does)."""
+        self.meter.advance(wh)
+
+    @property
+    def meter_wh(self) -> int:
+        return self.meter.register_wh
+
+    @property
+    def power_w(self) -> float:
+        return self.meter.load_w if self.meter.flowing else 0.0
+
+    def lcd_text(self) -> list[str]:
+        if self.lcd is not None:
+            return self.lcd.text()
+        return list(self.station.hardware.display.lines) if self.station else []
+
+    # ------------------------------------------------------------------ the backend
+    async def backend_link(self, up: bool) -> None:
+        """Take the backend link down or up (the embedded server, or the local backend's link)."""
+        self.backend_up = up
+        if self.embedded is not None:
+            await (self.embedded.resume() if up else self.embedded.suspend())
+            return
+        backend = self.station.backend if self.station is not None else None
+        if backend is not None and hasattr(backend, "set_up"):
+            backend.set_up(up)
+            if up and self.station.deliverer is not None:
+                self.station.deliverer.wake()
+
+    async def close(self) -> None:
+        from station.sim import fakespi, hd44780
+
+        if self.meter is not None:
+            await self.meter.stop()
+        cfg = self.config
+        if self.chip is not None:
+            fakespi.detach(cfg.rfid.spi_bus, cfg.rfid.spi_device)
+        if self.lcd is not None:
+            hd44780.detach(cfg.lcd.i2c_bus, cfg.lcd.address)
