@@ -101,15 +101,21 @@ async def test_pty_pair_link(tmp_path):
             em.set_latency(0.5)
             meter.timeout_s = 0.2
             await meter.close()  # the next read opens the port with the new timeout
+            replies = em.replies
             with pytest.raises(MeterError):
                 await meter.read()
             em.set_latency(0)
             meter.timeout_s = 2.0
-            await asyncio.sleep(0.6)  # the late reply arrives at the (closed) port meanwhile
+            for _ in range(500):  # the late reply goes out to the (closed) port meanwhile
+                if em.replies > replies:
+                    break
+                await asyncio.sleep(0.01)
+            await asyncio.sleep(0.05)
+            em.advance(1)  # the next answer differs from the late one
             r3 = await meter.read()
         finally:
             await meter.close()
-    assert (r1.energy_wh, r2.energy_wh, r3.energy_wh) == (42_000, 43_500, 43_500)
+    assert (r1.energy_wh, r2.energy_wh, r3.energy_wh) == (42_000, 43_500, 43_501)
     assert r3.voltage_v == (230.0, 230.0, 230.0)
 
 
