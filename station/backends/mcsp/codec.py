@@ -27,6 +27,7 @@ The wire (docs/mcsp.md is the normative text)::
   station's I/O layer sees the link go quiet and calls `end_of_reply()`.
 * Empty lines between messages are ignored, so the end marker is harmless to
   a peer that does not expect it.
+* A line cut by the link closing is never used (it may be cut short).
 * Limits: 256 bytes per line (without the line ending), 32 header lines,
   4096 bytes per message. A peer that exceeds them is at fault.
 
@@ -351,9 +352,11 @@ class Connection:
                 self._overlong = True
                 raise RemoteProtocolError(f"line longer than {self.max_line} bytes")
             if self._eof and self._buffer:
-                raw = bytes(self._buffer)  # a last line without ending, then the link closed
+                # The link closed in the middle of a line: it may be cut short ("Session-Id: 2" of
+                # "Session-Id: 23"), so it is never used. A reply keeps its complete lines only.
                 self._buffer.clear()
-                return self._check_line(raw, len(raw))
+                if self.role is Role.SERVER or self._state is not _State.HEADERS:
+                    raise RemoteProtocolError("the link closed in the middle of a line")
             return None
         raw = bytes(self._buffer[:end])
         del self._buffer[: end + 1]
