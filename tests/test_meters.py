@@ -355,6 +355,27 @@ async def test_three_phase_split_sums_to_the_total():
         em.set_load(1000, phases=4)
 
 
+async def test_energy_flows_while_the_emulated_contactor_is_closed(fake_gpio):
+    from station.sim.meter_server import follow_contactor
+
+    clock = FakeClock()
+    em = EmulatedMeter("SDM630", clock=clock, tick_s=None)
+    em.set_load(3600.0, phases=1)
+    fake_gpio.setup(17, fake_gpio.OUT, initial=fake_gpio.LOW)
+    follow_contactor(em, 17)
+    clock.t += 10
+    assert em.energy_wh == 0 and not em.flowing
+    fake_gpio.output(17, fake_gpio.HIGH)
+    assert em.flowing
+    clock.t += 10
+    assert em.energy_wh == 10
+    await asyncio.to_thread(fake_gpio.output, 17, fake_gpio.LOW)  # from another thread
+    await asyncio.sleep(0)
+    assert not em.flowing
+    clock.t += 10
+    assert em.energy_wh == 10
+
+
 async def test_register_persists_across_a_new_server_instance(tmp_path):
     async with EmulatedMeter("SDM630", state_dir=tmp_path, initial_wh=100, tick_s=None) as em:
         em.advance(1500)

@@ -47,7 +47,9 @@ drops, so it times out; on Modbus TCP an undecodable function code), `set_latenc
 addresses get no reply, as on a shared bus.
 
 `ModbusSerialServer` must be constructed inside a running event loop, and
-so must `EmulatedMeter`.
+so must `EmulatedMeter`; call its methods from that loop's thread.
+`follow_contactor(meter, pin, active_low)` wires `set_flowing` to the
+emulated contactor output (station.sim.fakegpio).
 """
 
 from __future__ import annotations
@@ -422,6 +424,35 @@ class EmulatedMeter:
         """Persist, then publish: the bus never shows a count the file does not hold."""
         self._save()
         self._visible = tuple(self._phase_wh)
+
+
+def follow_contactor(meter: EmulatedMeter, pin: int, active_low: bool = False) -> None:
+    """Let current flow exactly while the emulated contactor output is closed.
+
+    Hooks `station.sim.fakegpio.on_output`: when the contactor pin changes, the
+    meter's `set_flowing` follows (in the meter's event loop, also when the pin
+    is driven from another thread).
+    """
+    import threading
+
+    from station.sim import fakegpio
+
+    loop = meter._loop
+    loop_thread = threading.get_ident()  # called from inside the loop, like the constructor
+
+    def listener(changed_pin: int, level: int) -> None:
+        if changed_pin != pin:
+            return
+        closed = bool(level) != active_low
+        if threading.get_ident() == loop_thread:
+            meter.set_flowing(closed)
+        else:
+            loop.call_soon_threadsafe(meter.set_flowing, closed)
+
+    fakegpio.on_output(listener)
+    current = fakegpio.level(pin)
+    if current is not None:
+        meter.set_flowing(bool(current) != active_low)
 
 
 async def start_emulated_meter(model: str = "SDM630", **kwargs) -> EmulatedMeter:
