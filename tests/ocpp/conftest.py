@@ -90,3 +90,102 @@ async def rig(csms, rig_factory):
     await r.online()
     await csms.wait_for("StatusNotification", lambda p: p["connectorId"] == 1)
     return r
+
+
+# ---------------------------------------------------------------------------- whole station
+class SimStation:
+    """A whole simulated station (station.daemon.Station on emulated hardware) speaking OCPP."""
+
+    def __init__(self, station: Any) -> None:
+        self.station = station
+
+    @property
+    def world(self):
+        return self.station.world
+
+    @property
+    def charger(self):
+        return self.station.charger
+
+    @property
+    def backend(self) -> OcppBackend:
+        return self.station.backend
+
+    @property
+    def store(self) -> Store:
+        return self.station.store
+
+    async def online(self, timeout: float = 15.0) -> None:
+        assert await self.backend.wait_ready(timeout), "station did not register"
+
+    async def state(self, value: str, timeout: float = 10.0) -> None:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while self.charger.state.value != value:
+            if loop.time() > deadline:
+                raise AssertionError(f"state {self.charger.state.value}, expected {value}")
+            await asyncio.sleep(0.02)
+
+    async def idle(self, timeout: float = 15.0) -> None:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while self.store.pending_messages():
+            if loop.time() > deadline:
+                raise AssertionError(f"outbox not empty: {list(self.store.messages())}")
+            await asyncio.sleep(0.02)
+
+
+def station_config(tmp_path, url: str, **overrides: Any):
+    values = {
+        "station.state_dir": str(tmp_path), "station.name": "CP1", "hardware.mode": "sim",
+        "backend.kind": "ocpp", "backend.ocpp.url": url,
+        "sim.ev_connected_input": True, "sim.load_w": 7400.0,
+        "charging.meter_interval_s": 0.2, "charging.finishing_s": 0.3, "charging.contactor_settle_s": 0.05,
+        "charging.message_s": 0.5, "charging.no_power_timeout_s": 0, "rfid.poll_interval_s": 0.05,
+        "rfid.absent_s": 0.2,
+    }
+    values.update(overrides)
+    return config_mod.defaults(values)
+
+
+@pytest.fixture
+async def sim_factory(tmp_path, monkeypatch):
+    """make(url, keys={...}, **config) -> SimStation, started. Stopped (as a power cut) at teardown."""
+    from station.backends.ocpp16 import chargepoint
+    from station.daemon import Station
+
+    monkeypatch.setattr(chargepoint, "create", lambda c, s: OcppBackend(c, s, time_scale=TIME_SCALE))
+    made: list[Any] = []
+
+    async def make(url: str, keys: dict[str, Any] | None = None, start: bool = True, **overrides: Any) -> SimStation:
+        if keys:
+            store = Store.open(tmp_path)
+            saved = store.get_json("ocpp.config", {}) or {}
+            saved.update({k: str(v).lower() if isinstance(v, bool) else str(v) for k, v in keys.items()})
+            store.put_json("ocpp.config", saved)
+            store.close()
+        st = Station(station_config(tmp_path, url, **overrides))
+        made.append(st)
+        if start:
+            await st.start()
+            st.backend.response_timeout = 2.0
+            if st.charger._ev:  # the emulated EV input reads "plugged" at start (reported to the lead)
+                st.world.plug(False)
+                await asyncio.sleep(0.2)
+        return SimStation(st)
+
+    yield make
+    for st in made:
+        try:
+            await st.stop(graceful=False)
+        except Exception:
+            pass
+
+
+@pytest.fixture
+async def sim(csms, sim_factory):
+    """A registered simulated station with fast retries and no periodic samples."""
+    s = await sim_factory(csms.url, {"TransactionMessageRetryInterval": 1, "MeterValueSampleInterval": 0})
+    await s.online()
+    await csms.wait_for("StatusNotification", lambda p: p["connectorId"] == 1)
+    return s

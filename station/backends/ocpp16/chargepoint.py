@@ -161,7 +161,7 @@ class OcppBackend(Backend):
         if self.station is None:
             return
         try:
-            self.station.tune(connection_timeout_s=self.keys.int("ConnectionTimeOut"),
+            self.station.tune(connection_timeout_s=self.scaled(self.keys.int("ConnectionTimeOut")),
                               stop_on_ev_disconnect=self.keys.bool("StopTransactionOnEVSideDisconnect"))
         except Exception as exc:  # a station without these settings still works
             log.debug("tune: %s", exc)
