@@ -523,3 +523,7 @@ def main(argv: Iterable[str] | None = None) -> int:
 
 
 run_server = main
+
+
+if __name__ == "__main__":
+    sys.exit(main())
