@@ -458,7 +458,7 @@ async def test_register_never_goes_back_after_sigkill(tmp_path):
 
 async def test_cli_read_json(capsys):
     async with EmulatedMeter("SDM630", address=3, initial_wh=1_234_567, tick_s=None) as em:
-        code = await asyncio.to_thread(cli_read, "SDM630", em.port, 3, 9600, "N", True)
+        code = await cli_read("SDM630", em.port, 3, 9600, "N", True)
     assert code == 0
     doc = json.loads(capsys.readouterr().out)
     assert set(doc) == {
@@ -480,7 +480,7 @@ async def test_cli_read_json(capsys):
 
 async def test_cli_read_json_single_phase_without_phase_energy(capsys):
     async with EmulatedMeter("WE-514", initial_wh=2_000, tick_s=None) as em:
-        code = await asyncio.to_thread(cli_read, "WE-514", em.port, 1, 9600, "N", True)
+        code = await cli_read("WE-514", em.port, 1, 9600, "N", True)
     assert code == 0
     doc = json.loads(capsys.readouterr().out)
     assert doc["energy_import_wh"] == 2000
@@ -489,7 +489,7 @@ async def test_cli_read_json_single_phase_without_phase_energy(capsys):
 
 async def test_cli_read_table(capsys):
     async with EmulatedMeter("EM24", initial_wh=9_870_000, tick_s=None) as em:
-        code = await asyncio.to_thread(cli_read, "EM24", em.port, 1, 9600, "N", False)
+        code = await cli_read("EM24", em.port, 1, 9600, "N", False)
     assert code == 0
     out = capsys.readouterr().out
     assert "EM24" in out and "9870.000 kWh" in out and "L3" in out and "Voltage V" in out
@@ -498,7 +498,7 @@ async def test_cli_read_table(capsys):
 async def test_cli_read_timeout_is_a_clear_error(capsys):
     async with EmulatedMeter("SDM630", tick_s=None) as em:
         em.set_dead(True)
-        code = await asyncio.to_thread(cli_read, "SDM630", em.port, 1, 9600, "E", False, timeout_s=0.2)
+        code = await cli_read("SDM630", em.port, 1, 9600, "E", False, timeout_s=0.2)
     assert code == 1
     captured = capsys.readouterr()
     assert captured.out == ""
@@ -506,6 +506,39 @@ async def test_cli_read_timeout_is_a_clear_error(capsys):
     assert "factory parity is N" in captured.err
 
 
-def test_cli_read_unknown_model(capsys):
-    assert cli_read("XYZ", "/dev/null", 1, 9600, "N", True) == 1
+async def test_cli_read_unknown_model(capsys):
+    assert await cli_read("XYZ", "/dev/null", 1, 9600, "N", True) == 1
     assert "unknown meter model" in capsys.readouterr().err
+
+
+def test_station_meter_read_command_line(capsys, monkeypatch):
+    """`station meter read` runs cli_read with asyncio.run (its own loop); the emulated
+    meter runs meanwhile in a second thread with its own loop."""
+    import threading
+
+    from station import cli
+
+    monkeypatch.setattr(cli, "setup_logging", lambda *a, **k: None)  # keep pytest's log handlers
+    ready = threading.Event()
+    box: dict = {}
+
+    async def serve() -> None:
+        em = EmulatedMeter("SDM120", initial_wh=4321, tick_s=None)
+        box["port"] = await em.start()
+        box["loop"] = asyncio.get_running_loop()
+        box["stop"] = asyncio.Event()
+        ready.set()
+        await box["stop"].wait()
+        await em.stop()
+
+    t = threading.Thread(target=asyncio.run, args=(serve(),), daemon=True)
+    t.start()
+    assert ready.wait(10)
+    try:
+        code = cli.main(["meter", "read", "--model", "SDM120", "--port", box["port"], "--address", "1", "--json"])
+    finally:
+        box["loop"].call_soon_threadsafe(box["stop"].set)
+        t.join(10)
+    assert code == 0
+    doc = json.loads(capsys.readouterr().out)
+    assert doc["energy_import_wh"] == 4321 and doc["model"] == "SDM120"

@@ -253,7 +253,7 @@ def reading_table(meter: ModbusMeter, r: MeterReading) -> str:
     return "\n".join(lines)
 
 
-def cli_read(
+async def cli_read(
     model: str,
     port: str,
     address: int,
@@ -268,8 +268,7 @@ def cli_read(
 ) -> int:
     """`station meter read`: one reading, printed. Returns the exit code (0 ok, 1 error).
 
-    Synchronous (runs its own event loop): call it from the CLI, or from a
-    thread when a loop is already running.
+    A coroutine: the CLI runs it with `asyncio.run(cli_read(...))`.
     """
     out = out or sys.stdout
     err = err or sys.stderr
@@ -278,15 +277,8 @@ def cli_read(
     except (KeyError, ValueError) as exc:
         print(f"error: {exc.args[0] if exc.args else exc}", file=err)
         return 1
-
-    async def once() -> MeterReading:
-        try:
-            return await meter.read()
-        finally:
-            await meter.close()
-
     try:
-        reading = asyncio.run(once())
+        reading = await meter.read()
     except MeterError as exc:
         hint = (
             f"check wiring (A/B), address {address}, baud rate {baudrate} and parity {parity}"
@@ -298,6 +290,8 @@ def cli_read(
             hint += f" (the {meter.model}'s factory parity is {default})"
         print(f"error: {exc}\n  {hint}", file=err)
         return 1
+    finally:
+        await meter.close()
     if as_json:
         print(json.dumps(reading_json(meter.model, address, reading)), file=out)
     else:
