@@ -542,3 +542,8 @@ def test_station_meter_read_command_line(capsys, monkeypatch):
     assert code == 0
     doc = json.loads(capsys.readouterr().out)
     assert doc["energy_import_wh"] == 4321 and doc["model"] == "SDM120"
+
+
+def test_emulated_meter_needs_a_running_loop():
+    with pytest.raises(RuntimeError):
+        EmulatedMeter("SDM630")
