@@ -381,6 +381,13 @@ class McspBackend(Backend):
                 except asyncio.CancelledError:
                     await self._drop_link("cancelled", force=True)
                     raise
+                except (asyncio.TimeoutError, ProtocolError) as exc:
+                    # (caught first: TimeoutError is an OSError since Python 3.11)
+                    why = "no reply" if isinstance(exc, asyncio.TimeoutError) else f"protocol error: {exc}"
+                    await self._drop_link(why)
+                    self._set_online(False)
+                    self._wake.set()
+                    raise BackendOffline(f"{req.action}: {why}") from exc
                 except (OSError, EOFError, ssl.SSLError) as exc:
                     await self._drop_link(f"link broke: {exc or type(exc).__name__}", force=True)
                     if reused and idempotent and attempt == 1:
@@ -388,12 +395,6 @@ class McspBackend(Backend):
                     self._set_online(False)
                     self._wake.set()
                     raise BackendOffline(f"{req.action}: link broke ({exc or type(exc).__name__})") from exc
-                except (asyncio.TimeoutError, ProtocolError) as exc:
-                    why = "no reply" if isinstance(exc, asyncio.TimeoutError) else f"protocol error: {exc}"
-                    await self._drop_link(why)
-                    self._set_online(False)
-                    self._wake.set()
-                    raise BackendOffline(f"{req.action}: {why}") from exc
                 self.exchanges += 1
                 self.last_reply = reply
                 if reply.ended_by == "eof":
