@@ -203,15 +203,20 @@ class EvcsSerialBackend(Backend):
         while True:
             await asyncio.sleep(delay)
             try:
-                async with self._lock:
-                    if self._link is None:
+                if self._link is None:
+                    async with self._lock:
                         await self._ensure()
-                    else:
-                        await self._write(f"LADER {self.number} lebt")
+                else:
+                    await self.heartbeat()
                 delay = self.heartbeat_s
             except BackendOffline as exc:
                 log.info("evcs-serial: %s", exc)
                 delay = self.reopen_s
+
+    async def heartbeat(self) -> None:
+        """'LADER N lebt' (the server does not answer it). Raises BackendOffline."""
+        async with self._lock:
+            await self._write(f"LADER {self.number} lebt")
 
     # ------------------------------------------------------------------ I/O
     async def _ensure(self) -> Link:
