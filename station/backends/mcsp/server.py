@@ -414,6 +414,16 @@ class McspServer:
         await self.stop()
         self.ledger.close()
 
+    async def suspend(self) -> None:
+        """Take the server off the link (an outage, for `station simulate` and tests); the sessions
+        stay. `resume()` serves again on the same port or serial device."""
+        self._port = self.port
+        await self.stop()
+
+    async def resume(self) -> None:
+        if self._server is None and self._serial_task is None:
+            await self.start()
+
     async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         task = asyncio.current_task()
         assert task is not None

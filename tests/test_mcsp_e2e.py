@@ -1,0 +1,107 @@
+"""Whole simulated stations (station.daemon.Station on emulated hardware) speaking MCSP over TCP
+and over a serial link, and the 2018 dialect, to servers in the same process."""
+
+from __future__ import annotations
+
+import pytest
+
+from mcsp_support import PtyBridge
+from station.backends.mcsp.runevcs import Runevcs2018
+from station.backends.mcsp.server import McspServer
+from tests.stations import CARD, CARD7, TAGS, UNKNOWN, lcd, running_station, state_is, until
+
+MCSP = {"backend.kind": "mcsp", "station.name": "Tankstelle1", "backend.mcsp.heartbeat_s": 5.0,
+        "backend.mcsp.timeout_s": 3.0}
+
+
+async def charge(st, card: str, wh: int) -> None:
+    await st.world.tap(card)
+    await state_is(st, "SuspendedEV")
+    assert st.world.contactor_closed
+    st.world.consume(wh)
+    await st.world.tap(card)
+    await state_is(st, "Available")
+    assert not st.world.contactor_closed
+
+
+async def test_session_over_tcp_bills_exact_energy_and_refusal_shows_the_servers_message(tmp_path):
+    server = McspServer(tags=TAGS)
+    await server.start()
+    try:
+        async with running_station(tmp_path, {**MCSP, "backend.mcsp.url": server.url}) as st:
+            assert await st.backend.wait_ready(10)
+            await charge(st, CARD, 1500)
+            assert await st.flush(10)
+            [rec] = server.sessions()
+            assert (rec.tag, rec.apartment, rec.station, rec.energy_wh, rec.state, rec.stop_reason) == \
+                (CARD, "Apartment 2", "Tankstelle1", 1500, "closed", "Local")
+            [s] = st.store.sessions()
+            assert (s.backend_session_id, rec.session_key) == (str(rec.id), s.key)
+            assert (rec.start_time, rec.end_time) == (s.started_at, s.stopped_at)
+
+            await st.world.tap(UNKNOWN)
+            await until(lambda: "registered" in lcd(st), what="the server's message on the LCD")
+            assert "not" in lcd(st) and not st.world.contactor_closed
+            assert len(server.sessions()) == 1
+    finally:
+        await server.close()
+
+
+async def test_session_over_a_serial_link_bills_exact_energy(tmp_path):
+    bridge = PtyBridge()
+    server = McspServer(tags=TAGS, serial=bridge.b)
+    await server.start()
+    try:
+        async with running_station(tmp_path, {**MCSP, "backend.mcsp.url": bridge.a}) as st:
+            assert await st.backend.wait_ready(10)
+            await charge(st, CARD7, 1500)
+            assert await st.flush(10)
+            assert [(r.tag, r.energy_wh, r.state) for r in server.sessions()] == [(CARD7, 1500, "closed")]
+    finally:
+        await server.close()
+        bridge.close()
+
+
+async def test_sessions_finished_while_the_server_is_down_are_delivered_later_in_order(tmp_path):
+    server = McspServer(tags=TAGS)
+    await server.start()
+    overrides = {**MCSP, "backend.mcsp.url": server.url, "backend.offline_policy": "cached+local"}
+    try:
+        async with running_station(tmp_path, overrides) as st:
+            assert await st.backend.wait_ready(10)
+            await server.suspend()
+            await charge(st, CARD, 1000)
+            await charge(st, CARD7, 500)
+            assert server.sessions() == [] and st.store.pending_messages() == 4  # START, STOP, START, STOP
+            await server.resume()
+            assert await st.flush(30)
+            recs = server.sessions()
+            assert [(r.tag, r.energy_wh, r.offline, r.state) for r in recs] == \
+                [(CARD, 1000, True, "closed"), (CARD7, 500, True, "closed")]
+            journal = st.store.sessions()
+            assert [(r.start_time, r.end_time) for r in recs] == [(s.started_at, s.stopped_at) for s in journal]
+            assert recs[0].end_time <= recs[1].start_time
+    finally:
+        await server.close()
+
+
+async def test_evcs_serial_dialect_station_on_the_2018_server(tmp_path):
+    bridge = PtyBridge()
+    holder = {}
+    server = Runevcs2018(bridge.b, meter=lambda flat: holder["st"].world.meter_wh / 1000)
+    await server.start()
+    overrides = {"backend.kind": "evcs-serial", "backend.evcs-serial.port": bridge.a,
+                 "backend.evcs-serial.reply_timeout_s": 1.0}
+    try:
+        async with running_station(tmp_path, overrides) as st:
+            holder["st"] = st
+            assert await st.backend.wait_ready(10)
+            await charge(st, CARD, 1500)
+            assert await st.flush(10)
+            [done] = server.closed
+            assert (done.tag, done.energy_wh) == ("D6 4F C9 3B", 1500)
+            assert [line for line in server.lines("station") if line != "LADER 1 lebt"] == \
+                ["Abrechnung auf", "Tag ID = D6 4F C9 3B", "Verstanden", "Tag ID = D6 4F C9 3B", "total FERTIG"]
+    finally:
+        await server.stop()
+        bridge.close()
