@@ -176,6 +176,11 @@ class McspBackend(Backend):
             except BackendOffline as exc:
                 delay = self.backoff.next()
                 log.info("MCSP server unreachable (%s); next try in %.1f s", exc, delay)
+            except asyncio.CancelledError:
+                raise
+            except Exception:  # a bug or a journal error must not end the link keeping for good
+                delay = self.backoff.next()
+                log.exception("MCSP link keeper failed; next try in %.1f s", delay)
             self._wake.clear()
             try:
                 await asyncio.wait_for(self._wake.wait(), delay)

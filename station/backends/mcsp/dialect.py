@@ -212,6 +212,11 @@ class EvcsSerialBackend(Backend):
             except BackendOffline as exc:
                 log.info("evcs-serial: %s", exc)
                 delay = self.reopen_s
+            except asyncio.CancelledError:
+                raise
+            except Exception:  # never let a bug end the heartbeat for good
+                log.exception("evcs-serial heartbeat failed")
+                delay = self.reopen_s
 
     async def heartbeat(self) -> None:
         """'LADER N lebt' (the server does not answer it). Raises BackendOffline."""
