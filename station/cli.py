@@ -36,8 +36,10 @@ def setup_logging(level: str = "INFO", stream=None) -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)
-    for noisy in ("pymodbus", "websockets", "transitions", "ocpp"):
+    for noisy in ("websockets", "transitions", "ocpp"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
+    # pymodbus logs every timeout as an ERROR; the meter adapter reports faults itself, once.
+    logging.getLogger("pymodbus").setLevel(logging.CRITICAL)
 
 
 def _load(path: str | None, required: bool = True) -> configmod.Config:

@@ -384,6 +384,8 @@ class Charger:
                     await asyncio.sleep(2.0)
             self.session = None
             self.end()
+            if any(source != "storage" for source in self.faults):
+                self.fault()  # the session is closed; now the station shows why it cannot go on
             self._finishing_until = time.monotonic() + self.config.charging.finishing_s
             self._wake_delivery()
             log.info("session %d stopped (%s) at %d Wh: %d Wh", session.id, reason, wh, session.energy_wh)

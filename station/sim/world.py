@@ -74,7 +74,7 @@ class SimWorld:
         fakegpio.on_output(self._on_output)
         # Inputs idle: not plugged, button released (active-low inputs idle high).
         if self.pins.ev is not None:
-            fakegpio.drive(self.pins.ev, not self.pins.ev_active_low)
+            fakegpio.drive(self.pins.ev, self.pins.ev_active_low)
         if self.pins.stop is not None:
             fakegpio.drive(self.pins.stop, self.pins.stop_active_low)
         if self.pins.feedback is not None:
