@@ -97,3 +97,9 @@ def test_check_config_command(tmp_path, capsys):
     assert main(["check-config", str(bad)]) == 2
     err = capsys.readouterr().err
     assert "meter.baudrate" in err and str(bad) in err
+
+
+def test_docs_diagram_is_generated_from_the_table():
+    from station.core.states import mermaid
+
+    assert mermaid() in (ROOT / "docs" / "states.md").read_text()

@@ -81,3 +81,18 @@ def mermaid() -> str:
         for s in sources:
             lines.append(f"    {s.value} --> {t['dest'].value}: {label}")
     return "\n".join(lines) + "\n"
+
+
+def dot() -> str:
+    """The same diagram in Graphviz DOT (docs/states.svg is rendered from it)."""
+    edges: dict[tuple[str, str], list[str]] = {}
+    for t in TRANSITIONS:
+        sources = t["source"] if isinstance(t["source"], list) else [t["source"]]
+        for s in sources:
+            edges.setdefault((s.value, t["dest"].value), []).append(t["trigger"])
+    lines = ["digraph charging {", '  rankdir=LR; node [shape=box, style=rounded, fontname="sans"];',
+             '  edge [fontname="sans", fontsize=10];']
+    for (s, d), triggers in edges.items():
+        lines.append(f'  "{s}" -> "{d}" [label="{", ".join(sorted(set(triggers)))}"];')
+    lines.append("}")
+    return "\n".join(lines) + "\n"
