@@ -57,16 +57,15 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_simulate(args: argparse.Namespace) -> int:
-    from station.sim import demo
-
-    cfg = demo.simulation_config(args.config, args.state_dir, scenario=args.scenario is not None)
+    if args.config is not None:
+        configmod.load(args.config)  # a broken file is reported before anything starts
     if args.scenario:
         from station.sim.scenario import run_scenario_file
 
-        return run_scenario_file(cfg, args.scenario, as_json=args.json)
+        return run_scenario_file(args.config, args.state_dir, args.scenario, as_json=args.json)
     from station.sim.tui import run_interactive
 
-    return run_interactive(cfg)
+    return run_interactive(args.config, args.state_dir)
 
 
 def cmd_check_config(args: argparse.Namespace) -> int:
@@ -206,6 +205,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv[:1] == ["mcsp-server"]:
+        # The reference server parses its own options (argparse's REMAINDER would not pass them).
+        from station.backends.mcsp.server import main as server_main
+
+        setup_logging("INFO")
+        return server_main(argv[1:])
     parser = build_parser()
     args = parser.parse_args(argv)
     setup_logging(args.log_level)

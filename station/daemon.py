@@ -34,8 +34,9 @@ EXIT_RESET = 75  # EX_TEMPFAIL: systemd's Restart=on-failure brings the station 
 
 class Station:
     def __init__(self, config: Config, *, clock: Clock | None = None, notifier: Notifier | None = None,
-                 backend: Backend | None = None) -> None:
+                 backend: Backend | None = None, embedded: Any = None) -> None:
         self.config = config
+        self.embedded = embedded  # a backend server the simulator runs in-process (the demo's MCSP server)
         self.clock = clock or Clock()
         self.notifier = notifier or Notifier()
         self._backend_override = backend
@@ -54,7 +55,7 @@ class Station:
         if cfg.hardware.mode == "sim":
             from station.sim.world import SimWorld
 
-            self.world = await SimWorld.create(cfg)
+            self.world = await SimWorld.create(cfg, embedded=self.embedded)
         self.hardware = await build_hardware(cfg, self.world)
         self.store = Store.open(cfg.station.state_dir)
         self.backend = self._backend_override or backends.create(cfg, self.store)
@@ -136,6 +137,8 @@ class Station:
                     log.exception("closing hardware")
         if self.world is not None:
             await self.world.close()
+        if self.embedded is not None:
+            await self.embedded.close()
         if self.store is not None:
             self.store.close()
 

@@ -242,8 +242,6 @@ def test_cli_serves_records_and_prints_sessions(tmp_path):
             [(TAG, "Apartment 3", 1500, "closed")]
 
 
-@pytest.mark.xfail(strict=True, reason="cli.py: argparse REMAINDER does not take options after 'mcsp-server' "
-                                       "(lead: dispatch argv[1:] to server.main before parsing)")
 def test_station_cli_passes_options_to_mcsp_server(tmp_path, capsys):
     from station import cli
 

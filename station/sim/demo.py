@@ -1,7 +1,9 @@
 """The configuration `station simulate` runs with.
 
 Without `-c`, a built-in demo: emulated hardware, an SDM630 meter, three demo
-cards (two registered to apartments, one unknown) and an embedded backend.
+cards registered to apartments (and one unknown), and the MCSP reference
+server embedded as the backend (listening on 127.0.0.1, its ledger in the
+state directory), so the demo speaks the mission's own protocol end to end.
 With `-c FILE`, that file with `hardware.mode` forced to "sim", so an
 installer can try a real configuration on a laptop before the Pi arrives.
 """
@@ -38,6 +40,23 @@ def demo_data() -> dict[str, Any]:
         "sim": {"ev_connected_input": False},
         "backend": {"kind": "local", "local": {"tags": dict(DEMO_TAGS)}},
     }
+
+
+async def prepare(path: str | None, state_dir: str | None, scenario: bool = False):
+    """The config to simulate with, and the embedded backend server (None with -c)."""
+    if path is not None:
+        return simulation_config(path, state_dir, scenario), None
+    from station.backends.mcsp.server import McspServer
+
+    cfg = simulation_config(None, state_dir, scenario)
+    os.makedirs(cfg.station.state_dir, exist_ok=True)
+    server = McspServer(tags=dict(DEMO_TAGS), db=os.path.join(cfg.station.state_dir, "mcsp-server.db"),
+                        out=open(os.devnull, "w"))
+    await server.start()
+    data = demo_data()
+    data["backend"] = {"kind": "mcsp", "mcsp": {"url": f"tcp://127.0.0.1:{server.port}", "timeout_s": 2.0}}
+    data["station"]["state_dir"] = cfg.station.state_dir
+    return configmod.from_dict(data, "<demo>"), server
 
 
 def simulation_config(path: str | None, state_dir: str | None, scenario: bool = False) -> configmod.Config:

@@ -28,7 +28,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from station.config import Config
 from station.core.states import State
 from station.errors import ScenarioError
 
@@ -170,7 +169,7 @@ def summarize(station) -> dict[str, Any]:
     }
 
 
-def run_scenario_file(config: Config, path: str, as_json: bool = False) -> int:
+def run_scenario_file(config_path: str | None, state_dir: str | None, path: str, as_json: bool = False) -> int:
     try:
         scenario = load(path)
     except ScenarioError as exc:
@@ -179,8 +178,10 @@ def run_scenario_file(config: Config, path: str, as_json: bool = False) -> int:
 
     async def main() -> Outcome:
         from station.daemon import Station
+        from station.sim.demo import prepare
 
-        station = Station(config)
+        config, embedded = await prepare(config_path, state_dir, scenario=True)
+        station = Station(config, embedded=embedded)
         await station.start()
         try:
             return await run(station, scenario)

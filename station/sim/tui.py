@@ -18,7 +18,6 @@ import termios
 import threading
 import tty
 
-from station.config import Config
 from station.sim.demo import DEMO_TAGS, UNKNOWN_TAG
 
 CARDS = {"1": "D64FC93B", "2": "04A2B3C4D5E6F7", "3": "16AC936B1692E73A", "4": UNKNOWN_TAG}
@@ -54,23 +53,25 @@ def render(station, color: bool = True) -> str:
     return "\n".join(lines)
 
 
-def run_interactive(config: Config) -> int:
+def run_interactive(config_path: str | None, state_dir: str | None) -> int:
     if not sys.stdin.isatty():
-        return asyncio.run(_demo(config))
-    return asyncio.run(_interactive(config))
+        return asyncio.run(_demo(config_path, state_dir))
+    return asyncio.run(_interactive(config_path, state_dir))
 
 
-async def _start(config: Config):
+async def _start(config_path: str | None, state_dir: str | None):
     from station.daemon import Station
+    from station.sim.demo import prepare
 
-    station = Station(config)
+    config, embedded = await prepare(config_path, state_dir)
+    station = Station(config, embedded=embedded)
     await station.start()
     return station
 
 
-async def _demo(config: Config) -> int:
+async def _demo(config_path: str | None, state_dir: str | None) -> int:
     """No terminal: one session, narrated."""
-    station = await _start(config)
+    station = await _start(config_path, state_dir)
     tag = next(iter(DEMO_TAGS))
     card = "D64FC93B"
     try:
@@ -129,8 +130,8 @@ class _Keys:
         termios.tcsetattr(self._fd, termios.TCSADRAIN, self._saved)
 
 
-async def _interactive(config: Config) -> int:
-    station = await _start(config)
+async def _interactive(config_path: str | None, state_dir: str | None) -> int:
+    station = await _start(config_path, state_dir)
     keys = _Keys(asyncio.get_running_loop())
     world = station.world
     tasks: set[asyncio.Task] = set()
