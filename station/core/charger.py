@@ -30,6 +30,7 @@ from transitions import Machine
 from station.backends.base import (
     AuthResult, AuthStatus, Backend, ConnectorStatus, DeliveryResult, OutboxItem, Session, StatusReport,
 )
+from station import privacy
 from station.clock import Clock
 from station.config import Config
 from station.core import messages
@@ -108,6 +109,8 @@ class Charger:
         self.tasks: list[asyncio.Task] = []
         self.recent: list[str] = []  # recent notable events for the terminal view
         self.taps = 0  # taps handled (the simulator waits on it)
+        self._statuses: asyncio.Queue[StatusReport] = asyncio.Queue()
+        self._last_report: tuple = ()
 
     # ------------------------------------------------------------------ conditions for the table
     def ev_plugged(self) -> bool:
@@ -134,7 +137,7 @@ class Charger:
             self.hw.reader.start(self._tap_from_thread, self._reader_fault_from_thread)
         self.tasks = [asyncio.create_task(coro, name=name) for name, coro in (
             ("events", self._event_loop()), ("meter", self._meter_loop()), ("inputs", self._input_loop()),
-            ("ticker", self._ticker()),
+            ("ticker", self._ticker()), ("status", self._status_loop()),
         )]
         self._after_state_change()
 
@@ -166,7 +169,7 @@ class Charger:
                 log.error("session %d: meter %d Wh is below its start %d Wh; stopping at start", s.id, wh, s.meter_start_wh)
                 wh, estimated = s.meter_start_wh, True
             self.store.stop(s.id, wh, self.clock.stamp(), "PowerLoss", phases, estimated, {"reason": "PowerLoss"})
-            log.warning("session %d of %s closed after power loss at %d Wh%s", s.id, s.id_tag, wh,
+            log.warning("session %d of %s closed after power loss at %d Wh%s", s.id, _mask(s.id_tag), wh,
                         " (last stored reading)" if estimated else "")
             self._note(f"session {s.id} closed: PowerLoss")
         self._wake_delivery()
@@ -586,13 +589,21 @@ class Charger:
         if self._loop is None:
             return
         report = self.status()
+        key = (report.status, report.error_code, report.info, report.vendor_error_code)
+        if key != self._last_report:
+            self._last_report = key
+            self._statuses.put_nowait(report)
 
-        async def send() -> None:
+    async def _status_loop(self) -> None:
+        """Status changes leave one at a time, in the order they happened."""
+        while True:
+            report = await self._statuses.get()
             try:
                 await self.backend.send_status(report)
-            except Exception as exc:  # best effort: re-sent on reconnect
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # best effort: the backend re-sends the current one on reconnect
                 log.debug("status not sent: %s", exc)
-        asyncio.ensure_future(send())
 
     def _show_notice(self, key: str, message: str | None = None) -> None:
         lines = messages.screen(key, self.lang, self.hw.display.cols, self.hw.display.rows, message=message)
@@ -796,8 +807,8 @@ class Charger:
 
 
 def _mask(tag: str) -> str:
-    """Id tags are personal data: log only enough to tell them apart."""
-    return tag[:2] + "…" + tag[-2:] if len(tag) > 6 else "…"
+    """Id tags are personal data: log only enough to tell them apart (station.privacy)."""
+    return privacy.tag(tag)
 
 
 from station.store import Store  # noqa: E402  (type only; avoids a cycle at import)
