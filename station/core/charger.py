@@ -474,6 +474,7 @@ class Charger:
             self.idle()
         timeout = self.config.charging.no_power_timeout_s
         if (timeout and not self._session_drew and self.session is not None
+                and self.state is State.SUSPENDED_EV  # not while the station itself pauses it
                 and reading.energy_wh == self.session.meter_start_wh
                 and time.monotonic() - self._session_mono > timeout):
             log.info("session %d: no power drawn for %.0f s; ending it", self.session.id, timeout)
