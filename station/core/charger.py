@@ -785,6 +785,7 @@ class Charger:
             self.pause()
         elif watts != 0 and self.state is State.SUSPENDED_EVSE:
             self.hw.contactor.set(True)
+            self._session_mono = time.monotonic()  # the car gets the full no-power grace again
             self.resume()
 
     def notice(self, text: str) -> None:
