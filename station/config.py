@@ -42,6 +42,7 @@ SCHEMA: dict[str, Key] = {
     "station.state_dir": Key(_STR, "/var/lib/station", "Directory for the journal (SQLite) and state."),
     "station.language": Key(_STR, "en", "Language of the LCD texts.", choices=("en", "de")),
     "station.connector_id": Key(_INT, 1, "Connector number reported to backends.", min=1, max=99),
+    "station.log_tags": Key(_BOOL, False, "Log id tags in full (installers pairing cards). Default: masked to their last characters, as they are personal data."),
     # --- charging rules ----------------------------------------------------------
     "charging.power_threshold_w": Key(_NUM, 50.0, "Above this power the car is charging; below it SuspendedEV.", "W", 0, 100000),
     "charging.no_power_timeout_s": Key(_NUM, 600.0, "A session whose car never drew power ends after this time (reason Other). 0 = never.", "s", 0, 86400),
@@ -276,6 +277,10 @@ def _validate_combinations(file: str, flat: dict[str, Any]) -> None:
     url = flat.get("backend.ocpp.url")
     if url is not None and not url.startswith(("ws://", "wss://")):
         raise ConfigError(file, "backend.ocpp.url", f"must start with ws:// or wss://, got {url!r}")
+    secret = flat.get("backend.mcsp.secret")
+    if secret is not None and not (secret.isascii() and secret.isprintable() and secret == secret.strip() and 0 < len(secret) <= 200):
+        # Sent as an MCSP header line (printable ASCII, 256 bytes at most); the value is never echoed.
+        raise ConfigError(file, "backend.mcsp.secret", "must be 1-200 printable ASCII characters without leading or trailing spaces")
     url = flat.get("backend.mcsp.url")
     if url is not None and not (url.startswith(("tcp://", "tls://")) or url.startswith("/")):
         raise ConfigError(file, "backend.mcsp.url", f"must be tcp://HOST:PORT, tls://HOST:PORT or a serial device path, got {url!r}")

@@ -15,7 +15,7 @@ import signal
 import time
 from typing import Any
 
-from station import backends
+from station import backends, security
 from station.backends.base import Backend
 from station.clock import Clock
 from station.config import Config
@@ -52,6 +52,7 @@ class Station:
 
     async def start(self) -> None:
         cfg = self.config
+        security.check_at_start(cfg)  # tag masking in logs; warns about readable secrets
         if cfg.hardware.mode == "sim":
             from station.sim.world import SimWorld
 

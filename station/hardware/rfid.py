@@ -59,6 +59,7 @@ import time
 from dataclasses import dataclass
 from typing import Any, Callable, TextIO
 
+from station import privacy
 from station.core.tags import format_tag, format_uid, simple_mfrc522_number
 from station.errors import ReaderError
 
@@ -397,7 +398,7 @@ class Mfrc522Reader:
     def _debounce(self, uid: bytes | None, now: float) -> None:
         tapped = self._debouncer.update(uid, now)
         if tapped is not None:
-            log.info("card tapped: %s", format_uid(tapped))
+            log.info("card tapped: %s", privacy.tag(format_uid(tapped)))
             self._on_tap(tapped)
 
     def _report_fault(self, text: str | None) -> None:

@@ -19,6 +19,7 @@ import asyncio
 import logging
 from typing import Any
 
+from station import privacy
 from station.config import Config
 from station.core.tags import format_uid, parse_uid
 from station.hardware.factory import effective_pins
@@ -138,7 +139,8 @@ class SimWorld:
             self.chip.remove()
         else:
             r = self.config.rfid
-            log.info("tap of %d-byte UID %s injected as an id tag (no ISO 14443A card has that length)", len(uid), uid_hex)
+            log.info("tap of %d-byte UID %s injected as an id tag (no ISO 14443A card has that length)", len(uid),
+                     privacy.tag(uid_hex))
             if charger is not None:
                 charger.tap_tag(format_uid(uid, r.uid_case, r.uid_separator, r.uid_byte_order))
         if not wait or charger is None:

@@ -45,6 +45,7 @@ import ssl
 from dataclasses import dataclass
 from typing import Any
 
+from station import privacy
 from station.backends.base import (AuthResult, AuthStatus, Backend, DeliveryResult, MessageKind, OutboxItem, Session,
                                    StationControl, StatusReport)
 from station.backends.mcsp import codec
@@ -94,7 +95,7 @@ def rule_for(code: int | None) -> ErrorRule:
 
 
 def _mask(tag: str) -> str:
-    return "…" + tag[-4:] if len(tag) > 4 else tag
+    return privacy.tag(tag)  # id tags are personal data (station.privacy)
 
 
 def _phases(values: tuple[int, ...]) -> str | None:

@@ -40,6 +40,7 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
+from station import privacy
 from station.backends.base import (AuthResult, AuthStatus, Backend, DeliveryResult, MessageKind, OutboxItem, Session,
                                    StationControl)
 from station.backends.mcsp.link import Link, SerialLink
@@ -105,8 +106,10 @@ class LineParser:
                 continue
             if len(raw) > self.max_line:
                 raise DialectError(f"line longer than {self.max_line} bytes")
-            if any(not 0x20 <= b <= 0x7E for b in raw):
-                raise DialectError(f"not printable ASCII: {raw[:40]!r}")
+            bad = next((i for i, b in enumerate(raw) if not 0x20 <= b <= 0x7E), None)
+            if bad is not None:
+                # Position and byte only: the line may hold a tag (personal data).
+                raise DialectError(f"byte 0x{raw[bad]:02X} at column {bad + 1} is not printable ASCII")
             return raw.decode("ascii")
 
 
@@ -141,6 +144,12 @@ def parse_station_line(line: str) -> tuple[str, Any] | None:
     if m := _TAG.fullmatch(text):
         return "tag", m.group(1).strip()
     return None
+
+
+def _loggable(line: str) -> str:
+    """A line for the log: a `Tag ID` line (another station's, on a shared bus) has its tag masked."""
+    m = _TAG.search(line)
+    return line[: m.start(1)] + privacy.tag(m.group(1)) if m else line
 
 
 def dialect_tag(id_tag: str, separator: str = " ") -> str:
@@ -269,7 +278,7 @@ class EvcsSerialBackend(Backend):
                 if reply is not None and reply.station == self.number:
                     return reply
                 if line.strip():
-                    log.debug("evcs-serial: ignoring %r", line)
+                    log.debug("evcs-serial: ignoring %r", _loggable(line))
                 continue
             remaining = end - loop.time()
             if remaining <= 0:

@@ -51,6 +51,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable, Iterable, TextIO
 
+from station import privacy
 from station.backends.mcsp import codec
 from station.backends.mcsp.codec import CLOSED, NEED_DATA, Connection, Reply, Request, Role
 from station.backends.mcsp.link import Link, SerialLink, StreamLink
@@ -90,9 +91,12 @@ class SessionRecord:
     server_meter_stop: float | None
 
 
-def format_session(r: SessionRecord) -> str:
+def format_session(r: SessionRecord, *, for_log: bool = False) -> str:
+    """One line per session. `for_log`: the tag masked (station.privacy) unless log_tags is on;
+    the printed record (`out`, the operator's billing output) keeps it whole."""
     energy = f"{r.energy_wh} Wh" if r.energy_wh is not None else "energy unknown"
-    return (f"session {r.id}: {r.tag} ({r.apartment or '?'}) at {r.station}, {r.start_time} -> {r.end_time or '?'}, "
+    tag = privacy.tag(r.tag) if for_log else r.tag
+    return (f"session {r.id}: {tag} ({r.apartment or '?'}) at {r.station}, {r.start_time} -> {r.end_time or '?'}, "
             f"{energy}, meter {r.meter_start_wh}->{r.meter_stop_wh} Wh, {r.state}"
             + (f", reason {r.stop_reason}" if r.stop_reason else ""))
 
@@ -323,7 +327,7 @@ class McspServer:
             start_time=req.get("Time") or now, meter_start_wh=_int(req.get("Meter-Start")),
             start_phases=req.get("Meter-Start-Phases"), offline=int(req.get("Offline", "").lower() == "yes"),
             server_meter_start=server_meter, received_start=now)
-        log.info("session %d opened: %s at %s", session_id, key, name)
+        log.info("session %d opened: %s at %s", session_id, privacy.tag(key), name)
         return codec.ok(session_id=session_id)
 
     def _end(self, req: Request, name: str) -> Reply:
@@ -358,7 +362,7 @@ class McspServer:
             server_meter_stop=server_meter, received_end=now)
         closed = self.ledger.by_key(rec.session_key) if rec.session_key else self.ledger.by_id(str(rec.id))
         assert closed is not None
-        log.info("%s", format_session(closed))
+        log.info("%s", format_session(closed, for_log=True))
         if self.out is not None:
             print(format_session(closed), file=self.out, flush=True)
         if self.on_session_end is not None:
@@ -481,6 +485,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--db", metavar="FILE", default="mcsp-sessions.db", help="SQLite file (default ./mcsp-sessions.db)")
     p.add_argument("--cert", metavar="FILE", help="TLS certificate chain (serves tls:// with --key)")
     p.add_argument("--key", metavar="FILE", help="TLS private key")
+    p.add_argument("--log-tags", action="store_true", help="log id tags in full (default: masked; the printed "
+                   "session lines and the database always keep them)")
     return p
 
 
@@ -503,6 +509,7 @@ async def serve(server: McspServer, stop: asyncio.Event | None = None) -> None:
 def main(argv: Iterable[str] | None = None) -> int:
     """`station mcsp-server ...`; returns an exit code."""
     args = build_parser().parse_args(list(argv) if argv is not None else None)
+    privacy.set_log_tags(args.log_tags)
     tags = stations = None
     if args.tags:
         try:
