@@ -94,10 +94,14 @@ class Deliverer:
     def _resolve_times(self, session) -> bool:
         started = self.clock.resolve(session.started_at)
         stopped = self.clock.resolve(session.stopped_at)
-        if (session.started_at or "").startswith(MONO_PREFIX) and started is None:
-            return not self._unresolvable(session.started_at)
-        if (session.stopped_at or "").startswith(MONO_PREFIX) and stopped is None:
-            return not self._unresolvable(session.stopped_at)
+        # A stamp of this boot waits for the clock (False: not yet); one of an earlier boot
+        # can never be dated and goes as it is (True), rather than never.
+        if (session.started_at or "").startswith(MONO_PREFIX) and started is None \
+                and not self._unresolvable(session.started_at):
+            return False
+        if (session.stopped_at or "").startswith(MONO_PREFIX) and stopped is None \
+                and not self._unresolvable(session.stopped_at):
+            return False
         if started != session.started_at or stopped != session.stopped_at:
             self.store.update_times(session.id, started, stopped)
             session.started_at, session.stopped_at = started, stopped
