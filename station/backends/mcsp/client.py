@@ -83,6 +83,10 @@ ERROR_RULES: dict[int, ErrorRule] = {
 }
 
 
+class StationRefused(BackendOffline):
+    """407: the server does not accept this station's Name or Auth secret."""
+
+
 def rule_for(code: int | None) -> ErrorRule:
     """The rule for a code; unknown codes follow their class, a bare ERROR (2017 server) refuses."""
     if code in ERROR_RULES:
@@ -125,6 +129,7 @@ class McspBackend(Backend):
         self.heartbeats = extensions  # switched off if the server does not know HEARTBEAT
         self.exchanges = 0  # completed request/reply pairs (tests, bench)
         self.last_reply: Reply | None = None
+        self.problem: str | None = None  # what keeps the link down, as last logged
         self._link: Link | None = None
         self._conn: Connection | None = None
         self._lock = asyncio.Lock()
@@ -172,11 +177,12 @@ class McspBackend(Backend):
             try:
                 await self._ping()
                 self.backoff.reset()
+                self._report(None)
                 await self._close_abandoned()
                 delay = self.heartbeat_s
             except BackendOffline as exc:
                 delay = self.backoff.next()
-                log.info("MCSP server unreachable (%s); next try in %.1f s", exc, delay)
+                self._report(exc, delay)
             except asyncio.CancelledError:
                 raise
             except Exception:  # a bug or a journal error must not end the link keeping for good
@@ -187,6 +193,37 @@ class McspBackend(Backend):
                 await asyncio.wait_for(self._wake.wait(), delay)
             except asyncio.TimeoutError:
                 pass
+
+    def _report(self, exc: BackendOffline | None, delay: float = 0.0) -> None:
+        """One clear line per problem: logged when it first appears (ERROR for a TLS or
+        credentials problem, which will not go away by itself; WARNING for an unreachable
+        server), at DEBUG while it repeats, and an INFO line when the link works again."""
+        if exc is None:
+            if self.problem is not None:
+                log.info("MCSP link to %s works again", self.url)
+            self.problem = None
+            return
+        text, level = self._describe(exc)
+        if text != self.problem:
+            log.log(level, "%s; retrying with backoff (next in %.1f s, at most %g s apart)", text, delay,
+                    self.backoff.cap)
+        else:
+            log.debug("%s; next try in %.1f s", text, delay)
+        self.problem = text
+
+    def _describe(self, exc: BackendOffline) -> tuple[str, int]:
+        """What went wrong, for the installer (never containing the secret)."""
+        cause = exc.__cause__
+        if isinstance(cause, ssl.SSLCertVerificationError):
+            trust = f"the pinned CA {self.ca_file}" if self.ca_file else "a CA of the system store"
+            return (f"MCSP TLS: the server certificate of {self.url} was refused ({cause.verify_message or cause.reason}); "
+                    f"it must be signed by {trust} and name that host", logging.ERROR)
+        if isinstance(cause, ssl.SSLError):
+            return f"MCSP TLS: handshake with {self.url} failed ({cause.reason or cause})", logging.ERROR
+        if isinstance(exc, StationRefused):
+            return (f"MCSP: {self.url} refuses this station ({exc}): check station.name and backend.mcsp.secret "
+                    f"against the server's station list", logging.ERROR)
+        return f"MCSP server {self.url} unreachable ({exc})", logging.WARNING
 
     async def _ping(self) -> None:
         """Prove the link: HEARTBEAT (sets the clock), or just connect when heartbeats are off."""
@@ -209,7 +246,7 @@ class McspBackend(Backend):
         if code == 407:
             self._notice(text)
             self._set_online(False)
-            raise BackendOffline(f"server refuses this station: {text}")
+            raise StationRefused(text)
         log.warning("HEARTBEAT answered %s", text)
 
     def _take_time(self, reply: Reply) -> None:

@@ -53,6 +53,7 @@ MAX_LINE = 256  # bytes per line, line ending not counted
 MAX_HEADERS = 32  # header lines per message (Content-Length not counted)
 MAX_MESSAGE = 4096  # bytes per message, line endings counted
 MAX_NAME = 64  # bytes per header name
+SECRET_HEADERS = frozenset({"auth"})  # values never shown in a repr or an error
 
 # Actions of MCSP/1.0. Others parse (a server answers them 405) but `send` of
 # an unknown action is allowed too, for forward-compatible tests.
@@ -145,7 +146,9 @@ class Headers:
         return hash(self._items)
 
     def __repr__(self) -> str:
-        return f"Headers({list(self._items)!r})"
+        # The station secret must not reach a log or a traceback through a repr.
+        shown = [(n, "<redacted>" if n.lower() in SECRET_HEADERS else v) for n, v in self._items]
+        return f"Headers({shown!r})"
 
     def plus(self, **values: object) -> "Headers":
         return Headers(self._items + tuple(Headers.of(**values)))
@@ -534,7 +537,12 @@ def _encode_headers(headers: Headers, max_line: int, max_headers: int) -> list[b
         if value != value.strip(" "):
             raise LocalProtocolError(f"header {name!r}: value has leading or trailing spaces")
         seen.add(name.lower())
-        lines.append(_check_out_line(f"{name}: {value}", max_line))
+        try:
+            lines.append(_check_out_line(f"{name}: {value}", max_line))
+        except LocalProtocolError:
+            # Name the header, never its value: it may be the station secret or an id tag.
+            raise LocalProtocolError(f"header {name!r}: the value is not printable ASCII or makes the line "
+                                     f"longer than {max_line} bytes") from None
     return lines
 
 
