@@ -165,7 +165,11 @@ class Store:
                     result = fn(*args)
                     self._db.execute("COMMIT")
                 except BaseException:
-                    self._db.execute("ROLLBACK")
+                    # A COMMIT that failed on I/O (read-only or full disk) was already rolled
+                    # back by SQLite: a second ROLLBACK would raise "no transaction is active"
+                    # and hide the real cause from the log and the LCD.
+                    if self._db.in_transaction:
+                        self._db.execute("ROLLBACK")
                     raise
             except sqlite3.Error as exc:
                 raise StorageError(f"journal write failed ({self.path}): {exc}") from None
