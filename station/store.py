@@ -317,10 +317,22 @@ class Store:
         self._write(do)
 
     # ---------------------------------------------------------------- auth cache
+    #: most tags the auth cache holds; beyond it the entries that expire first are evicted, so
+    #: a flood of distinct (cloned, random) tags cannot grow the journal without bound
+    cache_max = 10_000
+
     def cache_put(self, tag: str, status: str, expires: float, parent_id: str | None = None) -> None:
-        self._write(lambda: self._db.execute(
-            "INSERT OR REPLACE INTO auth_cache(tag, status, parent_id, expires) VALUES (?, ?, ?, ?)",
-            (tag, status, parent_id, expires)))
+        def do() -> None:
+            self._db.execute(
+                "INSERT OR REPLACE INTO auth_cache(tag, status, parent_id, expires) VALUES (?, ?, ?, ?)",
+                (tag, status, parent_id, expires))
+            self._db.execute(
+                "DELETE FROM auth_cache WHERE tag IN (SELECT tag FROM auth_cache ORDER BY expires, tag"
+                " LIMIT max(0, (SELECT COUNT(*) FROM auth_cache) - ?))", (self.cache_max,))
+        self._write(do)
+
+    def cache_size(self) -> int:
+        return self._read("SELECT COUNT(*) AS n FROM auth_cache")[0]["n"]
 
     def cache_get(self, tag: str, now: float | None = None) -> tuple[str, str | None] | None:
         rows = self._read("SELECT status, parent_id, expires FROM auth_cache WHERE tag=?", (tag,))

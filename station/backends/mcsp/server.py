@@ -61,6 +61,8 @@ from station.errors import ProtocolError
 log = logging.getLogger(__name__)
 
 DEFAULT_LISTEN = "127.0.0.1:4711"
+MAX_CLIENTS = 256  # TCP connections served at once; more are closed at once (one per station is normal)
+IDLE_TIMEOUT_S = 900.0  # a TCP connection without a complete request for this long is closed
 
 
 @dataclass(frozen=True)
@@ -240,7 +242,8 @@ class McspServer:
                  db: str | Path = ":memory:", host: str = "127.0.0.1", port: int = 0, serial: str | None = None,
                  baudrate: int = 19200, ssl_context: ssl.SSLContext | None = None,
                  meter: Callable[[str], float] | None = None, now: Callable[[], str] = _utc_now,
-                 out: TextIO | None = None, on_session_end: Callable[[SessionRecord], None] | None = None) -> None:
+                 out: TextIO | None = None, on_session_end: Callable[[SessionRecord], None] | None = None,
+                 max_clients: int = MAX_CLIENTS, idle_timeout_s: float | None = IDLE_TIMEOUT_S) -> None:
         self.tags: dict[str, TagEntry] | None = None
         if tags is not None:
             self.tags = {normalize_tag(t): (e if isinstance(e, TagEntry) else TagEntry(e)) for t, e in tags.items()}
@@ -252,6 +255,8 @@ class McspServer:
         self.now = now
         self.out = out
         self.on_session_end = on_session_end
+        # Limits against a hostile or broken peer (the codec bounds lines and messages):
+        self.max_clients, self.idle_timeout_s = max_clients, idle_timeout_s
         self.requests: list[Request] = []  # every request handled, in order (tests, debugging)
         self.fail_next: list[Reply] = []  # replies to give instead of handling (tests of error paths)
         self._server: asyncio.AbstractServer | None = None
@@ -431,8 +436,12 @@ class McspServer:
     async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         task = asyncio.current_task()
         assert task is not None
-        self._clients.add(task)
         link = StreamLink(reader, writer, "tls" if self.ssl_context else "tcp")
+        if len(self._clients) >= self.max_clients:
+            log.warning("connection refused: %d connections already open", len(self._clients))
+            await link.close()
+            return
+        self._clients.add(task)
         try:
             await self._serve_link(link)
         except (OSError, ssl.SSLError) as exc:
@@ -445,6 +454,8 @@ class McspServer:
         """Requests in, replies out, until the peer closes (TCP). A serial line never closes:
         after a broken request it answers 400 and resynchronizes at the next start line."""
         conn = Connection(Role.SERVER)
+        loop = asyncio.get_running_loop()
+        last_request = loop.time()
         while True:
             try:
                 event = conn.next_event()
@@ -459,11 +470,17 @@ class McspServer:
             if event is CLOSED:
                 return
             if event is NEED_DATA:
+                if link.reconnects and self.idle_timeout_s is not None \
+                        and loop.time() - last_request > self.idle_timeout_s:
+                    # Idle, or trickling bytes without ever completing a request: free the slot.
+                    log.info("closing a connection without a complete request for %.0f s", self.idle_timeout_s)
+                    return
                 data = await link.read(1.0)
                 if data is not None:
                     conn.receive_data(data)
                 continue
             assert isinstance(event, Request)
+            last_request = loop.time()
             await link.write(conn.send(self.handle(event)))
 
 
