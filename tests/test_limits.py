@@ -4,6 +4,7 @@ messages on every link, and a reference server that cannot be starved by idle co
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 
 import pytest
@@ -173,6 +174,7 @@ async def closed(reader: asyncio.StreamReader) -> bool:
 
 
 async def test_server_closes_idle_connections_and_caps_their_number(caplog):
+    caplog.set_level(logging.INFO, logger="station.backends.mcsp.server")
     server = McspServer(tags={}, idle_timeout_s=0.3, max_clients=3)
     await server.start()
     conns = []
