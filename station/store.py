@@ -144,6 +144,8 @@ class Store:
                     conn.execute(stmt)
                 except sqlite3.DatabaseError:
                     pass
+            if recovered:
+                _requeue_lost_messages(conn)
             conn.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
         except sqlite3.DatabaseError as exc:
             raise StorageError(f"cannot open journal {path}: {exc}") from None
@@ -351,6 +353,36 @@ class Store:
     def put_json(self, key: str, value: Any) -> None:
         self._write(lambda: self._db.execute(
             "INSERT OR REPLACE INTO settings(key, value) VALUES (?, ?)", (key, json.dumps(value))))
+
+
+def _requeue_lost_messages(conn: sqlite3.Connection) -> None:
+    """After a salvage: give back START/STOP to undelivered sessions whose messages did not survive.
+
+    A salvaged session whose outbox rows were on a damaged page would otherwise never be
+    delivered, or worse, its STOP would go without its START and be refused for good (MCSP
+    404). Such a session's surviving messages are dropped and START (unless the backend
+    already gave it an id) and STOP (if it is stopped) queued again, in session order. A START
+    sent twice is the same session at the backend (MCSP: by Session-Key).
+    """
+    conn.execute("BEGIN IMMEDIATE")
+    for r in conn.execute("SELECT * FROM sessions WHERE state IN ('active', 'stopped') AND delivered = 0"
+                          " ORDER BY id").fetchall():
+        kinds = {k for (k,) in conn.execute("SELECT kind FROM outbox WHERE session_id = ?", (r["id"],))}
+        need_start = r["backend_session_id"] is None
+        need_stop = r["state"] == "stopped"
+        if (not need_start or MessageKind.START.value in kinds) and (not need_stop or MessageKind.STOP.value in kinds):
+            continue
+        conn.execute("DELETE FROM outbox WHERE session_id = ?", (r["id"],))
+        if need_start:
+            conn.execute("INSERT INTO outbox(kind, session_id, payload, created_at) VALUES (?, ?, ?, ?)",
+                         (MessageKind.START.value, r["id"], json.dumps({
+                             "id_tag": r["id_tag"], "meter_start_wh": r["meter_start_wh"], "timestamp": r["started_at"],
+                             "reservation_id": r["reservation_id"]}), r["started_at"] or ""))
+        if need_stop:
+            conn.execute("INSERT INTO outbox(kind, session_id, payload, created_at) VALUES (?, ?, ?, ?)",
+                         (MessageKind.STOP.value, r["id"], json.dumps({"reason": r["stop_reason"]}), r["stopped_at"] or ""))
+        log.error("session %d: its queued messages were lost with the damaged journal; queued again", r["id"])
+    conn.execute("COMMIT")
 
 
 def _healthy(path: Path) -> bool:
