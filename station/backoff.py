@@ -23,7 +23,10 @@ class Backoff:
 
     def next(self) -> float:
         """The delay before the next try: uniform in [base/2, base], base growing to the cap."""
-        base = min(self.cap, self.initial * self.factor ** self.failures)
+        try:
+            base = min(self.cap, self.initial * self.factor ** self.failures)
+        except OverflowError:  # 2.0 ** 1024: some 1000 failures in a row, hours of outage at the cap
+            base = self.cap
         self.failures += 1
         return base / 2 + self._rng.random() * base / 2
 
