@@ -20,6 +20,22 @@ log = logging.getLogger("station")
 DEFAULT_CONFIG = "/etc/station/station.toml"
 
 
+class _StderrHandler(logging.StreamHandler):
+    """Writes to whatever sys.stderr is at the time of the record, not at set-up."""
+
+    def __init__(self, stream=None) -> None:
+        self._fixed = stream
+        super().__init__(stream or sys.stderr)
+
+    @property  # type: ignore[override]
+    def stream(self):
+        return self._fixed or sys.stderr
+
+    @stream.setter
+    def stream(self, value) -> None:
+        pass
+
+
 def setup_logging(level: str = "INFO", stream=None) -> None:
     """Log to stderr. Under systemd (JOURNAL_STREAM set) prefix <N> so journald keeps the priority."""
     journald = "JOURNAL_STREAM" in os.environ
@@ -31,10 +47,11 @@ def setup_logging(level: str = "INFO", stream=None) -> None:
             text = super().format(record)
             return f"<{self.PRIO.get(record.levelno, 6)}>{text}" if journald else text
 
-    handler = logging.StreamHandler(stream or sys.stderr)
+    handler = _StderrHandler(stream)
     handler.setFormatter(Fmt("%(name)s: %(message)s" if journald else "%(asctime)s %(levelname)s %(name)s: %(message)s"))
     root = logging.getLogger()
-    root.handlers[:] = [handler]
+    # Replace only our own handler: main() may run more than once in a process (tests, tools).
+    root.handlers[:] = [h for h in root.handlers if not isinstance(h, _StderrHandler)] + [handler]
     root.setLevel(level)
     for noisy in ("websockets", "transitions", "ocpp"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
