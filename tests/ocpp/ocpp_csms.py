@@ -146,9 +146,19 @@ class CentralSystem:
     async def start(self) -> "CentralSystem":
         self._server = await serve(self._handler, "127.0.0.1", 0, subprotocols=["ocpp1.6"], ping_interval=None,
                                    close_timeout=0.5)
-        port = self._server.sockets[0].getsockname()[1]
-        self.url = f"ws://127.0.0.1:{port}/ocpp"
+        self.port = self._server.sockets[0].getsockname()[1]
+        self.url = f"ws://127.0.0.1:{self.port}/ocpp"
         return self
+
+    async def down(self) -> None:
+        """The central system becomes unreachable: connections cut, handshakes refused."""
+        self._server.close()
+        await self._server.wait_closed()
+        self._connections.clear()
+
+    async def up(self) -> None:
+        self._server = await serve(self._handler, "127.0.0.1", self.port, subprotocols=["ocpp1.6"],
+                                   ping_interval=None, close_timeout=0.5)
 
     async def _handler(self, ws) -> None:
         self.paths.append(ws.request.path)
@@ -169,7 +179,12 @@ class CentralSystem:
     async def close(self) -> None:
         if self._server is not None:
             self._server.close()
-            await self._server.wait_closed()
+            try:
+                await asyncio.wait_for(self._server.wait_closed(), 10)
+            except asyncio.TimeoutError:
+                for t in asyncio.all_tasks():
+                    t.print_stack()
+                raise
 
     async def drop(self) -> None:
         """Cut every connection (the charge point will reconnect)."""

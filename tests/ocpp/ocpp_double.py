@@ -48,9 +48,10 @@ class StationDouble:
 
     async def close(self) -> None:
         await self.backend.close()
-        if self._task is not None:
+        # The deliverer's wait_for can swallow one cancellation on Python 3.11.
+        while self._task is not None and not self._task.done():
             self._task.cancel()
-            await asyncio.gather(self._task, return_exceptions=True)
+            await asyncio.wait([self._task], timeout=0.1)
 
     def _delivered(self, item: OutboxItem, result: DeliveryResult) -> None:
         self.results.append((item, result))

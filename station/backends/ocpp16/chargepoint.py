@@ -152,8 +152,9 @@ class OcppBackend(Backend):
 
     async def wait_ready(self, timeout: float) -> bool:
         try:
-            await asyncio.wait_for(self._ready.wait(), timeout)
-        except asyncio.TimeoutError:
+            async with asyncio.timeout(timeout):
+                await self._ready.wait()
+        except TimeoutError:
             pass
         return self.online
 
@@ -263,7 +264,8 @@ class OcppBackend(Backend):
                     task.cancel()
                 await asyncio.gather(session, receiver, return_exceptions=True)
                 try:
-                    await asyncio.wait_for(ws.close(), 2.0)
+                    async with asyncio.timeout(2.0):
+                        await ws.close()
                 except Exception:
                     pass
                 accepted = self.registration == "Accepted"
@@ -337,10 +339,13 @@ class OcppBackend(Backend):
         if event is None:
             await asyncio.sleep(seconds or 0)
             return False
+        # asyncio.timeout, not wait_for: on Python 3.11 wait_for swallows a cancellation
+        # that arrives in the same loop iteration as the event, and the task lives on.
         try:
-            await asyncio.wait_for(event.wait(), seconds)
+            async with asyncio.timeout(seconds):
+                await event.wait()
             return True
-        except asyncio.TimeoutError:
+        except TimeoutError:
             return False
 
     async def request(self, action: str, payload: dict[str, Any], *, allow_pending: bool = False,
@@ -882,6 +887,13 @@ class _Handlers(Peer):
     @on(Action.remote_stop_transaction)
     async def on_remote_stop(self, transaction_id: int, **_: Any):
         ok = await self.station.remote_stop(str(transaction_id))
+        if not ok:
+            # The station may not know the transactionId yet (it is recorded when the
+            # StartTransaction answer comes back); this backend does.
+            session = self.b._active_session()
+            if session is not None and self.b.transaction_id(session) == transaction_id:
+                self.b._spawn(self.station.stop_session("Remote"))
+                ok = True
         return call_result.RemoteStopTransaction(status="Accepted" if ok else "Rejected")
 
     @on(Action.reset)

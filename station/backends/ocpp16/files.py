@@ -73,8 +73,9 @@ async def install(path: Path, command: list[str] | None = None, timeout: float =
     proc = await asyncio.create_subprocess_exec(*argv, stdout=asyncio.subprocess.PIPE,
                                                 stderr=asyncio.subprocess.STDOUT)
     try:
-        out, _ = await asyncio.wait_for(proc.communicate(), timeout)
-    except asyncio.TimeoutError:
+        async with asyncio.timeout(timeout):
+            out, _ = await proc.communicate()
+    except TimeoutError:
         proc.kill()
         await proc.wait()
         return False, "pip timed out"

@@ -357,8 +357,9 @@ class Peer(_LibChargePoint):
             try:
                 await self._send(json.dumps([CALL, uid, action, payload], separators=(",", ":"), cls=_DecimalEncoder))
                 try:
-                    kind, msg = await asyncio.wait_for(future, timeout)
-                except asyncio.TimeoutError:
+                    async with asyncio.timeout(timeout):  # not wait_for: see chargepoint._wait
+                        kind, msg = await future
+                except TimeoutError:
                     raise NoResponse(action, timeout) from None
             finally:
                 self._pending = None
