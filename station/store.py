@@ -129,9 +129,14 @@ class Store:
             for suffix in ("", "-wal", "-shm"):
                 p = Path(str(path) + suffix)
                 if p.exists():
-                    p.rename(Path(str(aside) + suffix))
+                    try:
+                        p.rename(Path(str(aside) + suffix))
+                    except OSError as exc:
+                        raise StorageError(f"journal {path} is damaged and cannot be set aside: "
+                                           f"{exc.strerror or exc}") from None
             log.error("journal %s failed its integrity check; set aside as %s, %d statements recovered",
                       path, aside.name, len(recovered))
+        conn = None
         try:
             conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=10)
             conn.row_factory = sqlite3.Row
@@ -148,6 +153,8 @@ class Store:
                 _requeue_lost_messages(conn)
             conn.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
         except sqlite3.DatabaseError as exc:
+            if conn is not None:
+                conn.close()  # a half-opened journal must not keep the file (and its filesystem) busy
             raise StorageError(f"cannot open journal {path}: {exc}") from None
         return cls(conn, path)
 
@@ -393,8 +400,14 @@ def _healthy(path: Path) -> bool:
             return row is not None and row[0] == "ok"
         finally:
             conn.close()
-    except sqlite3.DatabaseError:
-        return False
+    except sqlite3.DatabaseError as exc:
+        # Only a damaged file is unhealthy. One that cannot be read now (a read-only or
+        # failing filesystem: CANTOPEN, READONLY, IOERR) must not be set aside as corrupt;
+        # opening it then fails with a clear StorageError instead.
+        return (getattr(exc, "sqlite_errorcode", _SQLITE_CORRUPT) & 0xFF) not in (_SQLITE_CORRUPT, _SQLITE_NOTADB)
+
+
+_SQLITE_CORRUPT, _SQLITE_NOTADB = 11, 26
 
 
 def _salvage(path: Path) -> list[str]:
