@@ -313,3 +313,23 @@ async def test_corrupt_journal_salvage_keeps_the_open_session_closed_as_power_lo
         assert (rec.session_key, rec.state, rec.energy_wh, rec.stop_reason) == (s.key, "closed", 450, "PowerLoss")
         await st.world.tap(CARD)  # and the station goes on
         await state_is(st, "SuspendedEV")
+
+
+def test_healthy_journal_on_a_read_only_filesystem_is_refused_not_set_aside(sd_card):
+    """After a clean shutdown the filesystem went read-only; the next start must not take the
+    unreadable-for-now journal for a corrupt one (renaming it failed with a raw OSError)."""
+    state = sd_card.path / "state"
+    store = Store.open(state)
+    sid = store.create_session("k" * 32, 1, CARD, 1000).id
+    store.close()
+    sd_card.fail()
+    with pytest.raises(StorageError, match="journal"):
+        Store.open(state)
+    assert sorted(p.name for p in state.iterdir()) == ["journal.db"]
+    sd_card.repair()
+    store = Store.open(state)
+    try:
+        assert store.session(sid).id_tag == CARD
+        assert not any(p.name.startswith("journal.db.corrupt") for p in state.iterdir())
+    finally:
+        store.close()
