@@ -10,6 +10,7 @@ Keys under a "free table" (`backend.local.tags`) are user data, not schema.
 
 from __future__ import annotations
 
+import math
 import tomllib
 from dataclasses import dataclass
 from pathlib import Path
@@ -192,6 +193,9 @@ def _check(file: str, dotted: str, key: Key, value: Any) -> Any:
         raise ConfigError(file, dotted, f"expected {_type_name(key)}, got {type(value).__name__} {value!r}")
     if key.choices is not None and value not in key.choices:
         raise ConfigError(file, dotted, f"must be one of {', '.join(map(repr, key.choices))}, got {value!r}")
+    if isinstance(value, float) and not math.isfinite(value):
+        # TOML has nan and inf; nan passes every comparison, so it would slip through the bounds.
+        raise ConfigError(file, dotted, f"must be a finite number, got {value!r}")
     if isinstance(value, (int, float)) and not isinstance(value, bool):
         if key.min is not None and value < key.min:
             raise ConfigError(file, dotted, f"must be at least {key.min}{key.unit and ' ' + key.unit}, got {value!r}")

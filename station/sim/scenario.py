@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import math
 import sys
 import time
 import tomllib
@@ -29,6 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from station.core.states import State
+from station.core.tags import parse_uid
 from station.errors import ScenarioError
 
 STEP_KEYS: dict[str, dict[str, type | tuple[type, ...]]] = {
@@ -68,6 +70,8 @@ def parse(data: dict[str, Any], source: str = "<scenario>") -> Scenario:
         raise ScenarioError(f"{source}: no [[step]] entries")
     for n, step in enumerate(steps, 1):
         where = f"{source}: step {n}"
+        if not isinstance(step, dict):
+            raise ScenarioError(f"{where}: expected a table, got {type(step).__name__}")
         action = step.get("action")
         if action not in STEP_KEYS:
             raise ScenarioError(f"{where}: action must be one of {', '.join(STEP_KEYS)}, got {action!r}")
@@ -88,8 +92,16 @@ def parse(data: dict[str, Any], source: str = "<scenario>") -> Scenario:
             raise ScenarioError(f"{where}: unknown state {step['state']!r}")
         if action == "consume" and step["wh"] < 0:
             raise ScenarioError(f"{where}: wh must not be negative")
+        for key in ("hold_s", "watts", "seconds", "within"):
+            if key in step and not (math.isfinite(step[key]) and step[key] >= 0):
+                raise ScenarioError(f"{where} ({action}): {key} must be a finite non-negative number")
+        if action == "tap":
+            try:
+                parse_uid(step["uid"])
+            except ValueError as exc:
+                raise ScenarioError(f"{where} (tap): {exc}") from None
     settle = data.get("settle_s", 30.0)
-    if not isinstance(settle, (int, float)) or isinstance(settle, bool) or settle < 0:
+    if not isinstance(settle, (int, float)) or isinstance(settle, bool) or not (math.isfinite(settle) and settle >= 0):
         raise ScenarioError(f"{source}: settle_s must be a non-negative number")
     return Scenario(steps, float(settle), source)
 
