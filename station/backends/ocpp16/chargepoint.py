@@ -953,7 +953,13 @@ class _Handlers(Peer):
                     await b._send_status_now(report)
         elif requested_message == "MeterValues":
             reading = self.station.last_reading()
+            for _ in range(30):  # just after start-up the meter may not have answered yet
+                if reading is not None:
+                    break
+                await asyncio.sleep(0.1)
+                reading = self.station.last_reading()
             if reading is None:
+                log.warning("TriggerMessage MeterValues: no meter reading to send")
                 return
             mv = b._meter_value(reading, "MeterValuesSampledData", "Trigger", b.stamp())
             if mv is None:
