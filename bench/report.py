@@ -1,0 +1,315 @@
+"""docs/benchmarks.md from the results: the targets of issue 6, then one table per benchmark.
+
+Everything on the page comes from the figures of the run that wrote it;
+the explanations of a missed target quote the measured floor.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from bench.common import Result
+
+BACKENDS = ("local", "mcsp", "ocpp")
+
+
+def _get(results: dict[str, Result], name: str, *path: str) -> Any:
+    r = results.get(name)
+    if r is None or r.skipped:
+        return None
+    node: Any = r.figures
+    for key in path:
+        if not isinstance(node, dict) or key not in node:
+            return None
+        node = node[key]
+    return node
+
+
+def _fmt(v: Any, digits: int = 1) -> str:
+    if v is None:
+        return "-"
+    if isinstance(v, bool):
+        return "yes" if v else "NO"
+    if isinstance(v, float):
+        return f"{v:.3f}" if abs(v) < 1 and v != 0 else f"{v:.{digits}f}"
+    return str(v)
+
+
+# ---------------------------------------------------------------------------- targets
+def targets(results: dict[str, Result]) -> list[dict[str, Any]]:
+    out: list[dict[str, Any]] = []
+
+    def target(tid: str, text: str, rows: list[tuple[str, Any, bool | None]], why: str = "") -> None:
+        measured = [r for r in rows if r[1] is not None and r[2] is not None]
+        if not measured:
+            status = "not measured"
+        elif all(ok for _, _, ok in measured):
+            status = "met" if len(measured) == len(rows) else "met where measured"
+        else:
+            status = "missed"
+        out.append({"id": tid, "target": text, "status": status,
+                    "values": [{"what": w, "value": v, "met": ok} for w, v, ok in rows], "why": why})
+
+    t = _get(results, "rfid", "summary", "ours_empty_poll_transfers")
+    target("empty_poll", "Empty poll: at most 12 SPI transfers",
+           [("station reader, realtime chip timer", t, None if t is None else t <= 12),
+            ("station reader, instant timer", _get(results, "rfid", "ours_empty_instant", "spi_transfers_per_poll"),
+             None if t is None else _get(results, "rfid", "ours_empty_instant", "spi_transfers_per_poll") <= 12)],
+           why=_why_poll(results))
+
+    rows = []
+    for kind in BACKENDS:
+        v = _get(results, "process", f"cpu_{kind}", "idle", "station_own_pct_of_one_core")
+        rows.append((f"{kind}: % of one core, idle (emulators excluded)", v, None if v is None else v < 0.5))
+    target("idle_cpu", "Idle daemon under 0.5 % of one core with the reader at 10 Hz", rows, why=_why_cpu(results))
+
+    rows = []
+    for kind in BACKENDS:
+        p95 = _get(results, "tap", kind, "tap_to_contactor_closed", "p95_ms")
+        poll = _get(results, "tap", kind, "poll_interval_ms")
+        rows.append((f"{kind}: p95 ms (limit {poll + 20:.0f})" if poll else f"{kind}: p95 ms", p95,
+                     None if p95 is None or poll is None else p95 <= poll + 20))
+    target("tap", "Tap to contactor p95 within the poll interval + 20 ms, any backend on loopback", rows,
+           why=_why_tap(results))
+
+    rows = []
+    for kind in BACKENDS:
+        v = _get(results, "process", f"run_{kind}", "peak_rss_mib")
+        rows.append((f"{kind}: peak RSS MiB of `station run`", v, None if v is None else v <= 35))
+    target("rss", "Peak RSS at most 35 MiB", rows, why=_why_rss(results))
+
+    rows = []
+    for kind in BACKENDS:
+        v = _get(results, "process", f"run_{kind}", "start_to_available_ms")
+        rows.append((f"{kind}: ms from exec to READY=1 / Available", v, None if v is None else v < 1000))
+    target("startup", "Start to Available under 1 s", rows, why=_why_startup(results))
+
+    rows = []
+    for kind in ("mcsp", "local"):
+        for n in (1000, 10000):
+            v = _get(results, "replay", f"{kind}_{n}", "msg_per_s")
+            order = _get(results, "replay", f"{kind}_{n}", "server_order_kept" if kind == "mcsp" else "station_order_kept")
+            if v is not None:
+                rows.append((f"{kind}, {n} messages: msg/s (order kept: {_fmt(order)})", v, v >= 500 and bool(order)))
+    target("replay", "Offline replay at least 500 messages per second", rows)
+    return out
+
+
+def _why_poll(results: dict[str, Result]) -> str:
+    stock = _get(results, "rfid", "summary", "stock_empty_poll_transfers")
+    if stock is None:
+        return ""
+    return (f"The stock SimpleMFRC522 empty poll costs {stock:.0f} transfers (its wait loop ignores the timer "
+            "interrupt and reads CommIrqReg 2000 times).")
+
+
+def _why_cpu(results: dict[str, Result]) -> str:
+    parts = []
+    for kind in BACKENDS:
+        idle = _get(results, "process", f"cpu_{kind}", "idle")
+        if idle:
+            parts.append(f"{kind}: {idle['station_own_cpu_s_per_min']:.3f} CPU s/min own + "
+                         f"{idle['chip_emulator_cpu_s_per_min']:.3f} in the chip emulator")
+    return "; ".join(parts)
+
+
+def _why_tap(results: dict[str, Result]) -> str:
+    parts = []
+    for kind in BACKENDS:
+        d = _get(results, "tap", kind, "detect_to_contactor_closed", "p95_ms")
+        r = _get(results, "tap", kind, "tap_to_reader_detect", "p95_ms")
+        if d is not None:
+            parts.append(f"{kind}: reader detect p95 {r:.0f} ms, detect->contactor p95 {d:.0f} ms")
+    return "; ".join(parts)
+
+
+def _why_rss(results: dict[str, Result]) -> str:
+    floor = _get(results, "process", "floor")
+    if not floor:
+        return ""
+    keys = ["python -c pass", "+ asyncio", "+ websockets, ocpp.v16", "+ ocpp backend"]
+    return "Floor (peak RSS of processes that only import): " + ", ".join(
+        f"{k} {floor[k]['peak_rss_mib']} MiB" for k in keys if k in floor and "peak_rss_mib" in floor[k])
+
+
+def _why_startup(results: dict[str, Result]) -> str:
+    floor = _get(results, "process", "floor")
+    if not floor:
+        return ""
+    keys = ["python -c pass", "import station.daemon + sim (local)", "+ ocpp backend"]
+    return "Import floor (wall): " + ", ".join(f"{k} {floor[k]['wall_ms']} ms" for k in keys
+                                              if k in floor and "wall_ms" in floor[k])
+
+
+# ---------------------------------------------------------------------------- page
+def _table(header: list[str], rows: list[list[Any]]) -> list[str]:
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(_fmt(c) for c in row) + " |" for row in rows]
+    return lines + [""]
+
+
+def markdown(info: dict[str, Any], results: dict[str, Result], tgs: list[dict[str, Any]]) -> str:
+    L: list[str] = []
+    L += ["# Benchmarks", "",
+          "Generated by `python -m bench` (bench/run.py); the same figures are in `bench/results.json`. "
+          "Do not edit by hand: rerun.", ""]
+    libs = ", ".join(f"{k} {v}" for k, v in info.get("libraries", {}).items())
+    L += _table(["machine", "value"], [
+        ["date (UTC)", info["date_utc"]], ["mode", info["mode"]], ["commit", info["commit"]],
+        ["CPU", f"{info['cpu']} ({info['cores']} cores, {info['arch']})"], ["memory", f"{info['memory_mib']} MiB"],
+        ["kernel", info["kernel"]], ["Python", f"{info['python_impl']} {info['python']}"], ["libraries", libs],
+        ["load average at start", info["loadavg_at_start"]], ["run time", f"{info.get('total_seconds')} s"],
+    ])
+    L += ["How to rerun (from the repository root, with the development environment of the README):", "",
+          "    python -m bench            # full: about 10 minutes, 25 taps per backend, 60 s CPU windows",
+          "    python -m bench --quick    # under a minute: fewer samples, short windows (noisier)",
+          "    python -m bench --only rfid,meter   # a subset; see python -m bench --help", "",
+          "The OCPP peer comparison installs `em-ocpp-chargepoint-simulator` with npm into bench/node/ "
+          "(skipped, with a note, when node or npm is missing).", ""]
+
+    L += ["## Targets (issue 6)", ""]
+    rows = []
+    for t in tgs:
+        vals = "; ".join(f"{v['what']}: {_fmt(v['value'])}{'' if v['met'] in (None, True) else ' (missed)'}"
+                         for v in t["values"])
+        rows.append([t["target"], f"**{t['status']}**", vals])
+    L += _table(["target", "status", "measured"], rows)
+    for t in tgs:
+        if t["why"]:
+            L += [f"- *{t['target']}*: {t['why']}"]
+    L += [""]
+
+    for name, section in (("rfid", _rfid), ("tap", _tap), ("process", _process), ("replay", _replay),
+                          ("meter", _meter), ("ocpp_peer", _peer)):
+        r = results.get(name)
+        if r is None:
+            continue
+        L += [f"## {r.title}", ""]
+        if r.skipped:
+            L += [f"Not measured: {r.skipped}", ""]
+            continue
+        L += section(r)
+        L += [f"- {n}" for n in r.notes] + ["", f"({r.seconds:.0f} s)", ""]
+    return "\n".join(L)
+
+
+def _rfid(r: Result) -> list[str]:
+    f = r.figures
+    rows = []
+    for key, label in (("ours_empty_realtime", "station reader, empty, realtime timer"),
+                       ("ours_empty_instant", "station reader, empty, instant timer"),
+                       ("stock_empty_realtime", "stock read_id_no_block, empty, realtime timer"),
+                       ("stock_empty_instant", "stock read_id_no_block, empty, instant timer"),
+                       ("ours_card_present", "station reader, card held (UID read + HLTA)"),
+                       ("stock_card_present", "stock read_id_no_block, card held")):
+        x = f[key]
+        rows.append([label, x["spi_transfers_per_poll"], x["reader_cpu_us_per_poll"], x["emulator_cpu_us_per_poll"],
+                     x["wall_us_per_poll"], x["max_poll_rate_hz"], f"{x['cards_seen']}/{x['polls']}"])
+    s = f["summary"]
+    return _table(["poll", "SPI transfers", "reader CPU us", "emulator CPU us", "wall us", "max polls/s",
+                   "cards seen"], rows) + [
+        f"At 10 Hz the empty poll costs {s['ours_cpu_share_at_10hz_pct']:.3f} % of one core for the station reader "
+        f"and {s['stock_cpu_share_at_10hz_pct']:.2f} % for the stock library (reader CPU only).", ""]
+
+
+def _tap(r: Result) -> list[str]:
+    rows = []
+    for kind in BACKENDS:
+        x = r.figures.get(kind, {})
+        if "tap_to_contactor_closed" not in x:
+            rows.append([kind, x.get("error") or x.get("skipped"), "", "", "", "", ""])
+            continue
+        a, d, p, o = (x["tap_to_contactor_closed"], x["tap_to_reader_detect"], x["detect_to_contactor_closed"],
+                      x["tap_to_contactor_open"])
+        rows.append([kind, a["n"], f"{a['p50_ms']:.0f} / {a['p95_ms']:.0f} / {a['max_ms']:.0f}",
+                     f"{d['p50_ms']:.0f} / {d['p95_ms']:.0f}", f"{p['p50_ms']:.0f} / {p['p95_ms']:.0f} / {p['max_ms']:.0f}",
+                     f"{o['p50_ms']:.0f} / {o['p95_ms']:.0f} / {o['max_ms']:.0f}", x["poll_interval_ms"]])
+    return _table(["backend", "taps", "tap->closed p50/p95/max ms", "tap->detect p50/p95", "detect->closed p50/p95/max",
+                   "tap->open p50/p95/max", "poll ms"], rows)
+
+
+def _process(r: Result) -> list[str]:
+    f = r.figures
+    L = ["### Start-up and peak RSS of `station run` (sim hardware)", ""]
+    rows = []
+    for kind in BACKENDS:
+        x = f.get(f"run_{kind}")
+        if not x:
+            continue
+        if "error" in x:
+            rows.append([kind, x["error"], "", "", "", ""])
+            continue
+        rows.append([kind, x["start_to_ready_ms"], x["start_to_available_ms"], x["start_to_backend_online_ms"],
+                     x["peak_rss_mib"], x["ready_status"]])
+    L += _table(["backend", "exec -> READY=1 ms", "-> Available ms", "-> backend online ms", "peak RSS MiB",
+                 "READY datagram"], rows)
+    floor = f.get("floor", {})
+    L += ["Floor: processes that only import (peak RSS, wall time of the whole process):", ""]
+    L += _table(["python -c", "peak RSS MiB", "wall ms"],
+                [[k, v.get("peak_rss_mib"), v.get("wall_ms")] for k, v in floor.items()])
+    L += ["### CPU of the station process (meter emulator in its own process)", ""]
+    rows = []
+    for kind in BACKENDS:
+        x = f.get(f"cpu_{kind}")
+        if not x:
+            continue
+        if "error" in x:
+            rows.append([kind, x["error"]] + [""] * 8)
+            continue
+        for phase in ("idle", "charging"):
+            y = x[phase]
+            rows.append([kind, phase, y["station_process_cpu_s_per_min"], y["chip_emulator_cpu_s_per_min"],
+                         y["station_own_cpu_s_per_min"], f"{y['station_own_pct_of_one_core']:.3f}",
+                         y["meter_emulator_process_cpu_s_per_min"], y["polls_per_s"], y["meter_requests_per_s"],
+                         x["window_s"]])
+    L += _table(["backend", "phase", "process CPU s/min", "chip emulator s/min", "station own s/min",
+                 "% of one core", "meter emulator process s/min", "polls/s", "Modbus requests/s", "window s"], rows)
+    peaks = [f"{k}: {f[f'cpu_{k}']['peak_rss_mib_after_a_session']} MiB" for k in BACKENDS
+             if isinstance(f.get(f"cpu_{k}"), dict) and "peak_rss_mib_after_a_session" in f[f"cpu_{k}"]]
+    if peaks:
+        L += ["Peak RSS of the CPU-run station process after a charging session: " + ", ".join(peaks) + ".", ""]
+    return L
+
+
+def _replay(r: Result) -> list[str]:
+    rows = []
+    for key, x in r.figures.items():
+        if "error" in x:
+            rows.append([key, x["error"], "", "", "", ""])
+            continue
+        rows.append([key, x["messages"], x["seconds"], x["msg_per_s"], x["station_order_kept"],
+                     x.get("server_order_kept", "-")])
+    return _table(["run", "messages", "seconds", "msg/s", "order kept (station)", "order kept (server)"], rows)
+
+
+def _meter(r: Result) -> list[str]:
+    rows = []
+    for name, x in r.figures.items():
+        m = x.get("measured", {})
+        rows.append([name, " ".join(x["plan"]),
+                     f"{x['full_9600']['requests']} / {x['full_9600']['bytes_out']} / {x['full_9600']['bytes_in']}",
+                     x["full_9600"]["bus_ms"], x["full_19200"]["bus_ms"],
+                     f"{x['core_9600']['requests']} / {x['core_9600']['bytes_out']} / {x['core_9600']['bytes_in']}",
+                     x["core_9600"]["bus_ms"], x["core_19200"]["bus_ms"],
+                     m.get("full_cpu_ms_per_sample", m.get("error")), m.get("core_cpu_ms_per_sample")])
+    return _table(["model", "full plan (address+count)", "full: requests / bytes out / in", "full bus ms 9600",
+                   "full bus ms 19200", "core: requests / out / in", "core bus ms 9600", "core bus ms 19200",
+                   "CPU ms/sample full", "CPU ms/sample core"], rows)
+
+
+def _peer(r: Result) -> list[str]:
+    f = r.figures
+    w = f.get("workload", {})
+    rows = []
+    for kind in ("station", "em-sim", "em-sim quiet"):
+        x = f.get(kind)
+        if not x:
+            continue
+        big = [k for k in x if k.startswith("rss_mib_") and k.endswith("_connections")]
+        rows.append([kind, x["cpu_ms_per_message"], x["messages_per_s"], x["rss_mib_1_connection"],
+                     x[big[0]] if big else None, x.get("rss_mib_per_extra_connection")])
+    n_big = (w.get("connections") or [1, "N"])[-1]
+    return [f"Workload: {w.get('messages')} MeterValues CALLs, sequential, on one connection; memory with 1 and "
+            f"{n_big} connections.", ""] + _table(
+        ["client", "CPU ms/message", "messages/s", "RSS MiB, 1 connection", f"RSS MiB, {n_big} connections",
+         "MiB per extra connection"], rows)

@@ -1,0 +1,91 @@
+"""Run a whole station in this process on emulated hardware, with each backend on loopback.
+
+`backend_rig(kind, state_dir)` starts what the backend needs (nothing for
+local, an embedded `McspServer` for mcsp, the test central system of
+tests/ocpp for ocpp) and yields (config overrides, server). Product
+defaults are kept except where only waiting is saved (Finishing time).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import sys
+import time
+from pathlib import Path
+from typing import Any, AsyncIterator
+
+from bench.common import ROOT
+
+CARD = "D64FC93B"
+TAGS = {CARD: "Apartment 2"}
+
+
+def import_central_system():
+    """tests/ocpp/ocpp_csms.py's CentralSystem (built on the `ocpp` library), or None."""
+    path = str(ROOT / "tests" / "ocpp")
+    if path not in sys.path:
+        sys.path.insert(0, path)
+    try:
+        from ocpp_csms import CentralSystem  # type: ignore[import-not-found]
+    except Exception as exc:  # noqa: BLE001 - reported as "not measured"
+        logging.getLogger(__name__).warning("tests/ocpp/ocpp_csms.py not importable: %s", exc)
+        return None
+    return CentralSystem
+
+
+@contextlib.asynccontextmanager
+async def backend_rig(kind: str) -> AsyncIterator[tuple[dict[str, Any], Any]]:
+    if kind == "local":
+        yield {"backend.kind": "local", "backend.local.tags": dict(TAGS)}, None
+        return
+    if kind == "mcsp":
+        from station.backends.mcsp.server import McspServer
+
+        server = McspServer(tags=dict(TAGS))
+        await server.start()
+        try:
+            yield {"backend.kind": "mcsp", "backend.mcsp.url": server.url}, server
+        finally:
+            await server.close()
+        return
+    if kind == "ocpp":
+        CentralSystem = import_central_system()
+        if CentralSystem is None:
+            raise RuntimeError("no OCPP central system (tests/ocpp/ocpp_csms.py) importable")
+        cs = await CentralSystem().start()
+        try:
+            yield {"backend.kind": "ocpp", "backend.ocpp.url": cs.url, "station.name": "CP1"}, cs
+        finally:
+            await cs.close()
+        return
+    raise ValueError(kind)
+
+
+def station_config(state_dir: Path, overrides: dict[str, Any]):
+    from station import config as configmod
+
+    values: dict[str, Any] = {
+        "hardware.mode": "sim",
+        "station.state_dir": str(state_dir),
+        "charging.finishing_s": 0.2,  # only saves waiting between taps
+    }
+    values.update(overrides)
+    return configmod.defaults(values)
+
+
+async def stop_station(station: Any) -> None:
+    """Stop, tolerating a task that swallows one cancellation (Python 3.11 wait_for)."""
+    try:
+        await asyncio.wait_for(station.stop(), 15)
+    except Exception:  # noqa: BLE001
+        pass
+
+
+async def wait_until(pred, timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while not pred():
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"timed out waiting for {what}")
+        await asyncio.sleep(0.005)
