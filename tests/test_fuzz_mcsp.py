@@ -263,3 +263,40 @@ def test_serial_junk_around_the_reply_never_bills(before, after, ok):
             bridge.close()
 
     asyncio.run(run())
+
+
+# --- a whole station against a hostile server ------------------------------------------------
+
+async def test_a_whole_station_survives_a_hostile_server(tmp_path, caplog):
+    """Every kind of bad answer in turn, while a car charges twice: the station keeps working,
+    follows its offline policy, and keeps every session (delivered or still queued)."""
+    import logging
+
+    from tests.stations import CARD, running_station, state_is
+
+    caplog.set_level(logging.INFO)
+    script = [("junk", b"\x00\xffMMETERING/1.0 OK\r\n", False), ("silence", None, None),
+              ("stale", 9, True), ("junk", b"MMETERING/1.0 OK", True), ("error", 500, False),
+              ("junk_then_ok", b"Code: abc\r\n", 3), ("close", None, None)]
+    peer = HostileServer(script)
+    await peer.start()
+    overrides = {"backend.kind": "mcsp", "station.name": "Tankstelle1", "backend.mcsp.url": peer.url,
+                 "backend.mcsp.timeout_s": TIMEOUT_S, "backend.mcsp.heartbeat_s": 5.0,
+                 "backend.offline_policy": "cached+local"}
+    try:
+        async with running_station(tmp_path, overrides) as st:
+            for _ in range(2):
+                await st.world.tap(CARD)
+                await state_is(st, "SuspendedEV", 20)  # accepted (locally, if the server never says OK)
+                st.world.consume(300)
+                await st.world.tap(CARD)
+                await state_is(st, "Available", 20)
+            sessions = st.store.sessions()
+            assert [s.energy_wh for s in sessions] == [300, 300]
+            delivered = sum(1 for s in sessions if s.extra["delivered"])
+            assert delivered + sum(1 for m in st.store.messages() if m.kind is MessageKind.STOP) == 2
+            assert st.status_line()  # still answering
+    finally:
+        await peer.close()
+    unexpected = [r for r in caplog.records if r.exc_info and r.name.startswith("station")]
+    assert unexpected == [], [r.getMessage() for r in unexpected]
