@@ -456,9 +456,12 @@ class Charger:
             reading = await self._fresh_reading(tries=1)
             if reading is None or self.session is None or self._busy:
                 continue
+            before = self.state
             self._follow_power(reading)
             now = time.monotonic()
-            if now - self._last_journal >= self.config.charging.journal_interval_s:
+            # Every journal_interval_s, and at every state change (Charging <-> SuspendedEV): a car
+            # that stopped drawing leaves its final reading, for a PowerLoss with a dead meter.
+            if self.state is not before or now - self._last_journal >= self.config.charging.journal_interval_s:
                 self._last_journal = now
                 self._safe(self.store.record_meter, self.session.id, reading.energy_wh, self.clock.stamp())
             self._render()
