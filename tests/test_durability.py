@@ -333,3 +333,21 @@ def test_healthy_journal_on_a_read_only_filesystem_is_refused_not_set_aside(sd_c
         assert not any(p.name.startswith("journal.db.corrupt") for p in state.iterdir())
     finally:
         store.close()
+
+
+async def test_the_reading_is_journaled_when_the_car_stops_drawing(tmp_path):
+    """Between two journal_interval_s (60 s here) a car that stops drawing leaves its final
+    reading in the journal: a PowerLoss with a dead meter then bills exactly."""
+    async with running_station(tmp_path, {"charging.journal_interval_s": 60}) as st:
+        await st.world.tap(CARD)
+        await state_is(st, "SuspendedEV")
+        sid = st.charger.session.id
+        st.world.set_load(43000)
+        await state_is(st, "Charging")
+        start = st.charger.session.meter_start_wh
+        await until(lambda: st.world.meter_wh > start + 20, what="energy flowing")
+        st.world.set_load(0)
+        await state_is(st, "SuspendedEV")
+        final = st.world.meter_wh  # nothing flows any more
+        await until(lambda: st.store.session(sid).extra["last_wh"] == final, what="the final reading journaled")
+        assert final > start + 20
