@@ -338,6 +338,11 @@ def main(argv: list[str] | None = None) -> int:
     import tempfile
 
     work = Path(args.workdir) if args.workdir else Path(tempfile.mkdtemp(prefix="station-torture-"))
+
+    def interrupted(signum, frame):  # SIGTERM like ^C: the running station process is killed too
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, interrupted)
     fig = asyncio.run(torture(work, args.kills, args.seed, budget_s=args.budget, outages=args.outages,
                               kill_range=(0.05, args.max_delay), say=lambda t: print(t, flush=True)))
     if args.json:
