@@ -1,0 +1,146 @@
+"""Unit tests of the OCPP pieces without a link: keys, lists, profiles, timing, idempotent delivery."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta, timezone
+
+import pytest
+
+from station.backends.base import MessageKind
+from station.backends.ocpp16 import metering
+from station.backends.ocpp16.authz import AuthCache, LocalList, effective_status
+from station.backends.ocpp16.confkeys import KEYS, ConfigurationKeys
+from station.backends.ocpp16.rpc import check
+from station.backends.ocpp16.smart import Profiles
+from station.hardware.ports import MeterReading
+from station.store import Store
+
+T0 = datetime(2026, 11, 22, 10, 0, 0, tzinfo=timezone.utc)
+
+
+@pytest.fixture
+def store(tmp_path):
+    s = Store.open(tmp_path)
+    yield s
+    s.close()
+
+
+def test_every_key_default_is_valid_and_round_trips(store):
+    keys = ConfigurationKeys(store, lambda: frozenset({metering.ENERGY, "Voltage"}))
+    for name, key in KEYS.items():
+        if not key.readonly:
+            assert keys.change(name, key.default) == "Accepted", name
+    reported, unknown = keys.report(None)
+    assert len(reported) == len(KEYS) and not unknown
+
+
+def test_keys_persist_and_readonly_is_not_restored_from_store(store):
+    keys = ConfigurationKeys(store, lambda: frozenset())
+    assert keys.change("heartbeatinterval", "42") == "Accepted"  # case-insensitive name
+    store.put_json("ocpp.config", {**store.get_json("ocpp.config"), "NumberOfConnectors": "9"})
+    again = ConfigurationKeys(store, lambda: frozenset())
+    assert again.get("HeartbeatInterval") == "42"
+    assert again.get("NumberOfConnectors") == "1"
+
+
+def test_measurand_lists_limited_to_the_meter():
+    only_energy = ConfigurationKeys(None, lambda: metering.ocpp_measurands({"energy"}))
+    assert only_energy.change("MeterValuesSampledData", "Energy.Active.Import.Register,Voltage") == "Rejected"
+    full = ConfigurationKeys(None, lambda: metering.ocpp_measurands({"energy", "voltage", "current", "power"}))
+    assert full.change("MeterValuesSampledData", "Energy.Active.Import.Register,Voltage") == "Accepted"
+    assert full.change("MeterValuesSampledData", ",".join(["Voltage"] * 9)) == "Rejected"  # MaxLength 8
+
+
+def test_local_list_differential_needs_a_newer_version(store):
+    ll = LocalList(store)
+    assert ll.update(3, "Full", [{"idTag": "aa", "idTagInfo": {"status": "Accepted"}}], 10, 10) == "Accepted"
+    assert ll.get("AA")["status"] == "Accepted"  # case-insensitive tags
+    assert ll.update(3, "Differential", [{"idTag": "bb", "idTagInfo": {"status": "Accepted"}}], 10, 10) == "VersionMismatch"
+    assert ll.update(4, "Differential", [{"idTag": "aa"}], 10, 10) == "Accepted"
+    assert ll.get("aa") is None and LocalList(store).version == 4
+
+
+def test_cache_expiry_and_bound(store):
+    cache = AuthCache(store)
+    cache.put("T1", {"status": "Accepted", "expiryDate": "2026-01-01T00:00:00Z"})
+    assert effective_status(cache.get("t1"), T0) == "Expired"
+    for i in range(1005):
+        cache.put(f"X{i}", {"status": "Accepted"})
+    assert len(AuthCache(store).entries) == 1000
+
+
+def test_next_aligned_counts_from_midnight():
+    now = datetime(2026, 11, 22, 10, 7, 30, tzinfo=timezone.utc)
+    assert metering.next_aligned(now, 900) == datetime(2026, 11, 22, 10, 15, tzinfo=timezone.utc)
+    assert metering.next_aligned(datetime(2026, 11, 22, 23, 59, 0, tzinfo=timezone.utc), 3600) == \
+        datetime(2026, 11, 23, 0, 0, tzinfo=timezone.utc)
+    assert metering.next_sampled(100.0, 125.0, 10.0) == 130.0
+
+
+def test_sampled_values_are_schema_valid_with_integer_wh():
+    reading = MeterReading(energy_wh=12345, power_w=7350.25, voltage_v=(230.0, 231.0, 229.5),
+                           current_a=(10.7, 10.6, 10.8))
+    measurands = metering.ocpp_measurands({"energy", "power", "voltage", "current"})
+    values = metering.sampled_values(reading, sorted(measurands), "Sample.Periodic")
+    payload = {"connectorId": 1, "transactionId": 5, "meterValue": [{"timestamp": "2026-11-22T10:00:00.000Z",
+                                                                     "sampledValue": values}]}
+    assert check("MeterValues", payload, response=False) is None
+    assert [v["value"] for v in values if v["measurand"] == metering.ENERGY] == ["12345"]
+
+
+def _profile(pid, purpose, kind, periods, stack=0, unit="A", start=None, recurrency=None, duration=None):
+    schedule = {"chargingRateUnit": unit, "chargingSchedulePeriod": periods}
+    if start:
+        schedule["startSchedule"] = start
+    if duration is not None:
+        schedule["duration"] = duration
+    p = {"chargingProfileId": pid, "stackLevel": stack, "chargingProfilePurpose": purpose,
+         "chargingProfileKind": kind, "chargingSchedule": schedule}
+    if recurrency:
+        p["recurrencyKind"] = recurrency
+    return p
+
+
+def test_recurring_daily_profile_composite(store):
+    keys = ConfigurationKeys(None, lambda: frozenset())
+    profiles = Profiles(store, keys)
+    # every day from 06:00: 0 A for two hours (night tariff ends), then 16 A
+    daily = _profile(1, "TxDefaultProfile", "Recurring", [{"startPeriod": 0, "limit": 0},
+                                                           {"startPeriod": 7200, "limit": 16}],
+                     start="2026-01-01T06:00:00Z", recurrency="Daily")
+    assert profiles.set(1, daily, None) == "Accepted"
+    at = datetime(2026, 11, 22, 5, 0, tzinfo=timezone.utc)
+    schedule = profiles.composite(1, 6 * 3600, "A", at)
+    got = [(p["startPeriod"], p["limit"]) for p in schedule["chargingSchedulePeriod"]]
+    assert got == [(0, 16), (3600, 0), (3 * 3600, 16)]
+
+
+def test_relative_profile_starts_with_the_transaction_and_cap_applies(store):
+    keys = ConfigurationKeys(None, lambda: frozenset())
+    profiles = Profiles(store, keys)
+    rel = _profile(2, "TxProfile", "Relative", [{"startPeriod": 0, "limit": 11000}, {"startPeriod": 600, "limit": 0}],
+                   unit="W")
+    assert profiles.set(1, rel, None) == "Rejected"  # no transaction
+    assert profiles.set(1, rel, 77) == "Accepted"
+    cap = _profile(3, "ChargePointMaxProfile", "Absolute", [{"startPeriod": 0, "limit": 10}],
+                   start="2026-01-01T00:00:00Z")
+    assert profiles.set(0, cap, 77) == "Accepted"
+    tx_start = T0 - timedelta(seconds=300)
+    assert profiles.limit_at(T0, 1, tx_start, 77) == (6900.0, 3)  # 10 A x 230 V x 3 caps 11 kW
+    assert profiles.limit_at(T0 + timedelta(seconds=301), 1, tx_start, 77) == (0.0, 3)
+    profiles.end_transaction()
+    assert profiles.limit_at(T0, 1, tx_start, 77) == (6900.0, 3)
+    assert Profiles(store, keys).installed == profiles.installed  # persisted
+
+
+async def test_start_is_not_sent_twice(csms, rig):
+    """A START delivered before a crash (not yet confirmed in the outbox) is not sent again."""
+    session = rig.station.begin("AABBCCDD")
+    await csms.wait_for("StartTransaction")
+    await rig.idle()
+    item = type("Item", (), {"kind": MessageKind.START, "payload": {}, "seq": 999})()
+    fresh = rig.store.session(session.id)
+    fresh.backend_session_id = None  # as if the process died before the outbox recorded the answer
+    result = await rig.backend.deliver(item, fresh)
+    assert result.backend_session_id == "101"
+    assert len(csms.calls("StartTransaction")) == 1
