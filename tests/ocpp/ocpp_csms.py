@@ -127,6 +127,7 @@ class CentralSystem:
         self.last_tx = 100
         self.peer: CSPeer | None = None
         self.paths: list[str] = []
+        self.auth_headers: list[str | None] = []
         self.subprotocols: list[str | None] = []
         self.connected = asyncio.Event()
         self._server = None
@@ -162,6 +163,7 @@ class CentralSystem:
 
     async def _handler(self, ws) -> None:
         self.paths.append(ws.request.path)
+        self.auth_headers.append(ws.request.headers.get("Authorization"))
         self.subprotocols.append(ws.subprotocol)
         self._connections.append(ws)
         peer = CSPeer(self, ws.request.path.rsplit("/", 1)[-1], ws)

@@ -101,3 +101,18 @@ async def test_get_configuration_all_keys(csms, rig):
     assert keys["HeartbeatInterval"]["readonly"] is False
     assert keys["NumberOfConnectors"]["value"] == "1"
     assert keys["SupportedFeatureProfiles"]["readonly"] is True
+
+
+async def test_basic_auth_header_for_security_profile_1(csms, rig_factory):
+    import base64
+
+    key = "0123456789abcdef0123"
+    r = await rig_factory(csms.url, extra={"backend.ocpp.security_profile": 1,
+                                           "backend.ocpp.authorization_key": key})
+    await r.online()
+    assert csms.auth_headers[-1] == "Basic " + base64.b64encode(f"CP1:{key}".encode()).decode()
+    assert csms.auth_headers == [csms.auth_headers[-1]]
+
+
+async def test_no_auth_header_without_a_key(csms, rig):
+    assert csms.auth_headers == [None]

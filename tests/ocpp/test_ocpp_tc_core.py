@@ -626,3 +626,14 @@ async def test_TC_061_clear_authorization_cache(csms, sim_factory):
 async def test_TC_062_data_transfer_to_charge_point(csms, sim):
     result = await csms.call(call.DataTransfer(vendor_id="com.example", message_id="x", data="y"))
     assert result.status == "UnknownVendorId"
+
+
+async def test_contactor_fault_reports_other_error_with_vendor_code(csms, sim):
+    n = len(csms.received)
+    sim.world.break_contactor()  # the coil no longer closes: the auxiliary contact disagrees
+    sim.world.plug()
+    await sim.world.tap(UID, hold_s=0.15)
+    fault = await csms.wait_for("StatusNotification", lambda p: p["errorCode"] == "OtherError", after=n, timeout=15)
+    assert fault["vendorErrorCode"] == "ContactorFeedback" and fault["info"]
+    stop = await csms.wait_for("StopTransaction", after=n)
+    assert stop["reason"] == "Other"

@@ -321,8 +321,8 @@ class OcppBackend(Backend):
         await self._send_pending_firmware_status()
         while True:
             self._heartbeat_wake.clear()
-            interval = self.keys.int("HeartbeatInterval")
-            if not await self._wait(self._heartbeat_wake, self.scaled(interval) if interval else None):
+            interval = self.keys.int("HeartbeatInterval") or 86400  # at least one a day
+            if not await self._wait(self._heartbeat_wake, self.scaled(interval)):
                 await self.heartbeat()
 
     async def heartbeat(self) -> None:
