@@ -310,3 +310,25 @@ def test_a_secret_over_plain_tcp_is_warned_about(tmp_path, caplog):
     with caplog.at_level(logging.WARNING, logger="station.security"):
         security.check_at_start(cfg)
     assert "clear text" in caplog.text and SECRET not in caplog.text
+
+
+def test_libraries_that_log_whole_frames_stay_quiet_even_at_debug():
+    """The ocpp library logs every frame (idTag included) at INFO, websockets the handshake
+    headers (HTTP Basic credentials included) at DEBUG: the CLI holds both at WARNING."""
+    import io
+
+    from station.cli import setup_logging
+
+    root = logging.getLogger()
+    quiet = ("websockets", "transitions", "ocpp", "pymodbus")
+    saved = root.handlers[:], root.level, {n: logging.getLogger(n).level for n in quiet}
+    try:
+        setup_logging("DEBUG", stream=io.StringIO())
+        for name in ("ocpp", "websockets.client", "websockets.protocol"):
+            assert not logging.getLogger(name).isEnabledFor(logging.INFO), name
+        assert logging.getLogger("station").isEnabledFor(logging.DEBUG)
+    finally:
+        root.handlers[:] = saved[0]
+        root.setLevel(saved[1])
+        for name, level in saved[2].items():
+            logging.getLogger(name).setLevel(level)
