@@ -88,6 +88,10 @@ def cmd_simulate(args: argparse.Namespace) -> int:
 def cmd_check_config(args: argparse.Namespace) -> int:
     cfg = configmod.load(args.file)
     print(f"{args.file}: OK ({cfg.hardware.mode} hardware, {cfg.backend.kind} backend, meter {cfg.meter.model})")
+    from station.security import permission_problems
+
+    for problem in permission_problems(cfg):  # the same warnings the daemon logs at start
+        print(f"warning: {problem}", file=sys.stderr)
     return 0
 
 

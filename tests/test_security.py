@@ -332,3 +332,12 @@ def test_libraries_that_log_whole_frames_stay_quiet_even_at_debug():
         root.setLevel(saved[1])
         for name, level in saved[2].items():
             logging.getLogger(name).setLevel(level)
+
+
+def test_check_config_shows_the_permission_warnings(tmp_path, capsys):
+    from station import cli
+
+    path = write_config(tmp_path, 0o644)
+    assert cli.main(["check-config", path]) == 0
+    out = capsys.readouterr()
+    assert "OK" in out.out and f"warning: {path} holds backend.mcsp.secret" in out.err and SECRET not in out.err
