@@ -116,3 +116,18 @@ async def test_basic_auth_header_for_security_profile_1(csms, rig_factory):
 
 async def test_no_auth_header_without_a_key(csms, rig):
     assert csms.auth_headers == [None]
+
+
+async def test_minimum_status_duration_hides_short_states(csms, rig_factory):
+    r = await rig_factory(csms.url, {"MinimumStatusDuration": 25})  # 0.5 s scaled
+    await r.online()
+    await csms.wait_for("StatusNotification", lambda p: p["connectorId"] == 1)
+    n = len(csms.received)
+    r.station.set_state(ConnectorStatus.PREPARING)
+    await asyncio.sleep(0.05)
+    r.station.set_state(ConnectorStatus.AVAILABLE)
+    r.station.set_state(ConnectorStatus.CHARGING)
+    await csms.wait_for("StatusNotification", lambda p: p["status"] == "Charging", after=n)
+    sent = [p["status"] for p in csms.calls("StatusNotification")[-3:] if p["connectorId"] == 1]
+    assert "Preparing" not in [r.payload["status"] for r in csms.received[n:] if r.action == "StatusNotification"]
+    assert sent[-1] == "Charging"

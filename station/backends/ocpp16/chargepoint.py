@@ -122,6 +122,7 @@ class OcppBackend(Backend):
         self._limit_wake = asyncio.Event()
         self._ready = asyncio.Event()
         self._last_status: dict[int, StatusReport] = {}
+        self._status_timers: dict[int, asyncio.Task] = {}
         self._limit_sent: object = object()  # last value given to set_power_limit
         self._deauthorized: tuple[int, int] | None = None  # (session id, energy cap Wh) after invalid StartTx
         self._firmware_job: asyncio.Task | None = None
@@ -398,9 +399,26 @@ class OcppBackend(Backend):
             log.debug("StatusNotification not sent: %s", exc)
 
     async def send_status(self, report: StatusReport) -> None:
-        previous = self._last_status.get(report.connector_id)
         if self.registration != "Accepted":
             return  # the current state is sent after the next BootNotification
+        hold = self.keys.int("MinimumStatusDuration")
+        if hold <= 0:
+            await self._send_status_change(report)
+            return
+        # Only a status that stayed for MinimumStatusDuration is reported.
+        pending = self._status_timers.pop(report.connector_id, None)
+        if pending is not None:
+            pending.cancel()
+        self._status_timers[report.connector_id] = self._spawn(self._send_status_later(report, self.scaled(hold)))
+
+    async def _send_status_later(self, report: StatusReport, delay: float) -> None:
+        await asyncio.sleep(delay)
+        self._status_timers.pop(report.connector_id, None)
+        if self.registration == "Accepted":
+            await self._send_status_change(report)
+
+    async def _send_status_change(self, report: StatusReport) -> None:
+        previous = self._last_status.get(report.connector_id)
         await self._send_status_now(report)
         # the station as a whole follows Unavailable/Faulted of its only connector
         zero_before = previous.status if previous else None

@@ -3,8 +3,7 @@
 Every standard key of the profiles this charge point supports is declared in
 KEYS below with its type, access and default (OCPP 1.6 edition 2, chapter 9).
 Optional keys that would only pretend (BlinkRepeat, LightIntensity: there is
-no such hardware; MinimumStatusDuration; ConnectorSwitch3to1PhaseSupported
-is answered false) are left out, so GetConfiguration lists them as unknown
+no such hardware) are left out, so GetConfiguration lists them as unknown
 and ChangeConfiguration answers NotSupported, which is what the spec wants
 for a key a charge point does not implement.
 
@@ -68,6 +67,7 @@ _KEYS = [
     _m("MeterValuesSampledData", "Energy.Active.Import.Register"),
     _i("MeterValuesSampledDataMaxLength", MAX_CSL, readonly=True),
     _i("MeterValueSampleInterval", 60, max=86400),
+    _i("MinimumStatusDuration", 0, max=3600),
     _i("NumberOfConnectors", 1, readonly=True),
     _i("ResetRetries", 1, max=10),
     _b("StopTransactionOnEVSideDisconnect", True),
