@@ -13,7 +13,7 @@ import math
 import string
 
 import pytest
-from hypothesis import HealthCheck, assume, given, settings
+from hypothesis import HealthCheck, assume, example, given, settings
 from hypothesis import strategies as st
 
 from station import config as configmod
@@ -187,6 +187,8 @@ step = st.one_of(
 @settings(max_examples=300, deadline=None)
 @given(doc=st.fixed_dictionaries({}, optional={"step": st.one_of(st.lists(step, max_size=4), toml_any),
                                                "settle_s": toml_any, "other": toml_any}))
+@example(doc={"step": [{"action": []}]})  # found: TypeError (a list is not hashable)
+@example(doc={"step": [False]})  # found: AttributeError
 def test_scenarios_parse_or_raise_scenario_error_only(doc):
     try:
         sc = scenario.parse(doc, "fuzz.toml")

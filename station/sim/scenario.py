@@ -73,7 +73,7 @@ def parse(data: dict[str, Any], source: str = "<scenario>") -> Scenario:
         if not isinstance(step, dict):
             raise ScenarioError(f"{where}: expected a table, got {type(step).__name__}")
         action = step.get("action")
-        if action not in STEP_KEYS:
+        if not isinstance(action, str) or action not in STEP_KEYS:
             raise ScenarioError(f"{where}: action must be one of {', '.join(STEP_KEYS)}, got {action!r}")
         for key, value in step.items():
             if key == "action":

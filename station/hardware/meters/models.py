@@ -349,9 +349,14 @@ def decode(
     energy = energy_wh(model, model.energy, slice_field(plan, blocks, model.energy))
     if energy is None:
         raise DecodeError("the meter reports no value for the import energy register")
+    if energy < 0:  # a signed register (EM24, ABB) with its top bit set: noise, never a count
+        raise DecodeError(f"the import energy register reads {energy} Wh; an energy counter is never negative")
     if not full:
         return MeterReading(energy_wh=energy, power_w=v(model.total_power_field), taken_at=taken_at)
     phase_energy = [energy_wh(model, f, slice_field(plan, blocks, f)) for f in model.energy_phase]
+    if any(e is not None and e < 0 for e in phase_energy):
+        raise DecodeError(f"a phase energy register reads {min(e for e in phase_energy if e is not None)} Wh; "
+                          "an energy counter is never negative")
     return MeterReading(
         energy_wh=energy,
         power_w=v(model.power),
