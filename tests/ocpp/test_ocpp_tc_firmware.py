@@ -187,3 +187,36 @@ async def test_TC_045_2_get_diagnostics_upload_failed(csms, fw_sim):
     assert result.file_name
     await csms.wait_for("DiagnosticsStatusNotification", lambda p: p["status"] == "UploadFailed", timeout=30)
     assert [p["status"] for p in csms.calls("DiagnosticsStatusNotification")] == ["Uploading", "UploadFailed"]
+
+
+async def test_TC_044_1_firmware_update_over_https(csms, sim_factory, files_dir, tmp_path):
+    """https:// with the central system's own CA (backend.ocpp.ca_file)."""
+    import shutil
+    import ssl
+    import subprocess
+
+    if shutil.which("openssl") is None:
+        pytest.skip("openssl CLI not available to make a test certificate")
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=127.0.0.1",
+                    "-addext", "subjectAltName=IP:127.0.0.1", "-keyout", str(key), "-out", str(cert)],
+                   check=True, capture_output=True, timeout=60)
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), lambda *a: _Handler(*a, directory=str(files_dir)))
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    ctx.load_cert_chain(cert, key)
+    server.socket = ctx.wrap_socket(server.socket, server_side=True)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        s = await sim_factory(csms.url, **{"backend.ocpp.ca_file": str(cert)})
+        await s.online()
+        target = tmp_path / "site"
+        s.backend.pip_command = [sys.executable, "-m", "pip", "install", "--no-input", "--no-deps", "--no-index",
+                                 "--disable-pip-version-check", "--target", str(target)]
+        url = f"https://127.0.0.1:{server.server_address[1]}/{WHEEL}"
+        await csms.call(call.UpdateFirmware(location=url, retrieve_date=in_seconds(0)))
+        seen = await firmware_statuses(csms, {"Installed", "InstallationFailed", "DownloadFailed"})
+        assert seen == ["Downloading", "Downloaded", "Installing", "Installed"]
+        assert (target / "stationfw_test" / "__init__.py").exists()
+    finally:
+        server.shutdown()
+        server.server_close()
