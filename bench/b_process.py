@@ -240,7 +240,8 @@ class _Proc:
         await self.proc.stdin.drain()
 
 
-async def cpu_run(kind: str, window_s: float, settle_s: float = 2.0) -> dict[str, Any]:
+async def cpu_run(kind: str, window_s: float, settle_s: float = 2.0, *, config_extra: dict[str, Any] | None = None,
+                  proc_args: list[str] | None = None, charging: bool = True) -> dict[str, Any]:
     with tempfile.TemporaryDirectory(prefix=f"bench-cpu-{kind}-") as tmp:
         tmpdir = Path(tmp)
         env = sim_env()
@@ -253,11 +254,12 @@ async def cpu_run(kind: str, window_s: float, settle_s: float = 2.0) -> dict[str
         try:
             port, ctl = (await mp.expect("PORT")).split()
             async with backend_rig(kind) as (overrides, server):
-                cfg = write_config(tmpdir / "station.toml", base_config(tmpdir / "state", overrides))
+                cfg = write_config(tmpdir / "station.toml",
+                                   base_config(tmpdir / "state", {**overrides, **(config_extra or {})}))
                 slog = open(tmpdir / "station.log", "wb")
                 proc = await asyncio.create_subprocess_exec(
                     PYTHON, "-m", "bench.station_proc", "-c", str(cfg), "--remote-meter", port, ctl, "--card", CARD,
-                    env=env, cwd=str(ROOT), stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
+                    *(proc_args or []), env=env, cwd=str(ROOT), stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
                     stderr=slog)
                 sp = _Proc(proc)
                 try:
@@ -265,6 +267,10 @@ async def cpu_run(kind: str, window_s: float, settle_s: float = 2.0) -> dict[str
                     await sp.expect("ONLINE")
                     await asyncio.sleep(settle_s)
                     idle = await _window(sp, proc.pid, meter.pid, window_s)
+                    if not charging:
+                        await sp.send("quit")
+                        await asyncio.wait_for(proc.wait(), 30)
+                        return {"idle": idle, "window_s": window_s}
                     await sp.send("charge")
                     await sp.expect("CHARGING")
                     await asyncio.sleep(settle_s)

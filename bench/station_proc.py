@@ -38,6 +38,10 @@ async def _main(args: argparse.Namespace) -> int:
         port, ctl = args.remote_meter
         meter_server.EmulatedMeter = lambda *a, **kw: RemoteMeter(port, int(ctl))  # type: ignore[misc,assignment]
 
+    if args.input_poll_s is not None:  # the idle-cost breakdown (bench/idle_breakdown.py) only
+        from station.core import charger as chargermod
+
+        chargermod.INPUT_POLL_S = args.input_poll_s
     cfg = configmod.load(args.config)
     station = Station(cfg)
     await station.start()
@@ -120,6 +124,7 @@ if __name__ == "__main__":
     p.add_argument("-c", "--config", required=True)
     p.add_argument("--remote-meter", nargs=2, metavar=("PORT", "CONTROL"))
     p.add_argument("--card", default="D64FC93B")
+    p.add_argument("--input-poll-s", type=float, help="override the charger's input poll period (breakdown runs)")
     a = p.parse_args()
     from station.cli import setup_logging
 
