@@ -183,6 +183,9 @@ class StationControl(Protocol):
     def set_power_limit(self, watts: float | None) -> None:
         """A limit of 0 pauses charging (SuspendedEVSE); None removes the limit."""
 
+    def wake_delivery(self) -> None:
+        """The backend queued a transaction message in the store itself: deliver it now."""
+
     def notice(self, text: str) -> None:
         """A line from the backend worth showing (LCD and log), e.g. 'offline'."""
 

@@ -666,7 +666,14 @@ class Charger:
 
     def on_delivery(self, item: OutboxItem, result: DeliveryResult) -> None:
         """A queued message was confirmed (the deliverer calls this)."""
+        if (result.backend_session_id is not None and self.session is not None
+                and self.session.id == item.session_id):
+            self.session.backend_session_id = result.backend_session_id  # RemoteStop names it
         self._note(f"delivered {item.kind.value} of session {item.session_id}")
+
+    def wake_delivery(self) -> None:
+        """A backend queued a message itself (e.g. OCPP meter values): deliver now."""
+        self._wake_delivery()
 
     # ------------------------------------------------------------------ StationControl
     def current_session(self) -> Session | None:

@@ -39,9 +39,12 @@ class Deliverer:
 
     async def _sleep(self, seconds: float | None) -> None:
         self._wake.clear()
+        # asyncio.timeout, not wait_for: on 3.11 wait_for can swallow a cancellation that
+        # arrives in the same loop pass as wake(), and Station.stop() would hang.
         try:
-            await asyncio.wait_for(self._wake.wait(), seconds)
-        except asyncio.TimeoutError:
+            async with asyncio.timeout(seconds):
+                await self._wake.wait()
+        except TimeoutError:
             pass
 
     async def run(self) -> None:

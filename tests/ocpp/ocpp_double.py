@@ -178,6 +178,9 @@ class StationDouble:
         elif watts != 0 and self.state is ConnectorStatus.SUSPENDED_EVSE:
             self.set_state(ConnectorStatus.CHARGING)
 
+    def wake_delivery(self) -> None:
+        self.deliverer.wake()
+
     def notice(self, text: str) -> None:
         self.calls.append(("notice", text))
 

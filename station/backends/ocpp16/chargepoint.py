@@ -359,9 +359,8 @@ class OcppBackend(Backend):
         return await peer.request(action, payload, timeout=timeout or self.response_timeout)
 
     def _wake_outbox(self) -> None:
-        deliverer = getattr(self.station, "deliverer", None)
-        if deliverer is not None and hasattr(deliverer, "wake"):
-            deliverer.wake()
+        if self.station is not None:
+            self.station.wake_delivery()
 
     # ================================================================ status
     def _report_payload(self, report: StatusReport) -> dict[str, Any]:
