@@ -24,6 +24,8 @@ from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any, Callable, Protocol
 
+from station.core.states import State
+
 
 class AuthStatus(str, Enum):
     ACCEPTED = "Accepted"
@@ -116,18 +118,9 @@ class DeliveryResult:
     id_tag_status: AuthStatus | None = None
 
 
-class ConnectorStatus(str, Enum):
-    """OCPP 1.6 ChargePointStatus; also the state names of the core's machine."""
-
-    AVAILABLE = "Available"
-    PREPARING = "Preparing"
-    CHARGING = "Charging"
-    SUSPENDED_EV = "SuspendedEV"
-    SUSPENDED_EVSE = "SuspendedEVSE"
-    FINISHING = "Finishing"
-    RESERVED = "Reserved"
-    UNAVAILABLE = "Unavailable"
-    FAULTED = "Faulted"
+# The connector states are the charging state machine's own (station/core/states.py):
+# one definition, so what a backend reports is exactly the state the core is in.
+ConnectorStatus = State
 
 
 @dataclass(frozen=True)

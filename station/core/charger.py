@@ -28,7 +28,7 @@ from dataclasses import dataclass
 from transitions import Machine
 
 from station.backends.base import (
-    AuthResult, AuthStatus, Backend, ConnectorStatus, DeliveryResult, OutboxItem, Session, StatusReport,
+    AuthResult, AuthStatus, Backend, DeliveryResult, OutboxItem, Session, StatusReport,
 )
 from station import privacy
 from station.clock import Clock
@@ -585,7 +585,7 @@ class Charger:
 
     def status(self) -> StatusReport:
         fault = next(iter(self.faults.values()), None)
-        return StatusReport(self.connector_id, ConnectorStatus(self.state.value),
+        return StatusReport(self.connector_id, self.state,
                             fault.code if fault else "NoError", fault.text[:50] if fault else None,
                             fault.vendor if fault else None, self.clock.stamp())
 
