@@ -118,6 +118,7 @@ SCHEMA: dict[str, Key] = {
     "backend.evcs-serial.tag_separator": Key(_STR, " ", "Separator between the tag's bytes on the 'Tag ID' line."),
     "backend.evcs-serial.tag_prefix": Key(_STR, "Tag ID = ", "Text before the tag ('Tag ID = ' per the server; the 2018 device wrote 'Tag ID= ')."),
     "backend.ocpp.url": Key(_STR, "ws://127.0.0.1:9000/", "Central system URL (ws:// or wss://); the charge point id is appended."),
+    "backend.ocpp.tls_url": Key(_STR, None, "wss:// URL of the central system for security profiles 2 and 3, when it is not `url` with ws:// turned into wss:// (the central system may raise the profile).", optional=True),
     "backend.ocpp.charge_point_id": Key(_STR, None, "Charge point identity (default: station.name).", optional=True),
     "backend.ocpp.vendor": Key(_STR, "station", "chargePointVendor in BootNotification."),
     "backend.ocpp.model": Key(_STR, "station-pi", "chargePointModel in BootNotification."),
@@ -281,6 +282,9 @@ def _validate_combinations(file: str, flat: dict[str, Any]) -> None:
     url = flat.get("backend.ocpp.url")
     if url is not None and not url.startswith(("ws://", "wss://")):
         raise ConfigError(file, "backend.ocpp.url", f"must start with ws:// or wss://, got {url!r}")
+    tls_url = flat.get("backend.ocpp.tls_url")
+    if tls_url is not None and not tls_url.startswith("wss://"):
+        raise ConfigError(file, "backend.ocpp.tls_url", f"must start with wss://, got {tls_url!r}")
     secret = flat.get("backend.mcsp.secret")
     if secret is not None and not (secret.isascii() and secret.isprintable() and secret == secret.strip() and 0 < len(secret) <= 200):
         # Sent as an MCSP header line (printable ASCII, 256 bytes at most); the value is never echoed.
