@@ -115,6 +115,23 @@ class CSPeer(LibChargePoint):
     def on_data_transfer(self, **_):
         return call_result.DataTransfer(status="Accepted")
 
+    # --- the security whitepaper's messages
+    @on(Action.security_event_notification)
+    def on_security_event(self, **_):
+        return call_result.SecurityEventNotification()
+
+    @on(Action.signed_firmware_status_notification)
+    def on_signed_firmware_status(self, **_):
+        return call_result.SignedFirmwareStatusNotification()
+
+    @on(Action.log_status_notification)
+    def on_log_status(self, **_):
+        return call_result.LogStatusNotification()
+
+    @on(Action.sign_certificate)
+    def on_sign_certificate(self, **_):
+        return call_result.SignCertificate(status="Accepted")
+
 
 class CentralSystem:
     def __init__(self) -> None:

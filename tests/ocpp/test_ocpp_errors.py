@@ -53,9 +53,8 @@ async def test_unknown_action_is_not_implemented(csms, rig):
 
 
 async def test_known_but_unsupported_action_is_not_supported(csms, rig):
-    # A 1.6 (security whitepaper) action this charge point does not implement.
-    answer = await _raw_call(csms, json.dumps([2, "e5", "GetLog", {"logType": "DiagnosticsLog", "requestId": 1,
-                                                                   "log": {"remoteLocation": "ftp://x/"}}]), "e5")
+    # A 1.6 action a charge point does not take (it is one the charge point sends).
+    answer = await _raw_call(csms, json.dumps([2, "e5", "Authorize", {"idTag": "ABCDEF"}]), "e5")
     assert answer[2] == "NotSupported"
     await _still_alive(csms, rig)
 

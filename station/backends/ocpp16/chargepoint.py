@@ -43,9 +43,7 @@ tests shrink it so a heartbeat of "10 s" takes a fraction of a second).
 from __future__ import annotations
 
 import asyncio
-import base64
 import logging
-import ssl
 import time
 from collections import deque
 from datetime import datetime, timezone
@@ -66,13 +64,16 @@ from station.errors import BackendOffline
 from . import files, metering
 from .authz import AuthCache, LocalList, effective_status
 from .confkeys import ConfigurationKeys
-from .rpc import CallFailed, InvalidResponse, LinkDown, Peer
+from .rpc import CallErrorReceived, CallFailed, InvalidResponse, LinkDown, Peer, RpcError, mask_frame
+from .sec_handlers import SecurityHandlers, SecurityJobs
+from .security import Security
 from .smart import Profiles
 
 log = logging.getLogger(__name__)
 
 BOOT_RETRY_S = 30.0  # after a CALLERROR or no answer to BootNotification
 DEFAULT_WAIT_S = 60.0  # Pending/Rejected with interval 0
+SETTING_TIME_S = 60.0  # a clock correction larger than this is a SettingSystemTime security event
 TX_MAP_KEY = "ocpp.transactions"  # session key -> transactionId (idempotent START)
 STOPPED_KEY = "ocpp.stopped"  # session keys whose StopTransaction was answered
 FIRMWARE_KEY = "ocpp.firmware_status"  # a FirmwareStatusNotification still to send after restart
@@ -85,7 +86,7 @@ class _Exhausted(Exception):
     pass
 
 
-class OcppBackend(Backend):
+class OcppBackend(SecurityJobs, Backend):
     kind = "ocpp"
     wants_meter_values = False  # sampled here, by the OCPP configuration keys
 
@@ -126,6 +127,11 @@ class OcppBackend(Backend):
         self._limit_sent: object = object()  # last value given to set_power_limit
         self._deauthorized: tuple[int, int] | None = None  # (session id, energy cap Wh) after invalid StartTx
         self._firmware_job: asyncio.Task | None = None
+        # OCPP 1.6 security whitepaper: profiles, credentials, certificates, security events.
+        self.security = Security(config, store, self.charge_point_id, self.work_dir, lambda: self.clock.stamp())
+        self._events_wake = asyncio.Event()
+        self.security.on_event = self._events_wake.set
+        self._init_security_jobs()
 
     # ================================================================ lifecycle
     def measurands(self) -> frozenset[str]:
@@ -141,6 +147,7 @@ class OcppBackend(Backend):
         if isinstance(shared, Clock):
             self.clock = shared  # one clock for the journal and the wire
         self._tune_station()
+        self.security.event("StartupOfTheDevice", f"station {self.model} started")
         self._tasks = [asyncio.create_task(c, name=f"ocpp-{n}") for n, c in (
             ("link", self._link_loop()), ("meter", self._meter_loop()), ("limit", self._limit_loop()))]
 
@@ -207,6 +214,12 @@ class OcppBackend(Backend):
         if not current_time:
             return
         try:
+            moved = abs((parse_iso(current_time) - self.now()).total_seconds())
+        except ValueError:
+            moved = 0.0
+        if moved > SETTING_TIME_S:
+            self.security.event("SettingSystemTime", f"clock moved by {moved:.0f} s to the central system's time")
+        try:
             if self.station is not None and getattr(self.station, "clock", None) is self.clock:
                 self.station.set_clock(current_time)  # sets the shared clock too
             else:
@@ -217,7 +230,8 @@ class OcppBackend(Backend):
             log.warning("central system time not used: %s", exc)
 
     # ================================================================ the link
-    def _connect_kwargs(self) -> dict[str, Any]:
+    def _connect_kwargs(self) -> tuple[str, dict[str, Any]]:
+        """(url, websockets.connect keyword arguments) for the active security profile."""
         # A ping every interval; its pong must come within half an interval, and a dead
         # link's closing handshake may take another half: lost within two intervals.
         ping = self.scaled(self.keys.int("WebSocketPingInterval")) or None
@@ -226,35 +240,33 @@ class OcppBackend(Backend):
                                       close_timeout=ping / 2 if ping else self.scaled(10.0),
                                       open_timeout=max(1.0, min(30.0, self.response_timeout)),
                                       user_agent_header=f"station/{self.model}")
-        o = self.config.backend.ocpp
-        if o.authorization_key and o.security_profile in (1, 2):
-            token = base64.b64encode(f"{self.charge_point_id}:{o.authorization_key}".encode()).decode()
-            kwargs["additional_headers"] = {"Authorization": f"Basic {token}"}
-        if self.url.startswith("wss://"):
-            ctx = ssl.create_default_context(cafile=o.ca_file) if o.ca_file else ssl.create_default_context()
-            ctx.minimum_version = ssl.TLSVersion.TLSv1_2
-            if o.cert_file and o.key_file:
-                ctx.load_cert_chain(o.cert_file, o.key_file)
+        url, headers, ctx = self.security.connection(self.url)
+        if headers:
+            kwargs["additional_headers"] = headers
+        if ctx is not None:
             kwargs["ssl"] = ctx
-        return kwargs
+        return url, kwargs
 
     async def _link_loop(self) -> None:
         backoff = Backoff(initial=self.scaled(1.0) or 0.01, cap=max(self.scaled(60.0), 0.05))
         while True:
+            url = self.url
             try:
-                ws = await connect(self.url, **self._connect_kwargs())
+                url, kwargs = self._connect_kwargs()
+                ws = await connect(url, **kwargs)
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
                 delay = backoff.next()
-                log.info("cannot reach the central system at %s (%s); retrying in %.1f s", self.url, exc, delay)
+                self.security.connect_failed(exc, url, delay)
                 await asyncio.sleep(delay)
                 continue
             self.connections += 1
             if ws.subprotocol != "ocpp1.6":
                 log.warning("central system did not confirm subprotocol ocpp1.6 (got %r)", ws.subprotocol)
             peer = _Handlers(self, ws)
-            peer.on_frame = lambda d, f: self.frames.append(f"{self.stamp()} {d} {f[:2000]}")
+            peer.on_frame = lambda d, f: self.frames.append(f"{self.stamp()} {d} {mask_frame(f[:2000])}")
+            peer.on_invalid = self._invalid_message
             self.peer = peer
             receiver = asyncio.create_task(peer.start(), name="ocpp-receive")
             session = asyncio.create_task(self._registered(peer), name="ocpp-session")
@@ -278,6 +290,8 @@ class OcppBackend(Backend):
                 log.error("OCPP session failed: %r", session.exception())
             if accepted:
                 backoff.reset()
+            else:
+                self.security.session_ended_unregistered()
             delay = backoff.next()
             log.info("connection to the central system lost; reconnecting in %.1f s", delay)
             await asyncio.sleep(delay)
@@ -308,6 +322,7 @@ class OcppBackend(Backend):
             self.registration = status
             if status == "Accepted":
                 peer.ignore_calls = False
+                self.security.registered()
                 if interval > 0 and str(interval) != self.keys.get("HeartbeatInterval"):
                     self.keys.change("HeartbeatInterval", str(interval))
                 break
@@ -317,14 +332,45 @@ class OcppBackend(Backend):
                              self.scaled(interval or DEFAULT_WAIT_S))
         self._set_online(True)
         self._ready.set()
+        peer.spawn(self._deliver_security_events())
         self._wake_outbox()
         await self._send_all_status()
         await self._send_pending_firmware_status()
+        await self.send_pending_signed_status()
         while True:
             self._heartbeat_wake.clear()
             interval = self.keys.int("HeartbeatInterval") or 86400  # at least one a day
             if not await self._wait(self._heartbeat_wake, self.scaled(interval)):
                 await self.heartbeat()
+
+    def _invalid_message(self, what: str) -> None:
+        # One InvalidMessages event per connection: a flood of junk must not flood the queue.
+        peer = self.peer
+        if peer is not None and not getattr(peer, "reported_invalid", False):
+            peer.reported_invalid = True
+            self.security.event("InvalidMessages", what[:200])
+
+    async def _deliver_security_events(self) -> None:
+        """SecurityEventNotification for every queued event, in order, confirmed one by one."""
+        while True:
+            self._events_wake.clear()
+            for item in self.security.pending_events():
+                payload = {"type": item["type"], "timestamp": self._resolve(item["timestamp"])}
+                if item.get("techInfo"):
+                    payload["techInfo"] = item["techInfo"]
+                try:
+                    await self.request("SecurityEventNotification", payload)
+                except CallErrorReceived as exc:
+                    if exc.code not in ("NotImplemented", "NotSupported"):
+                        log.info("SecurityEventNotification %s not processed (%s); trying again later", item["type"], exc)
+                        break
+                    log.info("the central system does not take SecurityEventNotification (%s): %s stays in the "
+                             "security log only", exc.code, item["type"])
+                except (CallFailed, BackendOffline) as exc:
+                    log.info("SecurityEventNotification %s not sent (%s); trying again later", item["type"], exc)
+                    break
+                self.security.event_delivered(item)
+            await self._wait(self._events_wake, self.scaled(60.0))
 
     async def heartbeat(self) -> None:
         try:
@@ -778,6 +824,7 @@ class OcppBackend(Backend):
             await self._firmware_notice("InstallationFailed")
             self.firmware_status = "Idle"
             return
+        self.security.event("FirmwareUpdated", f"{path.name} installed")
         await self._firmware_notice("Installed")
         self.firmware_status = "Idle"
         if self.station is not None:
@@ -790,12 +837,17 @@ class OcppBackend(Backend):
         except (CallFailed, BackendOffline) as exc:
             log.info("DiagnosticsStatusNotification %s not sent: %s", status, exc)
 
+    def diagnostics_extra(self) -> dict[str, str]:
+        """What the backend adds to a diagnostics archive: recent frames (id tags masked unless
+        station.log_tags) and the configuration keys (never the AuthorizationKey)."""
+        keys = self.keys.report(None)[0] + [self.security.report(n) for n in sorted(self.security.KEY_NAMES)]
+        return {"ocpp-frames.txt": "\n".join(self.frames) + "\n",
+                "ocpp-configuration.txt": "\n".join(f"{k['key']}={k.get('value', '(write-only)')}" for k in keys) + "\n"}
+
     async def upload_diagnostics(self, name: str, location: str, retries: int | None, retry_interval: int | None,
                                  since: str | None, until: str | None) -> None:
-        extra = {"ocpp-frames.txt": "\n".join(self.frames) + "\n",
-                 "ocpp-configuration.txt": "\n".join(f"{k['key']}={k['value']}" for k in self.keys.report(None)[0]) + "\n"}
         archive = await files.build_archive(self.work_dir / "diagnostics" / name, self.log_dirs, since=since,
-                                            until=until, extra=extra)
+                                            until=until, extra=self.diagnostics_extra())
         tries = max(1, retries if retries is not None else 3)
         pause = self.scaled(retry_interval if retry_interval is not None else 60)
         await self._diagnostics_notice("Uploading")
@@ -818,7 +870,7 @@ class OcppBackend(Backend):
             pass
 
 
-class _Handlers(Peer):
+class _Handlers(SecurityHandlers, Peer):
     """Central system -> charge point: validate, ask the station, answer."""
 
     def __init__(self, backend: OcppBackend, connection: Any) -> None:
@@ -843,11 +895,30 @@ class _Handlers(Peer):
 
     @on(Action.change_configuration)
     def on_change_configuration(self, key: str, value: str, **_: Any):
+        security_key = self.b.security.canonical(key)
+        if security_key is not None:
+            return call_result.ChangeConfiguration(status=self.b.security.change(security_key, value))
         return call_result.ChangeConfiguration(status=self.b.keys.change(key, value))
+
+    @after(Action.change_configuration)
+    async def after_change_configuration(self, key: str, value: str, **_: Any):
+        await self.reconnect_if_requested()
 
     @on(Action.get_configuration)
     def on_get_configuration(self, key: list[str] | None = None, **_: Any):
+        sec = self.b.security
         known, unknown = self.b.keys.report(key)
+        if not key:
+            known += [sec.report(name) for name in sorted(sec.KEY_NAMES)]
+        else:
+            still = []
+            for name in unknown:
+                canon = sec.canonical(name)
+                if canon is None:
+                    still.append(name)
+                else:
+                    known.append(sec.report(canon))
+            unknown = still
         return {"configurationKey": known, **({"unknownKey": unknown} if unknown else {})}
 
     @on(Action.clear_cache)
@@ -919,6 +990,7 @@ class _Handlers(Peer):
 
     @after(Action.reset)
     async def after_reset(self, type: str, **_: Any):
+        self.b.security.event("ResetOrReboot", f"{type} reset requested by the central system")
         await self.station.reset(type == "Hard")
 
     @on(Action.unlock_connector)
@@ -1055,6 +1127,9 @@ class _Handlers(Peer):
     def on_update_firmware(self, location: str, retrieve_date: str, retries: int | None = None,
                            retry_interval: int | None = None, **_: Any):
         b = self.b
+        if b.security.profile >= 1:
+            # L01.FR.20: with the security extension in use only signed firmware is taken.
+            raise RpcError("NotSupported", "unsigned firmware is not accepted: use SignedUpdateFirmware")
         if b._firmware_job is not None and not b._firmware_job.done():
             b._firmware_job.cancel()
         b._firmware_job = b._spawn(b.update_firmware(location, retrieve_date, retries, retry_interval))

@@ -49,6 +49,7 @@ from ocpp.messages import _DecimalEncoder
 from ocpp.v16 import ChargePoint as _LibChargePoint
 from ocpp.v16.enums import Action
 
+from station import privacy
 from station.errors import BackendError, BackendOffline
 
 log = logging.getLogger(__name__)
@@ -58,6 +59,8 @@ _SCHEMA_DIR = Path(__import__("ocpp.v16", fromlist=["x"]).__file__).parent / "sc
 _KNOWN_ACTIONS = frozenset(a.value for a in Action)
 _CALL_ID = re.compile(r'^\s*\[\s*2\s*,\s*"((?:[^"\\]|\\.){1,36})"')
 # RFC 3339 date-time as the official schemas mean it (a time zone is required).
+# idTag / parentIdTag values inside a frame (personal data: masked in logs, station.privacy).
+_TAG_FIELD = re.compile(r'("(?:idTag|parentIdTag)"\s*:\s*")((?:[^"\\]|\\.)*)(")')
 _DATE_TIME = re.compile(r"^\d{4}-\d{2}-\d{2}[Tt]\d{2}:\d{2}:\d{2}(\.\d+)?([Zz]|[+-]\d{2}:\d{2})$")
 
 
@@ -156,6 +159,13 @@ def check(action: str, payload: Any, response: bool) -> tuple[str, str] | None:
     return _ERROR_CODE.get(error.validator, "FormationViolation"), f"{where}: {error.message}"[:200]
 
 
+def mask_frame(text: str) -> str:
+    """A frame as it may appear in a log or a diagnostics file: id tags masked unless station.log_tags."""
+    if privacy.log_tags():
+        return text
+    return _TAG_FIELD.sub(lambda m: m[1] + privacy.tag(m[2]) + m[3], text)
+
+
 def _plain(value: Any) -> Any:
     """Decimal-free JSON data."""
     return json.loads(json.dumps(value, cls=_DecimalEncoder))
@@ -180,6 +190,8 @@ class Peer(_LibChargePoint):
         self.ignore_calls = False
         #: Hook for tests and logs: called with ("in"|"out", frame text).
         self.on_frame: Callable[[str, str], None] | None = None
+        #: Called with a short description when a frame is not valid OCPP (security event InvalidMessages).
+        self.on_invalid: Callable[[str], None] | None = None
 
     # -- receiving ------------------------------------------------------------
     async def start(self) -> None:
@@ -223,13 +235,15 @@ class Peer(_LibChargePoint):
             await self._unparseable(raw_msg, "frame is not JSON")
             return
         if not isinstance(msg, list) or not msg or not isinstance(msg[0], int) or isinstance(msg[0], bool):
-            log.warning("%s: ignoring a frame that is not an OCPP-J message: %.200s", self.id, raw_msg)
+            log.warning("%s: ignoring a frame that is not an OCPP-J message: %.200s", self.id, mask_frame(raw_msg))
+            self._invalid("a frame that is not an OCPP-J message")
             return
         kind = msg[0]
         uid = msg[1] if len(msg) > 1 and isinstance(msg[1], str) else None
         if kind == CALL:
             if uid is None:
-                log.warning("%s: ignoring a CALL without a message id: %.200s", self.id, raw_msg)
+                log.warning("%s: ignoring a CALL without a message id: %.200s", self.id, mask_frame(raw_msg))
+                self._invalid("a CALL without a message id")
             elif len(msg) != 4 or not isinstance(msg[2], str):
                 await self._send_error(uid, "FormationViolation", "a CALL has 4 elements: 2, id, action, payload")
             elif self.ignore_calls:
@@ -241,20 +255,29 @@ class Peer(_LibChargePoint):
         elif uid is not None:
             await self._send_error(uid, "GenericError", f"unknown message type {kind}")
         else:
-            log.warning("%s: ignoring a frame of unknown type: %.200s", self.id, raw_msg)
+            log.warning("%s: ignoring a frame of unknown type: %.200s", self.id, mask_frame(raw_msg))
+            self._invalid("a frame of unknown message type")
+
+    def _invalid(self, what: str) -> None:
+        if self.on_invalid is not None:
+            try:
+                self.on_invalid(what)
+            except Exception:
+                log.exception("%s: on_invalid hook failed", self.id)
 
     async def _unparseable(self, text: str, problem: str) -> None:
         # OCPP-J leaves this open: answer when the id can still be read, else drop.
+        self._invalid(problem)
         found = _CALL_ID.match(text)
         if found and not self.ignore_calls:
             await self._send_error(found.group(1), "GenericError", problem)
         else:
-            log.warning("%s: ignoring a frame: %s: %.200r", self.id, problem, text)
+            log.warning("%s: ignoring a frame: %s: %.200r", self.id, problem, mask_frame(text))
 
     def _answer(self, kind: int, uid: str | None, msg: list, raw: str) -> None:
         pending = self._pending
         if pending is None or uid != pending[0] or pending[2].done():
-            log.warning("%s: ignoring an answer to no CALL in flight: %.200s", self.id, raw)
+            log.warning("%s: ignoring an answer to no CALL in flight: %.200s", self.id, mask_frame(raw))
             return
         pending[2].set_result((kind, msg))
 
@@ -278,6 +301,7 @@ class Peer(_LibChargePoint):
             return
         problem = check(action, payload, response=False)
         if problem is not None:
+            self._invalid(f"{action}: {problem[0]}")
             await self._send_error(uid, problem[0], problem[1])
             return
         kwargs = camel_to_snake_case(payload)
@@ -298,7 +322,8 @@ class Peer(_LibChargePoint):
             answer = snake_to_camel_case(remove_nones(serialize_as_dict(result)))
         problem = check(action, answer, response=True)
         if problem is not None:  # our bug; never put an invalid answer on the wire
-            log.error("%s: our answer to %s is invalid (%s): %s", self.id, action, problem[1], answer)
+            log.error("%s: our answer to %s is invalid (%s): %s", self.id, action, problem[1],
+                      mask_frame(json.dumps(answer, cls=_DecimalEncoder)))
             await self._send_error(uid, "InternalError", "the charge point built an invalid answer")
             return
         await self._send(json.dumps([CALLRESULT, uid, answer], separators=(",", ":"), cls=_DecimalEncoder))
@@ -317,7 +342,7 @@ class Peer(_LibChargePoint):
     async def _send(self, message: str) -> None:
         if self.on_frame is not None:
             self.on_frame("out", message)
-        log.debug("%s: send %s", self.id, message)
+        log.debug("%s: send %s", self.id, mask_frame(message))
         try:
             await self._connection.send(message)
         except asyncio.CancelledError:
