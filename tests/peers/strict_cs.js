@@ -12,19 +12,57 @@
 //   {"event":"badMessage",..}                 a frame that is not OCPP-J
 //   {"event":"result"|"error","id":..}        the answer to a command from stdin
 // Commands arrive on stdin as JSON lines: {"id": 1, "method": "Reset", "params": {...}}.
+// Harness commands (not OCPP): "__setServerCert" {cert, key} swaps the TLS server certificate,
+// "__setPassword" {password} changes the expected Basic password, "__drop" closes the connection.
+//
+// Security (OCPP 1.6 security whitepaper), from a JSON object in argv[4]:
+//   {"password": "...",          // HTTP Basic required: user = identity, this password (profiles 1, 2)
+//    "passwordHex": true,        // the password is the hex form of binary bytes
+//    "tls": {"cert": f, "key": f, "ca": f,   // also serve wss:// on a second port (profiles 2, 3)
+//            "requestCert": true}            // profile 3: a client certificate signed by ca is required
+//    "plain": false}             // no ws:// port at all
+// Each refused upgrade is reported: {"event":"authFailed","reason":..}; a TLS handshake that fails:
+// {"event":"tlsError","error":..}. "listening" then carries "port" (ws://) and "tlsPort" (wss://).
 'use strict';
 
+const fs = require('fs');
+const https = require('https');
 const readline = require('readline');
 const { RPCServer } = require('ocpp-rpc');
 
 const port = Number(process.argv[2] || 0);
 const heartbeat = Number(process.argv[3] || 300);
+const security = JSON.parse(process.argv[4] || '{}');
+let password = security.password === undefined ? null
+    : Buffer.from(security.password, security.passwordHex ? 'hex' : 'utf8');
 const out = (obj) => process.stdout.write(JSON.stringify(obj) + '\n');
 const now = () => new Date().toISOString();
 
 const server = new RPCServer({ protocols: ['ocpp1.6'], strictMode: true });
 let client = null;
 let txId = 500;
+let tlsServer = null;
+
+server.auth((accept, reject, handshake) => {
+    const sock = handshake.request.socket;
+    const tls = Boolean(sock.encrypted);
+    const peerCert = tls && sock.getPeerCertificate ? sock.getPeerCertificate() : null;
+    const clientCert = peerCert && peerCert.subject ? peerCert.subject.CN || null : null;
+    if (tls && security.tls && security.tls.requestCert && !sock.authorized) {
+        out({ event: 'authFailed', identity: handshake.identity, reason: `client certificate: ${sock.authorizationError}` });
+        return reject(401, 'client certificate required');
+    }
+    if (password !== null && !(tls && security.tls && security.tls.requestCert)) {
+        if (!handshake.password || !password.equals(handshake.password)) {
+            out({ event: 'authFailed', identity: handshake.identity,
+                  reason: handshake.password ? 'wrong password' : 'no credentials' });
+            return reject(401, 'Unauthorized');
+        }
+    }
+    out({ event: 'upgrade', identity: handshake.identity, tls, clientCert,
+          basic: handshake.password !== undefined });
+    accept();
+});
 
 const answers = {
     BootNotification: () => ({ status: 'Accepted', currentTime: now(), interval: heartbeat }),
@@ -37,6 +75,10 @@ const answers = {
     StartTransaction: () => ({ transactionId: ++txId, idTagInfo: { status: 'Accepted' } }),
     StopTransaction: () => ({ idTagInfo: { status: 'Accepted' } }),
     DataTransfer: () => ({ status: 'Accepted' }),
+    SecurityEventNotification: () => ({}),
+    SignedFirmwareStatusNotification: () => ({}),
+    LogStatusNotification: () => ({}),
+    SignCertificate: () => ({ status: 'Accepted' }),
 };
 
 server.on('client', (c) => {
@@ -70,8 +112,24 @@ rl.on('line', async (line) => {
         out({ event: 'error', id: null, error: `bad command: ${e.message}` });
         return;
     }
+    if (cmd.method === '__setServerCert') {
+        tlsServer.setSecureContext({ ...tlsOptions(), cert: fs.readFileSync(cmd.params.cert),
+                                     key: fs.readFileSync(cmd.params.key) });
+        out({ event: 'result', id: cmd.id, method: cmd.method, result: {} });
+        return;
+    }
+    if (cmd.method === '__setPassword') {
+        password = Buffer.from(cmd.params.password, 'utf8');
+        out({ event: 'result', id: cmd.id, method: cmd.method, result: {} });
+        return;
+    }
     if (!client) {
         out({ event: 'error', id: cmd.id, error: 'no charge point connected' });
+        return;
+    }
+    if (cmd.method === '__drop') {
+        await client.close({ code: 1000, force: true });
+        out({ event: 'result', id: cmd.id, method: cmd.method, result: {} });
         return;
     }
     try {
@@ -83,4 +141,29 @@ rl.on('line', async (line) => {
 });
 rl.on('close', () => process.exit(0));
 
-server.listen(port, '127.0.0.1').then((http) => out({ event: 'listening', port: http.address().port }));
+function tlsOptions() {
+    const t = security.tls;
+    return {
+        cert: fs.readFileSync(t.cert), key: fs.readFileSync(t.key),
+        ca: t.ca ? fs.readFileSync(t.ca) : undefined,
+        requestCert: Boolean(t.requestCert), rejectUnauthorized: false,  // judged in auth: a clear 401
+        minVersion: 'TLSv1.2',
+    };
+}
+
+async function main() {
+    const ready = { event: 'listening' };
+    if (security.plain !== false) {
+        const http = await server.listen(port, '127.0.0.1');
+        ready.port = http.address().port;
+    }
+    if (security.tls) {
+        tlsServer = https.createServer(tlsOptions(), (req, res) => { res.statusCode = 404; res.end(); });
+        tlsServer.on('upgrade', server.handleUpgrade);
+        tlsServer.on('tlsClientError', (err) => out({ event: 'tlsError', error: String(err.message || err) }));
+        await new Promise((resolve) => tlsServer.listen(0, '127.0.0.1', resolve));
+        ready.tlsPort = tlsServer.address().port;
+    }
+    out(ready);
+}
+main();

@@ -61,6 +61,8 @@ _CALL_ID = re.compile(r'^\s*\[\s*2\s*,\s*"((?:[^"\\]|\\.){1,36})"')
 # RFC 3339 date-time as the official schemas mean it (a time zone is required).
 # idTag / parentIdTag values inside a frame (personal data: masked in logs, station.privacy).
 _TAG_FIELD = re.compile(r'("(?:idTag|parentIdTag)"\s*:\s*")((?:[^"\\]|\\.)*)(")')
+_KEY_OBJECT = re.compile(r'\{[^{}]*"key"\s*:\s*"AuthorizationKey"[^{}]*\}', re.I)
+_VALUE_FIELD = re.compile(r'("value"\s*:\s*)"(?:[^"\\]|\\.)*"')
 _DATE_TIME = re.compile(r"^\d{4}-\d{2}-\d{2}[Tt]\d{2}:\d{2}:\d{2}(\.\d+)?([Zz]|[+-]\d{2}:\d{2})$")
 
 
@@ -160,7 +162,10 @@ def check(action: str, payload: Any, response: bool) -> tuple[str, str] | None:
 
 
 def mask_frame(text: str) -> str:
-    """A frame as it may appear in a log or a diagnostics file: id tags masked unless station.log_tags."""
+    """A frame as it may appear in a log or a diagnostics file: id tags masked unless station.log_tags,
+    and the value of a ChangeConfiguration AuthorizationKey always redacted (A01.FR.12)."""
+    if "authorizationkey" in text.lower():
+        text = _KEY_OBJECT.sub(lambda m: _VALUE_FIELD.sub(r'\1"<redacted>"', m[0]), text)
     if privacy.log_tags():
         return text
     return _TAG_FIELD.sub(lambda m: m[1] + privacy.tag(m[2]) + m[3], text)

@@ -173,7 +173,8 @@ def classify(exc: BaseException, profile: int) -> Failure:
     """What a failed connection attempt means, for the log line and the security event."""
     status = getattr(getattr(exc, "response", None), "status_code", None)
     if status in (401, 403):
-        return Failure("auth", f"HTTP {status}", "FailedToAuthenticationAtCentralSystem")
+        kind = "client_cert" if profile == 3 else "auth"  # profile 3 sends no password: the certificate was refused
+        return Failure(kind, f"HTTP {status}", "FailedToAuthenticationAtCentralSystem")
     if isinstance(exc, ssl.SSLCertVerificationError):
         return Failure("server_cert", exc.verify_message or str(exc), "InvalidCentralSystemCertificate")
     if isinstance(exc, ssl.SSLError):
