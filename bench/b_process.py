@@ -191,6 +191,9 @@ FLOOR = {
     "+ asyncio, sqlite3": "import asyncio, sqlite3",
     "+ pymodbus client": "import asyncio, sqlite3, pymodbus.client",
     "+ websockets, ocpp.v16": "import asyncio, websockets.asyncio.client, ocpp.v16",
+    "asyncio + cryptography (x509, rsa, ec)": "import asyncio, cryptography.x509, "
+                                              "cryptography.hazmat.primitives.asymmetric.rsa, "
+                                              "cryptography.hazmat.primitives.asymmetric.ec",
     "import station.daemon + sim (local)": "import station.daemon, station.sim.world, station.sim.meter_server, "
                                            "station.hardware.rfid, station.backends.local",
     "+ mcsp backend": "import station.daemon, station.sim.world, station.sim.meter_server, station.hardware.rfid, "

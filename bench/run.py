@@ -12,6 +12,7 @@ of issue 6 and where it stands.
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 import sys
 import time
@@ -48,7 +49,20 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--json", default=str(ROOT / "bench" / "results.json"), help="where the figures go")
     p.add_argument("--markdown", default=str(ROOT / "docs" / "benchmarks.md"), help="where the report goes")
     p.add_argument("--no-write", action="store_true", help="print the JSON only, write no files")
+    p.add_argument("--merge", action="store_true",
+                   help="keep the other benchmarks' figures from the existing JSON (rerun one part of a full run)")
+    p.add_argument("--report-only", action="store_true", help="rewrite the Markdown from the existing JSON, run nothing")
     args = p.parse_args(argv)
+    if args.report_only:
+        import json
+
+        data = json.loads(Path(args.json).read_text())
+        results = {k: Result(k, r["title"], r["figures"], r["notes"], r["skipped"], r["seconds"])
+                   for k, r in data["results"].items()}
+        data["targets"] = report.targets(results)
+        dump_json(Path(args.json), data)
+        Path(args.markdown).write_text(report.markdown(data["machine"], results, data["targets"]))
+        return 0
     names = [n.strip() for n in args.only.split(",")] if args.only else list(ORDER)
     unknown = set(names) - set(ORDER)
     if unknown:
@@ -59,6 +73,18 @@ def main(argv: list[str] | None = None) -> int:
     info["mode"] = "quick" if args.quick else "full"
     info["command"] = "python -m bench" + (" --quick" if args.quick else "") + (f" --only {args.only}" if args.only else "")
     results: dict[str, Result] = {}
+    logging.getLogger("ocpp").setLevel(logging.CRITICAL)  # the test central system's complaints about our calls
+    if args.merge and Path(args.json).exists():
+        import json
+
+        old = json.loads(Path(args.json).read_text())
+        for name, r in old.get("results", {}).items():
+            if name not in names:
+                results[name] = Result(name, r["title"], r["figures"], r["notes"], r["skipped"], r["seconds"])
+        info["merged"] = f"{', '.join(names)} rerun on {info['date_utc']}; the rest from the run of " \
+                         f"{old.get('machine', {}).get('date_utc')}"
+        info["date_utc"] = old.get("machine", {}).get("date_utc", info["date_utc"])
+        info["mode"] = old.get("machine", {}).get("mode", info["mode"])
     t0 = time.monotonic()
     for name in names:
         print(f"[bench] {name} ...", file=sys.stderr, flush=True)
@@ -67,6 +93,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"[bench] {name}: {r.seconds:.1f} s{' (skipped: ' + r.skipped + ')' if r.skipped else ''}",
               file=sys.stderr, flush=True)
     info["total_seconds"] = round(time.monotonic() - t0, 1)
+    results = {k: results[k] for k in ORDER if k in results}
     data = {"machine": info, "results": {k: v.to_json() for k, v in results.items()},
             "targets": report.targets(results)}
     if args.no_write:
