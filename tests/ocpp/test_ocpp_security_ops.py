@@ -5,8 +5,9 @@ outage and a restart."""
 from __future__ import annotations
 
 import asyncio
-import base64
 import http.server
+import json
+import logging
 import sys
 import tarfile
 import threading
@@ -289,3 +290,29 @@ def test_local_config_wins_over_what_ocpp_set(tmp_path):
     assert lowered.profile == 2
     assert sec(1).profile == 1
     store.close()
+
+
+# ---------------------------------------------------------------- personal data
+
+async def test_id_tags_masked_in_frame_logs_and_diagnostics(csms, rig_factory, caplog):
+    """DEBUG frame logs and the frames in a diagnostics archive carry id tags masked (station.privacy),
+    in full only with station.log_tags."""
+    from station import privacy
+    tag = "16AC936B1692E73A"
+    caplog.set_level(logging.DEBUG, logger="station")
+    privacy.set_log_tags(False)
+    try:
+        rig = await rig_factory(csms.url, {"MeterValueSampleInterval": 0})
+        await rig.online()
+        assert (await rig.backend.authorize(tag)).accepted
+        rig.station.begin(tag)
+        await rig.idle()
+        ours = "\n".join(r.getMessage() for r in caplog.records if r.name.startswith("station"))
+        assert '"idTag":"…E73A"' in ours  # the frames are logged, the tag is not
+        assert tag not in ours and tag.lower() not in ours
+        assert tag not in json.dumps(rig.backend.diagnostics_extra())
+        privacy.set_log_tags(True)
+        assert (await rig.backend.authorize(tag)).accepted
+        assert tag in "\n".join(rig.backend.frames)
+    finally:
+        privacy.set_log_tags(False)
