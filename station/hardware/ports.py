@@ -55,7 +55,8 @@ class Meter(Protocol):
     max_power_w: float  # for the plausibility check of energy jumps
     measurands: frozenset[str]  # e.g. {"energy", "power", "voltage", "current", "energy_phase"}
 
-    async def read(self) -> MeterReading: ...
+    async def read(self, full: bool = True) -> MeterReading:
+        """`full=False`: energy and total power only (fewer registers on the bus)."""
 
     async def close(self) -> None: ...
 
