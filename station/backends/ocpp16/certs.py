@@ -42,11 +42,42 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Iterable
 
-from cryptography import x509
-from cryptography.exceptions import InvalidSignature
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
-from cryptography.x509.oid import NameOID
+import importlib
+
+
+class _Lazy:
+    """A module (or one of its attributes) imported at first use.
+
+    `cryptography` costs about 10 MiB of RSS; a station that never handles a
+    certificate (security profiles 0 and 1, no certificate messages) should not
+    pay it on a 512 MB Pi Zero (see docs/benchmarks.md).
+    """
+
+    def __init__(self, module: str, attr: str | None = None) -> None:
+        self._module, self._attr, self._target = module, attr, None
+
+    def _load(self):
+        if self._target is None:
+            target = importlib.import_module(self._module)
+            self._target = getattr(target, self._attr) if self._attr else target
+        return self._target
+
+    def __getattr__(self, name: str):
+        return getattr(self._load(), name)
+
+
+x509 = _Lazy("cryptography.x509")
+hashes = _Lazy("cryptography.hazmat.primitives.hashes")
+serialization = _Lazy("cryptography.hazmat.primitives.serialization")
+ec = _Lazy("cryptography.hazmat.primitives.asymmetric.ec")
+padding = _Lazy("cryptography.hazmat.primitives.asymmetric.padding")
+rsa = _Lazy("cryptography.hazmat.primitives.asymmetric.rsa")
+NameOID = _Lazy("cryptography.x509.oid", "NameOID")
+
+
+def _invalid_signature() -> type[Exception]:
+    """The exception class itself (an `except` clause needs a real class)."""
+    return importlib.import_module("cryptography.exceptions").InvalidSignature
 
 CSMS_ROOT = "CentralSystemRootCertificate"
 MANUFACTURER_ROOT = "ManufacturerRootCertificate"
@@ -147,7 +178,7 @@ def _issued_by(cert: x509.Certificate, issuer: x509.Certificate) -> bool:
     try:
         cert.verify_directly_issued_by(issuer)
         return True
-    except (ValueError, TypeError, InvalidSignature):
+    except (ValueError, TypeError, _invalid_signature()):
         return False
 
 
@@ -183,7 +214,7 @@ def verify_signature(cert: x509.Certificate, data: bytes, signature: bytes) -> N
             key.verify(signature, data, ec.ECDSA(hashes.SHA256()))
         else:
             raise CertificateError(f"unsupported signing key type {type(key).__name__}")
-    except InvalidSignature:
+    except _invalid_signature():
         raise CertificateError("the firmware signature does not match the file") from None
 
 

@@ -19,18 +19,22 @@ so the event loop keeps serving the websocket meanwhile.
 from __future__ import annotations
 
 import asyncio
-import ftplib
 import io
 import os
 import shutil
 import ssl
 import subprocess
 import sys
-import tarfile
 import time
 import urllib.parse
-import urllib.request
 from pathlib import Path
+
+from station.backends.ocpp16.certs import _Lazy
+
+# Used only while a firmware update or a diagnostics upload runs: imported then, not at start.
+ftplib = _Lazy("ftplib")
+tarfile = _Lazy("tarfile")
+_request = _Lazy("urllib.request")
 from typing import Iterable
 
 TIMEOUT_S = 60.0
@@ -45,10 +49,10 @@ def _download(url: str, dest: Path, ca_file: str | None, timeout: float) -> Path
     scheme = urllib.parse.urlsplit(url).scheme.lower()
     if scheme not in ("http", "https", "ftp"):
         raise ValueError(f"unsupported scheme {scheme!r}")
-    handlers = [urllib.request.ProxyHandler({})]  # never through an environment proxy
+    handlers = [_request.ProxyHandler({})]  # never through an environment proxy
     if scheme == "https":
-        handlers.append(urllib.request.HTTPSHandler(context=_context(ca_file)))
-    opener = urllib.request.build_opener(*handlers)
+        handlers.append(_request.HTTPSHandler(context=_context(ca_file)))
+    opener = _request.build_opener(*handlers)
     tmp = dest.with_name(dest.name + ".part")
     with opener.open(url, timeout=timeout) as response, open(tmp, "wb") as out:
         shutil.copyfileobj(response, out)
@@ -146,12 +150,12 @@ def _upload(location: str, path: Path, ca_file: str | None, timeout: float) -> N
     if scheme in ("http", "https"):
         url = location.rstrip("/") + "/" + urllib.parse.quote(path.name)
         data = path.read_bytes()
-        req = urllib.request.Request(url, data=data, method="PUT",
+        req = _request.Request(url, data=data, method="PUT",
                                      headers={"Content-Type": "application/gzip"})
-        handlers = [urllib.request.ProxyHandler({})]
+        handlers = [_request.ProxyHandler({})]
         if scheme == "https":
-            handlers.append(urllib.request.HTTPSHandler(context=_context(ca_file)))
-        with urllib.request.build_opener(*handlers).open(req, timeout=timeout) as response:
+            handlers.append(_request.HTTPSHandler(context=_context(ca_file)))
+        with _request.build_opener(*handlers).open(req, timeout=timeout) as response:
             if response.status >= 300:
                 raise OSError(f"upload refused: HTTP {response.status}")
         return
