@@ -446,6 +446,10 @@ class McspServer:
             await self._serve_link(link)
         except (OSError, ssl.SSLError) as exc:
             log.info("connection ended: %s", exc)
+        except asyncio.CancelledError:
+            # The server is stopping and closed this connection. Ending the task normally
+            # keeps asyncio's stream callback from logging the cancellation as an error.
+            await link.close()
         finally:
             self._clients.discard(task)
             await link.close()
