@@ -78,13 +78,6 @@ CREATE TABLE IF NOT EXISTS auth_cache (
 );
 """
 
-_SESSION_COLS = (
-    "id", "key", "connector_id", "id_tag", "state", "meter_start_wh", "started_at", "meter_stop_wh",
-    "stopped_at", "stop_reason", "backend_session_id", "reservation_id", "meter_stop_estimated",
-    "start_phase_wh", "stop_phase_wh", "parent_id", "authorized_offline", "delivered", "rejected", "extra",
-    "last_wh", "last_wh_at",
-)
-
 
 def _session(row: sqlite3.Row) -> Session:
     s = Session(
