@@ -796,17 +796,9 @@ class OcppBackend(SecurityJobs, Backend):
             await asyncio.sleep(self.scaled(delay) if self.time_scale != 1.0 else delay)
         tries = max(1, retries if retries is not None else 3)
         pause = self.scaled(retry_interval if retry_interval is not None else 60)
-        path = None
-        for n in range(tries):
-            await self._firmware_notice("Downloading")
-            try:
-                path = await files.download(location, self.work_dir / "firmware",
-                                            ca_file=self.config.backend.ocpp.ca_file)
-                break
-            except Exception as exc:
-                log.warning("firmware download %d of %d failed: %s", n + 1, tries, exc)
-                if n + 1 < tries:
-                    await asyncio.sleep(pause)
+        path = await files.download_retrying(location, self.work_dir / "firmware",
+                                             ca_file=self.config.backend.ocpp.ca_file, tries=tries, pause=pause,
+                                             before_try=lambda: self._firmware_notice("Downloading"))
         if path is None:
             await self._firmware_notice("DownloadFailed")
             self.firmware_status = "Idle"

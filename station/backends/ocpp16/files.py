@@ -19,6 +19,7 @@ so the event loop keeps serving the websocket meanwhile.
 from __future__ import annotations
 
 import asyncio
+import logging
 import io
 import os
 import shutil
@@ -35,7 +36,9 @@ from station.backends.ocpp16.certs import _Lazy
 ftplib = _Lazy("ftplib")
 tarfile = _Lazy("tarfile")
 _request = _Lazy("urllib.request")
-from typing import Iterable
+
+log = logging.getLogger(__name__)
+from typing import Awaitable, Callable, Iterable
 
 TIMEOUT_S = 60.0
 PACKAGE_SUFFIXES = (".whl", ".tar.gz", ".zip")
@@ -65,6 +68,21 @@ async def download(url: str, directory: Path, ca_file: str | None = None, timeou
     name = Path(urllib.parse.unquote(urllib.parse.urlsplit(url).path)).name or "firmware.bin"
     directory.mkdir(parents=True, exist_ok=True)
     return await asyncio.to_thread(_download, url, directory / name, ca_file, timeout)
+
+
+async def download_retrying(url: str, directory: Path, *, ca_file: str | None, tries: int, pause: float,
+                            before_try: Callable[[], Awaitable[object]], what: str = "firmware") -> Path | None:
+    """UpdateFirmware and SignedUpdateFirmware share this: `tries` downloads `pause` s apart,
+    `before_try()` (the Downloading notice) before each. None when every try failed."""
+    for n in range(tries):
+        await before_try()
+        try:
+            return await download(url, directory, ca_file=ca_file)
+        except Exception as exc:
+            log.warning("%s download %d of %d failed: %s", what, n + 1, tries, exc)
+            if n + 1 < tries:
+                await asyncio.sleep(pause)
+    return None
 
 
 def is_package(path: Path) -> bool:

@@ -97,17 +97,10 @@ class SecurityJobs:
             await self._sleep_until(firmware["retrieveDateTime"])
         tries = max(1, retries if retries is not None else 3)
         pause = self.scaled(retry_interval if retry_interval is not None else 60)
-        path = None
-        for n in range(tries):
-            await self._signed_notice("Downloading", request_id)
-            try:
-                path = await files.download(firmware["location"], self.work_dir / "firmware",
-                                            ca_file=self.config.backend.ocpp.ca_file)
-                break
-            except Exception as exc:
-                log.warning("signed firmware download %d of %d failed: %s", n + 1, tries, exc)
-                if n + 1 < tries:
-                    await asyncio.sleep(pause)
+        path = await files.download_retrying(firmware["location"], self.work_dir / "firmware",
+                                             ca_file=self.config.backend.ocpp.ca_file, tries=tries, pause=pause,
+                                             before_try=lambda: self._signed_notice("Downloading", request_id),
+                                             what="signed firmware")
         if path is None:
             await self._signed_notice("DownloadFailed", request_id)
             return
