@@ -36,7 +36,7 @@ from station.config import Config
 from station.core import messages
 from station.core.auth import OfflinePolicy
 from station.core.meterguard import MeterGuard
-from station.core.states import IDLE, IN_SESSION, TRANSITIONS, State
+from station.core.states import IN_SESSION, TRANSITIONS, State
 from station.core.tags import format_uid, normalize_tag
 from station.errors import BackendOffline, MeterError, StorageError
 from station.hardware.ports import Hardware, LedPattern, MeterReading
