@@ -35,7 +35,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.common import MIB, PYTHON, ROOT, Result, proc_cpu_s, proc_status, sim_env
-from bench.stations import CARD, TAGS, backend_rig
+from bench.stations import CARD, backend_rig
 
 BACKENDS = ("local", "mcsp", "ocpp")
 
@@ -163,7 +163,7 @@ async def startup_and_rss(kind: str, idle_s: float) -> dict[str, Any]:
                     proc.send_signal(signal.SIGTERM)
                     try:
                         await asyncio.wait_for(proc.wait(), 20)
-                    except asyncio.TimeoutError:
+                    except TimeoutError:
                         proc.kill()
                         await proc.wait()
                 log.close()
@@ -293,7 +293,7 @@ async def cpu_run(kind: str, window_s: float, settle_s: float = 2.0, *, config_e
                 meter.stdin.close()
                 try:
                     await asyncio.wait_for(meter.wait(), 10)
-                except asyncio.TimeoutError:
+                except TimeoutError:
                     meter.kill()
                     await meter.wait()
             mlog.close()

@@ -30,7 +30,7 @@ from bench.stations import CARD, backend_rig, station_config, stop_station, wait
 
 def prepare(state_dir: Path, messages: int) -> list[tuple[str, str]]:
     """Queue `messages` START/STOP messages; returns the expected (action, session key) order."""
-    from station.backends.base import MessageKind  # noqa: F401 - the store's kinds
+    from station.core.model import MessageKind  # noqa: F401 - the store's kinds
     from station.store import Store
 
     store = Store.open(state_dir)

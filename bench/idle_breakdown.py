@@ -19,7 +19,6 @@ import asyncio
 import json
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 if __package__ in (None, ""):

@@ -15,7 +15,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import sys
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -46,7 +46,7 @@ async def main(url: str, n: int, m: int, pause_ms: int, state_dir: str) -> None:
     await asyncio.sleep(pause_ms / 1000)
     first = rigs[0][1]
     for i in range(m):
-        stamp = datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
+        stamp = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
         await first.request("MeterValues", {"connectorId": 1, "meterValue": [{"timestamp": stamp, "sampledValue": [
             {"value": str(1000 + i), "measurand": "Energy.Active.Import.Register", "unit": "Wh"}]}]})
     print(f"SENT {m}", flush=True)

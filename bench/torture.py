@@ -50,9 +50,9 @@ import signal
 import sqlite3
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Callable
 
 ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
@@ -168,7 +168,7 @@ async def _run_station(cmd: list[str], log_path: Path, kill_after: float | None,
             try:
                 code = await asyncio.wait_for(proc.wait(), wait)
                 return code, False
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 pass
             proc.send_signal(signal.SIGKILL)  # this process only, by its pid
             await proc.wait()

@@ -16,10 +16,10 @@ once the clock is known, as long as it was taken during this boot.
 from __future__ import annotations
 
 import time
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-BUILD_FLOOR = datetime(2026, 1, 1, tzinfo=timezone.utc)
+BUILD_FLOOR = datetime(2026, 1, 1, tzinfo=UTC)
 MONO_PREFIX = "mono:"
 
 
@@ -32,13 +32,13 @@ def _boot_id() -> str:
 
 def iso(dt: datetime) -> str:
     """ISO 8601 UTC with millisecond precision and 'Z', as OCPP and MCSP want."""
-    return dt.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.") + f"{dt.microsecond // 1000:03d}Z"
+    return dt.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.") + f"{dt.microsecond // 1000:03d}Z"
 
 
 def parse_iso(text: str) -> datetime:
     dt = datetime.fromisoformat(text.replace("Z", "+00:00"))
     if dt.tzinfo is None:
-        dt = dt.replace(tzinfo=timezone.utc)
+        dt = dt.replace(tzinfo=UTC)
     return dt
 
 
@@ -54,7 +54,7 @@ class Clock:
 
     @property
     def trusted(self) -> bool:
-        return self._offset is not None or datetime.now(timezone.utc) >= BUILD_FLOOR
+        return self._offset is not None or datetime.now(UTC) >= BUILD_FLOOR
 
     def set(self, utc: str | datetime) -> float:
         """A backend tells the time. Returns the correction applied, in seconds."""
@@ -69,7 +69,7 @@ class Clock:
     def now(self) -> datetime | None:
         if not self.trusted:
             return None
-        return datetime.fromtimestamp(time.time() + (self._offset or 0.0), timezone.utc)
+        return datetime.fromtimestamp(time.time() + (self._offset or 0.0), UTC)
 
     def stamp(self) -> str:
         """The time of an event now: ISO UTC, or a monotonic reference until the clock is known."""

@@ -16,14 +16,13 @@ import time
 from typing import Any
 
 from station import backends, security
-from station.backends.base import Backend
 from station.clock import Clock
 from station.config import Config
 from station.core.charger import Charger
 from station.core.delivery import Deliverer
+from station.core.ports import Backend, Hardware
 from station.errors import StationError
 from station.hardware.factory import build_hardware
-from station.hardware.ports import Hardware
 from station.notify import Notifier
 from station.store import Store
 

@@ -28,10 +28,11 @@ import os
 import sqlite3
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
-from station.backends.base import MessageKind, OutboxItem, Session
+from station.core.model import MessageKind, OutboxItem, Session
 from station.errors import StorageError
 
 log = logging.getLogger(__name__)
@@ -108,7 +109,7 @@ class Store:
 
     # ---------------------------------------------------------------- opening
     @classmethod
-    def open(cls, state_dir: str | Path) -> "Store":
+    def open(cls, state_dir: str | Path) -> Store:
         state = Path(state_dir)
         try:
             state.mkdir(parents=True, exist_ok=True)

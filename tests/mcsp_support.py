@@ -9,7 +9,9 @@ import threading
 import tty
 from dataclasses import dataclass, field
 
-from station.backends.base import MessageKind, OutboxItem, Session
+from station.clock import Clock
+from station.core.model import MessageKind, OutboxItem, Session
+from station.supervisor import Supervisor
 
 
 class PtyBridge:
@@ -62,6 +64,15 @@ class FakeStation:
     notices: list[str] = field(default_factory=list)
     clock_sets: list[str] = field(default_factory=list)
     links: list[bool] = field(default_factory=list)
+    clock: Clock = field(default_factory=Clock)
+    meter_model: str = "SDM630"
+    supervisor: Supervisor = field(default_factory=Supervisor)
+
+    def spawn(self, coro, name: str, *, critical: bool = False, deadline_s: float | None = None):
+        return self.supervisor.spawn(coro, name, critical=critical, deadline_s=deadline_s)
+
+    def beat(self, name: str) -> None:
+        self.supervisor.beat(name)
 
     def set_clock(self, utc: str) -> None:
         self.clock_sets.append(utc)

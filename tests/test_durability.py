@@ -12,15 +12,15 @@ import os
 import sqlite3
 import subprocess
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import pytest
 
 from station.backends.mcsp.server import McspServer
 from station.clock import MONO_PREFIX, Clock, parse_iso
 from station.errors import StationError, StorageError
-from station.store import Store
 from station.sim.world import SimWorld
+from station.store import Store
 from tests.stations import CARD, CARD7, TAGS, lcd, running_station, state_is, until
 
 MCSP = {"backend.kind": "mcsp", "station.name": "Tankstelle1", "backend.mcsp.heartbeat_s": 5.0,
@@ -119,8 +119,8 @@ async def test_untrusted_clock_journals_monotonic_stamps_and_delivers_real_times
             assert not clock.trusted
             assert server.sessions() == [] and st.store.pending_messages() == 2, (server.sessions(), [(r.action, list(r.headers)) for r in server.requests])
             # Phase 3: the server knows the time; its next HEARTBEAT reply sets the station's clock.
-            server_time["now"] = datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
-            server.now = lambda: datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+            server_time["now"] = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+            server.now = lambda: datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
             assert await st.flush(60)
             assert clock.trusted
             [rec] = server.sessions()
@@ -128,7 +128,7 @@ async def test_untrusted_clock_journals_monotonic_stamps_and_delivers_real_times
             assert (rec.state, rec.energy_wh, rec.offline) == ("closed", 700, True)
             assert (rec.start_time, rec.end_time) == (s.started_at, s.stopped_at)
             start, end = parse_iso(rec.start_time), parse_iso(rec.end_time)
-            now = datetime.now(timezone.utc)
+            now = datetime.now(UTC)
             assert start <= end <= now and (now - start).total_seconds() < 120
             for req in server.requests:  # nothing on the wire ever carried a placeholder time
                 for name, value in req.headers:

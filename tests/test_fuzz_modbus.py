@@ -17,10 +17,10 @@ import time
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
+from station.core.model import MeterReading
 from station.errors import MeterError
 from station.hardware.meter import ModbusMeter
 from station.hardware.meters.models import get_model
-from station.hardware.ports import MeterReading
 from station.sim.meter_server import EmulatedMeter
 
 TIMEOUT_S = 0.15

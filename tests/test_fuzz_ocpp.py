@@ -23,7 +23,7 @@ import json
 import logging
 import string
 import uuid
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 import pytest
@@ -135,7 +135,7 @@ class RawCentralSystem:
 
 
 def _now() -> str:
-    return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.000Z")
+    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.000Z")
 
 
 class Harness:
@@ -164,7 +164,7 @@ class Harness:
         await self.station.run()
         assert await self.backend.wait_ready(10), "charge point did not register"
 
-    def __enter__(self) -> "Harness":
+    def __enter__(self) -> Harness:
         self.run(self._start())
         return self
 

@@ -7,11 +7,11 @@ import time
 
 import pytest
 
+from station.core.ports import Contactor, Inputs, LedPattern, Leds
 from station.hardware.contactor import GpioContactor
 from station.hardware.gpio import load_gpio
 from station.hardware.inputs import GpioInputs
 from station.hardware.leds import PATTERNS, GpioLeds, NullLeds
-from station.hardware.ports import Contactor, Inputs, LedPattern, Leds
 
 RELAY, AUX, EV, STOP = 17, 23, 22, 27
 G, Y, R = 5, 6, 13

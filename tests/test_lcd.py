@@ -235,7 +235,7 @@ def test_null_display_keeps_lines():
 
 
 def test_adapters_satisfy_the_display_port(fake_i2c):
-    from station.hardware.ports import Display
+    from station.core.ports import Display
 
     fake_i2c.attach_lcd(1, ADDR, 16, 2)
     disp = LcdDisplay(1, ADDR, 16, 2, background=False)

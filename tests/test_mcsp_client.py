@@ -12,14 +12,14 @@ import subprocess
 from pathlib import Path
 
 import pytest
-
 from mcsp_support import FakeStation, PtyBridge, item, session
-from station.backends.base import AuthStatus, ConnectorStatus, MessageKind, StatusReport
+
 from station.backends.mcsp import codec
 from station.backends.mcsp.client import ERROR_RULES, McspBackend, rule_for
 from station.backends.mcsp.codec import Connection, Reply, Request, Role
 from station.backends.mcsp.server import McspServer
 from station.backoff import Backoff
+from station.core.model import AuthStatus, ConnectorStatus, MessageKind, StatusReport
 from station.errors import BackendOffline
 
 TAG = "16AC936B1692E73A"

@@ -9,8 +9,17 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from station.backends.mcsp import codec
-from station.backends.mcsp.codec import (CLOSED, NEED_DATA, Connection, Headers, LocalProtocolError,
-                                         RemoteProtocolError, Reply, Request, Role)
+from station.backends.mcsp.codec import (
+    CLOSED,
+    NEED_DATA,
+    Connection,
+    Headers,
+    LocalProtocolError,
+    RemoteProtocolError,
+    Reply,
+    Request,
+    Role,
+)
 from station.errors import ProtocolError
 
 T = Path(__file__).parent / "transcripts"

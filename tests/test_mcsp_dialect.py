@@ -9,13 +9,22 @@ import pytest
 import serial
 from hypothesis import given, settings
 from hypothesis import strategies as st
-
 from mcsp_support import FakeStation, PtyBridge, item, session
+
 from station import config as configmod
-from station.backends.base import AuthStatus, MessageKind
-from station.backends.mcsp.dialect import (DialectError, EvcsSerialBackend, LineParser, ServerReply, create,
-                                           dialect_tag, error_text, parse_server_line, parse_station_line)
+from station.backends.mcsp.dialect import (
+    DialectError,
+    EvcsSerialBackend,
+    LineParser,
+    ServerReply,
+    create,
+    dialect_tag,
+    error_text,
+    parse_server_line,
+    parse_station_line,
+)
 from station.backends.mcsp.runevcs import MeterFailure, Runevcs2018
+from station.core.model import AuthStatus, MessageKind
 from station.errors import BackendOffline
 
 TAG = "d64fc93b"  # as the station's reader might format it (rfid.uid_case = "lower")

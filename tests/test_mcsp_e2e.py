@@ -3,9 +3,8 @@ and over a serial link, and the 2018 dialect, to servers in the same process."""
 
 from __future__ import annotations
 
-import pytest
-
 from mcsp_support import PtyBridge
+
 from station.backends.mcsp.runevcs import Runevcs2018
 from station.backends.mcsp.server import McspServer
 from tests.stations import CARD, CARD7, TAGS, UNKNOWN, lcd, running_station, state_is, until

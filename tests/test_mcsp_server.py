@@ -11,10 +11,10 @@ import sys
 from pathlib import Path
 
 import pytest
-
 from mcsp_support import PtyBridge
+
 from station.backends.mcsp import codec
-from station.backends.mcsp.codec import Headers, Request
+from station.backends.mcsp.codec import Request
 from station.backends.mcsp.server import McspServer, MeterUnreadable, TagEntry, load_tags, main
 
 ROOT = Path(__file__).resolve().parents[1]

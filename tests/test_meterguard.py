@@ -9,8 +9,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from station.core.meterguard import MeterGuard
+from station.core.model import MeterReading
 from station.errors import MeterError
-from station.hardware.ports import MeterReading
 
 
 def R(wh: int, t: float) -> MeterReading:

@@ -15,10 +15,10 @@ import pytest
 
 import station
 from station.core.meterguard import MeterGuard
+from station.core.ports import Meter
 from station.errors import MeterError
 from station.hardware.meter import ModbusMeter, cli_read
 from station.hardware.meters.models import MODELS
-from station.hardware.ports import Meter
 from station.sim.meter_server import STATE_FILE, EmulatedMeter
 
 # Independent of models.py: the energy register's step (Wh) and per-phase energy presence.

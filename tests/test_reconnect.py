@@ -7,8 +7,8 @@ import asyncio
 import random
 
 import pytest
-
 from mcsp_support import FakeStation
+
 from station.backends.mcsp.client import McspBackend
 from station.backends.mcsp.server import McspServer
 from station.backoff import Backoff

@@ -12,8 +12,8 @@ import time
 import pytest
 
 from station import config as config_mod
+from station.core.ports import RfidReader
 from station.core.tags import format_uid, normalize_tag, parse_uid, simple_mfrc522_number
-from station.hardware.ports import RfidReader
 from station.hardware.rfid import Mfrc522Reader, TapDebouncer, cli_read, uid_formats
 from station.sim import fakegpio, fakespi
 from station.sim.mfrc522chip import MFRC522Chip

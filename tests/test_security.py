@@ -10,8 +10,8 @@ import ssl
 import subprocess
 
 import pytest
-
 from mcsp_support import FakeStation, session
+
 from station import config as configmod
 from station import privacy, security
 from station.backends.mcsp import codec
@@ -96,8 +96,9 @@ async def test_pinned_ca_and_secret_carry_a_whole_session(pki, caplog):
         s = session(tag=TAG, start=1_000, stop=2_500)
         result = await b.authorize(TAG, s)
         assert result.accepted
-        from station.backends.base import MessageKind
         from mcsp_support import item
+
+        from station.core.model import MessageKind
 
         await b.deliver(item(MessageKind.STOP), session(tag=TAG, start=1_000, stop=2_500,
                                                          backend_session_id=result.backend_session_id))

@@ -6,8 +6,8 @@ import importlib
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from station.backends.base import Backend
     from station.config import Config
+    from station.core.ports import Backend
     from station.store import Store
 
 MODULES = {
@@ -18,7 +18,7 @@ MODULES = {
 }
 
 
-def create(config: "Config", store: "Store") -> "Backend":
+def create(config: Config, store: Store) -> Backend:
     # Imported lazily: a station speaking MCSP never pays for importing ocpp.
     module = importlib.import_module(MODULES[config.backend.kind])
     return module.create(config, store)

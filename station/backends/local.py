@@ -11,8 +11,9 @@ behave as an unreachable server would, so outage scenarios work with it too.
 
 from __future__ import annotations
 
-from station.backends.base import AuthResult, AuthStatus, Backend, DeliveryResult, OutboxItem, Session, StationControl
 from station.config import Config
+from station.core.model import AuthResult, AuthStatus, DeliveryResult, OutboxItem, Session
+from station.core.ports import Backend, StationControl
 from station.core.tags import normalize_tag
 from station.errors import BackendOffline
 from station.store import Store

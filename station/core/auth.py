@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import time
 
-from station.backends.base import AuthResult, AuthStatus
+from station.core.model import AuthResult, AuthStatus
 from station.core.tags import normalize_tag
 from station.errors import StorageError
 from station.store import Store

@@ -2,7 +2,7 @@
 
 It owns one connector's life: taps, authorization, the session journal, the
 contactor, the meter samples, faults, and what the LCD and LEDs show. It
-talks to ports (station.hardware.ports), the store and a backend, never to a
+talks to ports (station.core.ports), the store and a backend, never to a
 hardware or protocol library.
 
 Ordering rules that make "nothing lost" true:
@@ -23,23 +23,24 @@ import asyncio
 import logging
 import time
 import uuid
-from dataclasses import dataclass
+from collections.abc import Coroutine
+from typing import Any
 
 from transitions import Machine
 
-from station.backends.base import (
-    AuthResult, AuthStatus, Backend, DeliveryResult, OutboxItem, Session, StatusReport,
-)
 from station import privacy
 from station.clock import Clock
 from station.config import Config
 from station.core import messages
 from station.core.auth import OfflinePolicy
 from station.core.meterguard import MeterGuard
+from station.core.model import AuthResult, AuthStatus, DeliveryResult, Fault, MeterReading, OutboxItem, Session, StatusReport
+from station.core.ports import Backend, Hardware, LedPattern
 from station.core.states import IN_SESSION, TRANSITIONS, State
 from station.core.tags import format_uid, normalize_tag
 from station.errors import BackendOffline, MeterError, StorageError
-from station.hardware.ports import Hardware, LedPattern, MeterReading
+from station.store import Store
+from station.supervisor import Supervisor
 
 log = logging.getLogger(__name__)
 
@@ -54,17 +55,12 @@ LED_BY_STATE = {
 }
 
 
-@dataclass
-class Fault:
-    code: str  # OCPP ChargePointErrorCode
-    text: str
-    vendor: str | None = None
-
-
 class Charger:
-    """Implements station.backends.base.StationControl."""
+    """Implements station.core.ports.StationControl."""
 
-    def __init__(self, config: Config, hardware: Hardware, store: Store, backend: Backend, clock: Clock) -> None:
+    def __init__(self, config: Config, hardware: Hardware, store: Store, backend: Backend, clock: Clock,
+                 supervisor: Supervisor | None = None) -> None:
+        self.supervisor = supervisor or Supervisor()
         self.config = config
         self.name = config.station.name
         self.connector_id = config.station.connector_id
@@ -243,7 +239,7 @@ class Charger:
         if normalize_tag(tag) == normalize_tag(s.id_tag):
             return True
         if s.parent_id:
-            parent = await self.backend.parent_of(tag) if hasattr(self.backend, "parent_of") else None
+            parent = await self.backend.parent_of(tag)
             return parent is not None and normalize_tag(parent) == normalize_tag(s.parent_id)
         return False
 
@@ -251,7 +247,7 @@ class Charger:
         r = self.reservation
         if normalize_tag(tag) == normalize_tag(r["id_tag"]):
             return True
-        if r.get("parent_id") and hasattr(self.backend, "parent_of"):
+        if r.get("parent_id"):
             parent = await self.backend.parent_of(tag)
             return parent is not None and normalize_tag(parent) == normalize_tag(r["parent_id"])
         return False
@@ -297,7 +293,7 @@ class Charger:
     async def _ask_backend(self, tag: str, session: Session) -> AuthResult:
         try:
             result = await asyncio.wait_for(self.backend.authorize(tag, session), AUTH_TIMEOUT_S)
-        except (BackendOffline, asyncio.TimeoutError) as exc:
+        except (TimeoutError, BackendOffline) as exc:
             log.info("backend unreachable (%s): offline policy %s", exc or "timeout", self.policy.policy)
             return self.policy.decide(tag)
         except Exception:
@@ -703,6 +699,17 @@ class Charger:
     def meter_measurands(self) -> frozenset[str]:
         return self.hw.meter.measurands
 
+    @property
+    def meter_model(self) -> str:
+        return self.hw.meter.model
+
+    def spawn(self, coro: Coroutine[Any, Any, Any], name: str, *, critical: bool = False,
+              deadline_s: float | None = None) -> asyncio.Task[Any]:
+        return self.supervisor.spawn(coro, name, critical=critical, deadline_s=deadline_s)
+
+    def beat(self, name: str) -> None:
+        self.supervisor.beat(name)
+
     async def remote_start(self, id_tag: str, connector_id: int | None = None) -> bool:
         if connector_id not in (None, self.connector_id) or self._busy:
             return False
@@ -840,5 +847,3 @@ def _mask(tag: str) -> str:
     """Id tags are personal data: log only enough to tell them apart (station.privacy)."""
     return privacy.tag(tag)
 
-
-from station.store import Store  # noqa: E402  (type only; avoids a cycle at import)

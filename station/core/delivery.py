@@ -12,11 +12,12 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from typing import Callable
+from collections.abc import Callable
 
-from station.backends.base import Backend, DeliveryResult, OutboxItem
 from station.backoff import Backoff
 from station.clock import MONO_PREFIX, Clock
+from station.core.model import DeliveryResult, OutboxItem
+from station.core.ports import Backend
 from station.errors import BackendOffline, StorageError
 from station.store import Store
 

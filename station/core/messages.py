@@ -52,7 +52,8 @@ Fields a screen does not use are ignored, so the core may pass one set
 from __future__ import annotations
 
 import textwrap
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 LANGUAGES = ("en", "de")
 

@@ -50,7 +50,8 @@ accepted reading.
 from __future__ import annotations
 
 import logging
-from station.hardware.ports import MeterReading
+
+from station.core.model import MeterReading
 
 log = logging.getLogger("station.meter")
 

@@ -12,13 +12,13 @@ from dataclasses import dataclass
 from typing import Any
 
 from station.config import Config
+from station.core.ports import Hardware
 from station.hardware.contactor import GpioContactor
 from station.hardware.display import LcdDisplay, NullDisplay
 from station.hardware.gpio import load_gpio
 from station.hardware.inputs import GpioInputs
 from station.hardware.leds import GpioLeds, NullLeds
 from station.hardware.meter import ModbusMeter
-from station.hardware.ports import Hardware
 
 # Where the emulated optional devices are wired when the config names no pin.
 SIM_FEEDBACK_PIN = 23

@@ -18,7 +18,7 @@ import threading
 from dataclasses import dataclass
 from types import ModuleType
 
-from station.hardware.ports import LedPattern
+from station.core.ports import LedPattern
 
 GREEN, YELLOW, RED, BLUE = "green", "yellow", "red", "blue"
 

@@ -49,9 +49,9 @@ from pymodbus import FramerType
 from pymodbus.client import AsyncModbusSerialClient, AsyncModbusTcpClient
 from pymodbus.exceptions import ModbusException
 
+from station.core.model import MeterReading
 from station.errors import MeterError
 from station.hardware.meters.models import DecodeError, MeterModel, decode, get_model
-from station.hardware.ports import MeterReading
 
 
 @dataclass
@@ -64,7 +64,7 @@ class MeterStats:
 
 
 class ModbusMeter:
-    """A Modbus kWh meter of a known model. Implements station.hardware.ports.Meter."""
+    """A Modbus kWh meter of a known model. Implements station.core.ports.Meter."""
 
     def __init__(
         self,
@@ -185,7 +185,7 @@ class ModbusMeter:
                     rr = await client.read_input_registers(req.address, count=req.count, device_id=self.address)
                 else:
                     rr = await client.read_holding_registers(req.address, count=req.count, device_id=self.address)
-            except (ModbusException, asyncio.TimeoutError, OSError) as exc:
+            except (TimeoutError, ModbusException, OSError) as exc:
                 raise MeterError(
                     f"meter {what}: no reply to a read of {req.count} registers at {req.address:#06x} "
                     f"within {self.timeout_s:g} s ({exc.__class__.__name__})"

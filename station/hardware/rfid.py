@@ -56,8 +56,9 @@ import queue
 import sys
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable, TextIO
+from typing import Any, TextIO
 
 from station import privacy
 from station.core.tags import format_tag, format_uid, simple_mfrc522_number

@@ -29,7 +29,8 @@ from __future__ import annotations
 import errno
 import os
 import threading
-from typing import Protocol, Sequence
+from collections.abc import Sequence
+from typing import Protocol
 
 __version__ = "3.8-station-sim"
 
@@ -147,7 +148,7 @@ class SpiDev:
     def readbytes(self, length: int) -> list[int]:
         return self.xfer2([0] * length)
 
-    def __enter__(self) -> "SpiDev":
+    def __enter__(self) -> SpiDev:
         return self
 
     def __exit__(self, *exc: object) -> None:

@@ -37,7 +37,8 @@ from __future__ import annotations
 
 import errno
 import threading
-from typing import Iterable, Protocol
+from collections.abc import Iterable
+from typing import Protocol
 
 # --- registry --------------------------------------------------------------------------
 

@@ -60,8 +60,9 @@ import logging
 import os
 import time
 import tty
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable, Literal
+from typing import Literal
 
 from pymodbus import FramerType
 from pymodbus.constants import ExcCodes
@@ -282,7 +283,7 @@ class EmulatedMeter:
             self._bridge.close()
             self._bridge = None
 
-    async def __aenter__(self) -> "EmulatedMeter":
+    async def __aenter__(self) -> EmulatedMeter:
         await self.start()
         return self
 

@@ -141,7 +141,7 @@ async def _interactive(config_path: str | None, state_dir: str | None) -> int:
             sys.stdout.flush()
             try:
                 key = await asyncio.wait_for(keys.queue.get(), 0.5)
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 continue
             if key in ("q", "\x04"):
                 break

@@ -46,7 +46,7 @@ class SimWorld:
         self._gpio: Any = None
 
     @classmethod
-    async def create(cls, config: Config, embedded: Any = None) -> "SimWorld":
+    async def create(cls, config: Config, embedded: Any = None) -> SimWorld:
         world = cls(config)
         world.embedded = embedded
         await world._build()

@@ -11,13 +11,12 @@ import asyncio
 from typing import Any
 
 import pytest
+from ocpp_csms import CentralSystem
+from ocpp_double import StationDouble
 
 from station import config as config_mod
 from station.backends.ocpp16.chargepoint import OcppBackend
 from station.store import Store
-
-from ocpp_csms import CentralSystem
-from ocpp_double import StationDouble
 
 TIME_SCALE = 0.02
 
@@ -46,7 +45,7 @@ class Rig:
         self.backend.response_timeout = 2.0
         self.station = StationDouble(self.store, self.backend)
 
-    async def start(self) -> "Rig":
+    async def start(self) -> Rig:
         await self.station.run()
         return self
 

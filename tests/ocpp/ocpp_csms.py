@@ -12,9 +12,10 @@ from __future__ import annotations
 import asyncio
 import json
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
-from typing import Any, Callable
+from datetime import UTC, datetime
+from typing import Any
 
 from ocpp.routing import on
 from ocpp.v16 import ChargePoint as LibChargePoint
@@ -32,7 +33,7 @@ class CallError:
 
 
 def now_iso() -> str:
-    return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
+    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
 
 
 @dataclass
@@ -44,7 +45,7 @@ class Received:
 
 
 class CSPeer(LibChargePoint):
-    def __init__(self, cs: "CentralSystem", cp_id: str, ws: Any) -> None:
+    def __init__(self, cs: CentralSystem, cp_id: str, ws: Any) -> None:
         super().__init__(cp_id, ws, response_timeout=10)
         self.cs = cs
 
@@ -161,7 +162,7 @@ class CentralSystem:
         return dict(self.tags.get(id_tag, {"status": "Accepted"}))
 
     # -- serving -----------------------------------------------------------------
-    async def start(self) -> "CentralSystem":
+    async def start(self) -> CentralSystem:
         self._server = await serve(self._handler, "127.0.0.1", 0, subprotocols=["ocpp1.6"], ping_interval=None,
                                    close_timeout=0.5)
         self.port = self._server.sockets[0].getsockname()[1]
@@ -200,7 +201,7 @@ class CentralSystem:
             self._server.close()
             try:
                 await asyncio.wait_for(self._server.wait_closed(), 10)
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 for t in asyncio.all_tasks():
                     t.print_stack()
                 raise
@@ -274,7 +275,7 @@ class Proxy:
         self._server = None
         self.port = 0
 
-    async def start(self) -> "Proxy":
+    async def start(self) -> Proxy:
         self._server = await asyncio.start_server(self._client, "127.0.0.1", 0)
         self.port = self._server.sockets[0].getsockname()[1]
         return self

@@ -12,15 +12,16 @@ import asyncio
 import uuid
 from typing import Any
 
-from station.backends.base import ConnectorStatus, DeliveryResult, OutboxItem, Session, StatusReport
 from station.backoff import Backoff
 from station.clock import Clock
 from station.core.delivery import Deliverer
-from station.hardware.ports import MeterReading
+from station.core.model import ConnectorStatus, DeliveryResult, MeterReading, OutboxItem, Session, StatusReport
+from station.supervisor import Supervisor
 
 
 class StationDouble:
     name = "double"
+    meter_model = "SDM630"
 
     def __init__(self, store: Any, backend: Any) -> None:
         self.store = store
@@ -41,6 +42,13 @@ class StationDouble:
                                    backoff=Backoff(initial=0.05, cap=0.5))
         self.results: list[tuple[OutboxItem, DeliveryResult]] = []
         self._task: asyncio.Task | None = None
+        self.supervisor = Supervisor()
+
+    def spawn(self, coro, name: str, *, critical: bool = False, deadline_s: float | None = None):
+        return self.supervisor.spawn(coro, name, critical=critical, deadline_s=deadline_s)
+
+    def beat(self, name: str) -> None:
+        self.supervisor.beat(name)
 
     async def run(self) -> None:
         self._task = asyncio.create_task(self.deliverer.run())

@@ -10,7 +10,7 @@ can load them.
 from __future__ import annotations
 
 import base64
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from ipaddress import ip_address
 from pathlib import Path
 
@@ -40,7 +40,7 @@ def pem(cert: x509.Certificate) -> str:
 class Ca:
     def __init__(self, cn: str, kind: str = "ec", days: int = 30) -> None:
         self.key = _key(kind)
-        now = datetime.now(timezone.utc)
+        now = datetime.now(UTC)
         self.cert = (x509.CertificateBuilder().subject_name(_name(cn)).issuer_name(_name(cn))
                      .public_key(self.key.public_key()).serial_number(x509.random_serial_number())
                      .not_valid_before(now - timedelta(hours=1)).not_valid_after(now + timedelta(days=days))
@@ -58,7 +58,7 @@ class Ca:
 
     def issue(self, public_key, subject: x509.Name, *, server_ip: str | None = None, client: bool = False,
               start: datetime | None = None, days: int = 10) -> x509.Certificate:
-        now = datetime.now(timezone.utc)
+        now = datetime.now(UTC)
         b = (x509.CertificateBuilder().subject_name(subject).issuer_name(self.cert.subject).public_key(public_key)
              .serial_number(x509.random_serial_number())
              .not_valid_before(start or now - timedelta(minutes=5)).not_valid_after(now + timedelta(days=days))

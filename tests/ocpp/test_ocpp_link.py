@@ -6,7 +6,7 @@ import asyncio
 
 from ocpp.v16 import call
 
-from station.backends.base import ConnectorStatus
+from station.core.model import ConnectorStatus
 
 
 async def test_connects_with_subprotocol_and_id_in_path(csms, rig):

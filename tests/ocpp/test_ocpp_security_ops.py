@@ -14,12 +14,12 @@ import threading
 from pathlib import Path
 
 import pytest
-
 from conftest import Rig
 from pki import Pki
-from station.backends.ocpp16 import security as security_mod
 from test_ocpp_security_profiles import KEY, TimedCS, profile_config, strict_factory  # noqa: F401 (fixture)
 from test_ocpp_tc_firmware import WHEEL, _Handler, in_seconds, make_wheel
+
+from station.backends.ocpp16 import security as security_mod
 
 
 @pytest.fixture(scope="module")
@@ -215,9 +215,10 @@ async def test_security_events_survive_an_outage_and_a_restart(csms, tmp_path):
     await rig.backend.close()  # power cut while offline
     rig2 = Rig.__new__(Rig)
     rig2.cfg, rig2.store = rig.cfg, rig.store
-    from ocpp_double import StationDouble
-    from station.backends.ocpp16.chargepoint import OcppBackend
     from conftest import TIME_SCALE
+    from ocpp_double import StationDouble
+
+    from station.backends.ocpp16.chargepoint import OcppBackend
     rig2.backend = OcppBackend(rig.cfg, rig.store, time_scale=TIME_SCALE)
     rig2.backend.response_timeout = 2.0
     rig2.station = StationDouble(rig.store, rig2.backend)

@@ -16,10 +16,10 @@ import logging
 import time
 
 import pytest
-
 from pki import Pki, ocsp_hash_data
-from station.backends.ocpp16 import security as security_mod
 from test_ocpp_strict_peer import PEERS, StrictCS, _ensure_installed
+
+from station.backends.ocpp16 import security as security_mod
 
 KEY = "0123456789abcdefXYZ"  # 19 characters: a plain-text AuthorizationKey
 SEC_LOG = "station.backends.ocpp16.security"

@@ -13,7 +13,7 @@ import asyncio
 import json
 import shutil
 import subprocess
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -95,7 +95,7 @@ async def strict_cs():
 
 
 def in_seconds(s: float) -> str:
-    return (datetime.now(timezone.utc) + timedelta(seconds=s)).strftime("%Y-%m-%dT%H:%M:%S.000Z")
+    return (datetime.now(UTC) + timedelta(seconds=s)).strftime("%Y-%m-%dT%H:%M:%S.000Z")
 
 
 async def test_full_session_against_strict_central_system(strict_cs, sim_factory):

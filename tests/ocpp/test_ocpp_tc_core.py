@@ -12,7 +12,6 @@ import json
 
 from ocpp.v16 import call
 from ocpp_csms import SILENT, CallError
-
 from ocpp_flows import OTHER, UID, start_tx, wait_status
 
 

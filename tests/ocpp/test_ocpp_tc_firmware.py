@@ -14,7 +14,7 @@ import sys
 import tarfile
 import threading
 import zipfile
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -24,7 +24,7 @@ WHEEL = "stationfw_test-1.0-py3-none-any.whl"
 
 
 def in_seconds(s: float) -> str:
-    return (datetime.now(timezone.utc) + timedelta(seconds=s)).strftime("%Y-%m-%dT%H:%M:%S.000Z")
+    return (datetime.now(UTC) + timedelta(seconds=s)).strftime("%Y-%m-%dT%H:%M:%S.000Z")
 
 
 def make_wheel(path: Path) -> Path:

@@ -4,7 +4,7 @@ smart charging, and the meter values (Core), on a whole simulated station."""
 from __future__ import annotations
 
 import asyncio
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 from ocpp.v16 import call
 from ocpp_flows import OTHER, UID, start_tx, wait_status
@@ -13,7 +13,7 @@ ENERGY = "Energy.Active.Import.Register"
 
 
 def in_seconds(s: float) -> str:
-    return (datetime.now(timezone.utc) + timedelta(seconds=s)).strftime("%Y-%m-%dT%H:%M:%S.000Z")
+    return (datetime.now(UTC) + timedelta(seconds=s)).strftime("%Y-%m-%dT%H:%M:%S.000Z")
 
 
 # ----------------------------------------------------------------- local authorization list

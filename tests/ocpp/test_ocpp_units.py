@@ -2,20 +2,19 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from station.backends.base import MessageKind
 from station.backends.ocpp16 import metering
 from station.backends.ocpp16.authz import AuthCache, LocalList, effective_status
 from station.backends.ocpp16.confkeys import KEYS, ConfigurationKeys
 from station.backends.ocpp16.rpc import check
 from station.backends.ocpp16.smart import Profiles
-from station.hardware.ports import MeterReading
+from station.core.model import MessageKind, MeterReading
 from station.store import Store
 
-T0 = datetime(2026, 11, 22, 10, 0, 0, tzinfo=timezone.utc)
+T0 = datetime(2026, 11, 22, 10, 0, 0, tzinfo=UTC)
 
 
 @pytest.fixture
@@ -70,10 +69,10 @@ def test_cache_expiry_and_bound(store):
 
 
 def test_next_aligned_counts_from_midnight():
-    now = datetime(2026, 11, 22, 10, 7, 30, tzinfo=timezone.utc)
-    assert metering.next_aligned(now, 900) == datetime(2026, 11, 22, 10, 15, tzinfo=timezone.utc)
-    assert metering.next_aligned(datetime(2026, 11, 22, 23, 59, 0, tzinfo=timezone.utc), 3600) == \
-        datetime(2026, 11, 23, 0, 0, tzinfo=timezone.utc)
+    now = datetime(2026, 11, 22, 10, 7, 30, tzinfo=UTC)
+    assert metering.next_aligned(now, 900) == datetime(2026, 11, 22, 10, 15, tzinfo=UTC)
+    assert metering.next_aligned(datetime(2026, 11, 22, 23, 59, 0, tzinfo=UTC), 3600) == \
+        datetime(2026, 11, 23, 0, 0, tzinfo=UTC)
     assert metering.next_sampled(100.0, 125.0, 10.0) == 130.0
 
 
@@ -109,7 +108,7 @@ def test_recurring_daily_profile_composite(store):
                                                            {"startPeriod": 7200, "limit": 16}],
                      start="2026-01-01T06:00:00Z", recurrency="Daily")
     assert profiles.set(1, daily, None) == "Accepted"
-    at = datetime(2026, 11, 22, 5, 0, tzinfo=timezone.utc)
+    at = datetime(2026, 11, 22, 5, 0, tzinfo=UTC)
     schedule = profiles.composite(1, 6 * 3600, "A", at)
     got = [(p["startPeriod"], p["limit"]) for p in schedule["chargingSchedulePeriod"]]
     assert got == [(0, 16), (3600, 0), (3 * 3600, 16)]

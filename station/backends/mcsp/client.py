@@ -46,12 +46,13 @@ from dataclasses import dataclass
 from typing import Any
 
 from station import privacy
-from station.backends.base import (AuthResult, AuthStatus, Backend, DeliveryResult, MessageKind, OutboxItem, Session,
-                                   StationControl, StatusReport)
 from station.backends.mcsp import codec
 from station.backends.mcsp.codec import CLOSED, Connection, Reply, Request, Role
 from station.backends.mcsp.link import Link, open_link, parse_url
 from station.backoff import Backoff
+from station.clock import iso
+from station.core.model import AuthResult, AuthStatus, DeliveryResult, MessageKind, OutboxItem, Session, StatusReport
+from station.core.ports import Backend, StationControl
 from station.errors import BackendOffline, ProtocolError
 
 log = logging.getLogger(__name__)
@@ -161,7 +162,7 @@ class McspBackend(Backend):
     async def wait_ready(self, timeout: float) -> bool:
         try:
             await asyncio.wait_for(self._ready.wait(), timeout)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             pass
         return self.online
 
@@ -191,7 +192,7 @@ class McspBackend(Backend):
             self._wake.clear()
             try:
                 await asyncio.wait_for(self._wake.wait(), delay)
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 pass
 
     def _report(self, exc: BackendOffline | None, delay: float = 0.0) -> None:
@@ -298,12 +299,9 @@ class McspBackend(Backend):
         return Request(codec.END, self._headers(pairs))
 
     def _heartbeat_request(self) -> Request:
-        clock = getattr(self.station, "clock", None)
         now = None
-        if clock is not None and getattr(clock, "trusted", False):
-            from station.clock import iso
-
-            now = iso(clock.now())
+        if self.station is not None and self.station.clock.trusted:
+            now = iso(self.station.clock.now())
         return Request(codec.HEARTBEAT, self._headers([("Name", self.name), ("Time", now), ("Status", self._status)]))
 
     # ------------------------------------------------------------------ Backend interface
@@ -424,7 +422,7 @@ class McspBackend(Backend):
                 except asyncio.CancelledError:
                     await self._drop_link("cancelled", force=True)
                     raise
-                except (asyncio.TimeoutError, ProtocolError) as exc:
+                except (TimeoutError, ProtocolError) as exc:
                     # (caught first: TimeoutError is an OSError since Python 3.11)
                     why = "no reply" if isinstance(exc, asyncio.TimeoutError) else f"protocol error: {exc}"
                     await self._drop_link(why)
@@ -451,7 +449,7 @@ class McspBackend(Backend):
             return
         try:
             self._link = await open_link(self.url, baudrate=self.baudrate, timeout=self.timeout_s, ca_file=self.ca_file)
-        except (OSError, asyncio.TimeoutError, ssl.SSLError, ValueError) as exc:
+        except (TimeoutError, OSError, ssl.SSLError, ValueError) as exc:
             self._set_online(False)
             if isinstance(exc, ssl.SSLError):
                 self._notice(f"TLS failed: {exc.reason or exc}")
@@ -520,7 +518,7 @@ class McspBackend(Backend):
             remaining = deadline - loop.time()
             if remaining <= 0:
                 conn.abandon()
-                raise asyncio.TimeoutError()
+                raise TimeoutError()
             pending = conn.pending_reply
             settle = pending is not None and self._enough(pending, req) and not conn.partial_line
             chunk = await link.read(min(remaining, self.settle_s) if settle else remaining)

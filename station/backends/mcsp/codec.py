@@ -41,9 +41,9 @@ which skips input up to the next start line (the serial line cannot be
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from enum import Enum
-from typing import Iterable, Iterator, Mapping
 
 from station.errors import ProtocolError
 
@@ -113,7 +113,7 @@ class Headers:
         self._items: tuple[tuple[str, str], ...] = tuple((str(n), str(v)) for n, v in items)
 
     @classmethod
-    def of(cls, **values: object) -> "Headers":
+    def of(cls, **values: object) -> Headers:
         """Headers from keywords (`session_id=23` -> `Session-Id: 23`); None values are left out."""
         return cls((header_name(k), v) for k, v in values.items() if v is not None)
 
@@ -150,7 +150,7 @@ class Headers:
         shown = [(n, "<redacted>" if n.lower() in SECRET_HEADERS else v) for n, v in self._items]
         return f"Headers({shown!r})"
 
-    def plus(self, **values: object) -> "Headers":
+    def plus(self, **values: object) -> Headers:
         return Headers(self._items + tuple(Headers.of(**values)))
 
 

@@ -41,9 +41,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from station import privacy
-from station.backends.base import (AuthResult, AuthStatus, Backend, DeliveryResult, MessageKind, OutboxItem, Session,
-                                   StationControl)
 from station.backends.mcsp.link import Link, SerialLink
+from station.core.model import AuthResult, AuthStatus, DeliveryResult, MessageKind, OutboxItem, Session
+from station.core.ports import Backend, StationControl
 from station.core.tags import parse_uid
 from station.errors import BackendOffline, ProtocolError
 

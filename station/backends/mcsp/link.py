@@ -62,14 +62,14 @@ class StreamLink(Link):
         try:
             # Cancelling StreamReader.read loses no data: it only returns what it took.
             return await asyncio.wait_for(self.reader.read(4096), max(timeout, 0.0))
-        except asyncio.TimeoutError:
+        except TimeoutError:
             return None
 
     async def close(self) -> None:
         self.writer.close()
         try:
             await asyncio.wait_for(self.writer.wait_closed(), 2.0)
-        except (OSError, asyncio.TimeoutError, ssl.SSLError):
+        except (TimeoutError, OSError, ssl.SSLError):
             pass
 
 
@@ -85,7 +85,7 @@ class SerialLink(Link):
         self._closing = False
 
     @classmethod
-    def open(cls, device: str, baudrate: int = 19200) -> "SerialLink":
+    def open(cls, device: str, baudrate: int = 19200) -> SerialLink:
         """Open a device 8N1 without flow control. Raises OSError (serial.SerialException is one)."""
         import serial  # pyserial; imported here so TCP-only stations need not load it
 

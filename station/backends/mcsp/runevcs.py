@@ -23,8 +23,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable
 
 from station.backends.mcsp.dialect import DialectError, LineParser, parse_station_line
 from station.backends.mcsp.link import SerialLink

@@ -38,18 +38,19 @@ Tags file (TOML)::
 from __future__ import annotations
 
 import argparse
-import hmac
 import asyncio
+import hmac
 import logging
 import signal
 import sqlite3
 import ssl
 import sys
 import tomllib
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Callable, Iterable, TextIO
+from typing import Any, TextIO
 
 from station import privacy
 from station.backends.mcsp import codec
@@ -228,7 +229,7 @@ class MeterUnreadable(Exception):
 
 
 def _utc_now() -> str:
-    return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def _int(value: str | None) -> int | None:
@@ -411,7 +412,7 @@ class McspServer:
         if self._server is not None:
             try:
                 await asyncio.wait_for(self._server.wait_closed(), 2.0)
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 pass
             self._server = None
         if self._serial_link is not None:

@@ -17,7 +17,7 @@ module's.
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 from station.clock import parse_iso
@@ -108,4 +108,4 @@ class AuthCache:
 
 
 def utcnow() -> datetime:
-    return datetime.now(timezone.utc)
+    return datetime.now(UTC)

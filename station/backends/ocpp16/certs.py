@@ -36,13 +36,12 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import importlib
 import os
 import re
-from datetime import datetime, timezone
+from collections.abc import Iterable
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import Iterable
-
-import importlib
 
 
 class _Lazy:
@@ -110,7 +109,7 @@ def pem(cert: x509.Certificate) -> str:
 
 
 def now_utc() -> datetime:
-    return datetime.now(timezone.utc)
+    return datetime.now(UTC)
 
 
 def is_ca(cert: x509.Certificate) -> bool:

@@ -46,7 +46,7 @@ import asyncio
 import logging
 import time
 from collections import deque
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -55,10 +55,19 @@ from ocpp.v16 import call_result
 from ocpp.v16.enums import Action, ChargePointErrorCode
 from websockets.asyncio.client import connect
 
-from station.backends.base import (AuthResult, AuthStatus, Backend, ConnectorStatus, DeliveryResult, MessageKind,
-                                   OutboxItem, Session, StationControl, StatusReport)
 from station.backoff import Backoff
 from station.clock import MONO_PREFIX, Clock, iso, parse_iso
+from station.core.model import (
+    AuthResult,
+    AuthStatus,
+    ConnectorStatus,
+    DeliveryResult,
+    MessageKind,
+    OutboxItem,
+    Session,
+    StatusReport,
+)
+from station.core.ports import Backend, StationControl
 from station.errors import BackendOffline
 
 from . import files, metering
@@ -143,9 +152,7 @@ class OcppBackend(SecurityJobs, Backend):
 
     async def start(self, station: StationControl) -> None:
         await super().start(station)
-        shared = getattr(station, "clock", None)
-        if isinstance(shared, Clock):
-            self.clock = shared  # one clock for the journal and the wire
+        self.clock = station.clock  # one clock for the journal and the wire
         self._tune_station()
         self.security.event("StartupOfTheDevice", f"station {self.model} started")
         self._tasks = [asyncio.create_task(c, name=f"ocpp-{n}") for n, c in (
@@ -194,7 +201,7 @@ class OcppBackend(SecurityJobs, Backend):
 
     # ================================================================ time
     def now(self) -> datetime:
-        return self.clock.now() or datetime.now(timezone.utc)
+        return self.clock.now() or datetime.now(UTC)
 
     def stamp(self) -> str:
         return iso(self.now())
@@ -220,7 +227,7 @@ class OcppBackend(SecurityJobs, Backend):
         if moved > SETTING_TIME_S:
             self.security.event("SettingSystemTime", f"clock moved by {moved:.0f} s to the central system's time")
         try:
-            if self.station is not None and getattr(self.station, "clock", None) is self.clock:
+            if self.station is not None and self.station.clock is self.clock:
                 self.station.set_clock(current_time)  # sets the shared clock too
             else:
                 self.clock.set(current_time)
@@ -301,13 +308,11 @@ class OcppBackend(SecurityJobs, Backend):
 
         payload = {"chargePointVendor": self.vendor[:20], "chargePointModel": self.model[:20],
                    "firmwareVersion": str(version)[:50]}
-        if self.station is not None and hasattr(self.station, "hw"):
-            model = getattr(getattr(self.station.hw, "meter", None), "model", None)
-            if model:
-                payload["meterType"] = str(model)[:25]
+        if self.station is not None and self.station.meter_model:
+            payload["meterType"] = self.station.meter_model[:25]
         return payload
 
-    async def _registered(self, peer: "_Handlers") -> None:
+    async def _registered(self, peer: _Handlers) -> None:
         """BootNotification until Accepted, then heartbeats until the link ends."""
         while True:
             self._boot_now.clear()

@@ -14,8 +14,9 @@ default), so a restart keeps what the central system set.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 STORE_KEY = "ocpp.config"
 

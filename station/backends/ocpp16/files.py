@@ -19,8 +19,8 @@ so the event loop keeps serving the websocket meanwhile.
 from __future__ import annotations
 
 import asyncio
-import logging
 import io
+import logging
 import os
 import shutil
 import ssl
@@ -38,7 +38,7 @@ tarfile = _Lazy("tarfile")
 _request = _Lazy("urllib.request")
 
 log = logging.getLogger(__name__)
-from typing import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable
 
 TIMEOUT_S = 60.0
 PACKAGE_SUFFIXES = (".whl", ".tar.gz", ".zip")

@@ -20,8 +20,9 @@ Timing:
 from __future__ import annotations
 
 import math
-from datetime import datetime, timedelta, timezone
-from typing import Any, Iterable
+from collections.abc import Iterable
+from datetime import UTC, datetime, timedelta
+from typing import Any
 
 ENERGY = "Energy.Active.Import.Register"
 
@@ -53,7 +54,7 @@ def _phases(n: int) -> list[str]:
 
 
 def sampled_values(reading: Any, measurands: Iterable[str], context: str) -> list[dict[str, Any]]:
-    """SampledValue list for one reading (a station.hardware.ports.MeterReading)."""
+    """SampledValue list for one reading (a station.core.ports.MeterReading)."""
     out: list[dict[str, Any]] = []
 
     def add(measurand: str, value: float | int, unit: str, phase: str | None = None) -> None:
@@ -88,7 +89,7 @@ def energy_value(wh: int, timestamp: str, context: str) -> dict[str, Any]:
 
 def next_aligned(now: datetime, interval_s: float) -> datetime:
     """The next multiple of `interval_s` after `now`, counted from midnight UTC."""
-    midnight = now.astimezone(timezone.utc).replace(hour=0, minute=0, second=0, microsecond=0)
+    midnight = now.astimezone(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
     elapsed = (now - midnight).total_seconds()
     steps = math.floor(elapsed / interval_s + 1e-9) + 1
     return midnight + timedelta(seconds=steps * interval_s)

@@ -34,8 +34,16 @@ from station.clock import parse_iso
 from station.errors import BackendOffline
 
 from . import files
-from .certs import CSMS_ROOT, MANUFACTURER_ROOT, CertificateError, load_pems, now_utc, verify_chain, verify_signature, \
-    decode_signature
+from .certs import (
+    CSMS_ROOT,
+    MANUFACTURER_ROOT,
+    CertificateError,
+    decode_signature,
+    load_pems,
+    now_utc,
+    verify_chain,
+    verify_signature,
+)
 from .rpc import CallFailed
 
 log = logging.getLogger(__name__)

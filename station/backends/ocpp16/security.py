@@ -60,11 +60,12 @@ import hashlib
 import logging
 import ssl
 import string
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
-from .certs import CSMS_ROOT, STORE_MAX, CertStore, CertificateError, now_utc, pem
+from .certs import CSMS_ROOT, STORE_MAX, CertificateError, CertStore, now_utc, pem
 
 log = logging.getLogger(__name__)
 

@@ -25,8 +25,9 @@ converted at a nominal 230 V per phase (numberPhases, default 3).
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta, timezone
-from typing import Any, Callable
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+from typing import Any
 
 from station.clock import iso, parse_iso
 
@@ -98,7 +99,7 @@ class Profiles:
             return "Rejected"
         if not schedule.get("startSchedule") and profile["chargingProfileKind"] == "Absolute":
             # An absolute schedule without a start begins when it is received.
-            profile = {**profile, "chargingSchedule": {**schedule, "startSchedule": iso(datetime.now(timezone.utc))}}
+            profile = {**profile, "chargingSchedule": {**schedule, "startSchedule": iso(datetime.now(UTC))}}
         kept.append({"connectorId": connector_id, "profile": profile})
         self.installed = kept
         self._save()

@@ -44,14 +44,15 @@ from __future__ import annotations
 
 import math
 import struct
+from collections.abc import Sequence
 from dataclasses import dataclass
 from fractions import Fraction
 from functools import cached_property
-from typing import Literal, Sequence
+from typing import Literal
 
 from pymodbus.client.mixin import ModbusClientMixin
 
-from station.hardware.ports import MeterReading
+from station.core.model import MeterReading
 
 MODBUS_MAX_READ = 125  # registers per read request (FC3/FC4), Modbus spec
 DEFAULT_MAX_GAP = 16  # registers; see the module docstring for the reasoning

@@ -1,0 +1,289 @@
+"""The contracts: what the core needs from the hardware and from a backend, and what a
+backend may ask of the station.
+
+These are interfaces only. The core (station/core) talks to them, never to
+RPi.GPIO, spidev, RPLCD, pymodbus, websockets or ocpp; the adapters in
+station/hardware and station/backends implement them; the composition root
+(station/daemon.py) plugs one into the other. Like EVerest's interface files,
+they live apart from every module that provides or uses them.
+
+Hardware
+--------
+Each port has one real adapter in station/hardware. In `hardware.mode =
+"sim"` the *same* adapters run on top of the emulated chips in station/sim
+(fake spidev, fake RPi.GPIO, fake SMBus, a Modbus RTU server), so a
+simulated station exercises the real driver code.
+
+Threading contract: `RfidReader.start` runs a worker thread and calls
+`on_tap` from it; everything else is called from the asyncio loop and must
+return quickly (GPIO and LCD writes are microseconds; the meter is async).
+
+Backends
+--------
+* Authorization is a direct call (`Backend.authorize`): the driver is waiting
+  at the reader, so it is answered now or refused/allowed by the offline policy.
+* Transaction messages (session start, stop, meter values) are never sent
+  directly by the core. The core writes them to the durable outbox in the
+  store; one deliverer task (station.core.delivery) hands them to
+  `Backend.deliver` in order and removes each only when the backend has
+  confirmed it. A backend raises BackendOffline to have the same message
+  offered again later, so it must make repeated deliveries idempotent
+  (MCSP: the station-generated Session-Key; OCPP: by the queue discipline).
+* Status and other non-transaction messages are best effort: the current
+  state is re-sent on every reconnect, so nothing needs to be queued for them.
+* Incoming commands (remote start/stop, reset, availability, limits, ...)
+  reach the core through `StationControl`, which the core implements.
+* Every task a backend runs is started through `StationControl.spawn`, so the
+  station's supervisor owns it: its failure is seen, and a critical loop that
+  stops reporting progress (`StationControl.beat`) stops the watchdog.
+"""
+
+from __future__ import annotations
+
+import abc
+from collections.abc import Callable, Coroutine
+from dataclasses import dataclass, field
+from enum import Enum
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
+
+from station.core.model import (
+    AuthResult,
+    DeliveryResult,
+    MeterReading,
+    OutboxItem,
+    Session,
+    StatusReport,
+)
+
+if TYPE_CHECKING:
+    import asyncio
+
+    from station.clock import Clock
+
+
+@runtime_checkable
+class Meter(Protocol):
+    """A kWh meter. `read()` raises MeterError on timeout or a bad reply."""
+
+    model: str
+    max_power_w: float  # for the plausibility check of energy jumps
+    measurands: frozenset[str]  # e.g. {"energy", "power", "voltage", "current", "energy_phase"}
+
+    async def read(self, full: bool = True) -> MeterReading:
+        """`full=False`: energy and total power only (fewer registers on the bus)."""
+
+    async def close(self) -> None: ...
+
+
+@runtime_checkable
+class RfidReader(Protocol):
+    """A card reader. Debounced: a card held on the reader is one tap."""
+
+    def start(self, on_tap: Callable[[bytes], None], on_fault: Callable[[str | None], None]) -> None:
+        """Start polling in a worker thread.
+
+        `on_tap(uid)` is called once per tap with the raw UID bytes (byte 0
+        first, BCC stripped). `on_fault(text)` reports a reader failure, and
+        `on_fault(None)` its recovery. Both are called from the worker thread.
+        """
+
+    def stop(self) -> None: ...
+
+
+@runtime_checkable
+class Contactor(Protocol):
+    """The power contactor. `closed` is the commanded state."""
+
+    closed: bool
+
+    def set(self, closed: bool) -> None: ...
+
+    def feedback(self) -> bool | None:
+        """The auxiliary contact: True when the contactor is closed, None without one."""
+
+
+@runtime_checkable
+class Inputs(Protocol):
+    """Optional digital inputs. Absent inputs read None."""
+
+    def ev_connected(self) -> bool | None: ...
+
+    def stop_pressed(self) -> bool | None: ...
+
+
+class LedPattern(str, Enum):
+    """What the LEDs show; the adapter maps each to pins and a blink rhythm."""
+
+    OFF = "off"
+    AVAILABLE = "available"  # green steady
+    BUSY = "busy"  # yellow blinking: authorizing, finishing
+    CHARGING = "charging"  # green blinking
+    SUSPENDED = "suspended"  # green + yellow steady
+    REFUSED = "refused"  # red blinking (short)
+    UNAVAILABLE = "unavailable"  # yellow steady
+    FAULT = "fault"  # red steady
+
+
+@runtime_checkable
+class Leds(Protocol):
+    def show(self, pattern: LedPattern) -> None: ...
+
+    def close(self) -> None: ...
+
+
+@runtime_checkable
+class Display(Protocol):
+    """A character display of `rows` x `cols`."""
+
+    cols: int
+    rows: int
+
+    def show(self, lines: list[str]) -> None:
+        """Replace the screen with these lines (cut or padded to the size)."""
+
+    def close(self) -> None: ...
+
+
+@dataclass
+class Hardware:
+    """The set of ports the daemon composes. Built by station.hardware.factory."""
+
+    reader: RfidReader
+    contactor: Contactor
+    inputs: Inputs
+    leds: Leds
+    display: Display
+    meter: Meter
+    closers: list[Callable[[], object]] = field(default_factory=list)
+
+
+class StationControl(Protocol):
+    """What a backend may ask of the station (implemented by the core).
+
+    This is all of it: a backend never reaches past this interface into the
+    charger, its hardware or its store.
+    """
+
+    name: str
+    clock: Clock  # the one clock of the station: journal and wire use the same time
+
+    def status(self) -> StatusReport: ...
+
+    def current_session(self) -> Session | None: ...
+
+    def last_reading(self) -> MeterReading | None: ...
+
+    def meter_measurands(self) -> frozenset[str]: ...
+
+    @property
+    def meter_model(self) -> str:
+        """The configured meter model (OCPP BootNotification.meterType)."""
+
+    def spawn(self, coro: Coroutine[Any, Any, Any], name: str, *, critical: bool = False,
+              deadline_s: float | None = None) -> asyncio.Task[Any]:
+        """Run a task owned by the station's supervisor (never a bare create_task).
+
+        A task that raises is logged with its name. A `critical` one is a loop
+        the station cannot live without: if it ends, or (with `deadline_s`) goes
+        longer than that without `beat(name)`, the station stops feeding the
+        watchdog, opens the contactor and exits for systemd to restart it.
+        """
+
+    def beat(self, name: str) -> None:
+        """A critical loop reports progress."""
+
+    async def remote_start(self, id_tag: str, connector_id: int | None = None) -> bool: ...
+
+    async def remote_stop(self, backend_session_id: str) -> bool: ...
+
+    async def reset(self, hard: bool) -> bool: ...
+
+    async def set_available(self, available: bool) -> str:
+        """Returns "Accepted", "Rejected" or "Scheduled" (change after the session ends)."""
+
+    async def unlock(self) -> str:
+        """Returns "Unlocked", "UnlockFailed" or "NotSupported"."""
+
+    async def stop_session(self, reason: str) -> bool:
+        """Stop the running session with an OCPP Reason (e.g. "DeAuthorized", "UnlockCommand")."""
+
+    async def reserve(self, reservation_id: int, id_tag: str, parent_id: str | None, expiry: str) -> str:
+        """Returns "Accepted", "Faulted", "Occupied", "Rejected" or "Unavailable"."""
+
+    async def cancel_reservation(self, reservation_id: int) -> bool: ...
+
+    def set_clock(self, utc: str) -> None:
+        """The backend tells the time (ISO 8601 UTC): the Pi has no battery clock."""
+
+    def tune(self, **values: object) -> None:
+        """Backend-controlled runtime settings, e.g. connection_timeout_s (OCPP ConnectionTimeOut),
+        stop_on_ev_disconnect (StopTransactionOnEVSideDisconnect), meter_interval_s."""
+
+    def set_power_limit(self, watts: float | None) -> None:
+        """A limit of 0 pauses charging (SuspendedEVSE); None removes the limit."""
+
+    def wake_delivery(self) -> None:
+        """The backend queued a transaction message in the store itself: deliver it now."""
+
+    def notice(self, text: str) -> None:
+        """A line from the backend worth showing (LCD and log), e.g. 'offline'."""
+
+    def backend_link(self, online: bool) -> None:
+        """The backend reports its link state (for the LCD and status)."""
+
+
+class Backend(abc.ABC):
+    """A backend: local list, MCSP, evcs-serial or OCPP."""
+
+    kind: str = "?"
+    #: OCPP wants transaction meter values in the outbox; MCSP does not.
+    wants_meter_values: bool = False
+
+    def __init__(self) -> None:
+        self.station: StationControl | None = None
+        self._online = False
+
+    @property
+    def online(self) -> bool:
+        return self._online
+
+    def _set_online(self, online: bool) -> None:
+        if online != self._online:
+            self._online = online
+            if self.station is not None:
+                self.station.backend_link(online)
+
+    async def start(self, station: StationControl) -> None:
+        """Connect (in the background) and keep the link; return once started.
+
+        Must not block on the network: the station charges offline too.
+        """
+        self.station = station
+
+    async def close(self) -> None:
+        """Close links and stop background tasks."""
+
+    async def wait_ready(self, timeout: float) -> bool:
+        """Wait until the link is up (used for READY and in tests)."""
+        return self.online
+
+    @abc.abstractmethod
+    async def authorize(self, id_tag: str, session: Session) -> AuthResult:
+        """Is this tag allowed to charge? Raises BackendOffline when unreachable.
+
+        `session` is the journal record in state "authorizing" (its key and
+        meter_start_wh are set); a backend whose authorization opens a session
+        (MCSP START) returns the backend's session id in the result.
+        """
+
+    @abc.abstractmethod
+    async def deliver(self, item: OutboxItem, session: Session) -> DeliveryResult:
+        """Deliver one queued transaction message; raise BackendOffline to retry later."""
+
+    async def send_status(self, report: StatusReport) -> None:
+        """Best effort; the backend re-sends the current status on reconnect."""
+
+    async def parent_of(self, id_tag: str) -> str | None:
+        """The parent id tag (group) of a tag, if the backend knows one without asking the
+        network first (OCPP: local list or cache, else Authorize). None: no group."""
+        return None

@@ -1,0 +1,140 @@
+"""The supervisor: every task and thread the station runs is owned here.
+
+Why: a charging station must not go on looking healthy while one of its own
+loops is dead. systemd's watchdog only knows whether *we* say WATCHDOG=1, and
+an event loop that keeps running while the meter loop has died would keep
+saying it. So liveness is the sum of the loops, not the event loop alone:
+
+* `spawn(coro, name)` starts a task and keeps it. A task that raises is
+  logged with its name and the exception; nothing is fire-and-forget.
+* `spawn(..., critical=True, deadline_s=D)` marks a loop the station cannot
+  live without (meter, inputs, ticker, deliverer, backend link). It must call
+  `beat(name)` at least every D seconds; ending at all, by an exception or
+  by returning, is a failure too (until `close()`).
+* `expect(name, deadline_s, alive)` does the same for a loop that is not a
+  task: the RFID reader's worker thread beats from its thread, and `alive()`
+  tells at once when it has died.
+* `check()` returns the first problem, or None. The daemon calls it once a
+  second and sends WATCHDOG=1 only while it returns None; on a problem it
+  opens the contactor, journals what is open and exits non-zero, so systemd
+  restarts the station (station/daemon.py).
+
+Beats are plain stores into a dict (atomic under the GIL), so a thread may
+beat without a lock. Time comes from an injected monotonic function, so the
+deadlines are testable without waiting.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable, Coroutine
+from dataclasses import dataclass
+from typing import Any
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class _Watch:
+    deadline_s: float | None
+    alive: Callable[[], bool] | None = None
+    task: asyncio.Task[Any] | None = None
+
+
+class Supervisor:
+    def __init__(self, monotonic: Callable[[], float] = time.monotonic) -> None:
+        self._now = monotonic
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._watches: dict[str, _Watch] = {}
+        self._beats: dict[str, float] = {}
+        self._failure: str | None = None
+        self._closing = False
+        self.on_failure: Callable[[str], None] | None = None  # told once, at the first failure
+
+    # ------------------------------------------------------------------ owning
+    def spawn(self, coro: Coroutine[Any, Any, Any], name: str, *, critical: bool = False,
+              deadline_s: float | None = None) -> asyncio.Task[Any]:
+        task = asyncio.get_running_loop().create_task(coro, name=name)
+        self._tasks.add(task)
+        if critical:
+            self._watches[name] = _Watch(deadline_s, task=task)
+            self._beats[name] = self._now()
+        task.add_done_callback(self._done)
+        return task
+
+    def expect(self, name: str, deadline_s: float, alive: Callable[[], bool] | None = None) -> None:
+        """A critical loop outside asyncio (a thread): it beats; `alive()` says whether it runs."""
+        self._watches[name] = _Watch(deadline_s, alive=alive)
+        self._beats[name] = self._now()
+
+    def forget(self, name: str) -> None:
+        """A critical loop that ends on purpose (e.g. the reader is stopped)."""
+        self._watches.pop(name, None)
+        self._beats.pop(name, None)
+
+    def beat(self, name: str) -> None:
+        self._beats[name] = self._now()
+
+    def _done(self, task: asyncio.Task[Any]) -> None:
+        self._tasks.discard(task)
+        name = task.get_name()
+        watch = self._watches.get(name)
+        critical = watch is not None and watch.task is task
+        if task.cancelled():
+            if critical and not self._closing:
+                self._fail(f"{name}: cancelled")
+            return
+        exc = task.exception()
+        if exc is not None:
+            log.error("task %s failed: %s", name, exc, exc_info=exc)
+            if critical and not self._closing:
+                self._fail(f"{name}: {type(exc).__name__}: {exc}")
+        elif critical and not self._closing:
+            self._fail(f"{name}: ended")
+
+    # ------------------------------------------------------------------ judging
+    def check(self) -> str | None:
+        """The first problem (which loop, and why), or None while every loop is alive and on time."""
+        if self._failure is not None:
+            return self._failure
+        now = self._now()
+        for name, watch in list(self._watches.items()):
+            if watch.alive is not None and not watch.alive():
+                return self._fail(f"{name}: thread died")
+            if watch.deadline_s is not None:
+                silent = now - self._beats.get(name, now)
+                if silent > watch.deadline_s:
+                    return self._fail(f"{name}: no progress for {silent:.1f} s (deadline {watch.deadline_s:g} s)")
+        return None
+
+    def _fail(self, why: str) -> str:
+        if self._failure is None:
+            self._failure = why
+            log.critical("supervisor: %s", why)
+            if self.on_failure is not None:
+                self.on_failure(why)
+        return self._failure
+
+    @property
+    def failure(self) -> str | None:
+        return self._failure
+
+    def loops(self) -> dict[str, float]:
+        """Seconds since each critical loop last reported (for status pages and tests)."""
+        now = self._now()
+        return {name: now - self._beats.get(name, now) for name in self._watches}
+
+    # ------------------------------------------------------------------ ending
+    def stopping(self) -> None:
+        """The station is shutting down: tasks that end from now on are not failures."""
+        self._closing = True
+
+    async def close(self) -> None:
+        """Cancel every task still running and wait for them (ending them is not a failure)."""
+        self._closing = True
+        tasks = [t for t in self._tasks if not t.done()]
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
