@@ -53,7 +53,8 @@ SCHEMA: dict[str, Key] = {
     "charging.message_s": Key(_NUM, 4.0, "How long a refusal or notice stays on the LCD.", "s", 0.5, 60),
     "charging.meter_interval_s": Key(_NUM, 1.0, "Meter sampling interval.", "s", 0.2, 60),
     "charging.journal_interval_s": Key(_NUM, 60.0, "The last meter reading is written to the journal at most this often (and at every state change); bounds SD-card writes.", "s", 1, 3600),
-    "charging.contactor_settle_s": Key(_NUM, 0.5, "Time the contactor feedback may take to follow the command.", "s", 0.05, 10),
+    "charging.contactor_settle_s": Key(_NUM, 0.5, "Time the contactor feedback may take to follow the command; a longer disagreement is a fault.", "s", 0.05, 10),
+    "charging.contactor_recover_s": Key(_NUM, 10.0, "A contactor fault clears once the auxiliary contact has agreed with the command this long.", "s", 0.5, 600),
     # --- hardware ----------------------------------------------------------------
     "hardware.mode": Key(_STR, "pi", "'pi' drives the real hardware; 'sim' runs the same drivers against emulated chips.", choices=("pi", "sim")),
     "hardware.gpio_chip": Key(_STR, "RPi.GPIO", "GPIO module (RPi.GPIO API; rpi-lgpio provides it on a Pi 5).", choices=("RPi.GPIO",)),
