@@ -42,13 +42,16 @@ def demo_data() -> dict[str, Any]:
     }
 
 
-async def prepare(path: str | None, state_dir: str | None, scenario: bool = False):
-    """The config to simulate with, and the embedded backend server (None with -c)."""
+async def prepare(path: str | None, state_dir: str | None, scenario: bool = False,
+                  sim: dict[str, Any] | None = None):
+    """The config to simulate with, and the embedded backend server (None with -c).
+
+    `sim`: `sim.*` switches to turn on (the emulated inputs a scenario's steps need)."""
     if path is not None:
-        return simulation_config(path, state_dir, scenario), None
+        return simulation_config(path, state_dir, scenario, sim), None
     from station.backends.mcsp.server import McspServer
 
-    cfg = simulation_config(None, state_dir, scenario)
+    cfg = simulation_config(None, state_dir, scenario, sim)
     os.makedirs(cfg.station.state_dir, exist_ok=True)
     server = McspServer(tags=dict(DEMO_TAGS), db=os.path.join(cfg.station.state_dir, "mcsp-server.db"),
                         out=open(os.devnull, "w"))
@@ -56,10 +59,12 @@ async def prepare(path: str | None, state_dir: str | None, scenario: bool = Fals
     data = demo_data()
     data["backend"] = {"kind": "mcsp", "mcsp": {"url": f"tcp://127.0.0.1:{server.port}", "timeout_s": 2.0}}
     data["station"]["state_dir"] = cfg.station.state_dir
+    data["sim"].update(sim or {})
     return configmod.from_dict(data, "<demo>"), server
 
 
-def simulation_config(path: str | None, state_dir: str | None, scenario: bool = False) -> configmod.Config:
+def simulation_config(path: str | None, state_dir: str | None, scenario: bool = False,
+                      sim: dict[str, Any] | None = None) -> configmod.Config:
     if path is None:
         data = demo_data()
         source = "<demo>"
@@ -75,4 +80,5 @@ def simulation_config(path: str | None, state_dir: str | None, scenario: bool = 
     if state_dir is None:
         state_dir = tempfile.mkdtemp(prefix="station-sim-") if scenario else default_state_dir()
     data.setdefault("station", {})["state_dir"] = state_dir
+    data.setdefault("sim", {}).update(sim or {})
     return configmod.from_dict(data, source)
