@@ -82,7 +82,9 @@ async def build_hardware(config: Config, world: Any = None) -> Hardware:
     # The emulated meter can be told to "consume" any amount at once (scenarios), which
     # no real meter can; so the jump check is only as strict as the configuration says.
     max_power = m.max_power_w if (world is None or m.max_power_w) else float("inf")
-    meter = ModbusMeter(m.model, port, m.address, m.baudrate, m.parity, m.stopbits, m.timeout_s, max_power_w=max_power)
+    meter = ModbusMeter(m.model, port, m.address, m.baudrate, m.parity, m.stopbits, m.timeout_s, max_power_w=max_power,
+                        turnaround_s=m.turnaround_s, rs485_rts=m.rs485_rts and world is None,
+                        rs485_rts_level_for_tx=m.rs485_rts_level_for_tx)
     closers.append(meter.close)
     # The contactor is closed last: stopping the process opens it (it would drop with the power anyway).
     closers.append(lambda: contactor.set(False))

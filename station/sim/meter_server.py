@@ -77,11 +77,18 @@ STATE_FILE = "sim-meter.json"
 NOMINAL_V = 230.0
 
 
-class _PtyBridge:
-    """Two pty pairs whose masters are joined by the event loop: A <-> B."""
+class PtyBridge:
+    """Two pty pairs whose masters are joined by the event loop: A <-> B.
+
+    `server_path` and `client_path` are the two slave devices (real ttys). Every
+    chunk that crosses the bridge is passed to `tap(direction, data, t)` if set,
+    with direction "to_server" or "to_client" and t = time.monotonic() when it
+    was read: tests timestamp the frames on the wire with it.
+    """
 
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
         self.loop = loop
+        self.tap: Callable[[str, bytes, float], None] | None = None
         self.ma, self.sa = os.openpty()
         self.mb, self.sb = os.openpty()
         for fd in (self.ma, self.sa, self.mb, self.sb):
@@ -100,6 +107,8 @@ class _PtyBridge:
             return
         except OSError:  # EIO cannot happen while we hold the slaves; be safe anyway
             return
+        if self.tap is not None:
+            self.tap("to_client" if src == self.ma else "to_server", data, time.monotonic())
         try:
             os.write(dst, data)
         except OSError:
@@ -164,7 +173,7 @@ class EmulatedMeter:
         self.replies = 0  # frames actually sent
         self.reply_bytes = 0
         # the pymodbus server
-        self._bridge: _PtyBridge | None = None
+        self._bridge: PtyBridge | None = None
         self._server: ModbusSerialServer | ModbusTcpServer
         if link == "tcp":
             self._server = ModbusTcpServer(
@@ -174,7 +183,7 @@ class EmulatedMeter:
             if link == "socket":
                 server_port = f"socket://{host}:{tcp_port}"
             else:
-                self._bridge = _PtyBridge(self._loop)
+                self._bridge = PtyBridge(self._loop)
                 server_port = self._bridge.server_path
             self._server = ModbusSerialServer(
                 self._device(),
@@ -192,10 +201,15 @@ class EmulatedMeter:
 
     # -- pymodbus data store ----------------------------------------------------------
     def _device(self) -> SimDevice:
-        regs = [
-            SimData(r.address, count=r.count, values=0, datatype=DataType.REGISTERS)
-            for r in self.model.plan
-        ]
+        # Every register a full or a core read asks for (a real meter has the registers
+        # between the model's fields too); neighbouring ranges are served as one block.
+        spans: list[list[int]] = []
+        for r in sorted({(r.address, r.end) for r in (*self.model.plan, *self.model.core_plan)}):
+            if spans and r[0] <= spans[-1][1]:
+                spans[-1][1] = max(spans[-1][1], r[1])
+            else:
+                spans.append(list(r))
+        regs = [SimData(a, count=e - a, values=0, datatype=DataType.REGISTERS) for a, e in spans]
         bits = [SimData(0, values=[False] * 16, datatype=DataType.BITS)]
         # The other function's block must not be empty (pymodbus needs one entry): a single
         # register far away from every map, so the model's addresses are illegal there.
