@@ -146,6 +146,9 @@ SCHEMA: dict[str, Key] = {
     "sim.ev_connected_input": Key(_BOOL, False, "Emulate an EV-connected input (on inputs.ev_connected_pin, default BCM 22)."),
     "sim.stop_button_input": Key(_BOOL, False, "Emulate a stop button (on inputs.stop_button_pin, default BCM 27)."),
     "sim.contactor_feedback": Key(_BOOL, True, "Emulate the contactor's auxiliary contact (on contactor.feedback_pin, default BCM 23)."),
+    "sim.gpio_edge_detection": Key(_BOOL, True, (
+        "Emulate a kernel on which RPi.GPIO edge detection works; false makes add_event_detect fail "
+        "(\"Failed to add edge detection\"), so the stop button is read by polling alone.")),
     "sim.meter_link": Key(_STR, "socket", "How the emulated meter is reached: 'socket' (RTU over TCP on loopback) or 'pty' (a pseudo-terminal pair).", choices=("socket", "pty")),
 }
 

@@ -301,7 +301,7 @@ class ModbusMeter:
                 f"meter {what}: exception code {code} for FC{m.function_code} "
                 f"{req.address:#06x}+{req.count} (wrong model or address?)",
                 kind="exception",
-                hint=f"the meter answered but refused the read: is it a {m.name}? (code 2: no such register)",
+                hint=self._exception_hint(code),
             )
         regs = list(rr.registers)
         if len(regs) != req.count:
@@ -310,6 +310,17 @@ class ModbusMeter:
         # RTU reply: 5 + 2n bytes; Modbus TCP: 7-byte MBAP header instead of address + CRC
         self.stats.bytes_received += req.wire_bytes[1] + (4 if self.port.startswith("tcp://") else 0)
         return regs
+
+    def _exception_hint(self, code: object) -> str:
+        hint = f"the meter answered but refused the read: is it a {self.model}"
+        if code == 2:
+            return hint + "? (code 2: no such register)"
+        if code == 3:
+            hint += "? (code 3: a read longer than it allows"
+            if self.model == "EM24":
+                hint += "; an EM24 with the older map allows 11 registers: try meter.model = EM24-OLD"
+            return hint + ")"
+        return hint + "?"
 
     def _no_answer(self, what: str, req: Request, exc: BaseException) -> MeterError:
         read = f"a read of {req.count} registers at {req.address:#06x}"
