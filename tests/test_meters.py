@@ -423,15 +423,19 @@ asyncio.run(main())
 """
 
 
-async def test_register_never_goes_back_after_sigkill(tmp_path):
+def start_meter_process(state_dir: Path) -> subprocess.Popen:
     env = dict(os.environ, PYTHONPATH=str(Path(station.__file__).resolve().parents[1]))
-    proc = subprocess.Popen(
-        [sys.executable, "-c", SIGKILL_SCRIPT, str(tmp_path)],
+    return subprocess.Popen(
+        [sys.executable, "-c", SIGKILL_SCRIPT, str(state_dir)],
         stdout=subprocess.PIPE,
         stderr=subprocess.DEVNULL,
         env=env,
         text=True,
     )
+
+
+async def test_register_never_goes_back_after_sigkill(tmp_path):
+    proc = await asyncio.to_thread(start_meter_process, tmp_path)
     try:
         port = (await asyncio.to_thread(proc.stdout.readline)).strip()
         assert port.startswith("socket://"), port
@@ -446,7 +450,7 @@ async def test_register_never_goes_back_after_sigkill(tmp_path):
         assert seen > 0
     finally:
         proc.send_signal(signal.SIGKILL)
-        proc.wait(timeout=10)
+        await asyncio.to_thread(proc.wait, 10)
         proc.stdout.close()
     async with EmulatedMeter("SDM630", state_dir=tmp_path, tick_s=None) as em:
         meter = ModbusMeter("SDM630", em.port, 1, timeout_s=2.0)

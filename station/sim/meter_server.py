@@ -302,6 +302,11 @@ class EmulatedMeter:
             self._bridge.close()
             self._bridge = None
 
+    @property
+    def bridge(self) -> PtyBridge | None:
+        """The pty pair of `link="pty"` (its `tap` timestamps the frames on the wire)."""
+        return self._bridge
+
     async def __aenter__(self) -> EmulatedMeter:
         await self.start()
         return self
