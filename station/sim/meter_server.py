@@ -415,10 +415,18 @@ class EmulatedMeter:
         return self.fault == "bad-crc"
 
     def set_dead(self, dead: bool = True) -> None:
-        self.set_fault("silent" if dead else None)
+        """set_fault("silent"); False clears that fault only."""
+        if dead:
+            self.set_fault("silent")
+        elif self.fault == "silent":
+            self.set_fault(None)
 
     def set_garbage(self, garbage: bool = True) -> None:
-        self.set_fault("bad-crc" if garbage else None)
+        """set_fault("bad-crc"); False clears that fault only."""
+        if garbage:
+            self.set_fault("bad-crc")
+        elif self.fault == "bad-crc":
+            self.set_fault(None)
 
     def set_latency(self, seconds: float) -> None:
         self.latency_s = max(0.0, float(seconds))
