@@ -151,7 +151,9 @@ def cmd_rfid_read(args: argparse.Namespace) -> int:
 def cmd_meter_read(args: argparse.Namespace) -> int:
     from station.hardware.meter import cli_read
 
-    return asyncio.run(cli_read(args.model, args.port, args.address, args.baudrate, args.parity, args.json))
+    return asyncio.run(cli_read(args.model, args.port, args.address, args.baudrate, args.parity.upper(), args.json,
+                                stopbits=args.stopbits, timeout_s=args.timeout, turnaround_s=args.turnaround,
+                                rs485_rts=args.rs485_rts))
 
 
 def cmd_mcsp_server(args: argparse.Namespace) -> int:
@@ -211,12 +213,19 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("meter", help="kWh meter tools")
     ms = s.add_subparsers(dest="meter_command", required=True)
     m = ms.add_parser("read", help="one reading of a Modbus meter")
-    m.add_argument("--model", required=True, choices=configmod.SCHEMA["meter.model"].choices)
+    # The model is checked by cli_read (any case), so that --json reports a wrong one as JSON.
+    m.add_argument("--model", required=True,
+                   help="one of " + ", ".join(configmod.SCHEMA["meter.model"].choices) + " (any case)")
     m.add_argument("--port", required=True, help="device, socket://HOST:PORT or tcp://HOST:PORT")
     m.add_argument("--address", type=int, default=1)
     m.add_argument("--baudrate", type=int, default=9600)
-    m.add_argument("--parity", choices=("N", "E", "O"), default="N")
-    m.add_argument("--json", action="store_true")
+    m.add_argument("--parity", type=str.upper, choices=("N", "E", "O"), default="N")
+    m.add_argument("--stopbits", type=int, choices=(1, 2), default=1)
+    m.add_argument("--timeout", type=float, default=1.0, help="reply timeout per request in seconds (default 1)")
+    m.add_argument("--turnaround", type=float, default=0.0,
+                   help="extra silence between requests in seconds, for slow meters (0..1)")
+    m.add_argument("--rs485-rts", action="store_true", help="switch the RS-485 driver with RTS (kernel RS-485 mode)")
+    m.add_argument("--json", action="store_true", help="print the reading, or the error, as JSON")
     m.set_defaults(func=cmd_meter_read)
 
     s = sub.add_parser("mcsp-server", help="the MCSP reference server (mmetering side)", add_help=False)

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from station.errors import ConfigError
+from station.hardware.meters.models import MODEL_NAMES
 
 
 @dataclass(frozen=True)
@@ -91,13 +92,25 @@ SCHEMA: dict[str, Key] = {
     "lcd.cols": Key(_INT, 16, "Columns.", choices=(16, 20)),
     "lcd.rows": Key(_INT, 2, "Rows.", choices=(2, 4)),
     # --- meter -------------------------------------------------------------------
-    "meter.model": Key(_STR, "SDM630", "Meter model.", choices=("SDM630", "SDM72D-M", "SDM120", "ABB-B23", "WE-514", "WE-516", "EM24")),
+    "meter.model": Key(_STR, "SDM630", (
+        "Meter model (register map); docs/hardware.md describes each. EM24 is the current Carlo Gavazzi map "
+        "(kWh total at 0x34), EM24-OLD the 'PFA, PFB & X models' map (0x3E); the station warns at start when "
+        "the total is far from the sum of the phases."), choices=MODEL_NAMES),
     "meter.port": Key(_STR, "/dev/ttyAMA0", "Serial device, pyserial URL (socket://HOST:PORT for RTU over TCP) or tcp://HOST:PORT (Modbus TCP)."),
     "meter.address": Key(_INT, 1, "Modbus device address.", min=1, max=247),
     "meter.baudrate": Key(_INT, 9600, "Baud rate.", "baud", choices=(1200, 2400, 4800, 9600, 19200, 38400, 57600, 115200)),
     "meter.parity": Key(_STR, "N", "Parity.", choices=("N", "E", "O")),
     "meter.stopbits": Key(_INT, 1, "Stop bits.", choices=(1, 2)),
     "meter.timeout_s": Key(_NUM, 0.5, "Reply timeout per request.", "s", 0.05, 10),
+    "meter.turnaround_s": Key(_NUM, 0.0, (
+        "Silence kept after each reply before the next request, for meters that need time between requests. "
+        "The Modbus RTU minimum (3.5 characters, 1.75 ms above 19200 baud) is always kept; this only makes it "
+        "longer."), "s", 0, 1),
+    "meter.rs485_rts": Key(_BOOL, False, (
+        "Switch the RS-485 driver with RTS (kernel RS-485 mode through pyserial), for adapters and UART boards "
+        "without automatic direction control.")),
+    "meter.rs485_rts_level_for_tx": Key(_BOOL, True, (
+        "With meter.rs485_rts: the RTS level while transmitting (true = high); the other level while receiving.")),
     "meter.max_failures": Key(_INT, 3, "Consecutive failed reads before the meter is reported faulted.", min=1, max=100),
     "meter.max_power_w": Key(_NUM, None, "Largest plausible power; energy jumps beyond it are rejected (default: the model's rating).", "W", 100, 1e6, optional=True),
     # --- backend -----------------------------------------------------------------
@@ -134,6 +147,9 @@ SCHEMA: dict[str, Key] = {
     "sim.ev_connected_input": Key(_BOOL, False, "Emulate an EV-connected input (on inputs.ev_connected_pin, default BCM 22)."),
     "sim.stop_button_input": Key(_BOOL, False, "Emulate a stop button (on inputs.stop_button_pin, default BCM 27)."),
     "sim.contactor_feedback": Key(_BOOL, True, "Emulate the contactor's auxiliary contact (on contactor.feedback_pin, default BCM 23)."),
+    "sim.gpio_edge_detection": Key(_BOOL, True, (
+        "Emulate a kernel on which RPi.GPIO edge detection works; false makes add_event_detect fail "
+        "(\"Failed to add edge detection\"), so the stop button is read by polling alone.")),
     "sim.meter_link": Key(_STR, "socket", "How the emulated meter is reached: 'socket' (RTU over TCP on loopback) or 'pty' (a pseudo-terminal pair).", choices=("socket", "pty")),
 }
 

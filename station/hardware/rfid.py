@@ -5,7 +5,7 @@ Theory of operation
 Initialisation is the library's (`mfrc522.MFRC522`, 0.0.7): it opens the
 SPI device, drives the reset pin high, soft-resets the chip, sets the
 timer, the modulation and the antenna. Three of its traps are avoided
-(see FACTS §1): the reset pin is always passed explicitly (without it the
+(see docs/hardware.md, "MFRC522"): the reset pin is always passed explicitly (without it the
 library takes BCM 15, the UART RX of an RS-485 meter link, once anything
 set BCM numbering); `Close_MFRC522()` is never called because it calls a
 global `GPIO.cleanup()` that would release the contactor pin (we close the
