@@ -39,6 +39,7 @@ class FakeClock(Clock):
 class FakeMeter:
     model, max_power_w = "SDM630", 22_000.0
     measurands = frozenset({"energy", "power"})
+    map_warning = None
 
     def __init__(self, clock: FakeClock) -> None:
         self.clock, self.wh, self.power_w, self.error = clock, 5000, 0.0, None

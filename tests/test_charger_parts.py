@@ -214,6 +214,7 @@ def test_reservation_answers():
 # ---------------------------------------------------------------- the sampler
 class Meter:
     model, max_power_w, measurands = "X", 22_000.0, frozenset({"energy"})
+    map_warning = None
 
     def __init__(self, ticks: Ticks) -> None:
         self.ticks, self.wh, self.error = ticks, 1000, None

@@ -183,6 +183,8 @@ class Charger(Triggers):
         # A first reading before anything else: the fault journal, the power-loss close and
         # the first tap all want to know where the register stands.
         await self.sampler.read()
+        if self.hw.meter.map_warning:  # logged by the meter; the operator sees it in the recent events
+            self.note(f"meter: {self.hw.meter.map_warning}")
         await self._check_contactor_at_start()
         await self.close_leftovers()
         if self._store_get("core.available", True) is False and self.state is not State.FAULTED:

@@ -68,6 +68,9 @@ class Meter(Protocol):
     model: str
     max_power_w: float  # for the plausibility check of energy jumps
     measurands: frozenset[str]  # e.g. {"energy", "power", "voltage", "current", "energy_phase"}
+    # After the first full read: why the total disagrees with the sum of the phases (a wrong
+    # map or a wrong model configured), else None.
+    map_warning: str | None
 
     async def read(self, full: bool = True) -> MeterReading:
         """`full=False`: energy and total power only (fewer registers on the bus)."""

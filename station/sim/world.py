@@ -138,9 +138,9 @@ class SimWorld:
         elif kind == "contactor-open":
             self.break_contactor(True)
         elif kind == "meter-silent":
-            self.meter.set_dead(True)
+            self.meter.set_fault("silent")
         elif kind == "meter-bad-crc":
-            self.meter.set_garbage(True)
+            self.meter.set_fault("bad-crc")
         elif kind == "reader-dead":
             if self.chip is None:
                 raise RuntimeError("this station has no reader (rfid.enabled = false)")
@@ -158,8 +158,7 @@ class SimWorld:
         """Remove every injected fault (a hung loop stays hung: that is what a hang is)."""
         self.weld(False)
         self.break_contactor(False)
-        self.meter.set_dead(False)
-        self.meter.set_garbage(False)
+        self.meter.set_fault(None)
         if self.chip is not None:
             self.chip.crash = None
 
