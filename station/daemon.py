@@ -45,6 +45,7 @@ class Station:
         self.backend: Backend | None = None
         self.charger: Charger | None = None
         self.deliverer: Deliverer | None = None
+        self.status_page: Any = None  # station.statuspage.StatusPage when status_page.enabled
         self._tasks: list[asyncio.Task] = []
         self.started_at = time.monotonic()
         self.ready_after: float | None = None
@@ -71,6 +72,11 @@ class Station:
         if interval:
             self._tasks.append(asyncio.create_task(self._watchdog(interval), name="watchdog"))
         self._tasks.append(asyncio.create_task(self._status_lines(), name="status"))
+        if cfg.status_page.enabled:
+            from station.statuspage import StatusPage
+
+            self.status_page = StatusPage(self)
+            await self.status_page.start()  # never raises: the station charges without its page
         self.ready_after = time.monotonic() - self.started_at
         self.notifier.ready(self.status_line())
         log.info("station %s ready in %.2f s (%s hardware, %s backend)", cfg.station.name, self.ready_after,
@@ -113,6 +119,8 @@ class Station:
         if the backend is reachable within a moment. `graceful=False` imitates a power cut for
         tests: tasks stop where they are, the journal keeps the session open."""
         self.notifier.stopping()
+        if self.status_page is not None:
+            await self.status_page.close()
         if graceful and self.charger is not None and self.charger.session is not None:
             await self.charger.stop_session("Reboot")
             await self.flush(timeout=3.0)

@@ -23,6 +23,7 @@ import asyncio
 import logging
 import time
 import uuid
+from collections import deque
 from collections.abc import Coroutine
 from typing import Any
 
@@ -83,6 +84,7 @@ class Charger:
         self.session: Session | None = None
         self.reading: MeterReading | None = None
         self.faults: dict[str, Fault] = {}  # by source: meter, reader, contactor, storage
+        self.fault_log: deque[tuple[str, str, str]] = deque(maxlen=20)  # (stamp, source, text or "cleared"): status page
         self.reservation: dict | None = None
         self.limit_w: float | None = None
         self.online = False
@@ -568,6 +570,7 @@ class Charger:
 
     def _set_fault(self, source: str, code: str, text: str, vendor: str | None = None, fault_state: bool = True) -> None:
         self.faults[source] = Fault(code, text, vendor)
+        self.fault_log.append((self.clock.stamp(), source, text))
         self._note(f"fault: {text}")
         if source == "meter" and self.session is not None and not self._busy:
             asyncio.ensure_future(self._stop("Other"))
@@ -580,6 +583,7 @@ class Charger:
     def _clear_fault(self, source: str) -> None:
         if self.faults.pop(source, None) is None:
             return
+        self.fault_log.append((self.clock.stamp(), source, "cleared"))
         self._note(f"fault cleared: {source}")
         if not any(source != "storage" for source in self.faults) and self.state is State.FAULTED:
             self.recover()
