@@ -160,6 +160,8 @@ def parse_head(head: bytes, peer: str) -> Request | Response:
         name, sep, value = line.partition(":")
         if not sep or not name or name != name.strip() or any(c in name for c in " \t"):
             return text(400, "bad header line")
+        if name.lower() in headers and name.lower() in ("host", "authorization", "content-length"):
+            return text(400, f"more than one {name} header")
         headers[name.lower()] = value.strip()
     split = urlsplit(target)
     return Request(method, unquote(split.path), split.query, headers, peer)
