@@ -133,7 +133,7 @@ async def _demo(config_path: str | None, state_dir: str | None, status_page: str
         if view.has_plug:
             steps.append(("The driver plugs in the car", lambda: plug(True)))
         steps += [
-            (f"The driver taps card {card} ({label})", lambda: world.tap(card)),
+            (f"The driver taps card {label if label.startswith(card) else f'{card} ({label})'}", lambda: world.tap(card)),
             ("The car draws 7.4 kW for a few seconds", lambda: asyncio.sleep(3.5)),
             ("The car has charged 1.5 kWh more (meter register advanced)", lambda: _consume(station, 1500)),
             ("The driver taps the same card again", lambda: world.tap(card)),
