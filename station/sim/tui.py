@@ -2,8 +2,10 @@
 
 It shows what a person at the station would see (the LCD, the LEDs, the
 contactor) beside what only the simulator knows (meter power and energy,
-the connector state, the backend link, recent events), and takes keys to
-play the driver and the car. Without a terminal (stdin not a TTY, e.g. in
+the car, the backend link as it is and as the station sees it, recent
+events), and takes keys to play the driver and the car. The help line names
+the cards and offers only the keys that do something on this station (no
+`p` without a plug sensor, no `s` without a stop button). Without a terminal (stdin not a TTY, e.g. in
 CI or piped), it plays a short demo session instead and prints the same
 view after each step, then exits: `./run-station` always shows a session.
 """
@@ -18,7 +20,8 @@ import termios
 import threading
 import tty
 
-from station.sim.demo import cards
+from station.core.tags import normalize_tag
+from station.sim.demo import DEMO_TAGS, cards
 
 LED_GLYPH = {"green": "\x1b[32m●\x1b[0m", "yellow": "\x1b[33m●\x1b[0m", "red": "\x1b[31m●\x1b[0m", "blue": "\x1b[34m●\x1b[0m"}
 
@@ -30,7 +33,8 @@ class View:
         self.station = station
         world = station.world
         self.cards = {key: (uid, label) for key, uid, label in cards(station.config, station.embedded is not None)}
-        self.names = {uid: label for uid, label in self.cards.values()}
+        named = {**(DEMO_TAGS if station.embedded is not None else {}), **dict(station.config.backend.local.tags)}
+        self.names = {normalize_tag(tag): name for tag, name in named.items()}
         self.has_plug = world.pins.ev is not None
         self.has_stop = world.pins.stop is not None
         # `b` cuts the embedded server's link, or the local backend's; a real remote backend it cannot reach.
@@ -69,8 +73,8 @@ def render(station, color: bool = True, view: View | None = None) -> str:
         car = "always plugged in (this config has no plug sensor)"
     who = ""
     if session is not None:
-        name = view.names.get(session.id_tag.replace(" ", "").replace(":", "").upper())
-        who = f"{name} ({session.id_tag})" if name and session.id_tag not in name else session.id_tag
+        name = view.names.get(normalize_tag(session.id_tag))
+        who = f"{name} ({session.id_tag})" if name else session.id_tag
     queued = station.store.pending_messages()
     if view.can_cut:
         link = "up" if world.backend_up else "DOWN (key b)"
