@@ -58,6 +58,7 @@ class Station:
         self.failure: str | None = None  # why the station gave up (a loop died or hung)
         self.done = asyncio.Event()  # set at a failure: run_forever() and the simulator end
         self.loop_watch: LoopWatch | None = None
+        self.status_page: Any = None  # station.statuspage.StatusPage when status_page.enabled
         self.started_at = time.monotonic()
         self.ready_after: float | None = None
 
@@ -83,6 +84,11 @@ class Station:
         self.supervisor.spawn(self.deliverer.run(), "deliverer", critical=True, deadline_s=DELIVERER_DEADLINE_S)
         self.supervisor.spawn(self._supervise(), "supervise")
         self.supervisor.spawn(self._status_lines(), "status-lines")
+        if cfg.status_page.enabled:
+            from station.statuspage import StatusPage
+
+            self.status_page = StatusPage(self)
+            await self.status_page.start()  # never raises: the station charges without its page
         self.ready_after = time.monotonic() - self.started_at
         self.notifier.ready(self.status_line())
         log.info("station %s ready in %.2f s (%s hardware, %s backend)", cfg.station.name, self.ready_after,
@@ -177,6 +183,8 @@ class Station:
         self.notifier.stopping()
         if self.loop_watch is not None:
             self.loop_watch.stop()
+        if self.status_page is not None:
+            await self.status_page.close()
         if graceful and self.failure is None and self.charger is not None and self.charger.session is not None:
             await self.charger.stop("Reboot")
             await self.flush(timeout=3.0)

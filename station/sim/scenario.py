@@ -258,6 +258,7 @@ def run_scenario_file(config_path: str | None, state_dir: str | None, path: str,
         from station.sim.demo import prepare
 
         config, embedded = await prepare(config_path, state_dir, scenario=True, sim=inputs_needed(scenario))
+        used_dir.append(config.station.state_dir)
         station = Station(config, embedded=embedded)
         await station.start()
         station.watch_event_loop()
@@ -266,12 +267,16 @@ def run_scenario_file(config_path: str | None, state_dir: str | None, path: str,
         finally:
             await station.stop(graceful=station.failure is None)
 
+    used_dir: list[str] = []
     outcome = asyncio.run(main())
     if as_json:
-        print(json.dumps(outcome.summary, indent=2))
+        # ok and failures too: a script reading the JSON must not have to parse stderr.
+        print(json.dumps({"ok": outcome.ok, "failures": outcome.failures, "state_dir": used_dir[0],
+                          **outcome.summary}, indent=2))
     else:
         s = outcome.summary
-        print(f"state {s['state']}, meter {s['meter_wh']} Wh, {len(s['sessions'])} session(s), {s['undelivered']} undelivered")
+        print(f"state {s['state']}, meter {s['meter_wh']} Wh, {len(s['sessions'])} session(s), {s['undelivered']} undelivered"
+              f" (journal in {used_dir[0]})")
         for sess in s["sessions"]:
             print(f"  {sess['id_tag']}: {sess['energy_wh']} Wh ({sess['meter_start_wh']} -> {sess['meter_stop_wh']}), "
                   f"{sess['stop_reason']}, {'delivered' if sess['delivered'] else 'NOT delivered'}")
