@@ -259,3 +259,24 @@ def test_notify_never_blocks_on_a_reader_that_does_not_read(tmp_path):
     sent = [notifier.send("WATCHDOG=1") for _ in range(200)]  # far beyond net.unix.max_dgram_qlen
     assert sent[0] and not all(sent)
     server.close()
+
+
+@pytest.mark.parametrize("name", sorted(p.name for p in (ROOT / "tests" / "scenarios").glob("*.toml")))
+def test_shipped_scenarios_pass(tmp_path, name):
+    run = subprocess.run([sys.executable, "-m", "station", "simulate", "--scenario", str(ROOT / "tests" / "scenarios" / name),
+                          "--state-dir", str(tmp_path / "state"), "--json"],
+                         capture_output=True, text=True, timeout=120, cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)})
+    assert run.returncode == 0, run.stderr[-2000:]
+    assert json.loads(run.stdout)["ok"] is True
+
+
+async def test_a_registered_card_refused_during_an_outage_says_so_on_the_whole_station(tmp_path):
+    """Issue 14: not 'Card refused / Not authorized' but the outage, on the LCD, in the journal and the events."""
+    async with running_station(tmp_path, {"backend.offline_policy": "cached"}) as st:
+        await st.world.backend_link(False)
+        await st.world.tap(CARD)
+        await state_is(st, "Available")
+        assert "Backend offline" in lcd(st)
+        [refused] = st.store.sessions(("refused",))
+        assert refused.stop_reason == "Invalid (backend offline; tag not in the offline cache)"
+        assert st.charger.recent[-1].endswith("refused: Invalid (backend offline; tag not in the offline cache)")
