@@ -215,6 +215,7 @@ class Store:
                 "INSERT INTO sessions(key, connector_id, id_tag, state, meter_start_wh, start_phase_wh, reservation_id)"
                 " VALUES (?, ?, ?, 'authorizing', ?, ?, ?)",
                 (key, connector_id, id_tag, meter_wh, json.dumps(list(phase_wh)), reservation_id))
+            assert cur.lastrowid is not None  # an INSERT into a rowid table always has one
             return cur.lastrowid
         return self.session(self._write(do))
 
@@ -300,6 +301,7 @@ class Store:
         cur = self._db.execute(
             "INSERT INTO outbox(kind, session_id, payload, created_at) VALUES (?, ?, ?, ?)",
             (kind.value, session_id, json.dumps(payload), created_at))
+        assert cur.lastrowid is not None
         return cur.lastrowid
 
     def enqueue(self, kind: MessageKind, session_id: int, payload: dict[str, Any], created_at: str | None = None) -> int:

@@ -141,9 +141,9 @@ class TapDebouncer:
                 del self._present[known]
         if uid is None:
             return None
-        seen = self._present.get(uid)
-        if seen is not None:
-            seen.last, seen.misses = now, 0
+        found = self._present.get(uid)
+        if found is not None:
+            found.last, found.misses = now, 0
             return None
         self._present[uid] = _Seen(now)
         return uid
