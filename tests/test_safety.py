@@ -174,23 +174,8 @@ async def test_hung_meter_loop_is_noticed_within_its_deadline(tmp_path):
         await _fails_safe(st, "meter: no progress")
 
 
-async def test_watchdog_is_fed_only_while_every_loop_lives(tmp_path, monkeypatch):
-    sock_path = tmp_path / "notify.sock"
-    server = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
-    server.bind(str(sock_path))
-    server.setblocking(False)
-    monkeypatch.setenv("NOTIFY_SOCKET", str(sock_path))
-    monkeypatch.setenv("WATCHDOG_USEC", "1000000")
-    monkeypatch.delenv("WATCHDOG_PID", raising=False)
-    got: list[str] = []
-
-    def drain() -> list[str]:
-        while True:
-            try:
-                got.append(server.recv(4096).decode())
-            except BlockingIOError:
-                return got
-
+async def test_watchdog_is_fed_only_while_every_loop_lives(tmp_path, notify_socket):
+    drain, got = notify_socket.drain, notify_socket.got
     async with running_station(tmp_path / "state", graceful=False) as st:
         await until(lambda: "WATCHDOG=1" in drain(), what="WATCHDOG=1")
         st.world.inject("loop-hang", loop="poll")
@@ -200,7 +185,6 @@ async def test_watchdog_is_fed_only_while_every_loop_lives(tmp_path, monkeypatch
         await asyncio.sleep(1.5)
         assert drain().count("WATCHDOG=1") == fed  # no more
         assert any(m.startswith("STATUS=FAILED: poll: no progress") for m in got)
-    server.close()
 
 
 def _simulate(tmp_path: Path, name: str, steps: list[str], timeout: float = 120) -> subprocess.CompletedProcess:
