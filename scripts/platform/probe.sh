@@ -21,11 +21,6 @@ if [ "$mode" = fresh ]; then
     bash /platform/readme-install.sh
     step probe-venv
     probe_venv
-    step config
-    # The user's edit (README: sudoedit): emulated hardware, the probe's central system. The
-    # file keeps the owner and mode the installer gave it.
-    /platform/venv/bin/python /platform/systemd_probe.py --write-config /etc/station/station.toml
-    runuser -u station -- /opt/station/venv/bin/station check-config /etc/station/station.toml
     step systemd
     /platform/venv/bin/python /platform/systemd_probe.py fresh
     step idempotent
@@ -35,7 +30,6 @@ else
     bash /platform/install-old-release.sh "$(cat /platform/upgrade-from)"
     step probe-venv
     probe_venv
-    /platform/venv/bin/python /platform/systemd_probe.py --write-config /etc/station/station.toml
     step upgrade
     /platform/venv/bin/python /platform/systemd_probe.py upgrade
     step idempotent

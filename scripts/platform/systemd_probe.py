@@ -35,7 +35,6 @@ CONF = Path("/etc/station/station.toml")
 STATE = Path("/var/lib/station")
 VENV_STATION = "/opt/station/venv/bin/station"
 TAG = "PLATFORM01"
-PORT = 9000
 
 STATION_CONFIG = """\
 # Written by the platform check: the emulated hardware, and the probe's central system.
@@ -50,7 +49,10 @@ kind = "ocpp"
 
 [backend.ocpp]
 url = "ws://127.0.0.1:%d/"
-""" % PORT
+"""
+
+
+UPGRADED_AT = 0  # when the upgrade began (journal time, µs)
 
 
 class Failed(Exception):
@@ -83,9 +85,11 @@ class CentralSystem:
         self.pending: dict[str, asyncio.Future] = {}
         self.ids = itertools.count(1)
         self.tx = itertools.count(1)
+        self.port = 0  # a free port at the first start (other containers share the network), then the same
 
     async def up(self) -> None:
-        self.server = await serve(self._handler, "127.0.0.1", PORT, subprotocols=["ocpp1.6"])
+        self.server = await serve(self._handler, "127.0.0.1", self.port, subprotocols=["ocpp1.6"])
+        self.port = self.server.sockets[0].getsockname()[1]
 
     async def down(self) -> None:
         """The backend goes away: no server, the open connection closed."""
@@ -255,7 +259,7 @@ async def wait_new_main_pid(old: str, timeout: float) -> str:
 
 
 # ---------------------------------------------------------------- the checks
-async def check_start(cs: CentralSystem) -> None:
+async def check_start(cs: CentralSystem, since_boot_or: int = 0) -> None:
     c = cursor()
     limit = parse_span(show("TimeoutStartUSec")["TimeoutStartUSec"])
     t0 = time.monotonic()
@@ -268,8 +272,8 @@ async def check_start(cs: CentralSystem) -> None:
     ok(f"STATUS= shows Available: {text!r}")
     await cs.wait_for("BootNotification", t0, timeout=30)
     # systemd's own complaints about the unit (the ConfigurationDirectory mode, unknown
-    # directives, ...) at this start, and since boot (daemon-reload parses the unit).
-    pid1 = [e for e in journal(0, "_PID=1", "-b") if "station" in str(e.get("MESSAGE", "")) or e.get("UNIT") == UNIT]
+    # directives, ...) at this start, and since boot or the upgrade (daemon-reload parses the unit).
+    pid1 = [e for e in journal(since_boot_or, "_PID=1", "-b") if "station" in str(e.get("MESSAGE", "")) or e.get("UNIT") == UNIT]
     bad = [e["MESSAGE"] for e in pid1 if int(e.get("PRIORITY", 6)) <= 4 or "mode is different" in str(e.get("MESSAGE"))]
     check(not bad, "no warning from systemd about the unit", "; ".join(map(str, bad)))
     own = [m for m in messages(c, "-u", UNIT, "-p", "warning")]
@@ -347,14 +351,20 @@ async def check_reset(cs: CentralSystem) -> None:
     since = time.monotonic()
     answer = await cs.call("Reset", {"type": "Soft"})
     check(answer.get("status") == "Accepted", "reset: Reset accepted")
+
+    # Between the exit and the restart (RestartSec=) systemd shows how the process ended.
+    def exited():
+        st = show("SubState", "ExecMainStatus", "ExecMainCode", "Result")
+        return st if st["SubState"] == "auto-restart" else None
+    st = await wait_until("reset: the station exits for a restart", exited, 30)
+    check(st["ExecMainStatus"] == "75" and st["ExecMainCode"] == "1" and st["Result"] == "success",
+          "reset: exit status 75 counts as success", str(st))
     pid = await wait_new_main_pid(s["MainPID"], 60)
     await cs.wait_for("BootNotification", since, timeout=60)
-    log = await wait_log("exit status 75", c, lambda ls: any("status=75" in m for m in ls), "-u", UNIT)
-    exited = [m for m in log if "status=75" in m]
+    log = messages(c, "-u", UNIT)
     failed = [m for m in log if "Failed with result" in m]
-    r = show("Result", "NRestarts")
-    check(bool(exited) and not failed and r["Result"] == "success",
-          "reset: exit 75 restarted the service without a failure", f"{exited[:1]}, Result={r['Result']}, MainPID {pid}")
+    check(not failed and show("Result")["Result"] == "success", "reset: restarted without a failure",
+          f"MainPID {s['MainPID']} -> {pid}, {failed[:1]}")
 
 
 def sandbox_write(pid: str, path: str, user: str | None) -> tuple[bool, str]:
@@ -416,6 +426,8 @@ async def upgrade(cs: CentralSystem, readme_upgrade: str, old_rev: str) -> None:
           f"{queued} queued, schema {version}, session {mine[-1] if mine else None}")
     conf_sha = sha(CONF)
 
+    global UPGRADED_AT
+    UPGRADED_AT = cursor()
     p = await arun("bash", readme_upgrade, check_rc=False, timeout=900)
     print(p.stdout[-3000:], p.stderr[-3000:], sep="\n")
     check(p.returncode == 0, "upgrade: the README's upgrade commands succeeded", f"exit {p.returncode}")
@@ -439,10 +451,19 @@ async def upgrade(cs: CentralSystem, readme_upgrade: str, old_rev: str) -> None:
 
 
 # ---------------------------------------------------------------- main
+def write_config(port: int) -> None:
+    """The user's edit (README: sudoedit): emulated hardware, this central system. The file keeps
+    the owner and mode the installer gave it, and the daemon's user must be able to read it."""
+    CONF.write_text(STATION_CONFIG % port)
+    run("runuser", "-u", "station", "--", VENV_STATION, "check-config", str(CONF))
+    ok(f"config: sim hardware, OCPP central system on port {port}; check-config passes as the station user")
+
+
 async def main(mode: str) -> int:
     cs = CentralSystem()
     await cs.up()
     try:
+        write_config(cs.port)
         if mode == "fresh":
             await check_start(cs)
             await check_kill9(cs)
@@ -452,7 +473,7 @@ async def main(mode: str) -> int:
             await check_sandbox(cs)
         elif mode == "upgrade":
             await upgrade(cs, "/platform/readme-upgrade.sh", Path("/platform/upgrade-from").read_text().strip())
-            await check_start(cs)
+            await check_start(cs, UPGRADED_AT)
         else:
             raise SystemExit(f"unknown mode {mode}")
     except Failed as exc:
@@ -465,7 +486,4 @@ async def main(mode: str) -> int:
 
 
 if __name__ == "__main__":
-    if len(sys.argv) == 3 and sys.argv[1] == "--write-config":
-        Path(sys.argv[2]).write_text(STATION_CONFIG)
-        raise SystemExit(0)
     raise SystemExit(asyncio.run(main(sys.argv[1])))
