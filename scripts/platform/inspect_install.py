@@ -78,7 +78,9 @@ def main() -> None:
     for name in ("RPLCD", "smbus2", "pymodbus", "ocpp", "websockets", "cryptography"):
         check(importlib.util.find_spec(name) is not None, f"{name} is importable")
     import cryptography.hazmat.bindings._rust  # noqa: F401  (a compiled extension: right architecture)
-    ok("cryptography's compiled extension loads")
+    import cffi
+    ok(f"cryptography's compiled extension loads (cryptography {dists['cryptography'].version}, "
+       f"cffi {cffi.__version__} from {Path(cffi.__file__).parent.parent})")
 
     # The account and the files the installer made.
     pw = pwd.getpwnam("station")

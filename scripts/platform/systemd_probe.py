@@ -52,6 +52,10 @@ url = "ws://127.0.0.1:%d/"
 """
 
 
+# systemd's complaints that come from running inside systemd-nspawn, not from the unit: when it
+# stops a unit, systemd 252 writes cgroup.kill, which fails with EIO in this container (the host's
+# cgroup tree is not delegated to it); it then kills the processes one by one, as it says.
+CONTAINER_ARTEFACTS = ("Failed to kill control group /system.slice/station.service, ignoring: Input/output error",)
 UPGRADED_AT = 0  # when the upgrade began (journal time, µs)
 
 
@@ -274,7 +278,8 @@ async def check_start(cs: CentralSystem, since_boot_or: int = 0) -> None:
     # systemd's own complaints about the unit (the ConfigurationDirectory mode, unknown
     # directives, ...) at this start, and since boot or the upgrade (daemon-reload parses the unit).
     pid1 = [e for e in journal(since_boot_or, "_PID=1", "-b") if "station" in str(e.get("MESSAGE", "")) or e.get("UNIT") == UNIT]
-    bad = [e["MESSAGE"] for e in pid1 if int(e.get("PRIORITY", 6)) <= 4 or "mode is different" in str(e.get("MESSAGE"))]
+    bad = [e["MESSAGE"] for e in pid1 if (int(e.get("PRIORITY", 6)) <= 4 or "mode is different" in str(e.get("MESSAGE")))
+           and not any(str(e["MESSAGE"]).endswith(artefact) for artefact in CONTAINER_ARTEFACTS)]
     check(not bad, "no warning from systemd about the unit", "; ".join(map(str, bad)))
     own = [m for m in messages(c, "-u", UNIT, "-p", "warning")]
     check(not own, "no warning from the station at start", "; ".join(own))
