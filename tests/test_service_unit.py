@@ -73,3 +73,10 @@ def test_config_directory_is_readable_for_the_daemon_and_read_only():
     assert directives("ConfigurationDirectory") == ["station"]
     assert directives("ConfigurationDirectoryMode") == ["0750"]
     assert "/etc/station" in " ".join(directives("ReadOnlyPaths")).split()
+
+
+def test_working_directory_is_the_runtime_directory():
+    # lgpio creates .lgd-nfy* FIFOs in the working directory at import; / is read-only under
+    # ProtectSystem=strict (scripts/platform-check imports it in the unit's sandbox).
+    assert directives("RuntimeDirectory") == ["station"]
+    assert directives("WorkingDirectory") == ["/run/station"]

@@ -285,6 +285,30 @@ async def check_start(cs: CentralSystem, since_boot_or: int = 0) -> None:
     check(not own, "no warning from the station at start", "; ".join(own))
 
 
+async def check_gpio_library_in_sandbox(cs: CentralSystem) -> None:
+    """lgpio, under rpi-lgpio on every Pi, creates a notification FIFO in the working directory
+    when it is imported. The daemon runs in sim mode here, so its own process never imports it:
+    a runtime drop-in imports it in an ExecStartPre=, which runs with ExecStart='s user,
+    sandbox and working directory. (On x86 lgpio has a wheel too; rpi-lgpio then refuses to
+    run off a Pi, so only lgpio itself is imported.)"""
+    dropin = Path("/run/systemd/system/station.service.d/platform-lgpio.conf")
+    dropin.parent.mkdir(parents=True, exist_ok=True)
+    dropin.write_text("[Service]\nExecStartPre=/opt/station/venv/bin/python -c "
+                      "'import os, lgpio; print(\"lgpio imported; its FIFO is in\", os.getcwd())'\n")
+    await arun("systemctl", "daemon-reload")
+    c = cursor()
+    await arun("systemctl", "restart", UNIT, check_rc=False)
+    active = show("ActiveState")["ActiveState"] == "active"
+    lines = await wait_log("the ExecStartPre= import of lgpio", c,
+                           lambda ls: any("lgpio imported" in m or "ExecStartPre" in m or "lgd-nfy" in m for m in ls), "-u", UNIT)
+    dropin.unlink()
+    await arun("systemctl", "daemon-reload")
+    check(active, "lgpio (the GPIO library of every Pi) imports inside the unit's sandbox",
+          next((m for m in lines if "lgpio imported" in m), "; ".join(lines[-8:])))
+    await arun("systemctl", "restart", UNIT)
+    await wait_status("Available")
+
+
 async def start_session(cs: CentralSystem, label: str) -> int:
     since = time.monotonic()
     answer = await cs.call("RemoteStartTransaction", {"idTag": TAG, "connectorId": 1})
@@ -385,8 +409,9 @@ def sandbox_write(pid: str, path: str, user: str | None) -> tuple[bool, str]:
 
 async def check_sandbox(cs: CentralSystem) -> None:
     pid = show("MainPID")["MainPID"]
-    can, why = sandbox_write(pid, str(STATE), "station")
-    check(can, "sandbox: the daemon's user can write its state directory", why)
+    for path in (str(STATE), "/run/station"):
+        can, why = sandbox_write(pid, path, "station")
+        check(can, f"sandbox: the daemon's user can write {path}", why)
     for path in ("/opt/station", "/opt/station/venv", "/etc/station", "/etc", "/usr/local", "/var/lib", "/var/log", "/root", "/home"):
         for user in ("station", None):
             can, why = sandbox_write(pid, path, user)
@@ -471,6 +496,7 @@ async def main(mode: str) -> int:
         write_config(cs.port)
         if mode == "fresh":
             await check_start(cs)
+            await check_gpio_library_in_sandbox(cs)
             await check_kill9(cs)
             await check_stop(cs)
             await check_watchdog(cs)
