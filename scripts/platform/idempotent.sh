@@ -12,6 +12,8 @@ manifest() {
         find /opt/station /etc/station -name __pycache__ -prune -o \
              -printf '%p %y %m %u %g %s %T@ %l\n'
         find /opt/station /etc/station -name __pycache__ -prune -o -type f -print0 | sort -z | xargs -0 sha256sum
+        # What raspi-config changed for the installer (SPI, I2C, UART, console), where it exists.
+        if [ -d /boot/firmware ]; then find /boot/firmware -type f -print0 | sort -z | xargs -0 -r sha256sum; fi
         getent passwd station
         for g in station gpio spi i2c dialout; do getent group "$g"; done
         dpkg-query -W -f='${Package} ${Version}\n' | sort
