@@ -19,11 +19,18 @@ manifest() {
         dpkg-query -W -f='${Package} ${Version}\n' | sort
     } | sort
 }
+main_pid() { if [ -d /run/systemd/system ]; then systemctl show -p MainPID --value station.service; else echo none; fi; }
+pid1=$(main_pid)
 manifest >/tmp/manifest-1
 /opt/station/scripts/install-pi >/tmp/install-pi-2.log 2>&1 || { cat /tmp/install-pi-2.log; echo "second install-pi run failed"; exit 1; }
 manifest >/tmp/manifest-2
+pid2=$(main_pid)
+if [ "$pid1" != "$pid2" ]; then
+    echo "FAIL: the second install-pi run restarted the service (MainPID $pid1 -> $pid2)"
+    exit 1
+fi
 if ! diff -u /tmp/manifest-1 /tmp/manifest-2; then
     echo "FAIL: the second install-pi run changed the files above"
     exit 1
 fi
-echo "ok   second install-pi run changed nothing ($(wc -l </tmp/manifest-1) manifest lines compared)"
+echo "ok   second install-pi run changed nothing ($(wc -l </tmp/manifest-1) manifest lines compared; service MainPID $pid1 before and after)"
