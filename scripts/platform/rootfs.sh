@@ -1,3 +1,4 @@
+# shellcheck shell=bash
 # Debian bookworm root file systems for the platform check (sourced by scripts/platform-check).
 #
 # Raspberry Pi OS is Debian bookworm plus the Raspberry Pi archive; that archive is not needed to
