@@ -226,7 +226,14 @@ class Mfrc522Reader:
         if self._lib is not None:
             return
         import RPi.GPIO as GPIO  # bound here: in sim mode the fake is installed by then
-        from mfrc522 import MFRC522
+        try:
+            from mfrc522 import MFRC522
+        except ModuleNotFoundError as exc:
+            if exc.name != "mfrc522":
+                raise
+            # pip cannot install it with the extras (setup.cfg says why): say how.
+            raise ReaderError("the mfrc522 library is not installed: pip install --no-deps mfrc522==0.0.7 "
+                              "(README.md, Installing by hand)") from None
 
         mode = GPIO.getmode()
         if mode not in (None, GPIO.BCM):
