@@ -46,6 +46,7 @@ log = logging.getLogger(__name__)
 
 INPUT_POLL_S = 0.05  # IEC 61851-1 wants power off within 100 ms of the EV asking
 AUTH_TIMEOUT_S = 15.0
+RESET_DRAIN_S = 10.0  # a Reset waits this long for the session's stop to be delivered
 
 LED_BY_STATE = {
     State.AVAILABLE: LedPattern.AVAILABLE, State.PREPARING: LedPattern.BUSY, State.CHARGING: LedPattern.CHARGING,
@@ -215,7 +216,7 @@ class Charger:
         if self.state in IN_SESSION:
             assert self.session is not None
             if await self._may_stop(tag):
-                await self._stop("Local")
+                await self._stop("Local", id_tag=tag)
             else:
                 self._show_notice("other_card")
             return
@@ -355,8 +356,11 @@ class Charger:
         self._note(f"session {session.id} started at {reading.energy_wh} Wh")
 
     # ------------------------------------------------------------------ stop
-    async def _stop(self, reason: str) -> Session | None:
-        """End the running session. Contactor first, then the exact reading, then the journal."""
+    async def _stop(self, reason: str, id_tag: str | None = None) -> Session | None:
+        """End the running session. Contactor first, then the exact reading, then the journal.
+
+        `id_tag` is the card that asked for the stop, when a card did (it may be another card
+        of the same group than the one that started: OCPP StopTransaction names it)."""
         session = self.session
         if session is None:
             return None
@@ -374,7 +378,8 @@ class Charger:
             stopped_at = self.clock.stamp()
             while True:
                 try:
-                    session = self.store.stop(session.id, wh, stopped_at, reason, phases, estimated, {"reason": reason})
+                    payload = {"reason": reason} if id_tag is None else {"reason": reason, "id_tag": id_tag}
+                    session = self.store.stop(session.id, wh, stopped_at, reason, phases, estimated, payload)
                     break
                 except StorageError as exc:
                     # The contactor is open; the stop must still be recorded before anything else.
@@ -401,11 +406,13 @@ class Charger:
             return
         if self.has_ev_input and self._ev:
             return  # until unplugged
-        self.release()
-        if self._scheduled_unavailable:
+        if self._scheduled_unavailable and self.may_disable():
+            # Straight to Unavailable: an Available in between would be reported and be false.
             self._scheduled_unavailable = False
-            if self.may_disable():
-                self.disable()
+            self.reservation = None
+            self.disable()
+            return
+        self.release()
 
     # ------------------------------------------------------------------ contactor check
     def _check_contactor(self, expected: bool) -> None:
@@ -418,7 +425,7 @@ class Charger:
         log.error("%s", text)
         self._set_fault("contactor", "OtherError", text, vendor="ContactorFeedback")
         if expected and self.session is not None:
-            asyncio.ensure_future(self._stop("Other"))
+            self.spawn(self._stop("Other"), "stop")
 
     # ------------------------------------------------------------------ meter
     async def _fresh_reading(self, tries: int = 2, full: bool = True) -> MeterReading | None:
@@ -493,7 +500,7 @@ class Charger:
                 and time.monotonic() - self._session_mono > timeout):
             log.info("session %d: no power drawn for %.0f s; ending it", self.session.id, timeout)
             self._show_notice("no_power_timeout")
-            asyncio.ensure_future(self._stop("Other"))
+            self.spawn(self._stop("Other"), "stop")
 
     # ------------------------------------------------------------------ inputs and timers
     async def _input_loop(self) -> None:
@@ -516,6 +523,8 @@ class Charger:
             if self._pending is not None and not self._busy:
                 session, result = self._pending
                 await self._begin(session, result)
+            elif self.state is State.RESERVED:
+                pass  # stays Reserved (OCPP 1.6 §5.13): only the reserved tag may start here
             elif self.may_plug():
                 self.plug()
                 self._prep_deadline = time.monotonic() + self.settings["connection_timeout_s"]
@@ -554,9 +563,7 @@ class Charger:
                 self._render()
             if self.reservation is not None and now > self.reservation["expires_mono"]:
                 log.info("reservation %s expired", self.reservation["id"])
-                self.reservation = None
-                if self.state is State.RESERVED:
-                    self.unhold()
+                self._end_reservation()
 
     # ------------------------------------------------------------------ faults
     def _on_reader_fault(self, text: str | None) -> None:
@@ -570,7 +577,7 @@ class Charger:
         self.faults[source] = Fault(code, text, vendor)
         self._note(f"fault: {text}")
         if source == "meter" and self.session is not None and not self._busy:
-            asyncio.ensure_future(self._stop("Other"))
+            self.spawn(self._stop("Other"), "stop")
         elif fault_state and self.may_fault():
             self.fault()
         else:
@@ -717,13 +724,13 @@ class Charger:
             return False
         if self.state is State.RESERVED and not await self._matches_reservation(id_tag):
             return False
-        asyncio.ensure_future(self._authorize(id_tag, remote=True))
+        self.spawn(self._authorize(id_tag, remote=True), "remote-start")
         return True
 
     async def remote_stop(self, backend_session_id: str) -> bool:
         if self.session is None or str(self.session.backend_session_id) != str(backend_session_id):
             return False
-        asyncio.ensure_future(self._stop("Remote"))
+        self.spawn(self._stop("Remote"), "remote-stop")
         return True
 
     async def stop_session(self, reason: str) -> bool:
@@ -740,10 +747,28 @@ class Charger:
             await asyncio.sleep(0.2)  # let the backend send its reply first
             if self.session is not None:
                 await self._stop("HardReset" if hard else "SoftReset")
+                # OCPP 1.6 §5.14: the StopTransaction goes out (and is answered) before the reboot
+                # when the link is up; offline it waits in the journal as always.
+                if self.online:
+                    await self._drain(RESET_DRAIN_S)
             self.exit_request = kind
             self.exit_event.set()
-        asyncio.ensure_future(go())
+        self.spawn(go(), "reset")
         return True
+
+    async def _drain(self, timeout: float) -> bool:
+        """Wait until the outbox is empty (everything delivered), at most `timeout` seconds."""
+        deadline = self.clock.monotonic() + timeout
+        while self.clock.monotonic() < deadline:
+            try:
+                if self.store.pending_messages() == 0:
+                    return True
+            except StorageError:
+                return False
+            self._wake_delivery()
+            await asyncio.sleep(0.05)
+        log.warning("outbox not drained within %.0f s; the rest is delivered after the restart", timeout)
+        return False
 
     async def set_available(self, available: bool) -> str:
         self._safe(self.store.put_json, "core.available", available)
@@ -764,10 +789,8 @@ class Charger:
         return "Rejected"
 
     async def unlock(self) -> str:
-        """No connector lock on this hardware (a fixed cable): stop any session and say so."""
-        if self.session is not None:
-            await self._stop("UnlockCommand")
-            return "Unlocked"
+        """No connector lock on this hardware (a fixed cable): there is nothing to unlock, in a
+        session or not, and a session goes on (OCPP 1.6 UnlockConnector: NotSupported)."""
         return "NotSupported"
 
     async def reserve(self, reservation_id: int, id_tag: str, parent_id: str | None, expiry: str) -> str:
@@ -793,10 +816,16 @@ class Charger:
     async def cancel_reservation(self, reservation_id: int) -> bool:
         if self.reservation is None or self.reservation["id"] != reservation_id:
             return False
+        self._end_reservation()
+        return True
+
+    def _end_reservation(self) -> None:
+        """A reservation expires or is cancelled: a car already plugged in now waits for a card."""
         self.reservation = None
         if self.state is State.RESERVED:
             self.unhold()
-        return True
+            if self._ev and self.may_plug():
+                self.plug()
 
     def set_clock(self, utc: str) -> None:
         try:

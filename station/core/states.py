@@ -46,7 +46,7 @@ IDLE = (A, R)
 
 # trigger       from                  to     when (a condition on the charger, optional)
 TRANSITIONS: list[dict] = [
-    dict(trigger="plug",      source=[A, R],             dest=P),
+    dict(trigger="plug",      source=A,                  dest=P),     # at Reserved, only the reserved card starts
     dict(trigger="tap",       source=[A, R, P],          dest=P),
     dict(trigger="abandon",   source=P,                  dest=P, conditions="ev_plugged"),  # refused or timed out, car still plugged
     dict(trigger="abandon",   source=P,                  dest=A, unless="reserved"),

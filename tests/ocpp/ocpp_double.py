@@ -148,10 +148,7 @@ class StationDouble:
 
     async def unlock(self) -> str:
         self.calls.append(("unlock",))
-        if self.session is not None:
-            self.end("UnlockCommand")
-            return "Unlocked"
-        return "NotSupported"
+        return "NotSupported"  # as the charger: a fixed cable has no lock
 
     async def reserve(self, reservation_id: int, id_tag: str, parent_id: str | None, expiry: str) -> str:
         self.calls.append(("reserve", reservation_id, id_tag, parent_id, expiry))

@@ -18,10 +18,13 @@ async def wait_status(csms, status: str, connector: int = 1, after: int = 0, tim
 
 
 async def start_tx(csms, sim, tag: str = UID) -> dict:
-    """Plug, tap: a running transaction. Returns the StartTransaction payload."""
+    """Plug, tap: a running transaction. Returns the StartTransaction payload.
+
+    At a reserved connector the plug leaves it Reserved (OCPP 1.6 §5.13): the tap starts it."""
     n = len(csms.received)
+    reserved = sim.charger.state.value == "Reserved"
     sim.world.plug()
-    await sim.state("Preparing")
+    await sim.state("Reserved" if reserved else "Preparing")
     await sim.world.tap(tag, hold_s=0.15)
     start = await csms.wait_for("StartTransaction", after=n)
     await sim.state("Charging")

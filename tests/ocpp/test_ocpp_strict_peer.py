@@ -147,16 +147,17 @@ async def test_full_session_against_strict_central_system(strict_cs, sim_factory
     stop = await cs.call_from_cp("StopTransaction")
     assert stop["meterStop"] - start["meterStart"] >= 250 and stop["reason"] == "Remote"
 
-    # a remote session ended by UnlockConnector
+    # a remote session: UnlockConnector is NotSupported (no lock), RemoteStop ends it
     s.world.plug(False)
     await s.state("Available")
     assert (await cs.command("RemoteStartTransaction", {"idTag": UID, "connectorId": 1}))["status"] == "Accepted"
     s.world.plug()
     await cs.call_from_cp("StartTransaction", after=len(cs.events) - 1)
     await s.idle()
-    assert (await cs.command("UnlockConnector", {"connectorId": 1}))["status"] == "Unlocked"
-    stop2 = await cs.call_from_cp("StopTransaction", lambda p: p["reason"] == "UnlockCommand")
-    assert stop2["transactionId"] == 502
+    assert (await cs.command("UnlockConnector", {"connectorId": 1}))["status"] == "NotSupported"  # no lock
+    assert (await cs.command("RemoteStopTransaction", {"transactionId": 502}))["status"] == "Accepted"
+    stop2 = await cs.call_from_cp("StopTransaction", lambda p: p["transactionId"] == 502)
+    assert stop2["reason"] == "Remote"
     s.world.plug(False)
 
     # availability, diagnostics and firmware that fail (no servers), then a reset

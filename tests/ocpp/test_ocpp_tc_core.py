@@ -310,12 +310,14 @@ async def test_TC_017_2_unlock_connector_no_session_fixed_cable(csms, sim):
     assert result.status == "NotSupported"
 
 
-async def test_TC_018_2_unlock_connector_with_session(csms, sim):
+async def test_TC_018_2_unlock_connector_with_session_no_lock(csms, sim):
+    """A fixed cable has no lock: NotSupported in a session as when idle, and the session goes on."""
     await start_tx(csms, sim)
     result = await csms.call(call.UnlockConnector(connector_id=1))
-    assert result.status == "Unlocked"
-    stop = await csms.wait_for("StopTransaction")
-    assert stop["reason"] == "UnlockCommand"
+    assert result.status == "NotSupported"
+    await asyncio.sleep(0.5)
+    assert sim.charger.session is not None
+    assert not csms.calls("StopTransaction")
 
 
 async def test_TC_031_unlock_unknown_connector(csms, sim):
