@@ -137,15 +137,17 @@ server.on('client', (client) => {
     });
 });
 
+function command(line) {
+    try {
+        return JSON.parse(line);
+    } catch (e) {
+        return { cmd: null, error: e.message };
+    }
+}
+
 const rl = readline.createInterface({ input: process.stdin });
 rl.on('line', async (line) => {
-    let cmd;
-    try {
-        cmd = JSON.parse(line);
-    } catch (e) {
-        say({ error: `bad command: ${e.message}` });
-        return;
-    }
+    const cmd = command(line);
     if (cmd.cmd === 'outage') {
         downUntil = Date.now() + 1000 * Number(cmd.seconds || 0);
         await Promise.all([...clients.values()].map((c) => c.closeByCs()));
@@ -154,7 +156,7 @@ rl.on('line', async (line) => {
         loseStart = true;
         say({ ok: 'lose_start' });
     } else {
-        say({ error: `unknown command ${cmd.cmd}` });
+        say({ error: cmd.error ? `bad command: ${cmd.error}` : `unknown command ${cmd.cmd}` });
     }
 });
 rl.on('close', () => process.exit(0));

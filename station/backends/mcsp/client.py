@@ -54,10 +54,11 @@ from station.aio import cancel_and_wait
 from station.backends.mcsp import codec
 from station.backends.mcsp.codec import CLOSED, Connection, Reply, Request, Role
 from station.backends.mcsp.link import Link, open_link, parse_url
+from station.backends.mcsp.online import OnlineBackend
 from station.backoff import Backoff
 from station.clock import iso
 from station.core.model import AuthResult, AuthStatus, DeliveryResult, MessageKind, OutboxItem, Session, StatusReport
-from station.core.ports import Backend, StationControl
+from station.core.ports import StationControl
 from station.errors import BackendOffline, ProtocolError
 
 log = logging.getLogger(__name__)
@@ -119,7 +120,7 @@ def _iso_or_none(stamp: str | None) -> str | None:
     return stamp if stamp and _ISO.fullmatch(stamp) else None
 
 
-class McspBackend(Backend):
+class McspBackend(OnlineBackend):
     kind = "mcsp"
 
     def __init__(self, url: str, name: str, *, store: Any = None, baudrate: int = 19200, timeout_s: float = 5.0,
@@ -142,7 +143,6 @@ class McspBackend(Backend):
         self._conn: Connection | None = None
         self._lock = asyncio.Lock()
         self._wake = asyncio.Event()
-        self._ready = asyncio.Event()
         self._task: asyncio.Task | None = None
         self._status_task: asyncio.Task | None = None
         self._status: str | None = None
@@ -166,21 +166,6 @@ class McspBackend(Backend):
         async with self._lock:
             await self._drop_link("closing", force=True)
         self._set_online(False)
-
-    async def wait_ready(self, timeout: float) -> bool:
-        try:
-            async with asyncio.timeout(timeout):
-                await self._ready.wait()
-        except TimeoutError:
-            pass
-        return self.online
-
-    def _set_online(self, online: bool) -> None:
-        if online:
-            self._ready.set()
-        else:
-            self._ready.clear()
-        super()._set_online(online)
 
     def _beat(self) -> None:
         if self.station is not None:

@@ -48,8 +48,9 @@ from typing import Any
 from station import privacy
 from station.aio import cancel_and_wait
 from station.backends.mcsp.link import Link, SerialLink
+from station.backends.mcsp.online import OnlineBackend
 from station.core.model import AuthResult, AuthStatus, DeliveryResult, MessageKind, OutboxItem, Session
-from station.core.ports import Backend, StationControl
+from station.core.ports import StationControl
 from station.core.tags import parse_uid
 from station.errors import BackendOffline, ProtocolError
 
@@ -203,7 +204,7 @@ def error_text(code: int | None, language: str = "en") -> str:
     return f"ERROR{code}: {de if language == 'de' else en}"
 
 
-class EvcsSerialBackend(Backend):
+class EvcsSerialBackend(OnlineBackend):
     kind = "evcs-serial"
 
     def __init__(self, port: str, *, baudrate: int = 19200, station_number: int = 1, reply_timeout_s: float = 3.0,
@@ -218,7 +219,6 @@ class EvcsSerialBackend(Backend):
         self._link: Link | None = None
         self._lines = LineReader("evcs-serial")
         self._lock = asyncio.Lock()
-        self._ready = asyncio.Event()
         self._task: asyncio.Task | None = None
 
     # ------------------------------------------------------------------ lifecycle
@@ -237,21 +237,6 @@ class EvcsSerialBackend(Backend):
         self._task = None
         async with self._lock:
             await self._drop()
-
-    def _set_online(self, online: bool) -> None:
-        if online:
-            self._ready.set()
-        else:
-            self._ready.clear()
-        super()._set_online(online)
-
-    async def wait_ready(self, timeout: float) -> bool:
-        try:
-            async with asyncio.timeout(timeout):
-                await self._ready.wait()
-        except TimeoutError:
-            pass
-        return self.online
 
     async def _idle(self, seconds: float) -> None:
         """Sleep `seconds`, beating at least every BEAT_S."""
