@@ -1,8 +1,9 @@
-"""Small asyncio helpers shared by the backends."""
+"""Small asyncio helpers shared by the backends and servers."""
 
 from __future__ import annotations
 
 import asyncio
+import signal
 from typing import Any
 
 
@@ -24,3 +25,14 @@ async def cancel_and_wait(*tasks: asyncio.Task[Any] | None) -> None:
     for task in pending:
         if not task.cancelled():
             task.exception()
+
+
+def stop_on_signals(stop: asyncio.Event, *signals: signal.Signals) -> None:
+    """Set `stop` when one of `signals` (default SIGTERM and SIGINT) arrives, where the loop
+    can handle signals (not on Windows, not outside the main thread)."""
+    loop = asyncio.get_running_loop()
+    for sig in signals or (signal.SIGTERM, signal.SIGINT):
+        try:
+            loop.add_signal_handler(sig, stop.set)
+        except (NotImplementedError, RuntimeError):
+            pass

@@ -1,14 +1,16 @@
-"""station.aio.cancel_and_wait: tasks end, their errors are retrieved, the caller's own
-cancellation is never swallowed."""
+"""station.aio: cancel_and_wait (tasks end, their errors are retrieved, the caller's own
+cancellation is never swallowed) and stop_on_signals."""
 
 from __future__ import annotations
 
 import asyncio
 import gc
+import os
+import signal
 
 import pytest
 
-from station.aio import cancel_and_wait
+from station.aio import cancel_and_wait, stop_on_signals
 
 
 async def test_cancels_every_task_and_waits_for_its_cleanup():
@@ -68,3 +70,14 @@ async def test_the_callers_cancellation_propagates():
     victim.cancel()
     with pytest.raises(asyncio.CancelledError):
         await victim
+
+
+async def test_stop_on_signals_sets_the_event():
+    stop = asyncio.Event()
+    stop_on_signals(stop, signal.SIGUSR1)  # not SIGTERM: the test process must live on
+    try:
+        os.kill(os.getpid(), signal.SIGUSR1)
+        async with asyncio.timeout(10):
+            await stop.wait()
+    finally:
+        asyncio.get_running_loop().remove_signal_handler(signal.SIGUSR1)

@@ -89,23 +89,17 @@ async def test_reproduces_the_live_logs_conversation(link):
     assert (done.tag, done.energy_wh, done.acknowledged) == ("D6 4F C9 3B", 1500, True)
 
 
-async def test_the_heartbeat_loop_is_supervised_and_beats_while_it_waits(monkeypatch):
+@pytest.fixture
+def fast_beats(monkeypatch):
+    """The heartbeat loop's wait slice shortened, so a test need not wait 5 s for a beat."""
     monkeypatch.setattr(dialect_mod, "BEAT_S", 0.02)
-    bridge = PtyBridge()
-    server = Runevcs2018(bridge.b, meter=FlatMeter())
-    await server.start()
-    station = FakeStation()
-    backend = EvcsSerialBackend(bridge.a, reply_timeout_s=1.0, heartbeat_s=3600)
-    await backend.start(station)
-    try:
-        assert await backend.wait_ready(10)
-        await until(lambda: station.beats.get("evcs-heartbeat", 0) >= 10, 10, "beats while waiting")
-        assert server.alive == {}  # the hour is not over: no 'LADER 1 lebt' yet
-        assert "evcs-heartbeat" in station.supervisor.loops() and station.supervisor.check() is None
-    finally:
-        await backend.close()
-        await server.stop()
-        bridge.close()
+
+
+async def test_the_heartbeat_loop_is_supervised_and_beats_while_it_waits(fast_beats, link):
+    backend, server, _, station, _ = link  # heartbeat_s = 3600
+    await until(lambda: station.beats.get("evcs-heartbeat", 0) >= 10, 10, "beats while waiting")
+    assert server.alive == {}  # the hour is not over: no 'LADER 1 lebt' yet
+    assert "evcs-heartbeat" in station.supervisor.loops() and station.supervisor.check() is None
 
 
 async def test_the_real_devices_tag_prefix_and_station_number():

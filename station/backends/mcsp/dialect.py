@@ -47,12 +47,13 @@ from typing import Any
 
 from station import privacy
 from station.aio import cancel_and_wait
+from station.backends.mcsp.codec import RemoteProtocolError
 from station.backends.mcsp.link import Link, SerialLink
 from station.backends.mcsp.online import OnlineBackend
 from station.core.model import AuthResult, AuthStatus, DeliveryResult, MessageKind, OutboxItem, Session
 from station.core.ports import StationControl
 from station.core.tags import parse_uid
-from station.errors import BackendOffline, ProtocolError
+from station.errors import BackendOffline
 
 log = logging.getLogger(__name__)
 
@@ -76,11 +77,8 @@ _ALIVE = re.compile(r"LADER (\d{1,2}) lebt")
 _TAG = re.compile(r"Tag ID\s*=\s*(.+)")
 
 
-class DialectError(ProtocolError):
+class DialectError(RemoteProtocolError):
     """The serial peer sent something the 2018 dialect does not have."""
-
-    def __init__(self, message: str) -> None:
-        super().__init__(message, remote=True)
 
 
 class LineParser:

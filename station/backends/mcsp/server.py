@@ -41,7 +41,6 @@ import argparse
 import asyncio
 import hmac
 import logging
-import signal
 import sqlite3
 import ssl
 import sys
@@ -53,7 +52,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from station import privacy
-from station.aio import cancel_and_wait
+from station.aio import cancel_and_wait, stop_on_signals
 from station.backends.mcsp import codec
 from station.backends.mcsp.codec import CLOSED, NEED_DATA, Connection, Reply, Request, Role
 from station.backends.mcsp.link import Link, SerialLink, StreamLink
@@ -511,12 +510,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 async def serve(server: McspServer, stop: asyncio.Event | None = None) -> None:
     stop = stop or asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        try:
-            loop.add_signal_handler(sig, stop.set)
-        except (NotImplementedError, RuntimeError):
-            pass
+    stop_on_signals(stop)
     await server.start()
     print(f"MCSP server on {server.serial or server.url}; sessions are printed as they end", flush=True)
     try:
