@@ -133,6 +133,7 @@ class Figures:
     aimed_duplicates: int = 0  # ... whose first StartTransaction was the target of an aimed kill
     uncertain_starts: int = 0  # sessions whose StartTransaction the station sent more than once (its mark)
     repeated_stops: int = 0  # StopTransaction sent again with the same values (harmless)
+    window_ms: list[float] = field(default_factory=list)  # median, 95th percentile, most: CS got it -> id journaled
     schema_failures: int = 0
     failures: list[str] = field(default_factory=list)
 
@@ -484,6 +485,8 @@ def main(argv: list[str] | None = None) -> int:
                   f"one of the {fig.aimed_kills} aimed kills; {fig.duplicates_after_drop} after an outage's drop; the "
                   f"station sent {fig.uncertain_starts} StartTransactions more than once), "
                   f"{fig.repeated_stops} repeated StopTransactions, {fig.schema_failures} schema failures, "
+                  f"window from the central system's receipt to the journaled transactionId (ms, median/95%/max) "
+                  f"{fig.window_ms}, "
                   f"{fig.billed_wh} Wh billed; meter advanced {fig.meter_advance_wh} Wh")
         else:
             print(f"backend: {fig.ledger_rows} ledger rows ({fig.ledger_zero_rows} of taps that never charged), "

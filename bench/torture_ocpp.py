@@ -37,9 +37,12 @@ from __future__ import annotations
 import asyncio
 import itertools
 import json
+import re
 import shutil
 import sqlite3
+import time
 from collections.abc import Iterable
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -53,6 +56,8 @@ STOP_REASONS = {"EmergencyStop", "EVDisconnected", "HardReset", "Local", "Other"
 # The charge point's configuration keys for the torture (as a central system would set them):
 # meter values every second, so MeterValues share the outbox with the transactions.
 KEYS = {"MeterValueSampleInterval": "1"}
+_JOURNALED = re.compile(r"(?P<at>\d{4}-\d\d-\d\d \d\d:\d\d:\d\d),(?P<ms>\d{3}) INFO \S+: "
+                        r"StartTransaction of session \d+: transactionId (?P<tx>\d+)$")
 
 
 def missing() -> str | None:
@@ -162,6 +167,25 @@ class LedgerCS:
 
     def check(self, fig: Any, journal: Path) -> None:
         judge(fig, journal, read_ledger(self.ledger), self.aimed)
+        windows = sorted(start_windows(self.ledger.parent))
+        if windows:
+            fig.window_ms = [windows[len(windows) // 2], windows[int(len(windows) * 0.95)], windows[-1]]
+
+
+def start_windows(work: Path) -> list[float]:
+    """For each StartTransaction answered: milliseconds from the central system receiving it to the
+    station's log line saying the transactionId is journaled. A kill inside that window leaves a
+    transaction at the central system the station does not know of. Both clocks are this machine's
+    wall clock; the log's times are local, with millisecond resolution."""
+    received = {e["txId"]: datetime.fromisoformat(e["at"].replace("Z", "+00:00")).timestamp()
+                for e in read_ledger(work / "cs-ledger.jsonl") if e["ev"] == "call" and e["method"] == "StartTransaction"}
+    windows = []
+    for line in (work / "station.log").read_text(errors="replace").splitlines():
+        found = _JOURNALED.match(line)
+        if found and int(found["tx"]) in received:
+            logged = time.mktime(time.strptime(found["at"], "%Y-%m-%d %H:%M:%S")) + int(found["ms"]) / 1000
+            windows.append(round((logged - received[int(found["tx"])]) * 1000, 1))
+    return windows
 
 
 def read_ledger(path: Path) -> list[dict[str, Any]]:
