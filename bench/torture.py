@@ -131,7 +131,7 @@ class Figures:
     duplicates_after_kill: int = 0  # ... whose first StartTransaction went on a connection the kill ended
     duplicates_after_drop: int = 0  # ... on a connection the central system dropped (an outage)
     aimed_duplicates: int = 0  # ... whose first StartTransaction was the target of an aimed kill
-    uncertain_starts: int = 0  # sessions whose StartTransaction the station sent more than once (its mark)
+    resent_starts: int = 0  # StartTransactions the station sent again after one without an answer (its marks)
     repeated_stops: int = 0  # StopTransaction sent again with the same values (harmless)
     window_ms: list[float] = field(default_factory=list)  # median, 95th percentile, most: CS got it -> id journaled
     schema_failures: int = 0
@@ -483,7 +483,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"central system: {fig.cs_transactions} transactions, {fig.duplicate_starts} duplicate "
                   f"StartTransactions ({fig.duplicates_after_kill} after a kill, {fig.aimed_duplicates} of them after "
                   f"one of the {fig.aimed_kills} aimed kills; {fig.duplicates_after_drop} after an outage's drop; the "
-                  f"station sent {fig.uncertain_starts} StartTransactions more than once), "
+                  f"station sent {fig.resent_starts} StartTransactions again after one without an answer), "
                   f"{fig.repeated_stops} repeated StopTransactions, {fig.schema_failures} schema failures, "
                   f"window from the central system's receipt to the journaled transactionId (ms, median/95%/max) "
                   f"{fig.window_ms}, "

@@ -235,7 +235,7 @@ def judge(fig: Any, journal: Path, events: list[dict[str, Any]], aimed: set[int]
     claimed: dict[int, sqlite3.Row] = {}
     for r in rows:
         what = f"journal session {r['id']} ({r['stop_reason']})"
-        fig.uncertain_starts += _sends(r) > 1
+        fig.resent_starts += max(0, _sends(r) - 1)
         if r["state"] != "stopped" or not r["delivered"]:
             fail(f"{what} is {'open' if r['state'] != 'stopped' else 'not delivered'}")
             continue
@@ -271,6 +271,7 @@ def judge(fig: Any, journal: Path, events: list[dict[str, Any]], aimed: set[int]
     # Journals written before the mark existed cannot say which StartTransactions went twice.
     marked = any("ocpp_start_sends" in json.loads(r["extra"] or "{}") for r in rows)
     by_values = {_start_values(starts[tx]["params"]): tx for tx in claimed}
+    orphans: dict[int, int] = {}  # claimed transactionId -> its duplicates
     for tx, start in starts.items():
         if tx in claimed:
             continue
@@ -286,9 +287,11 @@ def judge(fig: Any, journal: Path, events: list[dict[str, Any]], aimed: set[int]
             fig.aimed_duplicates += tx in aimed
         if tx in stops:
             fail(f"duplicate transaction {tx} (of {twin}) was stopped: billed twice")
-        if marked and _sends(claimed[twin]) < 2:
-            fail(f"duplicate transaction {tx} (of {twin}): the station's journal does not know it sent "
-                 f"session {claimed[twin]['id']}'s StartTransaction twice")
+        orphans[twin] = orphans.get(twin, 0) + 1
+    for twin, n in orphans.items():
+        if marked and n > _sends(claimed[twin]) - 1:
+            fail(f"{n} duplicate transaction(s) of {twin}: the station's journal does not know it sent "
+                 f"session {claimed[twin]['id']}'s StartTransaction {n + 1} times")
 
     fig.billed_wh = sum(s[0]["params"]["meterStop"] - starts[tx]["params"]["meterStart"]
                         for tx, s in stops.items() if tx in starts)
