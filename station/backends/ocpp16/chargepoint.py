@@ -88,6 +88,7 @@ SETTING_TIME_S = 60.0  # a clock correction larger than this is a SettingSystemT
 TX_MAP_KEY = "ocpp.transactions"  # session key -> transactionId (idempotent START)
 STOPPED_KEY = "ocpp.stopped"  # session keys whose StopTransaction was answered
 START_SENDS = "ocpp_start_sends"  # session extra: StartTransactions sent for it (journaled before each send)
+START_TIMESTAMP = "ocpp_start_timestamp"  # session extra: the timestamp they carried
 FIRMWARE_KEY = "ocpp.firmware_status"  # a FirmwareStatusNotification still to send after restart
 _ERROR_CODES = {e.value for e in ChargePointErrorCode}
 _STOP_REASONS = {"EmergencyStop", "EVDisconnected", "HardReset", "Local", "Other", "PowerLoss", "Reboot",
@@ -597,6 +598,9 @@ class OcppBackend(SecurityJobs, Backend):
         # and the possible orphan is named in the log for the operator (docs/durability.md).
         sends = int(session.extra.get(START_SENDS, 0))
         if sends:
+            # The same timestamp too where the first one had to be made up (a start stamped before
+            # the clock was known, in an earlier boot).
+            payload["timestamp"] = session.extra.get(START_TIMESTAMP) or payload["timestamp"]
             log.warning("StartTransaction of session %d was sent %d time(s) before without an answer: the central "
                         "system may hold an extra transaction for idTag %s, meterStart %d Wh, timestamp %s that "
                         "will never be stopped; sending the same values again", session.id, sends,
@@ -605,7 +609,7 @@ class OcppBackend(SecurityJobs, Backend):
         def journal_send() -> None:
             nonlocal sends
             sends += 1
-            self.store.set_extra(session.id, **{START_SENDS: sends})
+            self.store.set_extra(session.id, **{START_SENDS: sends, START_TIMESTAMP: payload["timestamp"]})
 
         try:
             conf = await self._transaction_call("StartTransaction", payload, before_send=journal_send)
