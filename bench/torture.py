@@ -317,6 +317,8 @@ class Rig:
 
 
 def make_side(backend: str, work: Path) -> McspSide | LedgerCS:
+    """The backend side for `backend`, its files in `work` (created)."""
+    work.mkdir(parents=True, exist_ok=True)
     return LedgerCS(work, TAGS) if backend == "ocpp" else McspSide(work)
 
 
@@ -332,7 +334,6 @@ async def torture(workdir: str | Path, kills: int, seed: int, *, backend: str = 
         raise ValueError("aimed kills are for the OCPP backend (MCSP repeats are idempotent by Session-Key)")
     say = say or (lambda text: None)
     work = Path(workdir)
-    work.mkdir(parents=True, exist_ok=True)
     rng = random.Random(seed)
     fig = Figures(seed=seed, kills_asked=kills, backend=backend)
     async with Rig(work, make_side(backend, work)) as rig:
