@@ -453,6 +453,9 @@ class OcppBackend(SecurityJobs, Backend):
             log.debug("StatusNotification not sent: %s", exc)
 
     async def send_status(self, report: StatusReport) -> None:
+        # A state change may start or end a transaction: the meter loop looks now, so a short
+        # transaction is not missed between its 0.5 s turns (a TxProfile ends with it).
+        self._meter_wake.set()
         if self.registration != "Accepted":
             return  # the current state is sent after the next BootNotification
         hold = self.keys.int("MinimumStatusDuration")
