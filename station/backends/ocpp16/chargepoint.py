@@ -46,6 +46,7 @@ import asyncio
 import logging
 import time
 from collections import deque
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -55,6 +56,7 @@ from ocpp.v16 import call_result
 from ocpp.v16.enums import Action, ChargePointErrorCode
 from websockets.asyncio.client import connect
 
+from station import privacy
 from station.backoff import Backoff
 from station.clock import MONO_PREFIX, Clock, iso, parse_iso
 from station.core.model import (
@@ -85,6 +87,8 @@ DEFAULT_WAIT_S = 60.0  # Pending/Rejected with interval 0
 SETTING_TIME_S = 60.0  # a clock correction larger than this is a SettingSystemTime security event
 TX_MAP_KEY = "ocpp.transactions"  # session key -> transactionId (idempotent START)
 STOPPED_KEY = "ocpp.stopped"  # session keys whose StopTransaction was answered
+START_SENDS = "ocpp_start_sends"  # session extra: StartTransactions sent for it (journaled before each send)
+START_TIMESTAMP = "ocpp_start_timestamp"  # session extra: the timestamp they carried
 FIRMWARE_KEY = "ocpp.firmware_status"  # a FirmwareStatusNotification still to send after restart
 _ERROR_CODES = {e.value for e in ChargePointErrorCode}
 _STOP_REASONS = {"EmergencyStop", "EVDisconnected", "HardReset", "Local", "Other", "PowerLoss", "Reboot",
@@ -548,10 +552,14 @@ class OcppBackend(SecurityJobs, Backend):
             data.pop(next(iter(data)))
         self.store.put_json(list_key, data)
 
-    async def _transaction_call(self, action: str, payload: dict[str, Any]) -> dict[str, Any]:
-        """TransactionMessageAttempts tries, TransactionMessageRetryInterval x tries apart."""
+    async def _transaction_call(self, action: str, payload: dict[str, Any],
+                                before_send: Callable[[], None] | None = None) -> dict[str, Any]:
+        """TransactionMessageAttempts tries, TransactionMessageRetryInterval x tries apart;
+        `before_send()` runs before each try."""
         attempts = self.keys.int("TransactionMessageAttempts")
         for n in range(attempts):
+            if before_send is not None:
+                before_send()
             try:
                 return await self.request(action, payload)
             except InvalidResponse as exc:
@@ -586,13 +594,34 @@ class OcppBackend(SecurityJobs, Backend):
                                    "timestamp": self._resolve(session.started_at)}
         if session.reservation_id is not None:
             payload["reservationId"] = session.reservation_id
+        # OCPP 1.6 has no idempotency key: a StartTransaction whose answer was lost (a power cut,
+        # a dropped link) may have opened a transaction whose id we never learn. Each send is
+        # journaled first, so such a session is known; it is sent again with the same values
+        # (the only way it gets billed; a central system can recognise the repeat by them),
+        # and the possible orphan is named in the log for the operator (docs/durability.md).
+        sends = int(session.extra.get(START_SENDS, 0))
+        if sends:
+            # The same timestamp too where the first one had to be made up (a start stamped before
+            # the clock was known, in an earlier boot).
+            payload["timestamp"] = session.extra.get(START_TIMESTAMP) or payload["timestamp"]
+            log.warning("StartTransaction of session %d was sent %d time(s) before without an answer: the central "
+                        "system may hold an extra transaction for idTag %s, meterStart %d Wh, timestamp %s that "
+                        "will never be stopped; sending the same values again", session.id, sends,
+                        privacy.tag(session.id_tag), payload["meterStart"], payload["timestamp"])
+
+        def journal_send() -> None:
+            nonlocal sends
+            sends += 1
+            self.store.set_extra(session.id, **{START_SENDS: sends, START_TIMESTAMP: payload["timestamp"]})
+
         try:
-            conf = await self._transaction_call("StartTransaction", payload)
+            conf = await self._transaction_call("StartTransaction", payload, before_send=journal_send)
         except _Exhausted as exc:
             # Never lose the session: keep the START at the head of the queue.
             raise BackendOffline(f"{exc}; kept for a later try") from None
         tx_id = int(conf["transactionId"])
         self._remember(session.key, TX_MAP_KEY, tx_id)
+        log.info("StartTransaction of session %d: transactionId %d", session.id, tx_id)
         info = conf.get("idTagInfo") if isinstance(conf.get("idTagInfo"), dict) else {"status": "Accepted"}
         self._learn(session.id_tag, info)
         status = info.get("status", "Accepted")
