@@ -104,3 +104,19 @@ async def test_evcs_serial_dialect_station_on_the_2018_server(tmp_path):
     finally:
         await server.stop()
         bridge.close()
+
+
+async def test_a_fault_reaches_the_server_with_what_is_wrong(tmp_path):
+    """docs/safety.md rule 3: every backend is told; MCSP with Status, Error and Error-Info (§4.3)."""
+    async with mcsp_station(tmp_path, **{"charging.contactor_settle_s": 0.2, "charging.contactor_recover_s": 1.0}) \
+            as (server, st):
+        st.world.inject("contactor-welded")
+        await state_is(st, "Faulted")
+        await until(lambda: any(r.get("Status") == "Faulted" for r in server.requests), what="a Faulted HEARTBEAT")
+        beat = [r for r in server.requests if r.get("Status") == "Faulted"][-1]
+        assert beat.get("Error") == "OtherError"
+        assert beat.get("Error-Info").startswith("ContactorWelded: contactor welded")
+        st.world.clear()
+        await state_is(st, "Available", timeout=15)
+        await until(lambda: server.requests[-1].get("Status") == "Available", what="an Available HEARTBEAT")
+        assert server.requests[-1].get("Error") is None

@@ -96,6 +96,11 @@ class StationRefused(BackendOffline):
     """407: the server does not accept this station's Name or Auth secret."""
 
 
+def _printable(text: str, limit: int = 200) -> str:
+    """A header value: printable ASCII only (the codec refuses anything else), bounded."""
+    return "".join(ch if " " <= ch <= "~" else "?" for ch in text)[:limit].strip()
+
+
 def rule_for(code: int | None) -> ErrorRule:
     """The rule for a code; unknown codes follow their class, a bare ERROR (2017 server) refuses."""
     if code in ERROR_RULES:
@@ -146,6 +151,7 @@ class McspBackend(OnlineBackend):
         self._task: asyncio.Task | None = None
         self._status_task: asyncio.Task | None = None
         self._status: str | None = None
+        self._error: tuple[str, str] | None = None  # (Error, Error-Info) of the last status, if faulted
         self._opened: dict[str, str] = dict(store.get_json(OPENED_KEY, {}) or {}) if store is not None else {}
 
     # ------------------------------------------------------------------ lifecycle
@@ -312,7 +318,10 @@ class McspBackend(OnlineBackend):
     def _heartbeat_request(self) -> Request:
         current = self.station.clock.now() if self.station is not None else None
         now = iso(current) if current is not None else None  # None until the clock is trusted
-        return Request(codec.HEARTBEAT, self._headers([("Name", self.name), ("Time", now), ("Status", self._status)]))
+        pairs: list[tuple[str, Any]] = [("Name", self.name), ("Time", now), ("Status", self._status)]
+        if self._error is not None:  # the fault behind the status (docs/mcsp.md §4.3)
+            pairs += [("Error", self._error[0]), ("Error-Info", self._error[1])]
+        return Request(codec.HEARTBEAT, self._headers(pairs))
 
     # ------------------------------------------------------------------ Backend interface
     async def authorize(self, id_tag: str, session: Session) -> AuthResult:
@@ -373,6 +382,10 @@ class McspBackend(OnlineBackend):
     async def send_status(self, report: StatusReport) -> None:
         """Best effort: a HEARTBEAT carrying the new status, sent in the background."""
         self._status = report.status.value
+        self._error = None
+        if report.error_code != "NoError":
+            detail = ": ".join(x for x in (report.vendor_error_code, report.info) if x)
+            self._error = (report.error_code, _printable(detail or report.error_code))
         if not (self.heartbeats and self.online):
             return
         if self.station is not None and (self._status_task is None or self._status_task.done()):
