@@ -44,10 +44,24 @@ if [ -x .venv/bin/station ] && [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" 
 fi
 rm -f "$stamp"
 .venv/bin/python -m pip install -q --disable-pip-version-check --upgrade pip >/dev/null 2>&1 || true
-.venv/bin/python -m pip install -q --disable-pip-version-check $pipflags -e ".[$extras]"
 # The mfrc522 library declares RPi.GPIO and spidev as dependencies. On a Pi the `pi` extra
 # brings rpi-lgpio (which provides the RPi.GPIO module; RPi.GPIO itself would overwrite it)
 # and spidev; elsewhere the emulated chips stand in for both (station/sim). Either way the
-# library is installed without its declared dependencies (setup.cfg says why).
+# library is installed without its declared dependencies, so nothing needs a compiler
+# (setup.cfg says why): the package and the extras' other requirements first, then mfrc522.
+reqs="$(.venv/bin/python - "$extras" <<'PY'
+import configparser, sys
+cfg = configparser.ConfigParser()
+cfg.read("setup.cfg")
+extras = cfg["options.extras_require"]
+for name in sys.argv[1].split(","):
+    for line in extras.get(name.strip(), "").splitlines():
+        line = line.strip()
+        if line and not line.startswith("#") and not line.startswith("mfrc522"):
+            print(line)
+PY
+)"
+# shellcheck disable=SC2086 # pipflags and reqs are lists of words (requirements have no spaces)
+.venv/bin/python -m pip install -q --disable-pip-version-check $pipflags -e . $reqs
 .venv/bin/python -m pip install -q --disable-pip-version-check --no-deps "mfrc522==0.0.7"
 echo "$want" > "$stamp"

@@ -231,7 +231,8 @@ def test_bootstrap_installs_only_when_setup_changes(tmp_path):
         return (log.read_text().count("\n") if log.exists() else 0) - before
 
     assert bootstrap() >= 2  # first time: pip installs the package and mfrc522
-    assert "install -q --disable-pip-version-check -e .[sim]" in log.read_text()
+    assert "install -q --disable-pip-version-check -e . RPLCD" in log.read_text()  # the extra, without mfrc522
+    assert "--no-deps mfrc522==0.0.7" in log.read_text()
     assert bootstrap() == 0  # nothing changed: no pip at all
     assert bootstrap("test") >= 2  # other extras: install
     assert bootstrap("test") == 0
