@@ -86,7 +86,6 @@ async def _replay(kind: str, messages: int, state_dir: Path) -> dict[str, Any]:
             station.deliverer.wake()
             await wait_until(lambda: station.store.pending_messages() == 0, 600, "an empty outbox")
             done = time.monotonic()
-            cpu = time.process_time()
         finally:
             await stop_station(station)
         elapsed = done - first_at[0]

@@ -139,7 +139,8 @@ def run(quick: bool) -> Result:
         "ours_card_read_transfers": figures["ours_card_present"]["spi_transfers_per_poll"],
         "ours_card_read_reader_cpu_us": figures["ours_card_present"]["reader_cpu_us_per_poll"],
         "stock_card_read_transfers": figures["stock_card_present"]["spi_transfers_per_poll"],
-        "stock_card_seen_fraction": round(figures["stock_card_present"]["cards_seen"] / figures["stock_card_present"]["polls"], 2),
+        "stock_card_seen_fraction": round(
+            figures["stock_card_present"]["cards_seen"] / figures["stock_card_present"]["polls"], 2),
         "ours_card_seen_fraction": round(figures["ours_card_present"]["cards_seen"] / figures["ours_card_present"]["polls"], 2),
     }
     res.figures = figures

@@ -95,7 +95,7 @@ async def _tap_loop(station: Any, cfg: Any, n: int, stamps: _Stamps) -> dict[str
         stamps.arm()
         t0 = time.monotonic()
         chip.present(uid)
-        await wait_until(lambda: _contactor_change_after(t0, pin, closed_level) is not None, 20, "contactor closed")
+        await wait_until(lambda t0=t0: _contactor_change_after(t0, pin, closed_level) is not None, 20, "contactor closed")
         t1 = _contactor_change_after(t0, pin, closed_level)
         start_lat.append(t1 - t0)
         if "card tapped" in stamps.seen:
@@ -108,7 +108,8 @@ async def _tap_loop(station: Any, cfg: Any, n: int, stamps: _Stamps) -> dict[str
         await asyncio.sleep(rng.uniform(0, poll))
         t2 = time.monotonic()
         chip.present(uid)
-        await wait_until(lambda: _contactor_change_after(t2, pin, 1 - closed_level) is not None, 20, "contactor open")
+        await wait_until(lambda t2=t2: _contactor_change_after(t2, pin, 1 - closed_level) is not None, 20,
+                         "contactor open")
         stop_lat.append(_contactor_change_after(t2, pin, 1 - closed_level) - t2)
         chip.remove()
         await asyncio.sleep(cfg.rfid.absent_s + 3 * poll)

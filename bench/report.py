@@ -183,7 +183,8 @@ def markdown(info: dict[str, Any], results: dict[str, Result], tgs: list[dict[st
         L += ["## Findings: where the cost is, and the floors", ""] + [f"- {f}" for f in findings] + [""]
 
     for name, section in (("rfid", _rfid), ("tap", _tap), ("process", _process), ("idle", _idle),
-                          ("replay", _replay), ("meter", _meter), ("ocpp_peer", _peer), ("status_page", _status_page)):
+                          ("replay", _replay), ("meter", _meter), ("ocpp_peer", _peer), ("status_page", _status_page),
+                          ("safety", _safety)):
         r = results.get(name)
         if r is None:
             continue
@@ -345,6 +346,16 @@ def _status_page(r: Result) -> list[str]:
     if requests:
         L += _table(["request", "station CPU ms/request", "wall ms/request (loopback)", "bytes"], requests)
     return L
+
+
+def _safety(r: Result) -> list[str]:
+    """Fault detection times (docs/safety.md quotes this table)."""
+    from bench.b_safety import CASES
+
+    titles = {name: title for name, title, _k, _w in CASES}
+    titles["event_loop_block"] = "event loop blocked (process exits 70)"
+    rows = [[titles.get(name, name), f["median_s"], f["max_s"], f["trials"]] for name, f in r.figures.items()]
+    return _table(["failure", "median s", "worst s", "trials"], rows)
 
 
 def _findings(results: dict[str, Result]) -> list[str]:

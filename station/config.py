@@ -59,9 +59,13 @@ SCHEMA: dict[str, Key] = {
         "Without an EV-connected input, how long Finishing is shown before Available.", "s", 0, 600),
     "charging.message_s": Key(_NUM, 4.0, "How long a refusal or notice stays on the LCD.", "s", 0.5, 60),
     "charging.meter_interval_s": Key(_NUM, 1.0, "Meter sampling interval.", "s", 0.2, 60),
-    "charging.journal_interval_s": Key(_NUM, 60.0, "The last meter reading is written to the journal at most this often (and at every state change); bounds SD-card writes.", "s", 1, 3600),
-    "charging.contactor_settle_s": Key(_NUM, 0.5, "Time the contactor feedback may take to follow the command; a longer disagreement is a fault.", "s", 0.05, 10),
-    "charging.contactor_recover_s": Key(_NUM, 10.0, "A contactor fault clears once the auxiliary contact has agreed with the command this long.", "s", 0.5, 600),
+    "charging.journal_interval_s": Key(_NUM, 60.0,
+        "The last meter reading is written to the journal at most this often (and at every state change); bounds SD-card "
+        "writes.", "s", 1, 3600),
+    "charging.contactor_settle_s": Key(_NUM, 0.5,
+        "Time the contactor feedback may take to follow the command; a longer disagreement is a fault.", "s", 0.05, 10),
+    "charging.contactor_recover_s": Key(_NUM, 10.0,
+        "A contactor fault clears once the auxiliary contact has agreed with the command this long.", "s", 0.5, 600),
     # --- hardware ----------------------------------------------------------------
     "hardware.mode": Key(_STR, "pi",
         "'pi' drives the real hardware; 'sim' runs the same drivers against emulated chips.", choices=("pi", "sim")),
@@ -109,7 +113,8 @@ SCHEMA: dict[str, Key] = {
         "Meter model (register map); docs/hardware.md describes each. EM24 is the current Carlo Gavazzi map "
         "(kWh total at 0x34), EM24-OLD the 'PFA, PFB & X models' map (0x3E); the station warns at start when "
         "the total is far from the sum of the phases."), choices=MODEL_NAMES),
-    "meter.port": Key(_STR, "/dev/ttyAMA0", "Serial device, pyserial URL (socket://HOST:PORT for RTU over TCP) or tcp://HOST:PORT (Modbus TCP)."),
+    "meter.port": Key(_STR, "/dev/ttyAMA0",
+        "Serial device, pyserial URL (socket://HOST:PORT for RTU over TCP) or tcp://HOST:PORT (Modbus TCP)."),
     "meter.address": Key(_INT, 1, "Modbus device address.", min=1, max=247),
     "meter.baudrate": Key(_INT, 9600, "Baud rate.", "baud", choices=(1200, 2400, 4800, 9600, 19200, 38400, 57600, 115200)),
     "meter.parity": Key(_STR, "N", "Parity.", choices=("N", "E", "O")),
@@ -188,11 +193,14 @@ SCHEMA: dict[str, Key] = {
     "sim.load_w": Key(_NUM, 7400.0, "Power the emulated car draws while the contactor is closed.", "W", 0, 50000),
     "sim.ev_connected_input": Key(_BOOL, False, "Emulate an EV-connected input (on inputs.ev_connected_pin, default BCM 22)."),
     "sim.stop_button_input": Key(_BOOL, False, "Emulate a stop button (on inputs.stop_button_pin, default BCM 27)."),
-    "sim.contactor_feedback": Key(_BOOL, True, "Emulate the contactor's auxiliary contact (on contactor.feedback_pin, default BCM 23)."),
+    "sim.contactor_feedback": Key(_BOOL, True,
+        "Emulate the contactor's auxiliary contact (on contactor.feedback_pin, default BCM 23)."),
     "sim.gpio_edge_detection": Key(_BOOL, True, (
         "Emulate a kernel on which RPi.GPIO edge detection works; false makes add_event_detect fail "
         "(\"Failed to add edge detection\"), so the stop button is read by polling alone.")),
-    "sim.meter_link": Key(_STR, "socket", "How the emulated meter is reached: 'socket' (RTU over TCP on loopback) or 'pty' (a pseudo-terminal pair).", choices=("socket", "pty")),
+    "sim.meter_link": Key(_STR, "socket",
+        "How the emulated meter is reached: 'socket' (RTU over TCP on loopback) or 'pty' (a pseudo-terminal pair).",
+        choices=("socket", "pty")),
 }
 
 FREE_TABLES = {"backend.local.tags"}

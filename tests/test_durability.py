@@ -117,7 +117,8 @@ async def test_untrusted_clock_journals_monotonic_stamps_and_delivers_real_times
             await until(lambda: st.charger.online, timeout=60, what="the station online again")
             await asyncio.sleep(2.0)
             assert not clock.trusted
-            assert server.sessions() == [] and st.store.pending_messages() == 2, (server.sessions(), [(r.action, list(r.headers)) for r in server.requests])
+            assert server.sessions() == [] and st.store.pending_messages() == 2, \
+                (server.sessions(), [(r.action, list(r.headers)) for r in server.requests])
             # Phase 3: the server knows the time; its next HEARTBEAT reply sets the station's clock.
             server_time["now"] = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
             server.now = lambda: datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")

@@ -79,7 +79,8 @@ scalar = st.one_of(
     st.dates(),
 )
 toml_any = st.recursive(scalar, lambda inner: st.one_of(st.lists(inner, max_size=3),
-                                                        st.dictionaries(st.text(string.ascii_letters, min_size=1, max_size=8), inner, max_size=3)),
+                                                        st.dictionaries(st.text(string.ascii_letters, min_size=1, max_size=8),
+                                                                        inner, max_size=3)),
                         max_leaves=6)
 
 

@@ -209,7 +209,8 @@ def harness(tmp_path):
 ids = st.text(string.ascii_letters + string.digits + "-", min_size=1, max_size=36)
 json_scalars = st.none() | st.booleans() | st.integers(-2**40, 2**40) | st.floats(allow_nan=False, allow_infinity=False) \
     | st.text(max_size=30)
-json_values = st.recursive(json_scalars, lambda kids: st.lists(kids, max_size=4) | st.dictionaries(st.text(max_size=10), kids, max_size=4),
+json_values = st.recursive(json_scalars,
+                           lambda kids: st.lists(kids, max_size=4) | st.dictionaries(st.text(max_size=10), kids, max_size=4),
                            max_leaves=12)
 
 

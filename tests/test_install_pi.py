@@ -100,7 +100,8 @@ def test_readme_install_block_is_the_installer():
 
 
 def test_readme_block_rules():
-    ok = "<!-- platform-check:install -->\n```sh\nsudo git clone <this repository> /x && sudo y\n```\n<!-- /platform-check:install -->"
+    ok = ("<!-- platform-check:install -->\n```sh\nsudo git clone <this repository> /x && sudo y\n```\n"
+          "<!-- /platform-check:install -->")
     assert readme_block.script(ok, "install").splitlines()[1] == "git clone /src /x && y"
     with pytest.raises(readme_block.ReadmeError, match="no ```sh block"):
         readme_block.script("nothing", "install")

@@ -250,7 +250,8 @@ def test_end_needs_a_session_reference():
 # --- property-based ---------------------------------------------------------------------
 
 _text = st.text(st.characters(min_codepoint=0x21, max_codepoint=0x7E), min_size=1, max_size=40)
-_value = st.builds(lambda a, b: (a + b).strip(" ") or "v", _text, st.text(st.characters(min_codepoint=0x20, max_codepoint=0x7E), max_size=40))
+_value = st.builds(lambda a, b: (a + b).strip(" ") or "v", _text,
+                   st.text(st.characters(min_codepoint=0x20, max_codepoint=0x7E), max_size=40))
 _name = st.from_regex(r"[A-Za-z0-9][A-Za-z0-9-]{0,20}", fullmatch=True).filter(lambda n: n.lower() != "content-length")
 _headers = st.lists(st.tuples(_name, _value), max_size=12, unique_by=lambda p: p[0].lower()).map(Headers)
 

@@ -186,7 +186,8 @@ async def test_serial_server_answers_and_resyncs_after_garbage():
         import serial
 
         port = serial.Serial(bridge.a, 19200, timeout=0.2)
-        port.write(b"line noise\r\nMMETERING/1.0 START\r\nContent-Length: 2\r\nName: Tankstelle1\r\nKey: " + TAG.encode() + b"\r\n")
+        port.write(b"line noise\r\nMMETERING/1.0 START\r\nContent-Length: 2\r\nName: Tankstelle1\r\nKey: "
+                   + TAG.encode() + b"\r\n")
         got = b""
         for _ in range(100):
             got += await asyncio.to_thread(port.read, 4096)

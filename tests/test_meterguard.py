@@ -150,6 +150,6 @@ def test_accepted_energy_never_decreases_and_never_exceeds_the_rating(steps):
         else:
             assert r is not None  # a true value is always accepted
             accepted.append(r)
-    for a, b in zip(accepted, accepted[1:]):
+    for a, b in zip(accepted, accepted[1:], strict=False):
         assert b.energy_wh >= a.energy_wh
         assert b.energy_wh - a.energy_wh <= g.allowance_wh(b.taken_at - a.taken_at)

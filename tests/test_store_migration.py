@@ -15,6 +15,7 @@ import sqlite3
 import pytest
 
 from station import store as storemod
+from station.errors import StorageError
 from station.store import SCHEMA_VERSION, Store
 
 # The schema of release 0.1.0 (commit ea7d8aa), as that release created it: its DDL, then
@@ -116,7 +117,7 @@ def test_a_failing_step_leaves_the_journal_at_the_version_before(tmp_path, monke
         conn.execute("CREATE TABLE half_done (x)")
         raise sqlite3.OperationalError("disk I/O error")
     monkeypatch.setitem(storemod.MIGRATIONS, 2, broken)
-    with pytest.raises(Exception):
+    with pytest.raises(StorageError):
         Store.open(tmp_path)
     con = sqlite3.connect(tmp_path / "journal.db")
     try:

@@ -77,8 +77,8 @@ def main() -> None:
     check(importlib.util.find_spec("mfrc522") is not None, "the mfrc522 module is importable")
     for name in ("RPLCD", "smbus2", "pymodbus", "ocpp", "websockets", "cryptography"):
         check(importlib.util.find_spec(name) is not None, f"{name} is importable")
-    import cryptography.hazmat.bindings._rust  # noqa: F401  (a compiled extension: right architecture)
     import cffi
+    import cryptography.hazmat.bindings._rust  # noqa: F401  (a compiled extension: right architecture)
     ok(f"cryptography's compiled extension loads (cryptography {dists['cryptography'].version}, "
        f"cffi {cffi.__version__} from {Path(cffi.__file__).parent.parent})")
 

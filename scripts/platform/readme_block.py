@@ -22,8 +22,8 @@ class ReadmeError(Exception):
 
 
 def block(text: str, name: str) -> str:
-    m = re.search(r"<!-- platform-check:%s\b[^>]*-->\s*```sh\n(.*?)```\s*<!-- /platform-check:%s -->"
-                  % (re.escape(name), re.escape(name)), text, re.S)
+    tag = re.escape(name)
+    m = re.search(rf"<!-- platform-check:{tag}\b[^>]*-->\s*```sh\n(.*?)```\s*<!-- /platform-check:{tag} -->", text, re.S)
     if not m:
         raise ReadmeError(f"README.md has no ```sh block between <!-- platform-check:{name} --> and "
                           f"<!-- /platform-check:{name} -->")

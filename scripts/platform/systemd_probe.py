@@ -25,7 +25,7 @@ import sqlite3
 import subprocess
 import sys
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 from websockets.asyncio.server import serve
@@ -74,7 +74,7 @@ def check(cond: bool, name: str, detail: str = "") -> None:
 
 
 def now_iso() -> str:
-    return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 # ---------------------------------------------------------------- the central system
@@ -169,7 +169,7 @@ class CentralSystem:
             self.arrived.clear()
             try:
                 await asyncio.wait_for(self.arrived.wait(), min(left, 1.0))
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 pass
 
 
@@ -270,7 +270,8 @@ async def check_start(cs: CentralSystem, since_boot_or: int = 0) -> None:
     await arun("systemctl", "restart", UNIT)  # Type=notify: returns once READY=1 arrived
     took = time.monotonic() - t0
     s = show("ActiveState", "SubState", "TimeoutStartUSec", "NRestarts")
-    check(s["ActiveState"] == "active" and s["SubState"] == "running", "service active after start", f"{took:.1f} s, limit {s['TimeoutStartUSec']}")
+    check(s["ActiveState"] == "active" and s["SubState"] == "running", "service active after start",
+          f"{took:.1f} s, limit {s['TimeoutStartUSec']}")
     check(took < limit, "ready within the start timeout", f"{took:.1f} s < {limit:.0f} s")
     text = await wait_status("Available")
     ok(f"STATUS= shows Available: {text!r}")
@@ -345,7 +346,8 @@ async def check_stop(cs: CentralSystem) -> None:
     check(stop.get("reason") == "Reboot", "systemctl stop: the session ended as Reboot, delivered before exit",
           f"transactionId {tx}, meterStop {stop.get('meterStop')}")
     lines = await wait_log("systemctl stop: the contactor opened", c,
-                           lambda ls: any("stopped (Reboot)" in m for m in ls) and any("emulated contactor open" in m for m in ls),
+                           lambda ls: any("stopped (Reboot)" in m for m in ls)
+                           and any("emulated contactor open" in m for m in ls),
                            "-u", UNIT)
     check(True, "systemctl stop: the contactor opened", next(m for m in lines if "emulated contactor open" in m))
 
@@ -412,7 +414,8 @@ async def check_sandbox(cs: CentralSystem) -> None:
     for path in (str(STATE), "/run/station"):
         can, why = sandbox_write(pid, path, "station")
         check(can, f"sandbox: the daemon's user can write {path}", why)
-    for path in ("/opt/station", "/opt/station/venv", "/etc/station", "/etc", "/usr/local", "/var/lib", "/var/log", "/root", "/home"):
+    for path in ("/opt/station", "/opt/station/venv", "/etc/station", "/etc", "/usr/local", "/var/lib", "/var/log",
+                 "/root", "/home"):
         for user in ("station", None):
             can, why = sandbox_write(pid, path, user)
             check(not can, f"sandbox: {path} is not writable ({user or 'even root'} in the unit's namespace)", why)
@@ -440,7 +443,8 @@ def sha(path: Path) -> str:
 
 
 async def upgrade(cs: CentralSystem, readme_upgrade: str, old_rev: str) -> None:
-    check(Path("/opt/station/.git").exists() and run("git", "-C", "/opt/station", "rev-parse", "HEAD").stdout.startswith(old_rev[:7]),
+    check(Path("/opt/station/.git").exists()
+          and run("git", "-C", "/opt/station", "rev-parse", "HEAD").stdout.startswith(old_rev[:7]),
           "upgrade: the previous release is installed", old_rev)
     await arun("systemctl", "start", UNIT)
     await wait_status("Available")

@@ -167,7 +167,7 @@ class LcdDisplay:
             if self._lcd is None:
                 self._open()
             assert self._lcd is not None and self._shadow is not None
-            for row, (want, have) in enumerate(zip(wanted, self._shadow)):
+            for row, (want, have) in enumerate(zip(wanted, self._shadow, strict=False)):
                 for start, run in _changed_runs(want, have):
                     self._lcd.cursor_pos = (row, start)
                     for code in run:

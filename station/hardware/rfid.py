@@ -346,7 +346,8 @@ class Mfrc522Reader:
                 return None
             if time.monotonic() - began > _GIVE_UP_S:
                 raise ReaderError(
-                    f"MFRC522 on SPI {self.bus}.{self.device} gives no interrupt (CommIrqReg 0x{irq:02X}): chip reset or not working"
+                    f"MFRC522 on SPI {self.bus}.{self.device} gives no interrupt (CommIrqReg 0x{irq:02X}): "
+                    "chip reset or not working"
                 )
             time.sleep(_TIMER_S if time.monotonic() - began < _TIMER_S else 0.001)
         if error & _ERRORS:
@@ -492,7 +493,8 @@ def cli_read(config: Any, timeout: float = 30.0, out: TextIO | None = None) -> i
             )
     events: queue.Queue[tuple[str, Any]] = queue.Queue()
     reader = Mfrc522Reader(rfid.spi_bus, rfid.spi_device, rfid.reset_pin, rfid.poll_interval_s, rfid.absent_s)
-    print(f"Hold a card to the reader on SPI {rfid.spi_bus}.{rfid.spi_device} (waiting up to {timeout:g} s) ...", file=out, flush=True)
+    print(f"Hold a card to the reader on SPI {rfid.spi_bus}.{rfid.spi_device} (waiting up to {timeout:g} s) ...",
+          file=out, flush=True)
     reader.start(on_tap=lambda uid: events.put(("tap", uid)), on_fault=lambda text: events.put(("fault", text)))
     if timer is not None:
         timer.start()

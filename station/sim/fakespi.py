@@ -79,7 +79,7 @@ def _check_bytes(values: Sequence[int]) -> list[int]:
     out = []
     for v in values:
         if not isinstance(v, int) or isinstance(v, bool):
-            raise TypeError("Non-Int/Long value in arguments: %s." % type(v).__name__)
+            raise TypeError(f"Non-Int/Long value in arguments: {type(v).__name__}.")
         if not 0 <= v <= 255:
             raise OverflowError(f"byte value out of range: {v}")
         out.append(v)
