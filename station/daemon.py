@@ -12,11 +12,11 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-import signal
 import time
 from typing import Any
 
 from station import backends, security
+from station.aio import stop_on_signals
 from station.clock import Clock
 from station.config import Config
 from station.core.charger import Charger
@@ -221,12 +221,7 @@ class Station:
         loop (EXIT_FAILURE)."""
         await self.start()
         self.watch_event_loop()
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            try:
-                loop.add_signal_handler(sig, self.done.set)
-            except (NotImplementedError, RuntimeError):
-                pass
+        stop_on_signals(self.done)
         assert self.charger is not None
         reset = asyncio.create_task(self.charger.exit_event.wait())
         done = asyncio.create_task(self.done.wait())
