@@ -68,9 +68,10 @@ from station.supervisor import Supervisor
 log = logging.getLogger(__name__)
 
 READER_DEADLINE_S = 10.0  # the reader thread polls every 0.1 s; a fault retry waits a few seconds
-POLL_DEADLINE_S = 20.0  # a stop by button or unplug runs inside the poll loop (meter reads)
+POLL_DEADLINE_S = 3.0  # the poll loop turns at least once a second and never waits on I/O
 EVENTS_DEADLINE_S = 30.0  # a tap may take auth.TIMEOUT_S (15 s) plus meter reads to handle
-METER_TRIES = 3  # reads tried at a stop; a full read is at most a few requests
+METER_TRIES = 3  # reads tried at a stop
+MAX_REQUESTS = 6  # Modbus requests in one full read, at the most (EM24-OLD: six; the SDM630: three)
 
 
 class Charger(Triggers):
@@ -195,7 +196,8 @@ class Charger(Triggers):
                                  lambda: self.supervisor.beat("reader"))
             self.supervisor.expect("reader", READER_DEADLINE_S, self.hw.reader.alive)
         m = self.config.meter
-        meter_deadline = self.settings["meter_interval_s"] + METER_TRIES * 6 * m.timeout_s + 5.0
+        # The loop's own read: one try, at most a few requests, each bounded by the meter timeout.
+        meter_deadline = self.settings["meter_interval_s"] + MAX_REQUESTS * m.timeout_s + 5.0
         self.spawn(self.inbox.run(), "events", critical=True, deadline_s=EVENTS_DEADLINE_S)
         self.spawn(self._meter_loop(), "meter", critical=True, deadline_s=meter_deadline)
         self.spawn(self.poller.run(), "poll", critical=True, deadline_s=POLL_DEADLINE_S)
@@ -471,22 +473,39 @@ class Charger(Triggers):
     def kick(self) -> None:
         self.poller.kick()
 
-    async def on_stop_button(self) -> None:
+    def on_stop_button(self) -> None:
         """The stop button (latched by an edge callback, so a short press is not lost)."""
-        if self.state in IN_SESSION and not self._busy:
-            await self.stop("Local")
+        if self.state in IN_SESSION:
+            self.stop_soon("Local")
 
     def end_session_on_fault(self) -> None:
         """A session cannot go on with a faulty meter or contactor: end it (then Faulted)."""
+        if self.session is not None and ("contactor" in self.faults or "meter" in self.faults):
+            self.stop_soon("Other")
+
+    def stop_soon(self, reason: str) -> None:
+        """Stop in a task of its own: the poll loop, which asks, must never wait for the meter
+        reads and the journal of a stop (it watches the contactor meanwhile)."""
         if self.session is None or self._busy:
             return
-        if "contactor" in self.faults or "meter" in self.faults:
-            self._busy = True  # until the stop task runs: one stop only
-            self.spawn(self._stop_for_fault(), "stop")
+        self._busy = True  # until the stop task runs: one stop only
 
-    async def _stop_for_fault(self) -> None:
-        self._busy = False
-        await self.stop("Other")
+        async def go() -> None:
+            self._busy = False
+            await self.stop(reason)
+        self.spawn(go(), "stop")
+
+    def begin_soon(self) -> None:
+        """The car is plugged in after the card was accepted: start, in a task of its own."""
+        if self.waiting is None or self._busy:
+            return
+        session, result = self.waiting
+        self._busy = True
+
+        async def go() -> None:
+            self._busy = False
+            await self.begin_session(session, result)
+        self.spawn(go(), "begin")
 
     def end_reservation(self) -> None:
         """A reservation expires or is cancelled: a car already plugged in now waits for a card."""

@@ -128,6 +128,11 @@ class ContactorWatch:
             return None
         return self._settle(ContactorVerdict.WELDED if contact else ContactorVerdict.DROPPED)
 
+    @property
+    def unsettled(self) -> bool:
+        """A disagreement is being timed, or a fault is waiting to recover: look often."""
+        return self.verdict is not ContactorVerdict.OK or self._mismatch_since is not None
+
     def _settle(self, verdict: ContactorVerdict) -> ContactorVerdict | None:
         if verdict is self.verdict:
             return None

@@ -47,7 +47,7 @@ class Poller:
 
     def interval(self) -> float:
         c = self.charger
-        settling = c.hw.contactor.closed or self.watch.verdict is not ContactorVerdict.OK
+        settling = c.hw.contactor.closed or self.watch.unsettled
         if settling or c.needs_fast_poll():
             return FAST_S
         if c.timer_due():
@@ -63,29 +63,28 @@ class Poller:
                     await self._now.wait()
             except TimeoutError:
                 pass
-            await self.read_inputs()
+            self.read_inputs()
             self.watch_contactor()
             self.charger.end_session_on_fault()
             self.timers()
 
-    async def read_inputs(self) -> None:
+    def read_inputs(self) -> None:
         inputs = self.charger.hw.inputs
         ev, btn = inputs.ev_connected(), inputs.stop_pressed()
         if ev != self.ev:
             self.ev = ev
-            await self.on_plug(bool(ev))
+            self.on_plug(bool(ev))
         if btn and not self.stop_btn:
-            await self.charger.on_stop_button()
+            self.charger.on_stop_button()
         self.stop_btn = btn
 
     # ------------------------------------------------------------------ the car side
-    async def on_plug(self, plugged: bool) -> None:
+    def on_plug(self, plugged: bool) -> None:
         c = self.charger
         c.note("plugged" if plugged else "unplugged")
         if plugged:
             if c.waiting is not None and not c.busy:
-                session, result = c.waiting
-                await c.begin_session(session, result)
+                c.begin_soon()
             elif c.state in IN_SESSION and c.unplugged:
                 self._replugged()
             elif c.state is State.RESERVED:
@@ -96,7 +95,7 @@ class Poller:
             return
         if c.state in IN_SESSION:
             if c.settings["stop_on_ev_disconnect"]:
-                await c.stop("EVDisconnected")
+                c.stop_soon("EVDisconnected")
             else:
                 # StopTransactionOnEVSideDisconnect = false: the session goes on without power
                 # until the car is back (OCPP 1.6: "energy transfer is allowed again").
