@@ -55,6 +55,7 @@ class StationDouble:
         await self.backend.start(self)
 
     async def close(self) -> None:
+        self.supervisor.stopping()  # the backend's critical link loop ends now on purpose
         await self.backend.close()
         # The deliverer's wait_for can swallow one cancellation on Python 3.11.
         while self._task is not None and not self._task.done():

@@ -21,7 +21,7 @@ async def _still_alive(csms, rig) -> None:
 
 @pytest.mark.parametrize("payload, code", [
     ({}, "FormationViolation"),  # missing required field
-    ({"type": 5}, "FormationViolation"),  # mistyped
+    ({"type": 5}, "TypeConstraintViolation"),  # mistyped (OCPP-J 1.6 §4.2.3)
     ({"type": "Soft", "extra": 1}, "FormationViolation"),  # unknown property
     ({"type": "Lukewarm"}, "PropertyConstraintViolation"),  # value outside the enum
 ])

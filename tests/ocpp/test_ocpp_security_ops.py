@@ -211,7 +211,7 @@ async def test_security_events_survive_an_outage_and_a_restart(csms, tmp_path):
     await asyncio.sleep(0.3)
     rig.backend.security.event("TamperDetectionActivated", "test: enclosure opened")
     rig.backend.security.event("SettingSystemTime", "test: clock moved")
-    assert [e["type"] for e in rig.backend.security.pending_events()] == ["TamperDetectionActivated", "SettingSystemTime"]
+    assert [e["type"] for e in rig.backend.security.events.pending()] == ["TamperDetectionActivated", "SettingSystemTime"]
     await rig.backend.close()  # power cut while offline
     rig2 = Rig.__new__(Rig)
     rig2.cfg, rig2.store = rig.cfg, rig.store
@@ -233,10 +233,10 @@ async def test_security_events_survive_an_outage_and_a_restart(csms, tmp_path):
     first = next(r.payload for r in csms.received[n:] if r.action == "SecurityEventNotification")
     assert first["techInfo"] == "test: enclosure opened" and first["timestamp"][:2] == "20"
     for _ in range(100):
-        if not rig2.backend.security.pending_events():
+        if not rig2.backend.security.events.pending():
             break
         await asyncio.sleep(0.02)
-    assert rig2.backend.security.pending_events() == []
+    assert rig2.backend.security.events.pending() == []
     await rig2.close()
 
 
@@ -249,10 +249,10 @@ async def test_security_event_queue_bounded_and_coalesced(tmp_path):
     sec.event("StartupOfTheDevice")
     for _ in range(3):
         sec.event("FailedToAuthenticationAtCentralSystem", "auth: HTTP 401")  # a retried failure: once
-    assert [e["type"] for e in sec.pending_events()] == ["StartupOfTheDevice", "FailedToAuthenticationAtCentralSystem"]
+    assert [e["type"] for e in sec.events.pending()] == ["StartupOfTheDevice", "FailedToAuthenticationAtCentralSystem"]
     for i in range(security_mod.QUEUE_MAX + 50):
         sec.event("InvalidMessages", f"junk {i}")
-    queue = sec.pending_events()
+    queue = sec.events.pending()
     assert len(queue) == security_mod.QUEUE_MAX
     assert queue[0]["type"] == "StartupOfTheDevice"  # critical events are kept over non-critical ones
     assert sec.log.text().count("InvalidMessages") == security_mod.QUEUE_MAX + 50  # the log has them all

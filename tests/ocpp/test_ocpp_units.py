@@ -9,8 +9,8 @@ import pytest
 from station.backends.ocpp16 import metering
 from station.backends.ocpp16.authz import AuthCache, LocalList, effective_status
 from station.backends.ocpp16.confkeys import KEYS, ConfigurationKeys
-from station.backends.ocpp16.rpc import check
 from station.backends.ocpp16.smart import Profiles
+from station.backends.ocppj.schema import OCPP16
 from station.core.model import MessageKind, MeterReading
 from station.store import Store
 
@@ -83,7 +83,7 @@ def test_sampled_values_are_schema_valid_with_integer_wh():
     values = metering.sampled_values(reading, sorted(measurands), "Sample.Periodic")
     payload = {"connectorId": 1, "transactionId": 5, "meterValue": [{"timestamp": "2026-11-22T10:00:00.000Z",
                                                                      "sampledValue": values}]}
-    assert check("MeterValues", payload, response=False) is None
+    assert OCPP16.check("MeterValues", payload, response=False) is None
     assert [v["value"] for v in values if v["measurand"] == metering.ENERGY] == ["12345"]
 
 
