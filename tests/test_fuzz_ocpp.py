@@ -209,7 +209,8 @@ def harness(tmp_path):
 ids = st.text(string.ascii_letters + string.digits + "-", min_size=1, max_size=36)
 json_scalars = st.none() | st.booleans() | st.integers(-2**40, 2**40) | st.floats(allow_nan=False, allow_infinity=False) \
     | st.text(max_size=30)
-json_values = st.recursive(json_scalars, lambda kids: st.lists(kids, max_size=4) | st.dictionaries(st.text(max_size=10), kids, max_size=4),
+json_values = st.recursive(json_scalars,
+                           lambda kids: st.lists(kids, max_size=4) | st.dictionaries(st.text(max_size=10), kids, max_size=4),
                            max_leaves=12)
 
 
@@ -341,7 +342,7 @@ def test_huge_frames(harness):
         else:
             async def over_limit() -> None:
                 await harness.cs.send(frame)
-                while harness.cs.boots == boots:  # closed (1009), reconnected, booted again
+                while harness.cs.boots == boots:  # noqa: ASYNC110 - closed (1009), reconnected, booted again
                     await asyncio.sleep(0.01)
                 await harness.cs.probe()
             harness.run(over_limit())

@@ -32,6 +32,15 @@ async def test_schema_errors_get_16_codes(csms, rig, payload, code):
     await _still_alive(csms, rig)
 
 
+async def test_mistyped_field_is_type_constraint_violation(csms, rig):
+    """OCPP-J 1.6 §4.2.3: a field of the wrong type is TypeConstraintViolation."""
+    answer = await _raw_call(csms, json.dumps([2, "e11", "UnlockConnector", {"connectorId": "one"}]), "e11")
+    assert answer[0] == 4 and answer[2] == "TypeConstraintViolation"
+    assert "connectorId" in answer[3]
+    assert not any(c[0] == "unlock" for c in rig.station.calls)
+    await _still_alive(csms, rig)
+
+
 async def test_payload_not_an_object(csms, rig):
     answer = await _raw_call(csms, json.dumps([2, "e2", "Reset", ["Soft"]]), "e2")
     assert answer[2] == "FormationViolation"

@@ -82,7 +82,7 @@ async def test_dead_link_noticed_by_ping(csms, rig_factory):
     proxy.silent = True
     loop = asyncio.get_running_loop()
     t0 = loop.time()
-    while r.backend.online and loop.time() - t0 < 10:
+    while r.backend.online and loop.time() - t0 < 10:  # noqa: ASYNC110 - polling the station, bounded
         await asyncio.sleep(0.01)
     assert not r.backend.online
     await proxy.close()

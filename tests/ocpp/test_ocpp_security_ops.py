@@ -16,7 +16,8 @@ from pathlib import Path
 import pytest
 from conftest import Rig
 from pki import Pki
-from test_ocpp_security_profiles import KEY, TimedCS, profile_config, strict_factory  # noqa: F401 (fixture)
+from strict_peer import TimedCS
+from test_ocpp_security_profiles import KEY, profile_config
 from test_ocpp_tc_firmware import WHEEL, _Handler, in_seconds, make_wheel
 
 from station.backends.ocpp16 import security as security_mod
@@ -195,7 +196,8 @@ async def test_extended_trigger_message(strict_factory, rig_factory):
         n = len(cs.events)
         assert (await cs.command("ExtendedTriggerMessage", {"requestedMessage": message}))["status"] == "Accepted"
         await cs.call_from_cp(expect, after=n)
-    assert (await cs.command("ExtendedTriggerMessage", {"requestedMessage": "Heartbeat", "connectorId": 5}))["status"] == "Rejected"
+    answer = await cs.command("ExtendedTriggerMessage", {"requestedMessage": "Heartbeat", "connectorId": 5})
+    assert answer["status"] == "Rejected"
     assert cs.failures() == []
 
 

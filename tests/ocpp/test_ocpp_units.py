@@ -143,3 +143,15 @@ async def test_start_is_not_sent_twice(csms, rig):
     result = await rig.backend.deliver(item, fresh)
     assert result.backend_session_id == "101"
     assert len(csms.calls("StartTransaction")) == 1
+
+
+def test_kept_samples_thin_out_when_full(store):
+    """Store.add_sample keeps at most `keep` per session: when full, every second kept one is dropped
+    (the first one stays). Worked by hand for keep=4 and samples 1..7:
+    [1,2,3,4] -> 5 arrives: drop 2,4 -> [1,3,5]; 6 -> [1,3,5,6]; 7 arrives: drop 3,6 -> [1,5,7]."""
+    for n in range(1, 8):
+        store.add_sample(42, {"n": n}, keep=4)
+    store.add_sample(43, {"n": 99}, keep=4)
+    assert [s["n"] for s in store.samples(42)] == [1, 5, 7]
+    store.drop_samples(42)
+    assert store.samples(42) == [] and store.samples(43) == [{"n": 99}]
