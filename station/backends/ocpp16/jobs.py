@@ -29,13 +29,19 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from station.clock import parse_iso
-from station.services import diagnostics, firmware, transfer
-from station.services.certs import CertificateError, decode_signature, load_pems, verify_signature
+from station.services.lazy import lazy
 
 from .link import sleep_or_event
 
 if TYPE_CHECKING:
+    from station.services import certs, diagnostics, firmware, transfer
+
     from .chargepoint import OcppBackend
+else:  # the services are imported when a job first runs (RSS: most stations never run one)
+    certs = lazy("station.services.certs")
+    diagnostics = lazy("station.services.diagnostics")
+    firmware = lazy("station.services.firmware")
+    transfer = lazy("station.services.transfer")
 
 log = logging.getLogger(__name__)
 
@@ -202,7 +208,7 @@ class Jobs:
 
     async def _signed_update(self, request_id: int, fw: dict[str, Any], retries: int | None,
                              retry_interval: int | None) -> None:
-        signing = load_pems(fw["signingCertificate"])[0]
+        signing = certs.load_pems(fw["signingCertificate"])[0]
         if (parse_iso(fw["retrieveDateTime"]) - self.b.now()).total_seconds() > 0:
             await self.signed_notice("DownloadScheduled", request_id)
             await self._sleep_until(fw["retrieveDateTime"])
@@ -217,8 +223,8 @@ class Jobs:
         await self.signed_notice("Downloaded", request_id)
         try:
             data = await asyncio.to_thread(path.read_bytes)
-            verify_signature(signing, data, decode_signature(fw["signature"]))
-        except (CertificateError, OSError) as exc:
+            certs.verify_signature(signing, data, certs.decode_signature(fw["signature"]))
+        except (certs.CertificateError, OSError) as exc:
             log.error("firmware %s refused: %s", path.name, exc)
             self.b.security.event("InvalidFirmwareSignature", f"{path.name}: {exc}")
             await self.signed_notice("InvalidSignature", request_id)

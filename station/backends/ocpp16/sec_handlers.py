@@ -15,24 +15,35 @@ from typing import TYPE_CHECKING, Any
 
 from ocpp.routing import after, on
 
-from station.services import certs
-from station.services.certs import CertificateError, load_der, load_pems, now_utc, verify_chain
+from station.services.lazy import lazy
 
 from .security import CHAIN_MAX
 
 if TYPE_CHECKING:
     from cryptography import x509
 
+    from station.services import certs
+
     from .chargepoint import OcppBackend
     from .handlers import CoreHandlers
+
+if not TYPE_CHECKING:  # certificates (and `cryptography`) only when a certificate message comes
+    certs = lazy("station.services.certs")
 
 log = logging.getLogger(__name__)
 
 Answer = dict[str, Any]
 CSMS_ROOT = "CentralSystemRootCertificate"
 MANUFACTURER_ROOT = "ManufacturerRootCertificate"
-_KINDS = {CSMS_ROOT: certs.CSMS_ROOT, MANUFACTURER_ROOT: certs.MANUFACTURER_ROOT}
-_NAMES = {kind: name for name, kind in _KINDS.items()}
+
+
+def _kind(certificate_type: str) -> str:
+    """The certificate store's kind of root for a 1.6 CertificateUse."""
+    return certs.CSMS_ROOT if certificate_type == CSMS_ROOT else certs.MANUFACTURER_ROOT
+
+
+def _name(kind: str) -> str:
+    return CSMS_ROOT if kind == certs.CSMS_ROOT else MANUFACTURER_ROOT
 
 
 class SecurityHandlers:
@@ -71,8 +82,8 @@ class SecurityHandlers:
     def on_install_certificate(self, certificate_type: str, certificate: str, **_: Any) -> Answer:
         security = self.b.security
         try:
-            status = security.certs.install(_KINDS[certificate_type], certificate, now_utc())
-        except CertificateError as exc:
+            status = security.certs.install(_kind(certificate_type), certificate, certs.now_utc())
+        except certs.CertificateError as exc:
             log.warning("InstallCertificate %s rejected: %s", certificate_type, exc)
             if certificate_type == CSMS_ROOT:
                 security.event("InvalidCentralSystemCertificate", f"InstallCertificate rejected: {exc}")
@@ -83,7 +94,7 @@ class SecurityHandlers:
 
     @on("GetInstalledCertificateIds")
     def on_get_installed_certificate_ids(self, certificate_type: str, **_: Any) -> Answer:
-        ids = self.b.security.certs.ids(_KINDS[certificate_type])
+        ids = self.b.security.certs.ids(_kind(certificate_type))
         if not ids:
             return {"status": "NotFound"}
         return {"status": "Accepted", "certificateHashData": ids}
@@ -106,7 +117,7 @@ class SecurityHandlers:
             path.unlink()
         except OSError:
             return {"status": "Failed"}
-        security.event("ReconfigurationOfSecurityParameters", f"{_NAMES[kind]} deleted")
+        security.event("ReconfigurationOfSecurityParameters", f"{_name(kind)} deleted")
         return {"status": "Accepted"}
 
     def _root_in_use(self, root: x509.Certificate) -> bool:
@@ -116,18 +127,18 @@ class SecurityHandlers:
         if len(self.b.security.certs.csms_anchors()) <= 1:
             return True
         try:
-            leaf = load_der(der)
-            verify_chain([leaf], [root], now_utc(), "server certificate")
+            leaf = certs.load_der(der)
+            certs.verify_chain([leaf], [root], certs.now_utc(), "server certificate")
             return True
-        except (CertificateError, ValueError):
+        except (certs.CertificateError, ValueError):
             return False
 
     @on("CertificateSigned")
     def on_certificate_signed(self, certificate_chain: str, **_: Any) -> Answer:
         security = self.b.security
         try:
-            leaf = security.certs.accept_signed(certificate_chain, now_utc(), CHAIN_MAX)
-        except (CertificateError, ValueError) as exc:
+            leaf = security.certs.accept_signed(certificate_chain, certs.now_utc(), CHAIN_MAX)
+        except (certs.CertificateError, ValueError) as exc:
             log.warning("CertificateSigned rejected: %s", exc)
             security.event("InvalidChargePointCertificate", str(exc))
             return {"status": "Rejected"}
@@ -146,12 +157,12 @@ class SecurityHandlers:
     def on_signed_update_firmware(self, request_id: int, firmware: dict[str, Any], retries: int | None = None,
                                   retry_interval: int | None = None, **_: Any) -> Answer:
         try:
-            signing = load_pems(firmware["signingCertificate"])
+            signing = certs.load_pems(firmware["signingCertificate"])
             if len(signing) != 1:
-                raise CertificateError("exactly one signing certificate expected (no intermediates)")
-            verify_chain(signing, self.b.security.certs.installed(certs.MANUFACTURER_ROOT), now_utc(),
+                raise certs.CertificateError("exactly one signing certificate expected (no intermediates)")
+            certs.verify_chain(signing, self.b.security.certs.installed(certs.MANUFACTURER_ROOT), certs.now_utc(),
                          "firmware signing certificate")
-        except CertificateError as exc:
+        except certs.CertificateError as exc:
             log.error("SignedUpdateFirmware refused: %s", exc)
             self.b.security.event("InvalidFirmwareSigningCertificate", str(exc))
             return {"status": "InvalidCertificate"}

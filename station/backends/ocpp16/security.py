@@ -62,11 +62,17 @@ import ssl
 import string
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from station.services.certs import STORE_MAX, CertStore, now_utc, pem
+from station.services.lazy import lazy
 from station.services.security_log import QUEUE_MAX, SecurityEvents, SecurityLog
+
+if TYPE_CHECKING:
+    from station.services import certs as certstore
+else:  # certificates (and `cryptography`) only when a certificate is handled or TLS is set up
+    certstore = lazy("station.services.certs")
 
 log = logging.getLogger(__name__)
 
@@ -170,7 +176,7 @@ class Security:
         self.store = store
         self.charge_point_id = charge_point_id
         self.stamp = stamp
-        self.certs = CertStore(Path(work_dir) / "certs", o.ca_file)
+        self.work_dir = Path(work_dir)
         self.log = SecurityLog(Path(work_dir) / "security.log")
         self.events = SecurityEvents(store, self.log, stamp, store_key=QUEUE_KEY,
                                      critical={name for name, critical in EVENTS.items() if critical})
@@ -187,6 +193,11 @@ class Security:
             state["key"] = saved.get("key")
         self._state = state
         self._save()
+
+    @cached_property
+    def certs(self) -> certstore.CertStore:
+        """Trust stores and the station's key (station.services.certs), opened at first use."""
+        return certstore.CertStore(self.work_dir / "certs", self.o.ca_file)
 
     # -- state -------------------------------------------------------------------------
     def _save(self) -> None:
@@ -222,7 +233,7 @@ class Security:
         readonly = name not in ("AuthorizationKey", "CpoName", "SecurityProfile")
         entry: dict[str, Any] = {"key": name, "readonly": readonly}
         values = {"AdditionalRootCertificateCheck": "false", "CertificateSignedMaxChainSize": str(CHAIN_MAX),
-                  "CertificateStoreMaxLength": str(2 * STORE_MAX), "CpoName": self.cpo_name,
+                  "CertificateStoreMaxLength": str(2 * certstore.STORE_MAX), "CpoName": self.cpo_name,
                   "SecurityProfile": str(self.profile), "SupportedFileTransferProtocols": "FTP,HTTP,HTTPS"}
         if name in values:  # AuthorizationKey is write-only: listed, never with its value
             entry["value"] = values[name]
@@ -277,13 +288,13 @@ class Security:
         return "Accepted"
 
     def _valid_anchor(self) -> bool:
-        now = now_utc()
+        now = certstore.now_utc()
         return any(c.not_valid_before_utc <= now <= c.not_valid_after_utc for c in self.certs.csms_anchors())
 
     # -- the connection ------------------------------------------------------------------
     def client_credentials(self) -> tuple[str, str] | None:
         """(cert file, key file) for profile 3: the newest certificate from CertificateSigned, else the config's."""
-        installed = self.certs.station_credentials(now_utc())
+        installed = self.certs.station_credentials(certstore.now_utc())
         if installed is not None:
             return str(installed[0]), str(installed[1])
         if self.o.cert_file and self.o.key_file and Path(self.o.cert_file).is_file() and Path(self.o.key_file).is_file():
@@ -304,7 +315,7 @@ class Security:
         ctx.minimum_version = ssl.TLSVersion.TLSv1_2  # A00.FR.312
         anchors = self.certs.csms_anchors()
         if anchors:
-            ctx.load_verify_locations(cadata="".join(pem(c) for c in anchors))
+            ctx.load_verify_locations(cadata="".join(certstore.pem(c) for c in anchors))
         else:
             ctx.load_default_certs()  # a public CA signs the central system
         if self.profile == 3:
