@@ -99,7 +99,8 @@ class OcppBackend(Backend):
         self.jobs = Jobs(self)
         core = CoreHandlers(self)
         self.handlers: list[object] = [core, SecurityHandlers(self, core)]
-        self._tasks: list[asyncio.Task[Any]] = []
+        self._tasks: list[asyncio.Task[Any]] = []  # the three loops
+        self._spawned: set[asyncio.Task[Any]] = set()  # jobs, timers, connection tasks: cancelled by close()
 
     # ================================================================ lifecycle
     @property
@@ -110,8 +111,11 @@ class OcppBackend(Backend):
         return self.station
 
     def spawn(self, coro: Coroutine[Any, Any, Any], name: str) -> asyncio.Task[Any]:
-        """A task owned by the station's supervisor (failures are logged with the name)."""
-        return self.control.spawn(coro, name)
+        """A task owned by the station's supervisor (failures are logged with the name); close() ends it."""
+        task = self.control.spawn(coro, name)
+        self._spawned.add(task)
+        task.add_done_callback(self._spawned.discard)
+        return task
 
     def measurands(self) -> frozenset[str]:
         source = self.station.meter_measurands() if self.station is not None else ()
@@ -136,9 +140,10 @@ class OcppBackend(Backend):
         ]
 
     async def close(self) -> None:
-        for task in self._tasks:
+        tasks = self._tasks + list(self._spawned)
+        for task in tasks:
             task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await asyncio.gather(*tasks, return_exceptions=True)
         self._tasks = []
         self._set_online(False)
 
