@@ -103,6 +103,26 @@ async def test_TC_046_1_reserved_connector_refuses_another_tag_after_plug_in(csm
     await sim.state("Charging")
 
 
+async def test_TC_046_1_a_cached_group_does_not_widen_the_reservation(csms, sim):
+    """The reservation's group is the parentIdTag of ReserveNow: a group the cache knows for the
+    reserved card does not let another card of it in, and no Authorize.req is sent for that card."""
+    csms.tags[UID] = {"status": "Accepted", "parentIdTag": "FLEET"}
+    csms.tags[OTHER] = {"status": "Accepted", "parentIdTag": "FLEET"}
+    await start_tx(csms, sim, UID)  # UID and its group are in the cache now
+    await sim.world.tap(UID, hold_s=0.15)
+    await csms.wait_for("StopTransaction")
+    sim.world.plug(False)
+    await sim.state("Available")
+    n = len(csms.received)
+    await csms.call(call.ReserveNow(connector_id=1, expiry_date=in_seconds(60), id_tag=UID, reservation_id=22))
+    await wait_status(csms, "Reserved", after=n)
+    sim.world.plug()
+    await sim.world.tap(OTHER, hold_s=0.15)
+    await asyncio.sleep(0.4)
+    assert sim.charger.state.value == "Reserved"
+    assert not [r for r in csms.received[n:] if r.action in ("Authorize", "StartTransaction")]
+
+
 async def test_TC_047_reservation_expires(csms, sim):
     n = len(csms.received)
     await csms.call(call.ReserveNow(connector_id=1, expiry_date=in_seconds(1), id_tag=UID, reservation_id=12))

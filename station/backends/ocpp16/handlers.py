@@ -233,9 +233,9 @@ class CoreHandlers:
             return {"status": "Rejected"}
         if not self.connector_ok(connector_id):
             return {"status": "Rejected"}
-        if parent_id_tag is None:
-            known = self.b.auth.lookup(id_tag)
-            parent_id_tag = known.get("parentIdTag") if known else None
+        # The reservation's group is the parentIdTag ReserveNow gives (OCPP 1.6 §5.13), not one the
+        # cache or the list knows for the tag: that would let other cards in and make the station ask
+        # the central system about every card tapped at the reserved connector (OCTT TC_046_1).
         return {"status": await self.control.reserve(reservation_id, id_tag, parent_id_tag, expiry_date)}
 
     @on("CancelReservation")

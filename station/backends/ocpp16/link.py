@@ -32,7 +32,7 @@ from typing import TYPE_CHECKING, Any
 
 from websockets.asyncio.client import ClientConnection, connect
 
-from station import privacy
+from station import __version__, privacy
 from station.backends.ocppj.rpc import CallErrorReceived, CallFailed, LinkDown, Peer
 from station.backends.ocppj.schema import OCPP16
 from station.backoff import Backoff
@@ -193,10 +193,8 @@ class Link:
 
     # ================================================================ registration
     def boot_payload(self) -> dict[str, Any]:
-        from station import __version__ as version  # noqa: PLC0415
-
         payload = {"chargePointVendor": self.b.vendor[:20], "chargePointModel": self.b.model[:20],
-                   "firmwareVersion": str(version)[:50]}
+                   "firmwareVersion": str(__version__)[:50]}
         meter = self.b.control.meter_model
         if meter:
             payload["meterType"] = meter[:25]
