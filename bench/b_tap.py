@@ -90,7 +90,7 @@ async def _tap_loop(station: Any, cfg: Any, n: int, stamps: _Stamps) -> dict[str
     rng = random.Random(6)
     start_lat, detect, process, stop_lat = [], [], [], []
     for _ in range(n):
-        await wait_until(lambda: charger.state.value == "Available" and not charger._busy, 20, "Available")
+        await wait_until(lambda: charger.state.value == "Available" and not charger.busy, 20, "Available")
         await asyncio.sleep(rng.uniform(0.05, 0.05 + poll))  # a random phase against the poll cycle
         stamps.arm()
         t0 = time.monotonic()
@@ -103,7 +103,7 @@ async def _tap_loop(station: Any, cfg: Any, n: int, stamps: _Stamps) -> dict[str
             process.append(t1 - stamps.seen["card tapped"])
         chip.remove()
         await asyncio.sleep(cfg.rfid.absent_s + 3 * poll)  # the card has left
-        await wait_until(lambda: charger.state.value in ("Charging", "SuspendedEV", "SuspendedEVSE") and not charger._busy,
+        await wait_until(lambda: charger.state.value in ("Charging", "SuspendedEV", "SuspendedEVSE") and not charger.busy,
                          20, "in session")
         await asyncio.sleep(rng.uniform(0, poll))
         t2 = time.monotonic()

@@ -183,7 +183,7 @@ def markdown(info: dict[str, Any], results: dict[str, Result], tgs: list[dict[st
         L += ["## Findings: where the cost is, and the floors", ""] + [f"- {f}" for f in findings] + [""]
 
     for name, section in (("rfid", _rfid), ("tap", _tap), ("process", _process), ("idle", _idle),
-                          ("replay", _replay), ("meter", _meter), ("ocpp_peer", _peer)):
+                          ("replay", _replay), ("meter", _meter), ("ocpp_peer", _peer), ("status_page", _status_page)):
         r = results.get(name)
         if r is None:
             continue
@@ -331,6 +331,22 @@ def _idle(r: Result) -> list[str]:
                        "reader thread s/min (incl. emulator)", "chip emulator s/min"], rows)
 
 
+def _status_page(r: Result) -> list[str]:
+    rows, requests = [], []
+    for variant, f in r.figures.items():
+        rows.append([variant, f["cpu_s_per_min"], f"{f['pct_of_one_core']:.3f}", f["rss_mib"], f["peak_rss_mib"],
+                     f["requests_in_window"]])
+        for path in ("GET /", "GET /api/status"):
+            if path in f:
+                q = f[path]
+                requests.append([path, q["station_cpu_ms_per_request"], q["wall_ms_per_request"], q["bytes"]])
+    L = _table(["station run (sim, local backend)", "CPU s/min", "% of one core", "RSS MiB", "peak RSS MiB",
+                "requests in window"], rows)
+    if requests:
+        L += _table(["request", "station CPU ms/request", "wall ms/request (loopback)", "bytes"], requests)
+    return L
+
+
 def _findings(results: dict[str, Result]) -> list[str]:
     out: list[str] = []
     # Idle CPU: the breakdown by thread and the wake-up floors.
@@ -371,6 +387,7 @@ def _findings(results: dict[str, Result]) -> list[str]:
     run_ocpp = _get(results, "process", "run_ocpp", "peak_rss_mib")
     if floor and run_ocpp is not None:
         f = {k: v.get("peak_rss_mib") for k, v in floor.items()}
+        local = f.get("import station.daemon + sim (local)")
         out.append(f"Peak RSS floor: the interpreter alone holds {f.get('python -c pass')} MiB, `import asyncio` "
                    f"{f.get('+ asyncio')} MiB (asyncio imports ssl, which maps libssl and libcrypto: `import ssl` "
                    "alone takes a bare interpreter from 8.5 to about 14.6 MiB), pymodbus's client "
@@ -379,10 +396,10 @@ def _findings(results: dict[str, Result]) -> list[str]:
                    "ChargePoint would hold: this one imports only `ocpp.routing` and the schema files, and validates "
                    "with its own code (station/backends/ocppj/schema.py, checked against jsonschema in the tests), "
                    "which saved about 4 MiB. The local station imports to "
-                   f"{f.get('import station.daemon + sim (local)')} MiB "
+                   f"{local} MiB "
                    f"and the OCPP one to {f.get('+ ocpp backend')} MiB before doing anything; running adds the rest "
                    f"({run_ocpp} MiB peak). The OCPP backend's import adds "
-                   f"{(f.get('+ ocpp backend') or 0) - (f.get('import station.daemon + sim (local)') or 0):.1f} MiB "
+                   f"{(f.get('+ ocpp backend') or 0) - (local or 0):.1f} MiB "
                    "to the local station: websockets (about 2.5 MiB, importlib.metadata and http.client included) and "
                    "the backend's own modules; certificates (cryptography), firmware and diagnostics transfers are "
                    "imported when first used. All processes run from byte-compiled modules, as pip installs the "

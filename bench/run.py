@@ -24,9 +24,9 @@ if __package__ in (None, ""):  # `python bench/run.py`
 from bench import report  # noqa: E402
 from bench.common import ROOT, Result, dump_json, library_versions, machine  # noqa: E402
 
-ORDER = ("rfid", "meter", "replay", "tap", "process", "idle", "ocpp_peer")
+ORDER = ("rfid", "meter", "replay", "tap", "process", "idle", "ocpp_peer", "status_page")
 MODULES = {"rfid": "b_rfid", "meter": "b_meter", "replay": "b_replay", "tap": "b_tap", "process": "b_process",
-           "ocpp_peer": "b_ocpp_peer", "idle": "idle_breakdown"}
+           "ocpp_peer": "b_ocpp_peer", "idle": "idle_breakdown", "status_page": "b_status_page"}
 
 
 def run_one(name: str, quick: bool) -> Result:

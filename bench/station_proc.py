@@ -87,7 +87,7 @@ async def _main(args: argparse.Namespace) -> int:
     async def tap() -> None:
         before = charger.taps
         chip.present(uid)
-        await until(lambda: charger.taps > before and not charger._busy)
+        await until(lambda: charger.taps > before and not charger.busy)
         chip.remove()
         await asyncio.sleep(cfg.rfid.absent_s + 3 * cfg.rfid.poll_interval_s)
 

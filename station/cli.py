@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import csv
 import json
 import logging
 import os
@@ -13,7 +12,7 @@ from pathlib import Path
 
 from station import __version__
 from station import config as configmod
-from station.errors import ConfigError, StationError
+from station.errors import ConfigError, HardwareError, StationError
 
 log = logging.getLogger("station")
 
@@ -27,7 +26,7 @@ class _StderrHandler(logging.StreamHandler):
         self._fixed = stream
         super().__init__(stream or sys.stderr)
 
-    @property  # type: ignore[override]
+    @property
     def stream(self):
         return self._fixed or sys.stderr
 
@@ -68,9 +67,20 @@ def _load(path: str | None, required: bool = True) -> configmod.Config:
 # ---------------------------------------------------------------- subcommands
 def cmd_run(args: argparse.Namespace) -> int:
     cfg = _load(args.config)
+    _log_config_errors(cfg)
     from station.daemon import Station
 
     return asyncio.run(Station(cfg).run_forever())
+
+
+def _log_config_errors(cfg: configmod.Config) -> None:
+    """What check-config calls errors: logged at start, and the station starts anyway (it can
+    still charge offline and keep its journal; a station that refuses to boot charges nobody)."""
+    from station.configcheck import findings
+
+    for finding in findings(cfg):
+        if finding.level == "error":
+            log.error("%s: %s: %s (station check-config %s)", cfg.source, finding.key, finding.text, cfg.source)
 
 
 def cmd_simulate(args: argparse.Namespace) -> int:
@@ -82,16 +92,25 @@ def cmd_simulate(args: argparse.Namespace) -> int:
         return run_scenario_file(args.config, args.state_dir, args.scenario, as_json=args.json)
     from station.sim.tui import run_interactive
 
-    return run_interactive(args.config, args.state_dir)
+    return run_interactive(args.config, args.state_dir, status_page=args.status_page)
 
 
 def cmd_check_config(args: argparse.Namespace) -> int:
-    cfg = configmod.load(args.file)
-    print(f"{args.file}: OK ({cfg.hardware.mode} hardware, {cfg.backend.kind} backend, meter {cfg.meter.model})")
+    from station.configcheck import findings
     from station.security import permission_problems
 
+    cfg = configmod.load(args.file)
+    found = findings(cfg)
+    errors = [f for f in found if f.level == "error"]
+    if not errors:
+        print(f"{args.file}: OK ({cfg.hardware.mode} hardware, {cfg.backend.kind} backend, meter {cfg.meter.model})")
+    for f in found:
+        print(f"{f.level}: {args.file}: {f.key}: {f.text}", file=sys.stderr)
     for problem in permission_problems(cfg):  # the same warnings the daemon logs at start
         print(f"warning: {problem}", file=sys.stderr)
+    if errors:
+        print(f"{args.file}: {len(errors)} error(s): the station cannot work as configured", file=sys.stderr)
+        return 2
     return 0
 
 
@@ -103,6 +122,7 @@ def cmd_diagram(args: argparse.Namespace) -> int:
 
 
 def cmd_sessions(args: argparse.Namespace) -> int:
+    from station import sessionlist
     from station.store import DB_NAME, Store
 
     state_dir = args.state_dir or _load(args.config).station.state_dir
@@ -111,47 +131,59 @@ def cmd_sessions(args: argparse.Namespace) -> int:
         return 1
     store = Store.open(state_dir)
     try:
-        rows = [session_summary(s) for s in store.sessions()]
+        rows = sessionlist.rows(store, taps=args.all)
+        hidden = 0 if args.all else sessionlist.hidden_taps(store)
     finally:
         store.close()
-    fields = ["id", "id_tag", "meter_start_wh", "meter_stop_wh", "energy_wh", "started_at", "stopped_at",
-              "stop_reason", "backend_session_id", "delivered"]
     if args.json:
         json.dump(rows, sys.stdout, indent=2)
         print()
     elif args.csv:
-        w = csv.DictWriter(sys.stdout, fieldnames=fields + ["estimated"], extrasaction="ignore")
-        w.writeheader()
-        w.writerows(rows)
+        sys.stdout.write(sessionlist.to_csv(rows))
     else:
-        print(f"{'id':>4} {'tag':<18} {'start Wh':>10} {'stop Wh':>10} {'Wh':>7} {'started':<24} {'reason':<14} {'backend id':<12} delivered")
-        for r in rows:
-            print(f"{r['id']:>4} {r['id_tag']:<18} {r['meter_start_wh']:>10} {str(r['meter_stop_wh'] or ''):>10} "
-                  f"{str(r['energy_wh'] if r['energy_wh'] is not None else ''):>7} {r['started_at'] or '':<24} "
-                  f"{r['stop_reason'] or '':<14} {str(r['backend_session_id'] or ''):<12} {'yes' if r['delivered'] else 'no'}")
+        print(sessionlist.to_text(rows))
+        if hidden:
+            print(f"({hidden} refused or abandoned tap(s) not listed: they took the missing ids; --all lists them)")
     return 0
-
-
-def session_summary(s) -> dict:
-    return {
-        "id": s.id, "id_tag": s.id_tag, "meter_start_wh": s.meter_start_wh, "meter_stop_wh": s.meter_stop_wh,
-        "energy_wh": s.energy_wh, "started_at": s.started_at, "stopped_at": s.stopped_at,
-        "stop_reason": s.stop_reason, "backend_session_id": s.backend_session_id,
-        "delivered": bool(s.extra.get("delivered")), "estimated": s.meter_stop_estimated,
-    }
 
 
 def cmd_rfid_read(args: argparse.Namespace) -> int:
     from station.hardware.rfid import cli_read
 
     cfg = _load(args.config) if args.config else configmod.defaults({"hardware.mode": args.mode or _guess_mode()})
+    if cfg.hardware.mode == "pi":
+        _check_pi_libraries(cfg)
     return cli_read(cfg, args.timeout)
+
+
+def _check_pi_libraries(cfg: configmod.Config) -> None:
+    """Before the reader thread starts: the same clear error `station run` gives, not a
+    ModuleNotFoundError inside a reader fault."""
+    import importlib
+
+    from station.hardware.gpio import load_gpio
+
+    elsewhere = "" if _guess_mode() == "pi" else (
+        "; this machine is not a Raspberry Pi: `station rfid read --mode sim` shows the tool on an emulated reader")
+    try:
+        load_gpio("pi")
+        importlib.import_module("spidev")
+    except HardwareError as exc:
+        raise HardwareError(f"{exc}{elsewhere}") from None
+    except ImportError as exc:
+        raise HardwareError(f"SPI: spidev is not installed ({exc}); install station[pi]{elsewhere}") from None
+    device = Path(f"/dev/spidev{cfg.rfid.spi_bus}.{cfg.rfid.spi_device}")
+    if not device.exists():
+        raise HardwareError(f"SPI: {device} does not exist; enable SPI (sudo raspi-config nonint do_spi 0, then "
+                            f"reboot) and check rfid.spi_bus/rfid.spi_device{elsewhere}")
 
 
 def cmd_meter_read(args: argparse.Namespace) -> int:
     from station.hardware.meter import cli_read
 
-    return asyncio.run(cli_read(args.model, args.port, args.address, args.baudrate, args.parity, args.json))
+    return asyncio.run(cli_read(args.model, args.port, args.address, args.baudrate, args.parity.upper(), args.json,
+                                stopbits=args.stopbits, timeout_s=args.timeout, turnaround_s=args.turnaround,
+                                rs485_rts=args.rs485_rts))
 
 
 def cmd_mcsp_server(args: argparse.Namespace) -> int:
@@ -181,42 +213,59 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("simulate", help="run the station on emulated hardware")
     s.add_argument("-c", "--config", help="config file (default: a built-in demo with an embedded backend)")
     s.add_argument("--scenario", help="TOML scenario to run headless")
-    s.add_argument("--state-dir", help="state directory (default: a temporary one with --scenario, else ~/.local/state/station-sim)")
+    s.add_argument("--state-dir", help="state directory (default: the config's station.state_dir, else a temporary "
+                                       "one with --scenario, else ~/.local/state/station-sim)")
     s.add_argument("--json", action="store_true", help="print the scenario summary as JSON")
+    s.add_argument("--status-page", metavar="HOST:PORT", nargs="?", const="127.0.0.1:8080",
+                   help="serve the status page there (default 127.0.0.1:8080); without a password it is read-only "
+                        "and masks id tags")
     s.set_defaults(func=cmd_simulate)
 
-    s = sub.add_parser("check-config", help="validate a config file")
-    s.add_argument("file")
+    s = sub.add_parser("check-config", help="validate a config file",
+                       description="Validate a config file: errors (exit 2) where the station cannot work as "
+                                   "configured, warnings where it works but may surprise.")
+    s.add_argument("file", help="the TOML file, e.g. /etc/station/station.toml")
     s.set_defaults(func=cmd_check_config)
 
     s = sub.add_parser("diagram", help="print the charging state machine as a Mermaid diagram")
     s.set_defaults(func=cmd_diagram)
 
-    s = sub.add_parser("sessions", help="list the journal's sessions")
-    s.add_argument("-c", "--config")
-    s.add_argument("--state-dir")
+    s = sub.add_parser("sessions", help="list the journal's sessions",
+                       description="List the sessions of the journal, oldest first, for billing. Ids are the "
+                                   "journal's: refused taps take ids too (--all lists them).")
+    s.add_argument("-c", "--config",
+                   help=f"read station.state_dir from this config (default $STATION_CONFIG or {DEFAULT_CONFIG})")
+    s.add_argument("--state-dir", help="the station's state directory (overrides the config)")
+    s.add_argument("--all", action="store_true", help="also list refused and abandoned taps, with their reason")
     g = s.add_mutually_exclusive_group()
-    g.add_argument("--json", action="store_true")
-    g.add_argument("--csv", action="store_true")
+    g.add_argument("--json", action="store_true", help="one JSON array of objects")
+    g.add_argument("--csv", action="store_true", help="CSV with a header line, booleans as true/false, times in UTC")
     s.set_defaults(func=cmd_sessions)
 
     s = sub.add_parser("rfid", help="RFID reader tools")
     rs = s.add_subparsers(dest="rfid_command", required=True)
     r = rs.add_parser("read", help="show a card's UID in every format")
-    r.add_argument("-c", "--config")
-    r.add_argument("--timeout", type=float, default=30.0)
+    r.add_argument("-c", "--config", help="take the reader's SPI position, reset pin and id tag format from this config")
+    r.add_argument("--timeout", type=float, default=30.0, help="seconds to wait for a card (default 30)")
     r.add_argument("--mode", choices=("pi", "sim"), help="hardware mode without a config (default: pi on a Raspberry Pi)")
     r.set_defaults(func=cmd_rfid_read)
 
     s = sub.add_parser("meter", help="kWh meter tools")
     ms = s.add_subparsers(dest="meter_command", required=True)
     m = ms.add_parser("read", help="one reading of a Modbus meter")
-    m.add_argument("--model", required=True, choices=configmod.SCHEMA["meter.model"].choices)
+    # The model is checked by cli_read (any case), so that --json reports a wrong one as JSON.
+    m.add_argument("--model", required=True,
+                   help="one of " + ", ".join(configmod.SCHEMA["meter.model"].choices) + " (any case)")
     m.add_argument("--port", required=True, help="device, socket://HOST:PORT or tcp://HOST:PORT")
     m.add_argument("--address", type=int, default=1)
     m.add_argument("--baudrate", type=int, default=9600)
-    m.add_argument("--parity", choices=("N", "E", "O"), default="N")
-    m.add_argument("--json", action="store_true")
+    m.add_argument("--parity", type=str.upper, choices=("N", "E", "O"), default="N")
+    m.add_argument("--stopbits", type=int, choices=(1, 2), default=1)
+    m.add_argument("--timeout", type=float, default=1.0, help="reply timeout per request in seconds (default 1)")
+    m.add_argument("--turnaround", type=float, default=0.0,
+                   help="extra silence between requests in seconds, for slow meters (0..1)")
+    m.add_argument("--rs485-rts", action="store_true", help="switch the RS-485 driver with RTS (kernel RS-485 mode)")
+    m.add_argument("--json", action="store_true", help="print the reading, or the error, as JSON")
     m.set_defaults(func=cmd_meter_read)
 
     s = sub.add_parser("mcsp-server", help="the MCSP reference server (mmetering side)", add_help=False)

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from station.errors import ConfigError
+from station.hardware.meters.models import MODEL_NAMES
 
 
 @dataclass(frozen=True)
@@ -30,6 +31,7 @@ class Key:
     max: float | None = None
     choices: tuple[Any, ...] | None = None
     optional: bool = False  # default None allowed: the feature is absent unless set
+    hex: bool = False  # shown in hexadecimal (I2C addresses: datasheets and i2cdetect write 0x27)
 
 
 _BOOL = bool
@@ -44,29 +46,40 @@ SCHEMA: dict[str, Key] = {
     "station.state_dir": Key(_STR, "/var/lib/station", "Directory for the journal (SQLite) and state."),
     "station.language": Key(_STR, "en", "Language of the LCD texts.", choices=("en", "de")),
     "station.connector_id": Key(_INT, 1, "Connector number reported to backends.", min=1, max=99),
-    "station.log_tags": Key(_BOOL, False, "Log id tags in full (installers pairing cards). Default: masked to their last characters, as they are personal data."),
+    "station.log_tags": Key(_BOOL, False,
+        "Log id tags in full (installers pairing cards). Default: masked to their last characters, as they are personal data."),
     # --- charging rules ----------------------------------------------------------
     "charging.power_threshold_w": Key(_NUM, 50.0, "Above this power the car is charging; below it SuspendedEV.", "W", 0, 100000),
-    "charging.no_power_timeout_s": Key(_NUM, 600.0, "A session whose car never drew power ends after this time (reason Other). 0 = never.", "s", 0, 86400),
-    "charging.connection_timeout_s": Key(_NUM, 60.0, "Preparing without a tap (plugged first) or without a plug (tapped first) falls back to Available after this.", "s", 1, 3600),
-    "charging.finishing_s": Key(_NUM, 5.0, "Without an EV-connected input, how long Finishing is shown before Available.", "s", 0, 600),
+    "charging.no_power_timeout_s": Key(_NUM, 600.0,
+        "A session whose car never drew power ends after this time (reason Other). 0 = never.", "s", 0, 86400),
+    "charging.connection_timeout_s": Key(_NUM, 60.0,
+        "Preparing without a tap (plugged first) or without a plug (tapped first) falls back to Available after this.",
+        "s", 1, 3600),
+    "charging.finishing_s": Key(_NUM, 5.0,
+        "Without an EV-connected input, how long Finishing is shown before Available.", "s", 0, 600),
     "charging.message_s": Key(_NUM, 4.0, "How long a refusal or notice stays on the LCD.", "s", 0.5, 60),
     "charging.meter_interval_s": Key(_NUM, 1.0, "Meter sampling interval.", "s", 0.2, 60),
     "charging.journal_interval_s": Key(_NUM, 60.0, "The last meter reading is written to the journal at most this often (and at every state change); bounds SD-card writes.", "s", 1, 3600),
-    "charging.contactor_settle_s": Key(_NUM, 0.5, "Time the contactor feedback may take to follow the command.", "s", 0.05, 10),
+    "charging.contactor_settle_s": Key(_NUM, 0.5, "Time the contactor feedback may take to follow the command; a longer disagreement is a fault.", "s", 0.05, 10),
+    "charging.contactor_recover_s": Key(_NUM, 10.0, "A contactor fault clears once the auxiliary contact has agreed with the command this long.", "s", 0.5, 600),
     # --- hardware ----------------------------------------------------------------
-    "hardware.mode": Key(_STR, "pi", "'pi' drives the real hardware; 'sim' runs the same drivers against emulated chips.", choices=("pi", "sim")),
-    "hardware.gpio_chip": Key(_STR, "RPi.GPIO", "GPIO module (RPi.GPIO API; rpi-lgpio provides it on a Pi 5).", choices=("RPi.GPIO",)),
+    "hardware.mode": Key(_STR, "pi",
+        "'pi' drives the real hardware; 'sim' runs the same drivers against emulated chips.", choices=("pi", "sim")),
+    "hardware.gpio_chip": Key(_STR, "RPi.GPIO",
+        "GPIO module (RPi.GPIO API; rpi-lgpio provides it on a Pi 5).", choices=("RPi.GPIO",)),
     # --- RFID --------------------------------------------------------------------
     "rfid.enabled": Key(_BOOL, True, "Whether an MFRC522 reader is fitted."),
     "rfid.spi_bus": Key(_INT, 0, "SPI bus of the MFRC522.", min=0, max=6),
     "rfid.spi_device": Key(_INT, 0, "SPI chip select of the MFRC522.", min=0, max=3),
-    "rfid.reset_pin": Key(_INT, 25, "BCM pin wired to the MFRC522 RST (always explicit: the library would take BCM 15, the UART RX).", min=0, max=27),
+    "rfid.reset_pin": Key(_INT, 25,
+        "BCM pin wired to the MFRC522 RST (always explicit: the library would take BCM 15, the UART RX).", min=0, max=27),
     "rfid.poll_interval_s": Key(_NUM, 0.1, "Reader poll interval.", "s", 0.02, 2),
-    "rfid.absent_s": Key(_NUM, 0.6, "A card unseen for this long has left the reader; its next presence is a new tap.", "s", 0.1, 10),
+    "rfid.absent_s": Key(_NUM, 0.6,
+        "A card unseen for this long has left the reader; its next presence is a new tap.", "s", 0.1, 10),
     "rfid.uid_case": Key(_STR, "upper", "Hex digit case of the id tag.", choices=("upper", "lower")),
     "rfid.uid_separator": Key(_STR, "", "Separator between UID bytes in the id tag (e.g. '' or ' ' or ':').", max=3),
-    "rfid.uid_byte_order": Key(_STR, "forward", "'forward' = byte 0 first (OCPP's recommendation), 'reverse' = last byte first.", choices=("forward", "reverse")),
+    "rfid.uid_byte_order": Key(_STR, "forward",
+        "'forward' = byte 0 first (OCPP's recommendation), 'reverse' = last byte first.", choices=("forward", "reverse")),
     # --- contactor ---------------------------------------------------------------
     "contactor.pin": Key(_INT, 17, "BCM pin driving the contactor relay.", min=0, max=27),
     "contactor.active_low": Key(_BOOL, False, "The relay closes when the pin is low."),
@@ -78,7 +91,8 @@ SCHEMA: dict[str, Key] = {
     "inputs.stop_button_pin": Key(_INT, None, "BCM pin of a stop push button (optional).", min=0, max=27, optional=True),
     "inputs.stop_button_active_low": Key(_BOOL, True, "The stop button pulls the pin low when pressed."),
     # --- LEDs --------------------------------------------------------------------
-    "leds.kind": Key(_STR, "gyr", "'gyr' three LEDs green/yellow/red, 'rgb' one RGB LED on the same three pins, 'none'.", choices=("gyr", "rgb", "none")),
+    "leds.kind": Key(_STR, "gyr",
+        "'gyr' three LEDs green/yellow/red, 'rgb' one RGB LED on the same three pins, 'none'.", choices=("gyr", "rgb", "none")),
     "leds.green_pin": Key(_INT, 5, "BCM pin of the green LED (or RGB green).", min=0, max=27),
     "leds.yellow_pin": Key(_INT, 6, "BCM pin of the yellow LED (RGB: blue, unused for yellow).", min=0, max=27),
     "leds.red_pin": Key(_INT, 13, "BCM pin of the red LED (or RGB red).", min=0, max=27),
@@ -86,53 +100,98 @@ SCHEMA: dict[str, Key] = {
     # --- LCD ---------------------------------------------------------------------
     "lcd.enabled": Key(_BOOL, True, "Whether an HD44780 LCD with a PCF8574 I2C backpack is fitted."),
     "lcd.i2c_bus": Key(_INT, 1, "I2C bus number.", min=0, max=10),
-    "lcd.address": Key(_INT, 0x27, "I2C address of the PCF8574 (0x27 or 0x3F usually).", min=0x03, max=0x77),
+    "lcd.address": Key(_INT, 0x27,
+        "I2C address of the PCF8574 (0x27 or 0x3F usually; `i2cdetect -y 1` lists it).", min=0x03, max=0x77, hex=True),
     "lcd.cols": Key(_INT, 16, "Columns.", choices=(16, 20)),
     "lcd.rows": Key(_INT, 2, "Rows.", choices=(2, 4)),
     # --- meter -------------------------------------------------------------------
-    "meter.model": Key(_STR, "SDM630", "Meter model.", choices=("SDM630", "SDM72D-M", "SDM120", "ABB-B23", "WE-514", "WE-516", "EM24")),
+    "meter.model": Key(_STR, "SDM630", (
+        "Meter model (register map); docs/hardware.md describes each. EM24 is the current Carlo Gavazzi map "
+        "(kWh total at 0x34), EM24-OLD the 'PFA, PFB & X models' map (0x3E); the station warns at start when "
+        "the total is far from the sum of the phases."), choices=MODEL_NAMES),
     "meter.port": Key(_STR, "/dev/ttyAMA0", "Serial device, pyserial URL (socket://HOST:PORT for RTU over TCP) or tcp://HOST:PORT (Modbus TCP)."),
     "meter.address": Key(_INT, 1, "Modbus device address.", min=1, max=247),
     "meter.baudrate": Key(_INT, 9600, "Baud rate.", "baud", choices=(1200, 2400, 4800, 9600, 19200, 38400, 57600, 115200)),
     "meter.parity": Key(_STR, "N", "Parity.", choices=("N", "E", "O")),
     "meter.stopbits": Key(_INT, 1, "Stop bits.", choices=(1, 2)),
     "meter.timeout_s": Key(_NUM, 0.5, "Reply timeout per request.", "s", 0.05, 10),
+    "meter.turnaround_s": Key(_NUM, 0.0, (
+        "Silence kept after each reply before the next request, for meters that need time between requests. "
+        "The Modbus RTU minimum (3.5 characters, 1.75 ms above 19200 baud) is always kept; this only makes it "
+        "longer."), "s", 0, 1),
+    "meter.rs485_rts": Key(_BOOL, False, (
+        "Switch the RS-485 driver with RTS (kernel RS-485 mode through pyserial), for adapters and UART boards "
+        "without automatic direction control.")),
+    "meter.rs485_rts_level_for_tx": Key(_BOOL, True, (
+        "With meter.rs485_rts: the RTS level while transmitting (true = high); the other level while receiving.")),
     "meter.max_failures": Key(_INT, 3, "Consecutive failed reads before the meter is reported faulted.", min=1, max=100),
-    "meter.max_power_w": Key(_NUM, None, "Largest plausible power; energy jumps beyond it are rejected (default: the model's rating).", "W", 100, 1e6, optional=True),
+    "meter.max_power_w": Key(_NUM, None,
+        "Largest plausible power; energy jumps beyond it are rejected (default: the model's rating).",
+        "W", 100, 1e6, optional=True),
     # --- backend -----------------------------------------------------------------
-    "backend.kind": Key(_STR, "local", "Which backend authorizes and receives sessions.", choices=("local", "mcsp", "evcs-serial", "ocpp")),
-    "backend.offline_policy": Key(_STR, "cached", "When the backend is unreachable: 'refuse' every tap, allow 'cached' (previously accepted) tags, or 'cached+local' also the tags of backend.local.", choices=("refuse", "cached", "cached+local")),
-    "backend.auth_cache_ttl_s": Key(_NUM, 7 * 86400.0, "How long an accepted tag stays in the authorization cache.", "s", 0, 365 * 86400),
-    "backend.local.tags": Key(_TABLE, {}, "Table of allowed tags: tag = \"apartment or name\". Tags compare case-insensitively, ignoring separators."),
+    "backend.kind": Key(_STR, "local",
+        "Which backend authorizes and receives sessions.", choices=("local", "mcsp", "evcs-serial", "ocpp")),
+    "backend.offline_policy": Key(_STR, "cached",
+        "When the backend is unreachable: 'refuse' every tap, allow 'cached' (previously accepted) tags, or 'cached+local' "
+        "also the tags of backend.local.", choices=("refuse", "cached", "cached+local")),
+    "backend.auth_cache_ttl_s": Key(_NUM, 7 * 86400.0,
+        "How long an accepted tag stays in the authorization cache.", "s", 0, 365 * 86400),
+    "backend.local.tags": Key(_TABLE, {},
+        "Table of allowed tags: tag = \"apartment or name\". Tags compare case-insensitively, ignoring separators."),
     "backend.mcsp.url": Key(_STR, "tcp://127.0.0.1:4711", "tcp://HOST:PORT, tls://HOST:PORT, or a serial device path."),
-    "backend.mcsp.baudrate": Key(_INT, 19200, "Baud rate when url is a serial device.", "baud", choices=(1200, 2400, 4800, 9600, 19200, 38400, 57600, 115200)),
+    "backend.mcsp.baudrate": Key(_INT, 19200,
+        "Baud rate when url is a serial device.", "baud", choices=(1200, 2400, 4800, 9600, 19200, 38400, 57600, 115200)),
     "backend.mcsp.timeout_s": Key(_NUM, 5.0, "Reply timeout.", "s", 0.2, 120),
     "backend.mcsp.heartbeat_s": Key(_NUM, 60.0, "Heartbeat interval.", "s", 5, 86400),
     "backend.mcsp.ca_file": Key(_STR, None, "CA certificate that signs the server's certificate (tls://).", optional=True),
     "backend.mcsp.secret": Key(_STR, None, "Per-station secret sent as the Auth header.", optional=True),
-    "backend.mcsp.extensions": Key(_BOOL, True, "Send the MCSP/1.0 extension headers (Session-Key, meter readings, times) and HEARTBEAT; false sends only the picture's headers, for a server that cannot take them (no idempotent retry then)."),
+    "backend.mcsp.extensions": Key(_BOOL, True,
+        "Send the MCSP/1.0 extension headers (Session-Key, meter readings, times) and HEARTBEAT; false sends only the "
+        "picture's headers, for a server that cannot take them (no idempotent retry then)."),
     "backend.evcs-serial.port": Key(_STR, "/dev/ttyUSB0", "Serial device of the link to the mmetering server."),
-    "backend.evcs-serial.baudrate": Key(_INT, 19200, "Baud rate.", "baud", choices=(1200, 2400, 4800, 9600, 19200, 38400, 57600, 115200)),
+    "backend.evcs-serial.baudrate": Key(_INT, 19200,
+        "Baud rate.", "baud", choices=(1200, 2400, 4800, 9600, 19200, 38400, 57600, 115200)),
     "backend.evcs-serial.station_number": Key(_INT, 1, "N in 'LADER N lebt' and 'OK_LaderN!'.", min=1, max=99),
     "backend.evcs-serial.reply_timeout_s": Key(_NUM, 3.0, "How long to wait for OK/ERROR.", "s", 0.5, 60),
     "backend.evcs-serial.heartbeat_s": Key(_NUM, 90.0, "Heartbeat ('LADER N lebt') interval.", "s", 5, 86400),
     "backend.evcs-serial.tag_separator": Key(_STR, " ", "Separator between the tag's bytes on the 'Tag ID' line."),
-    "backend.evcs-serial.tag_prefix": Key(_STR, "Tag ID = ", "Text before the tag ('Tag ID = ' per the server; the 2018 device wrote 'Tag ID= ')."),
-    "backend.ocpp.url": Key(_STR, "ws://127.0.0.1:9000/", "Central system URL (ws:// or wss://); the charge point id is appended."),
-    "backend.ocpp.tls_url": Key(_STR, None, "wss:// URL of the central system for security profiles 2 and 3, when it is not `url` with ws:// turned into wss:// (the central system may raise the profile).", optional=True),
+    "backend.evcs-serial.tag_prefix": Key(_STR, "Tag ID = ",
+        "Text before the tag ('Tag ID = ' per the server; the 2018 device wrote 'Tag ID= ')."),
+    "backend.ocpp.url": Key(_STR, "ws://127.0.0.1:9000/",
+        "Central system URL (ws:// or wss://); the charge point id is appended."),
+    "backend.ocpp.tls_url": Key(_STR, None,
+        "wss:// URL of the central system for security profiles 2 and 3, when it is not `url` with ws:// turned into wss:// "
+        "(the central system may raise the profile).", optional=True),
     "backend.ocpp.charge_point_id": Key(_STR, None, "Charge point identity (default: station.name).", optional=True),
     "backend.ocpp.vendor": Key(_STR, "station", "chargePointVendor in BootNotification."),
     "backend.ocpp.model": Key(_STR, "station-pi", "chargePointModel in BootNotification."),
     "backend.ocpp.security_profile": Key(_INT, 0, "OCPP security profile 0-3.", min=0, max=3),
-    "backend.ocpp.authorization_key": Key(_STR, None, "Basic auth password (profile 1 and 2), at least 16 characters.", optional=True),
+    "backend.ocpp.authorization_key": Key(_STR, None,
+        "Basic auth password (profile 1 and 2), at least 16 characters.", optional=True),
     "backend.ocpp.ca_file": Key(_STR, None, "CA file to verify the central system (wss://).", optional=True),
     "backend.ocpp.cert_file": Key(_STR, None, "Station certificate (profile 3).", optional=True),
     "backend.ocpp.key_file": Key(_STR, None, "Station private key (profile 3).", optional=True),
+    # --- status page -------------------------------------------------------------
+    "status_page.enabled": Key(_BOOL, False,
+        "Serve a read-only status page (state, LCD text, meter, backend link and queue, last sessions, recent faults) over "
+        "HTTP at status_page.listen."),
+    "status_page.listen": Key(_STR, "127.0.0.1:8080",
+        "HOST:PORT the page listens on: 127.0.0.1 for this machine only, the station's LAN address (or 0.0.0.0) to reach it "
+        "from a phone."),
+    "status_page.user": Key(_STR, "station", "User name for HTTP Basic when a password is set."),
+    "status_page.password_file": Key(_STR, None,
+        "File whose first line is the page's password (HTTP Basic); keep it mode 600 or 640 root:station. Without a password "
+        "the page is open to everyone who can reach it and shows id tags masked.", optional=True),
+    "status_page.password": Key(_STR, None,
+        "The password itself, when not in password_file (this file must then be mode 600 or 640).", optional=True),
     # --- simulation ----------------------------------------------------------------
     "sim.load_w": Key(_NUM, 7400.0, "Power the emulated car draws while the contactor is closed.", "W", 0, 50000),
     "sim.ev_connected_input": Key(_BOOL, False, "Emulate an EV-connected input (on inputs.ev_connected_pin, default BCM 22)."),
     "sim.stop_button_input": Key(_BOOL, False, "Emulate a stop button (on inputs.stop_button_pin, default BCM 27)."),
     "sim.contactor_feedback": Key(_BOOL, True, "Emulate the contactor's auxiliary contact (on contactor.feedback_pin, default BCM 23)."),
+    "sim.gpio_edge_detection": Key(_BOOL, True, (
+        "Emulate a kernel on which RPi.GPIO edge detection works; false makes add_event_detect fail "
+        "(\"Failed to add edge detection\"), so the stop button is read by polling alone.")),
     "sim.meter_link": Key(_STR, "socket", "How the emulated meter is reached: 'socket' (RTU over TCP on loopback) or 'pty' (a pseudo-terminal pair).", choices=("socket", "pty")),
 }
 
@@ -199,17 +258,22 @@ def _check(file: str, dotted: str, key: Key, value: Any) -> Any:
         # TOML has nan and inf; nan passes every comparison, so it would slip through the bounds.
         raise ConfigError(file, dotted, f"must be a finite number, got {value!r}")
     if isinstance(value, (int, float)) and not isinstance(value, bool):
+        show = _hex if key.hex else repr
         if key.min is not None and value < key.min:
-            raise ConfigError(file, dotted, f"must be at least {key.min}{key.unit and ' ' + key.unit}, got {value!r}")
+            raise ConfigError(file, dotted, f"must be at least {show(key.min)}{key.unit and ' ' + key.unit}, got {show(value)}")
         if key.max is not None and value > key.max:
-            raise ConfigError(file, dotted, f"must be at most {key.max}{key.unit and ' ' + key.unit}, got {value!r}")
+            raise ConfigError(file, dotted, f"must be at most {show(key.max)}{key.unit and ' ' + key.unit}, got {show(value)}")
     if isinstance(value, str) and key.max is not None and len(value) > key.max:
         raise ConfigError(file, dotted, f"must be at most {int(key.max)} characters")
-    if dotted == "backend.local.tags":
+    if dotted == "backend.local.tags" and isinstance(value, dict):
         for tag, name in value.items():
             if not isinstance(name, str):
                 raise ConfigError(file, f"{dotted}.{tag}", f"expected a string (apartment or name), got {type(name).__name__}")
     return value
+
+
+def _hex(value: Any) -> str:
+    return f"0x{int(value):02X}"
 
 
 def _type_name(key: Key) -> str:
@@ -252,7 +316,8 @@ def _build(flat: dict[str, Any], source: str) -> Config:
 
     def freeze(path: str, node: dict[str, Any]) -> Section:
         return Section(path, {
-            k: (freeze(f"{path}.{k}".lstrip("."), v) if isinstance(v, dict) and f"{path}.{k}".lstrip(".") not in FREE_TABLES else v)
+            k: (freeze(f"{path}.{k}".lstrip("."), v)
+                if isinstance(v, dict) and f"{path}.{k}".lstrip(".") not in FREE_TABLES else v)
             for k, v in node.items()
         })
 
@@ -287,18 +352,50 @@ def _validate_combinations(file: str, flat: dict[str, Any]) -> None:
     if tls_url is not None and not tls_url.startswith("wss://"):
         raise ConfigError(file, "backend.ocpp.tls_url", f"must start with wss://, got {tls_url!r}")
     secret = flat.get("backend.mcsp.secret")
-    if secret is not None and not (secret.isascii() and secret.isprintable() and secret == secret.strip() and 0 < len(secret) <= 200):
+    if secret is not None and not (secret.isascii() and secret.isprintable() and secret == secret.strip()
+                                   and 0 < len(secret) <= 200):
         # Sent as an MCSP header line (printable ASCII, 256 bytes at most); the value is never echoed.
-        raise ConfigError(file, "backend.mcsp.secret", "must be 1-200 printable ASCII characters without leading or trailing spaces")
+        raise ConfigError(file, "backend.mcsp.secret",
+                          "must be 1-200 printable ASCII characters without leading or trailing spaces")
     url = flat.get("backend.mcsp.url")
     if url is not None and not (url.startswith(("tcp://", "tls://")) or url.startswith("/")):
-        raise ConfigError(file, "backend.mcsp.url", f"must be tcp://HOST:PORT, tls://HOST:PORT or a serial device path, got {url!r}")
+        raise ConfigError(file, "backend.mcsp.url",
+                          f"must be tcp://HOST:PORT, tls://HOST:PORT or a serial device path, got {url!r}")
+
+
+def _validate_status_page(file: str, flat: dict[str, Any]) -> None:
+    listen = flat.get("status_page.listen")
+    if listen is not None:
+        try:
+            split_listen(listen)
+        except ValueError as exc:
+            raise ConfigError(file, "status_page.listen", str(exc)) from None
+    if flat.get("status_page.password") is not None and flat.get("status_page.password_file") is not None:
+        raise ConfigError(file, "status_page.password", "set either password or password_file, not both")
+    password = flat.get("status_page.password")
+    if password is not None and (not password or password != password.strip() or not password.isprintable()):
+        raise ConfigError(file, "status_page.password", "must be printable characters without leading or trailing spaces")
+
+
+def split_listen(text: str) -> tuple[str, int]:
+    """"HOST:PORT" (IPv6 as "[::1]:8080") -> (host, port). Raises ValueError naming the problem."""
+    host, sep, port = text.rpartition(":")
+    if not sep or not host or not port.isdigit() or int(port) > 65535:
+        raise ValueError(f"must be HOST:PORT (e.g. 127.0.0.1:8080 or 0.0.0.0:8080), got {text!r}")
+    if host.startswith("["):
+        if not host.endswith("]"):
+            raise ValueError(f"an IPv6 host is written [::1]:8080, got {text!r}")
+        host = host[1:-1]
+    elif ":" in host:
+        raise ValueError(f"an IPv6 host is written in brackets ([::1]:8080), got {text!r}")
+    return host, int(port)
 
 
 def from_dict(data: dict[str, Any], source: str = "<dict>") -> Config:
     flat: dict[str, Any] = {}
     _walk(source, data, "", flat)
     _validate_combinations(source, flat)
+    _validate_status_page(source, flat)
     return _build(flat, source)
 
 
@@ -343,7 +440,8 @@ def documented_toml() -> str:
     ]
     section = None
     for dotted, key in SCHEMA.items():
-        table, _, name = dotted.rpartition(".")
+        table, _, leaf = dotted.rpartition(".")
+        name: str | None = leaf
         if dotted in FREE_TABLES:
             table, name = dotted, None
         if table != section:
@@ -355,8 +453,10 @@ def documented_toml() -> str:
         if key.choices:
             facts.append("one of " + ", ".join(_toml_value(c) for c in key.choices))
         if key.min is not None or key.max is not None:
-            if isinstance(key.default, str) or key.type is str:
+            if (isinstance(key.default, str) or key.type is str) and key.max is not None:
                 facts.append(f"at most {int(key.max)} characters")
+            elif key.hex:
+                facts.append(f"{_hex(key.min)}..{_hex(key.max)}")
             else:
                 facts.append(f"{_num(key.min) if key.min is not None else ''}..{_num(key.max) if key.max is not None else ''}")
         if key.optional:
@@ -368,7 +468,7 @@ def documented_toml() -> str:
         elif key.default is None:
             out.append(f"# {name} =")
         else:
-            out.append(f"{name} = {_toml_value(key.default)}")
+            out.append(f"{name} = {_hex(key.default) if key.hex else _toml_value(key.default)}")
     return "\n".join(out) + "\n"
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import signal
 import time
 from typing import Any
@@ -19,16 +20,22 @@ from station import backends, security
 from station.clock import Clock
 from station.config import Config
 from station.core.charger import Charger
+from station.core.control import Control
+from station.core.delivery import DEADLINE_S as DELIVERER_DEADLINE
 from station.core.delivery import Deliverer
 from station.core.ports import Backend, Hardware
 from station.errors import StationError
 from station.hardware.factory import build_hardware
 from station.notify import Notifier
 from station.store import Store
+from station.supervisor import LoopWatch, Supervisor
 
 log = logging.getLogger(__name__)
 
 EXIT_RESET = 75  # EX_TEMPFAIL: systemd's Restart=on-failure brings the station back after a Reset
+EXIT_FAILURE = 70  # EX_SOFTWARE: a loop of the station died or hung; systemd restarts it
+LOOP_DEADLINE_S = 10.0  # the event loop itself must turn at least this often (LoopWatch)
+DELIVERER_DEADLINE_S = DELIVERER_DEADLINE
 
 
 class Station:
@@ -38,14 +45,20 @@ class Station:
         self.embedded = embedded  # a backend server the simulator runs in-process (the demo's MCSP server)
         self.clock = clock or Clock()
         self.notifier = notifier or Notifier()
+        self.supervisor = Supervisor(self.clock.monotonic)
+        self.supervisor.on_failure = self._failed
         self._backend_override = backend
         self.world: Any = None
         self.hardware: Hardware | None = None
         self.store: Store | None = None
         self.backend: Backend | None = None
         self.charger: Charger | None = None
+        self.control: Control | None = None
         self.deliverer: Deliverer | None = None
-        self._tasks: list[asyncio.Task] = []
+        self.failure: str | None = None  # why the station gave up (a loop died or hung)
+        self.done = asyncio.Event()  # set at a failure: run_forever() and the simulator end
+        self.loop_watch: LoopWatch | None = None
+        self.status_page: Any = None  # station.statuspage.StatusPage when status_page.enabled
         self.started_at = time.monotonic()
         self.ready_after: float | None = None
 
@@ -59,22 +72,82 @@ class Station:
         self.hardware = await build_hardware(cfg, self.world)
         self.store = Store.open(cfg.station.state_dir)
         self.backend = self._backend_override or backends.create(cfg, self.store)
-        self.charger = Charger(cfg, self.hardware, self.store, self.backend, self.clock)
-        self.deliverer = Deliverer(self.store, self.backend, self.clock, on_result=self.charger.on_delivery)
+        self.charger = Charger(cfg, self.hardware, self.store, self.backend, self.clock, self.supervisor)
+        self.control = Control(self.charger)
+        self.deliverer = Deliverer(self.store, self.backend, self.clock, on_result=self.charger.on_delivery,
+                                   checkpoint=lambda: self.supervisor.checkpoint("deliverer"))
         self.charger.deliverer = self.deliverer
         if self.world is not None:
             self.world.bind(self)
         await self.charger.start()
-        await self.backend.start(self.charger)
-        self._tasks.append(asyncio.create_task(self.deliverer.run(), name="deliverer"))
-        interval = self.notifier.watchdog_interval
-        if interval:
-            self._tasks.append(asyncio.create_task(self._watchdog(interval), name="watchdog"))
-        self._tasks.append(asyncio.create_task(self._status_lines(), name="status"))
+        await self.backend.start(self.control)
+        self.supervisor.spawn(self.deliverer.run(), "deliverer", critical=True, deadline_s=DELIVERER_DEADLINE_S)
+        self.supervisor.spawn(self._supervise(), "supervise")
+        self.supervisor.spawn(self._status_lines(), "status-lines")
+        if cfg.status_page.enabled:
+            from station.statuspage import StatusPage
+
+            self.status_page = StatusPage(self)
+            await self.status_page.start()  # never raises: the station charges without its page
         self.ready_after = time.monotonic() - self.started_at
         self.notifier.ready(self.status_line())
         log.info("station %s ready in %.2f s (%s hardware, %s backend)", cfg.station.name, self.ready_after,
                  cfg.hardware.mode, cfg.backend.kind)
+
+    def watch_event_loop(self, deadline_s: float = LOOP_DEADLINE_S) -> None:
+        """Guard against a blocked event loop from a thread (station run and simulate; never in
+        a test that shares its event loop with the station: the guard ends the process)."""
+        self.loop_watch = LoopWatch(deadline_s, self._loop_hung)
+        self.loop_watch.start()
+
+    async def _supervise(self) -> None:
+        """Once a second: every loop alive and on time? Only then WATCHDOG=1 (systemd)."""
+        interval = min(1.0, self.notifier.watchdog_interval or 1.0)
+        while True:
+            if self.loop_watch is not None:
+                self.loop_watch.beat()
+            if self.supervisor.check() is None:
+                if self.notifier.watchdog_interval:
+                    self.notifier.watchdog()
+            else:
+                return  # no more WATCHDOG=1: _failed() has taken over
+            await asyncio.sleep(interval)
+
+    def _failed(self, why: str) -> None:
+        """A critical loop died or hung: make it safe, journal what is open, and end with
+        EXIT_FAILURE so that systemd restarts the station (which then closes an open session
+        as after a power cut, with a fresh meter reading)."""
+        if self.failure is not None:
+            return
+        self.failure = why
+        log.critical("station failed: %s; opening the contactor and exiting for a restart", why)
+        self._contactor_off()
+        c, store = self.charger, self.store
+        if c is not None and store is not None:
+            wh = c.reading.energy_wh if c.reading is not None else None
+            try:
+                if c.session is not None and wh is not None:
+                    store.record_meter(c.session.id, wh, self.clock.stamp())
+                store.raise_fault("supervisor", "InternalError", why, "LoopFailure", self.clock.stamp(), wh)
+            except StationError as exc:
+                log.error("%s", exc)
+        self.notifier.status(f"FAILED: {why}")
+        self.done.set()
+
+    def _contactor_off(self) -> None:
+        if self.hardware is not None:
+            try:
+                self.hardware.contactor.set(False)
+            except Exception:  # the contactor first: whatever else is broken
+                log.exception("opening the contactor")
+
+    def _loop_hung(self, silent: float) -> None:
+        """From the LoopWatch thread: the event loop has not turned for `silent` seconds."""
+        log.critical("event loop blocked for %.1f s: opening the contactor and exiting (%d)", silent, EXIT_FAILURE)
+        self._contactor_off()
+        self.notifier.status(f"FAILED: event loop blocked for {silent:.0f} s")
+        logging.shutdown()
+        os._exit(EXIT_FAILURE)
 
     def status_line(self) -> str:
         c = self.charger
@@ -93,12 +166,6 @@ class Station:
                 parts.append(f"{pending} queued")
         return " | ".join(parts)
 
-    async def _watchdog(self, interval: float) -> None:
-        # From the event loop on purpose: if the loop hangs, systemd stops hearing from us.
-        while True:
-            self.notifier.watchdog()
-            await asyncio.sleep(interval)
-
     async def _status_lines(self) -> None:
         last = ""
         while True:
@@ -111,15 +178,17 @@ class Station:
     async def stop(self, graceful: bool = True) -> None:
         """Stop the station. Graceful: a running session is ended (reason Reboot) and delivered
         if the backend is reachable within a moment. `graceful=False` imitates a power cut for
-        tests: tasks stop where they are, the journal keeps the session open."""
+        tests (and is what a failed station does): tasks stop where they are, the journal keeps
+        the session open."""
         self.notifier.stopping()
-        if graceful and self.charger is not None and self.charger.session is not None:
-            await self.charger.stop_session("Reboot")
+        if self.loop_watch is not None:
+            self.loop_watch.stop()
+        if self.status_page is not None:
+            await self.status_page.close()
+        if graceful and self.failure is None and self.charger is not None and self.charger.session is not None:
+            await self.charger.stop("Reboot")
             await self.flush(timeout=3.0)
-        for t in self._tasks:
-            t.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
-        self._tasks.clear()
+        self.supervisor.stopping()
         if self.charger is not None:
             await self.charger.close()
         if self.backend is not None:
@@ -127,6 +196,7 @@ class Station:
                 await self.backend.close()
             except Exception:
                 log.exception("closing the backend")
+        await self.supervisor.close()
         if self.hardware is not None:
             for closer in self.hardware.closers:
                 try:
@@ -152,21 +222,25 @@ class Station:
         return False
 
     async def run_forever(self) -> int:
-        """Run until SIGTERM/SIGINT (exit 0) or a backend-ordered reset (EXIT_RESET)."""
+        """Run until SIGTERM/SIGINT (exit 0), a backend-ordered reset (EXIT_RESET) or a failed
+        loop (EXIT_FAILURE)."""
         await self.start()
-        stop = asyncio.Event()
+        self.watch_event_loop()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             try:
-                loop.add_signal_handler(sig, stop.set)
+                loop.add_signal_handler(sig, self.done.set)
             except (NotImplementedError, RuntimeError):
                 pass
         assert self.charger is not None
         reset = asyncio.create_task(self.charger.exit_event.wait())
-        stopped = asyncio.create_task(stop.wait())
-        await asyncio.wait({reset, stopped}, return_when=asyncio.FIRST_COMPLETED)
+        done = asyncio.create_task(self.done.wait())
+        await asyncio.wait({reset, done}, return_when=asyncio.FIRST_COMPLETED)
         reset.cancel()
-        stopped.cancel()
+        done.cancel()
+        if self.failure is not None:
+            await self.stop(graceful=False)
+            return EXIT_FAILURE
         code = EXIT_RESET if self.charger.exit_request else 0
         await self.stop()
         return code

@@ -26,7 +26,18 @@ class HardwareError(StationError):
 
 
 class MeterError(HardwareError):
-    """The kWh meter did not answer or answered nonsense."""
+    """The kWh meter did not answer or answered nonsense.
+
+    `kind` tells the failures apart: "port" (the serial port or socket cannot be
+    opened), "timeout" (no reply at all), "crc" (a reply with a wrong checksum),
+    "garbled" (bytes that are no Modbus frame), "exception" (a Modbus exception
+    reply), "decode" (registers that make no reading), "other". `hint` is what to
+    check next, for people (may be empty).
+    """
+
+    def __init__(self, message: str, *, kind: str = "other", hint: str = "") -> None:
+        self.kind, self.hint = kind, hint
+        super().__init__(message)
 
 
 class ReaderError(HardwareError):

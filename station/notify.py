@@ -17,6 +17,9 @@ class Notifier:
         self._sock: socket.socket | None = None
         if self.address:
             self._sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC)
+            # Never block the event loop on a reader that is slow or gone: a full queue
+            # (net.unix.max_dgram_qlen, 10 by default) drops the message instead.
+            self._sock.setblocking(False)
 
     @property
     def watchdog_interval(self) -> float | None:

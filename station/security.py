@@ -58,12 +58,16 @@ def permission_problems(config: Any) -> list[str]:
     """One sentence per problem: the file, what is wrong, and the fix."""
     out: list[str] = []
     source = getattr(config, "source", "")
-    holds = [name for name in ("backend.mcsp.secret", "backend.ocpp.authorization_key") if _get(config, name)]
+    holds = [name for name in ("backend.mcsp.secret", "backend.ocpp.authorization_key", "status_page.password")
+             if _get(config, name)]
     if holds and source and not source.startswith("<"):
         out += _secret_file(Path(source), " and ".join(holds))
     key_file = _get(config, "backend.ocpp.key_file")
     if key_file:
         out += _secret_file(Path(key_file), "the station's private key (backend.ocpp.key_file)")
+    password_file = _get(config, "status_page.password_file")
+    if password_file:
+        out += _secret_file(Path(password_file), "the status page's password (status_page.password_file)")
     for name in ("backend.mcsp.ca_file", "backend.ocpp.ca_file", "backend.ocpp.cert_file"):
         path = _get(config, name)
         if path:

@@ -83,6 +83,21 @@ CREATE TABLE IF NOT EXISTS session_samples (  -- meter samples a backend sends w
     payload TEXT NOT NULL
 );
 CREATE INDEX IF NOT EXISTS session_samples_by_session ON session_samples(session_id, seq);
+-- Faults, with the meter's reading when raised and cleared: a welded contactor lets energy flow
+-- with no session, and the journal must say how much.
+CREATE TABLE IF NOT EXISTS faults (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    source TEXT NOT NULL,             -- contactor | meter | reader | supervisor
+    code TEXT NOT NULL, text TEXT NOT NULL, vendor TEXT,
+    raised_at TEXT NOT NULL, raised_wh INTEGER,
+    cleared_at TEXT, cleared_wh INTEGER
+);
+-- Queued messages whose session row is gone (a journal salvaged after corruption): kept for
+-- the operator instead of blocking every later message.
+CREATE TABLE IF NOT EXISTS outbox_parked (
+    seq INTEGER PRIMARY KEY, kind TEXT NOT NULL, session_id INTEGER NOT NULL, payload TEXT NOT NULL,
+    created_at TEXT NOT NULL, reason TEXT NOT NULL
+);
 """
 
 
@@ -252,6 +267,11 @@ class Store:
             raise StorageError(f"no session {session_id} in the journal")
         return _session(rows[0])
 
+    def find_session(self, session_id: int) -> Session | None:
+        """The session, or None when the journal has no such row (StorageError: cannot read)."""
+        rows = self._read("SELECT * FROM sessions WHERE id=?", (session_id,))
+        return _session(rows[0]) if rows else None
+
     def session_by_key(self, key: str) -> Session | None:
         rows = self._read("SELECT * FROM sessions WHERE key=?", (key,))
         return _session(rows[0]) if rows else None
@@ -308,6 +328,15 @@ class Store:
             yield OutboxItem(seq=r["seq"], kind=MessageKind(r["kind"]), session_id=r["session_id"],
                              payload=json.loads(r["payload"]), created_at=r["created_at"], attempts=r["attempts"])
 
+    def park(self, item: OutboxItem, reason: str) -> None:
+        """Take a message that can never be delivered out of the queue, keeping it for the operator."""
+        def do() -> None:
+            self._db.execute("INSERT OR REPLACE INTO outbox_parked(seq, kind, session_id, payload, created_at, reason)"
+                             " VALUES (?, ?, ?, ?, ?, ?)", (item.seq, item.kind.value, item.session_id,
+                                                            json.dumps(item.payload), item.created_at, reason))
+            self._db.execute("DELETE FROM outbox WHERE seq=?", (item.seq,))
+        self._write(do)
+
     def count_attempt(self, seq: int) -> None:
         self._write(lambda: self._db.execute("UPDATE outbox SET attempts=attempts+1 WHERE seq=?", (seq,)))
 
@@ -324,6 +353,24 @@ class Store:
             if item.kind is MessageKind.STOP:
                 self._db.execute("UPDATE sessions SET delivered=1 WHERE id=?", (item.session_id,))
         self._write(do)
+
+    # ---------------------------------------------------------------- faults
+    def raise_fault(self, source: str, code: str, text: str, vendor: str | None, at: str, wh: int | None) -> None:
+        """A fault of `source` begins (one open fault per source: an open one is closed first)."""
+        def do() -> None:
+            self._db.execute("UPDATE faults SET cleared_at=? WHERE source=? AND cleared_at IS NULL", (at, source))
+            self._db.execute("INSERT INTO faults(source, code, text, vendor, raised_at, raised_wh)"
+                             " VALUES (?, ?, ?, ?, ?, ?)", (source, code, text, vendor, at, wh))
+        self._write(do)
+
+    def clear_fault(self, source: str, at: str, wh: int | None) -> None:
+        self._write(lambda: self._db.execute(
+            "UPDATE faults SET cleared_at=?, cleared_wh=? WHERE source=? AND cleared_at IS NULL", (at, wh, source)))
+
+    def recent_faults(self, limit: int = 20) -> list[dict[str, Any]]:
+        """The latest faults, newest first, as plain dicts (for the status page and the CLI)."""
+        rows = self._read("SELECT * FROM faults ORDER BY id DESC LIMIT ?", (limit,))
+        return [dict(r) for r in rows]
 
     # ---------------------------------------------------------------- auth cache
     #: most tags the auth cache holds; beyond it the entries that expire first are evicted, so

@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import threading
 import time
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
@@ -52,6 +53,7 @@ class Supervisor:
         self._failure: str | None = None
         self._closing = False
         self.on_failure: Callable[[str], None] | None = None  # told once, at the first failure
+        self.hang: set[str] = set()  # fault injection: loops that stop at their next checkpoint
 
     # ------------------------------------------------------------------ owning
     def spawn(self, coro: Coroutine[Any, Any, Any], name: str, *, critical: bool = False,
@@ -76,6 +78,14 @@ class Supervisor:
 
     def beat(self, name: str) -> None:
         self._beats[name] = self._now()
+
+    async def checkpoint(self, name: str) -> None:
+        """A loop's turn: beat, and stop here for good if a fault injection said this loop hangs
+        (scenario step `loop-hang`: the loop stops making progress, as a real bug would)."""
+        self.beat(name)
+        if name in self.hang:
+            log.warning("fault injection: the %s loop hangs", name)
+            await asyncio.Event().wait()
 
     def _done(self, task: asyncio.Task[Any]) -> None:
         self._tasks.discard(task)
@@ -138,3 +148,43 @@ class Supervisor:
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
+
+
+class LoopWatch:
+    """A thread that notices when the event loop itself stops turning.
+
+    The supervisor runs *in* the event loop, so it cannot see the loop block
+    (a blocking call, a busy coroutine). systemd's watchdog would, but only
+    after WatchdogSec, and a process that is killed leaves the GPIO pins as
+    they were: a closed contactor stays closed until the restart. So this
+    thread, which needs no event loop, opens the contactor itself and ends
+    the process (exit 70) once the loop has not beaten for `deadline_s`.
+    Everything the journal needs is already on disk: the next start closes an
+    open session as after a power cut.
+    """
+
+    def __init__(self, deadline_s: float, on_hang: Callable[[float], None],
+                 monotonic: Callable[[], float] = time.monotonic) -> None:
+        self.deadline_s = deadline_s
+        self._on_hang = on_hang
+        self._now = monotonic
+        self._beat = monotonic()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="loop-watch", daemon=True)
+
+    def start(self) -> None:
+        self._beat = self._now()
+        self._thread.start()
+
+    def beat(self) -> None:
+        self._beat = self._now()
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    def _run(self) -> None:
+        while not self._stop.wait(min(1.0, self.deadline_s / 4)):
+            silent = self._now() - self._beat
+            if silent > self.deadline_s:
+                self._on_hang(silent)
+                return

@@ -67,7 +67,7 @@ async def until(predicate: Callable[[], bool], timeout: float = 10.0, what: str 
 
 
 async def state_is(station: Station, state: str, timeout: float = 10.0) -> None:
-    await until(lambda: station.charger.state.value == state and not station.charger._busy, timeout,
+    await until(lambda: station.charger.state.value == state and not station.charger.busy, timeout,
                 f"state {state} (now {station.charger.state.value})")
 
 

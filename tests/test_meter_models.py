@@ -22,8 +22,13 @@ from station.hardware.meters.models import (
 
 # Written down independently of models.py: the number of reads per reading and the
 # energy register's step in Wh for each model.
-EXPECTED_REQUESTS = {"SDM630": 3, "SDM72D-M": 2, "SDM120": 2, "ABB-B23": 3, "WE-514": 2, "WE-516": 2, "EM24": 1}
-ENERGY_STEP_WH = {"SDM630": 1, "SDM72D-M": 1, "SDM120": 1, "ABB-B23": 10, "WE-514": 10, "WE-516": 1, "EM24": 100}
+EXPECTED_REQUESTS = {"SDM630": 3, "SDM72D-M": 2, "SDM120": 2, "ABB-B23": 3, "WE-514": 2, "WE-516": 2, "EM24": 2,
+                     "EM24-OLD": 6}
+ENERGY_STEP_WH = {"SDM630": 1, "SDM72D-M": 1, "SDM120": 1, "ABB-B23": 10, "WE-514": 10, "WE-516": 1, "EM24": 100,
+                  "EM24-OLD": 100}
+# Registers per request the manufacturers' documents allow (docs/hardware.md).
+MAX_READ = {"SDM630": 80, "SDM72D-M": 60, "SDM120": 80, "ABB-B23": 125, "WE-514": 125, "WE-516": 125, "EM24": 50,
+            "EM24-OLD": 11}
 
 
 def test_model_names_match_the_config_choices():
@@ -38,11 +43,11 @@ def test_plan_covers_every_field_with_few_legal_reads(name):
     plan = m.plan
     assert len(plan) == EXPECTED_REQUESTS[name]
     for req in plan:
-        assert 1 <= req.count <= MODBUS_MAX_READ
-    for a, b in zip(plan, plan[1:]):
+        assert 1 <= req.count <= min(MODBUS_MAX_READ, MAX_READ[name])
+    for a, b in zip(plan, plan[1:], strict=False):
         assert a.end <= b.address, "reads overlap"
-        # not merged: the gap is too large, or merging would exceed the Modbus limit
-        assert b.address - a.end > m.max_gap or b.end - a.address > MODBUS_MAX_READ
+        # not merged: the gap is too large, or merging would exceed the meter's limit
+        assert b.address - a.end > m.max_gap or b.end - a.address > MAX_READ[name]
     for f in m.all_fields():
         assert any(r.covers(f) for r in plan), f"register {f.address:#x} not read"
     # every read contains at least one field (no useless request)
@@ -60,7 +65,7 @@ def test_plan_caps_reads_at_125_registers():
 
 def test_wire_bytes_per_reading():
     # 8 bytes per request; reply = 5 + 2 per register
-    assert MODELS["EM24"].wire_bytes() == (8, 5 + 2 * 76)
+    assert MODELS["EM24"].wire_bytes() == (16, (5 + 2 * 42) + (5 + 2 * 19))
     assert MODELS["SDM630"].wire_bytes() == (24, (5 + 36) + (5 + 44) + (5 + 12))
 
 
@@ -80,7 +85,11 @@ def test_em24_import_register_is_int32_low_word_first_in_tenths_of_kwh():
     m = MODELS["EM24"]
     words = encode(m, MeterValues(energy_wh=1_000_000_049, energy_phase_wh=(0, 0, 0)))
     units = 10_000_000  # 0.1 kWh units, the 49 Wh are below the register's step
-    assert [words[0x42], words[0x43]] == [units & 0xFFFF, units >> 16]
+    assert [words[0x34], words[0x35]] == [units & 0xFFFF, units >> 16]  # kWh(+) TOT, current map
+    old = MODELS["EM24-OLD"]
+    words = encode(old, MeterValues(energy_wh=1_000_000_049, energy_phase_wh=(0, 0, 0)))
+    assert [words[0x3E], words[0x3F]] == [units & 0xFFFF, units >> 16]  # kWh(+) TOT, older map
+    assert 0x42 not in words  # the resettable kWh(+) PARTIAL is never read
 
 
 def test_abb_import_register_is_uint64_hundredths_of_kwh():

@@ -22,9 +22,10 @@ from station.hardware.meters.models import MODELS
 from station.sim.meter_server import STATE_FILE, EmulatedMeter
 
 # Independent of models.py: the energy register's step (Wh) and per-phase energy presence.
-ENERGY_STEP_WH = {"SDM630": 1, "SDM72D-M": 1, "SDM120": 1, "ABB-B23": 10, "WE-514": 10, "WE-516": 1, "EM24": 100}
-HAS_PHASE_ENERGY = {"SDM630", "ABB-B23", "WE-516", "EM24"}
-PHASES = {"SDM630": 3, "SDM72D-M": 3, "SDM120": 1, "ABB-B23": 3, "WE-514": 1, "WE-516": 3, "EM24": 3}
+ENERGY_STEP_WH = {"SDM630": 1, "SDM72D-M": 1, "SDM120": 1, "ABB-B23": 10, "WE-514": 10, "WE-516": 1, "EM24": 100,
+                  "EM24-OLD": 100}
+HAS_PHASE_ENERGY = {"SDM630", "ABB-B23", "WE-516", "EM24", "EM24-OLD"}
+PHASES = {"SDM630": 3, "SDM72D-M": 3, "SDM120": 1, "ABB-B23": 3, "WE-514": 1, "WE-516": 3, "EM24": 3, "EM24-OLD": 3}
 
 
 def floor_to(wh: int, step: int) -> int:
@@ -159,13 +160,16 @@ async def test_core_read_energy_and_power_only(name):
         em.set_flowing(True)
         meter = ModbusMeter(name, em.port, 1, timeout_s=2.0)
         try:
+            first = await meter.read(full=False)  # the first reading is full: the start-up map check
+            requests, sent, received = em.requests, meter.stats.bytes_sent, meter.stats.bytes_received
             r = await meter.read(full=False)
         finally:
             await meter.close()
+    assert first.voltage_v != () and requests == len(m.plan)
     assert r.energy_wh == 500_000 and r.power_w == 6900.0
     assert r.voltage_v == () and r.energy_phase_wh == ()
-    assert em.requests == len(m.core_plan) <= 2
-    assert meter.stats.bytes_sent + meter.stats.bytes_received == sum(m.wire_bytes(full=False))
+    assert em.requests - requests == len(m.core_plan) <= 2
+    assert meter.stats.bytes_sent - sent + meter.stats.bytes_received - received == sum(m.wire_bytes(full=False))
 
 
 async def test_dead_meter_times_out_and_guard_faults_then_clears():
@@ -419,15 +423,19 @@ asyncio.run(main())
 """
 
 
-async def test_register_never_goes_back_after_sigkill(tmp_path):
+def start_meter_process(state_dir: Path) -> subprocess.Popen:
     env = dict(os.environ, PYTHONPATH=str(Path(station.__file__).resolve().parents[1]))
-    proc = subprocess.Popen(
-        [sys.executable, "-c", SIGKILL_SCRIPT, str(tmp_path)],
+    return subprocess.Popen(
+        [sys.executable, "-c", SIGKILL_SCRIPT, str(state_dir)],
         stdout=subprocess.PIPE,
         stderr=subprocess.DEVNULL,
         env=env,
         text=True,
     )
+
+
+async def test_register_never_goes_back_after_sigkill(tmp_path):
+    proc = await asyncio.to_thread(start_meter_process, tmp_path)
     try:
         port = (await asyncio.to_thread(proc.stdout.readline)).strip()
         assert port.startswith("socket://"), port
@@ -442,7 +450,7 @@ async def test_register_never_goes_back_after_sigkill(tmp_path):
         assert seen > 0
     finally:
         proc.send_signal(signal.SIGKILL)
-        proc.wait(timeout=10)
+        await asyncio.to_thread(proc.wait, 10)
         proc.stdout.close()
     async with EmulatedMeter("SDM630", state_dir=tmp_path, tick_s=None) as em:
         meter = ModbusMeter("SDM630", em.port, 1, timeout_s=2.0)
@@ -507,8 +515,11 @@ async def test_cli_read_timeout_is_a_clear_error(capsys):
 
 
 async def test_cli_read_unknown_model(capsys):
-    assert await cli_read("XYZ", "/dev/null", 1, 9600, "N", True) == 1
+    assert await cli_read("XYZ", "/dev/null", 1, 9600, "N", False) == 1
     assert "unknown meter model" in capsys.readouterr().err
+    assert await cli_read("XYZ", "/dev/null", 1, 9600, "N", True) == 1  # --json: the error as JSON too
+    doc = json.loads(capsys.readouterr().out)
+    assert "unknown meter model" in doc["error"] and doc["kind"] == "usage"
 
 
 def test_station_meter_read_command_line(capsys, monkeypatch):

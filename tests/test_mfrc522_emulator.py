@@ -228,7 +228,7 @@ def test_library_default_reset_pin_is_bcm15_the_uart_rx(mfrc522_chip):
     from mfrc522 import MFRC522
 
     fakegpio.setmode(fakegpio.BCM)
-    reader = MFRC522()  # no pin_rst: the trap FACTS §1 describes
+    reader = MFRC522()  # no pin_rst: the reset pin trap of docs/hardware.md
     try:
         assert fakegpio.level(15) == 1  # drove the UART RX pin high
         assert reader.Read_MFRC522(reader.VersionReg) == 0x00  # our chip's NRSTPD (BCM 25) is still low

@@ -88,7 +88,7 @@ async def test_other_card_during_session_is_refused(tmp_path):
         await st.world.tap(CARD7)
         assert st.charger.state.value in ("SuspendedEV", "Charging")
         assert st.world.contactor_closed
-        assert st.charger._notice is not None and st.charger._notice[0] == "other_card"
+        assert st.charger.presenter.notice is not None and st.charger.presenter.notice.key == "other_card"
         await st.world.tap(CARD)
         await state_is(st, "Available")
         assert len(st.store.sessions()) == 1

@@ -51,4 +51,10 @@ class OfflinePolicy:
                 return AuthResult(AuthStatus.ACCEPTED, parent_id=hit[1], offline=True)
             if self.policy == "cached+local" and tag in self.local:
                 return AuthResult(AuthStatus.ACCEPTED, offline=True)
-        return AuthResult(AuthStatus.INVALID, message=None, offline=True)
+        if self.policy == "refuse":
+            why = "backend offline; offline policy 'refuse'"
+        elif self.policy == "cached+local":
+            why = "backend offline; tag neither in the offline cache nor in backend.local.tags"
+        else:
+            why = "backend offline; tag not in the offline cache"
+        return AuthResult(AuthStatus.INVALID, offline=True, reason=why)

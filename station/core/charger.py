@@ -1,9 +1,17 @@
-"""The charger: the model behind the state machine in states.py.
+"""The charger: one connector's life, the model behind the state table in states.py.
 
-It owns one connector's life: taps, authorization, the session journal, the
-contactor, the meter samples, faults, and what the LCD and LEDs show. It
-talks to ports (station.core.ports), the store and a backend, never to a
-hardware or protocol library.
+It turns hardware events (taps, the plug, the stop button, the contactor's
+auxiliary contact, meter samples) into transitions of the table, and owns the
+session: authorize, journal, contactor, meter, stop. It talks to ports
+(station.core.ports), the store and a backend, never to a hardware or protocol
+library. Its helpers, each small and tested on its own:
+
+    presenter.py     what the LCD and LEDs show (from a View of the charger)
+    faults.py        the fault registry and the contactor watch
+    sampler.py       meter reads through the plausibility guard
+    reservations.py  who may start at a reserved connector
+    status.py        status reports to the backend, once each, in order
+    control.py       what a backend may ask (StationControl), on top of this class
 
 Ordering rules that make "nothing lost" true:
 * a tap is journaled (state 'authorizing') before the backend is asked;
@@ -13,8 +21,12 @@ Ordering rules that make "nothing lost" true:
   (exact, since no more energy flows), then the stop and its STOP message
   are journaled in one transaction, and only then shown and delivered.
 
-All methods run on the asyncio loop; the RFID worker thread only posts
-taps into `self._events`.
+Liveness: the loops here are critical tasks of the supervisor (events, meter,
+poll) and beat while they run; the RFID reader's thread beats too. If one dies
+or hangs, the daemon opens the contactor and exits for systemd to restart it.
+
+All methods run on the asyncio loop; the RFID worker thread only posts taps
+into `self._events`.
 """
 
 from __future__ import annotations
@@ -31,37 +43,39 @@ from transitions import Machine
 from station import privacy
 from station.clock import Clock
 from station.config import Config
-from station.core import messages
 from station.core.auth import OfflinePolicy
+from station.core.faults import DROPPED_FAULT, NOT_CLOSED_FAULT, WELDED_FAULT, ContactorVerdict, ContactorWatch, FaultRegistry
 from station.core.meterguard import MeterGuard
 from station.core.model import AuthResult, AuthStatus, DeliveryResult, Fault, MeterReading, OutboxItem, Session, StatusReport
-from station.core.ports import Backend, Hardware, LedPattern
+from station.core.ports import Backend, Hardware
+from station.core.presenter import Presenter, View
+from station.core.reservations import Reservation
+from station.core.sampler import MeterSampler
 from station.core.states import IN_SESSION, TRANSITIONS, State
+from station.core.status import StatusReporter
 from station.core.tags import format_uid, normalize_tag
-from station.errors import BackendOffline, MeterError, StorageError
+from station.core.triggers import Triggers
+from station.errors import BackendOffline, StorageError
 from station.store import Store
 from station.supervisor import Supervisor
 
 log = logging.getLogger(__name__)
 
 INPUT_POLL_S = 0.05  # IEC 61851-1 wants power off within 100 ms of the EV asking
+IDLE_POLL_S = 1.0  # nothing due, contactor open and settled: once a second (idle CPU)
 AUTH_TIMEOUT_S = 15.0
-RESET_DRAIN_S = 10.0  # a Reset waits this long for the session's stop to be delivered
-
-LED_BY_STATE = {
-    State.AVAILABLE: LedPattern.AVAILABLE, State.PREPARING: LedPattern.BUSY, State.CHARGING: LedPattern.CHARGING,
-    State.SUSPENDED_EV: LedPattern.SUSPENDED, State.SUSPENDED_EVSE: LedPattern.SUSPENDED,
-    State.FINISHING: LedPattern.BUSY, State.RESERVED: LedPattern.UNAVAILABLE,
-    State.UNAVAILABLE: LedPattern.UNAVAILABLE, State.FAULTED: LedPattern.FAULT,
-}
+READER_DEADLINE_S = 10.0  # the reader thread polls every 0.1 s; a fault retry waits a few seconds
+POLL_DEADLINE_S = 20.0  # a stop by button or unplug runs inside the poll loop (meter reads)
+EVENTS_WAIT_S = 5.0
+EVENTS_DEADLINE_S = 60.0  # a tap may take AUTH_TIMEOUT_S plus meter reads to handle
+METER_TRIES = 3  # reads tried at a stop; a full read is at most a few requests
 
 
-class Charger:
-    """Implements station.core.ports.StationControl."""
+class Charger(Triggers):
+    """One connector. Its `state` and triggers (tap(), begin(), ...) come from states.TRANSITIONS."""
 
     def __init__(self, config: Config, hardware: Hardware, store: Store, backend: Backend, clock: Clock,
                  supervisor: Supervisor | None = None) -> None:
-        self.supervisor = supervisor or Supervisor()
         self.config = config
         self.name = config.station.name
         self.connector_id = config.station.connector_id
@@ -69,47 +83,52 @@ class Charger:
         self.store = store
         self.backend = backend
         self.clock = clock
-        self.lang = config.station.language
+        self.supervisor = supervisor or Supervisor(clock.monotonic)
         c = config.charging
-        self.settings = {
+        self.settings: dict[str, Any] = {
             "connection_timeout_s": float(c.connection_timeout_s),
             "stop_on_ev_disconnect": True,
             "meter_interval_s": float(c.meter_interval_s),
         }
-        self.guard = MeterGuard(config.meter.max_power_w or hardware.meter.max_power_w, config.meter.max_failures)
+        guard = MeterGuard(config.meter.max_power_w or hardware.meter.max_power_w, config.meter.max_failures)
+        self.sampler = MeterSampler(hardware.meter, guard, clock.monotonic)
+        self.sampler.on_fault = self._on_meter_fault
         self.policy = OfflinePolicy(config.backend.offline_policy, config.backend.auth_cache_ttl_s,
                                     dict(config.backend.local.tags), store)
+        self.faults = FaultRegistry()
+        self.watch = ContactorWatch(c.contactor_settle_s, c.contactor_recover_s)
+        self.presenter = Presenter(hardware.display, hardware.leds, config.station.language, c.message_s,
+                                   clock.monotonic)
+        self.statuses = StatusReporter(backend)
         self.machine = Machine(model=self, states=State, transitions=TRANSITIONS, initial=State.AVAILABLE,
-                               auto_transitions=False, after_state_change="_after_state_change")
+                               auto_transitions=False, after_state_change="_after_state_change",
+                               model_override=True)
         self.session: Session | None = None
-        self.reading: MeterReading | None = None
-        self.faults: dict[str, Fault] = {}  # by source: meter, reader, contactor, storage
-        self.reservation: dict | None = None
+        self.reservation: Reservation | None = None
         self.limit_w: float | None = None
         self.online = False
         self.exit_request: str | None = None  # "soft" / "hard" reset asked by a backend
         self.exit_event = asyncio.Event()
-        self.deliverer = None  # set by the daemon
-        self._events: asyncio.Queue = asyncio.Queue()
+        self.deliverer: Any = None  # set by the daemon (wake() is all the charger uses)
+        self.scheduled_unavailable = False
+        self.recent: list[str] = []  # recent notable events for the terminal view
+        self.taps = 0  # taps handled (the simulator waits on it)
+        self._events: asyncio.Queue[tuple[str, Any]] = asyncio.Queue()
         self._busy = False  # authorizing, starting or stopping
         self._pending: tuple[Session, AuthResult] | None = None  # accepted, waiting for the plug
         self._prep_deadline: float | None = None
-        self._notice: tuple[str, list[str], float] | None = None
         self._ev = hardware.inputs.ev_connected()
         self._stop_btn = hardware.inputs.stop_pressed()
-        self._scheduled_unavailable = False
+        self._unplugged = False  # in a session: the car was unplugged (StopTransactionOnEVSideDisconnect off)
         self._session_drew = False
         self._session_mono = 0.0
         self._last_journal = 0.0
         self._finishing_until: float | None = None
+        self._last_stopped: Session | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
-        self.tasks: list[asyncio.Task] = []
-        self.recent: list[str] = []  # recent notable events for the terminal view
-        self.taps = 0  # taps handled (the simulator waits on it)
-        self._statuses: asyncio.Queue[StatusReport] = asyncio.Queue()
-        self._last_report: tuple = ()
+        self._poll_now = asyncio.Event()
 
-    # ------------------------------------------------------------------ conditions for the table
+    # ------------------------------------------------------------------ conditions of the table
     def ev_plugged(self) -> bool:
         return bool(self._ev)
 
@@ -120,32 +139,85 @@ class Charger:
     def has_ev_input(self) -> bool:
         return self._ev is not None
 
+    @property
+    def busy(self) -> bool:
+        return self._busy
+
+    @property
+    def pending(self) -> bool:
+        """A card was accepted and the station waits for the plug."""
+        return self._pending is not None
+
+    @property
+    def reading(self) -> MeterReading | None:
+        return self.sampler.reading
+
+    @property
+    def unplugged(self) -> bool:
+        """In a session, the car was unplugged (StopTransactionOnEVSideDisconnect off)."""
+        return self._unplugged
+
+    def restart_no_power_grace(self) -> None:
+        """The car gets the full no-power grace again (after a pause the station ordered)."""
+        self._session_mono = self.clock.monotonic()
+
+    def persist_available(self, available: bool) -> None:
+        """ChangeAvailability survives a restart (OCPP 1.6)."""
+        self._safe(self.store.put_json, "core.available", available)
+
+    # ------------------------------------------------------------------ owning tasks
+    def spawn(self, coro: Coroutine[Any, Any, Any], name: str, *, critical: bool = False,
+              deadline_s: float | None = None) -> asyncio.Task[Any]:
+        return self.supervisor.spawn(coro, name, critical=critical, deadline_s=deadline_s)
+
+    def beat(self, name: str) -> None:
+        self.supervisor.beat(name)
+
     # ------------------------------------------------------------------ start-up
     async def start(self) -> None:
         self._loop = asyncio.get_running_loop()
         try:
             self.store.check_writable()
         except StorageError as exc:
-            self._set_fault("storage", "OtherError", str(exc), vendor="Storage")
+            self.set_fault("storage", Fault("OtherError", str(exc), "Storage"))
+        # A first reading before anything else: the fault journal, the power-loss close and
+        # the first tap all want to know where the register stands.
+        await self.sampler.read()
+        if self.hw.meter.map_warning:  # logged by the meter; the operator sees it in the recent events
+            self.note(f"meter: {self.hw.meter.map_warning}")
+        await self._check_contactor_at_start()
         await self.close_leftovers()
-        if self.store_get("core.available", True) is False and self.state is not State.FAULTED:
+        if self._store_get("core.available", True) is False and self.state is not State.FAULTED:
             self.disable()
         if self.hw.reader is not None:
-            self.hw.reader.start(self._tap_from_thread, self._reader_fault_from_thread)
-        self.tasks = [asyncio.create_task(coro, name=name) for name, coro in (
-            ("events", self._event_loop()), ("meter", self._meter_loop()), ("inputs", self._input_loop()),
-            ("ticker", self._ticker()), ("status", self._status_loop()),
-        )]
+            self.hw.reader.start(self._tap_from_thread, self._reader_fault_from_thread,
+                                 lambda: self.supervisor.beat("reader"))
+            self.supervisor.expect("reader", READER_DEADLINE_S, self.hw.reader.alive)
+        m = self.config.meter
+        meter_deadline = self.settings["meter_interval_s"] + METER_TRIES * 6 * m.timeout_s + 5.0
+        self.spawn(self._event_loop(), "events", critical=True, deadline_s=EVENTS_DEADLINE_S)
+        self.spawn(self._meter_loop(), "meter", critical=True, deadline_s=meter_deadline)
+        self.spawn(self._poll_loop(), "poll", critical=True, deadline_s=POLL_DEADLINE_S)
+        self.spawn(self.statuses.run(), "status")
         self._after_state_change()
 
-    def store_get(self, key: str, default):
+    async def _check_contactor_at_start(self) -> None:
+        """The contactor is commanded open at start; a contact that says closed gets its settle
+        time once, then the station starts Faulted (no session may start on a welded contactor)."""
+        now = self.clock.monotonic()
+        if self.watch.observe(self.hw.contactor.closed, self.hw.contactor.feedback(), now) is None \
+                and self.hw.contactor.feedback() not in (None, self.hw.contactor.closed):
+            await asyncio.sleep(self.config.charging.contactor_settle_s)
+            self._watch_contactor()
+
+    def _store_get(self, key: str, default: Any) -> Any:
         try:
             return self.store.get_json(key, default)
         except StorageError:
             return default
 
     async def close_leftovers(self) -> None:
-        """Close what a power cut left open: stop reason PowerLoss, stop reading read now."""
+        """Close what a power cut (or a dead loop) left open: reason PowerLoss, stop reading read now."""
         try:
             leftovers = self.store.sessions(("active", "authorizing"))
         except StorageError as exc:
@@ -153,10 +225,10 @@ class Charger:
             return
         if not leftovers:
             return
-        reading = await self._fresh_reading(tries=3)
+        reading = await self.sampler.read(tries=METER_TRIES)  # now: the stop must be exact
         for s in leftovers:
             if s.state == "authorizing":
-                self.store.finish_authorization(s.id, "aborted", "PowerLoss")
+                self._safe(self.store.finish_authorization, s.id, "aborted", "PowerLoss")
                 continue
             if reading is not None:
                 wh, phases, estimated = reading.energy_wh, reading.energy_phase_wh, False
@@ -165,11 +237,12 @@ class Charger:
             if wh < s.meter_start_wh:  # never bill negative energy: a replaced meter, say
                 log.error("session %d: meter %d Wh is below its start %d Wh; stopping at start", s.id, wh, s.meter_start_wh)
                 wh, estimated = s.meter_start_wh, True
-            self.store.stop(s.id, wh, self.clock.stamp(), "PowerLoss", phases, estimated, {"reason": "PowerLoss"})
+            self._safe(self.store.stop, s.id, wh, self.clock.stamp(), "PowerLoss", phases, estimated,
+                       {"reason": "PowerLoss"})
             log.warning("session %d of %s closed after power loss at %d Wh%s", s.id, _mask(s.id_tag), wh,
                         " (last stored reading)" if estimated else "")
-            self._note(f"session {s.id} closed: PowerLoss")
-        self._wake_delivery()
+            self.note(f"session {s.id} closed: PowerLoss")
+        self.wake_delivery()
 
     # ------------------------------------------------------------------ thread bridges
     def _tap_from_thread(self, uid: bytes) -> None:
@@ -184,10 +257,19 @@ class Charger:
         """A tap by id tag (scenarios with UIDs no ISO 14443 card has)."""
         self._events.put_nowait(("tag", id_tag))
 
-    # ------------------------------------------------------------------ the event loop
+    def events_idle(self) -> bool:
+        """No tap waiting and none being handled (the simulator waits on it)."""
+        return self._events.empty() and not self._busy
+
+    # ------------------------------------------------------------------ taps
     async def _event_loop(self) -> None:
         while True:
-            kind, value = await self._events.get()
+            await self.supervisor.checkpoint("events")
+            try:
+                async with asyncio.timeout(EVENTS_WAIT_S):  # wake now and then to beat
+                    kind, value = await self._events.get()
+            except TimeoutError:
+                continue
             try:
                 if kind == "tap":
                     await self._on_tag(self._format(value))
@@ -204,7 +286,7 @@ class Charger:
 
     async def _on_tag(self, tag: str) -> None:
         log.info("tap %s in %s", _mask(tag), self.state.value)
-        self._note(f"tap {tag}")
+        self.note(f"tap {tag}")
         try:
             await self._handle_tag(tag)
         finally:
@@ -214,11 +296,10 @@ class Charger:
         if self._busy:
             return
         if self.state in IN_SESSION:
-            assert self.session is not None
             if await self._may_stop(tag):
-                await self._stop("Local", id_tag=tag)
+                await self.stop("Local", id_tag=tag)
             else:
-                self._show_notice("other_card")
+                self.notice("other_card")
             return
         if self._pending is not None:
             session, _ = self._pending
@@ -226,17 +307,22 @@ class Charger:
                 self._cancel_pending("cancelled")
             return
         if self.state in (State.UNAVAILABLE, State.FAULTED):
-            self._show_notice("unavailable" if self.state is State.UNAVAILABLE else "faulted")
+            if self.state is State.UNAVAILABLE:
+                self.notice("unavailable")
+            else:
+                self.notice("faulted", reason=self._fault_reason())
             return
         if self.state is State.FINISHING:
             return
-        if self.state is State.RESERVED and not await self._matches_reservation(tag):
-            self._show_notice("reserved")
+        if self.reservation is not None and not await self.reservation.admits(tag, self.backend.parent_of):
+            self.notice("reserved")
             return
-        await self._authorize(tag)
+        await self.authorize(tag)
 
     async def _may_stop(self, tag: str) -> bool:
+        """The card that started, or one of the same group (OCPP parentIdTag)."""
         s = self.session
+        assert s is not None
         if normalize_tag(tag) == normalize_tag(s.id_tag):
             return True
         if s.parent_id:
@@ -244,46 +330,42 @@ class Charger:
             return parent is not None and normalize_tag(parent) == normalize_tag(s.parent_id)
         return False
 
-    async def _matches_reservation(self, tag: str) -> bool:
-        r = self.reservation
-        if normalize_tag(tag) == normalize_tag(r["id_tag"]):
-            return True
-        if r.get("parent_id"):
-            parent = await self.backend.parent_of(tag)
-            return parent is not None and normalize_tag(parent) == normalize_tag(r["parent_id"])
-        return False
-
     # ------------------------------------------------------------------ authorization and start
-    async def _authorize(self, tag: str, remote: bool = False) -> None:
+    async def authorize(self, tag: str, remote: bool = False) -> None:
+        """A tap (or a RemoteStart, already authorized) in Available, Reserved or Preparing."""
         self._busy = True
         try:
             self.tap()  # -> Preparing
             self._render()
-            reading = self._idle_reading() or await self._fresh_reading(full=False)
+            if self.faults.blocking():
+                self._refuse(None, "faulted")
+                return
+            reading = self.sampler.fresh_idle(self.hw.contactor.closed, self.settings["meter_interval_s"]) \
+                or await self.sampler.read(full=False)
             if reading is None:
                 self._refuse(None, "meter_fault")
                 return
             try:
                 session = self.store.create_session(uuid.uuid4().hex, self.connector_id, tag, reading.energy_wh,
                                                     reading.energy_phase_wh,
-                                                    self.reservation["id"] if self.reservation else None)
+                                                    self.reservation.id if self.reservation else None)
             except StorageError as exc:
                 log.error("refusing %s: %s", _mask(tag), exc)
-                self._set_fault("storage", "OtherError", str(exc), vendor="Storage", fault_state=False)
+                self.set_fault("storage", Fault("OtherError", str(exc), "Storage"), blocking=False)
                 self._refuse(None, "storage_refused")
                 return
-            if remote:
-                result = AuthResult(AuthStatus.ACCEPTED)
-            else:
-                result = await self._ask_backend(tag, session)
+            result = AuthResult(AuthStatus.ACCEPTED) if remote else await self._ask_backend(tag, session)
             if not result.accepted:
-                self._safe(self.store.finish_authorization, session.id, "refused",
-                           f"{result.status.value}: {result.message}" if result.message else result.status.value)
-                self._refuse(result, "refused")
+                reason = result.status.value + (f": {result.message}" if result.message else "")
+                if result.reason:
+                    reason += f" ({result.reason})"
+                log.info("tap %s refused: %s", _mask(tag), reason)
+                self._safe(self.store.finish_authorization, session.id, "refused", reason)
+                self._refuse(result, "offline" if result.offline else "refused")
                 return
             if self.has_ev_input and not self._ev:
                 self._pending = (session, result)
-                self._prep_deadline = time.monotonic() + self.settings["connection_timeout_s"]
+                self._prep_deadline = self.clock.monotonic() + self.settings["connection_timeout_s"]
                 self._render()
                 return
             await self._begin(session, result)
@@ -293,8 +375,9 @@ class Charger:
 
     async def _ask_backend(self, tag: str, session: Session) -> AuthResult:
         try:
-            result = await asyncio.wait_for(self.backend.authorize(tag, session), AUTH_TIMEOUT_S)
-        except (TimeoutError, BackendOffline) as exc:
+            async with asyncio.timeout(AUTH_TIMEOUT_S):
+                result = await self.backend.authorize(tag, session)
+        except (BackendOffline, TimeoutError) as exc:
             log.info("backend unreachable (%s): offline policy %s", exc or "timeout", self.policy.policy)
             return self.policy.decide(tag)
         except Exception:
@@ -304,9 +387,16 @@ class Charger:
         return result
 
     def _refuse(self, result: AuthResult | None, key: str) -> None:
-        text = result.message if result is not None else None
-        self._note(f"refused: {text or key}")
-        self._show_notice(key, message=text)
+        if result is not None:
+            text = result.status.value + (f" ({result.reason})" if result.reason else "")
+            self.note(f"refused: {result.message or text}")
+            fields: dict[str, Any] = {"message": result.message, "status": result.status.value}
+            if key == "offline":
+                fields = {"cached": self.policy.policy != "refuse"}
+        else:
+            self.note(f"refused: {key.replace('_', ' ')}")
+            fields = {"reason": self._fault_reason()} if key == "faulted" else {}
+        self.notice(key, **fields)
         if self.state is State.PREPARING:
             self.abandon()
 
@@ -323,7 +413,11 @@ class Charger:
     async def _begin(self, session: Session, result: AuthResult) -> None:
         self._pending = None
         self._prep_deadline = None
-        reading = await self._fresh_reading()
+        if self.faults.blocking():  # e.g. the contactor welded while the car was being plugged in
+            self._safe(self.store.finish_authorization, session.id, "aborted", "fault")
+            self._refuse(None, "faulted")
+            return
+        reading = await self.sampler.read()
         if reading is None:
             self._safe(self.store.finish_authorization, session.id, "aborted", "meter")
             self._refuse(None, "meter_fault")
@@ -337,26 +431,26 @@ class Charger:
                                           start_delivered=result.backend_session_id is not None)
         except StorageError as exc:
             log.error("cannot journal the session start: %s", exc)
-            self._set_fault("storage", "OtherError", str(exc), vendor="Storage", fault_state=False)
+            self.set_fault("storage", Fault("OtherError", str(exc), "Storage"), blocking=False)
             self._refuse(None, "storage_refused")
             return
         self.session = session
         self.reservation = None
         self._session_drew = False
-        self._session_mono = self._last_journal = time.monotonic()
-        self._wake_delivery()
+        self._unplugged = False
+        self._session_mono = self._last_journal = self.clock.monotonic()
+        self.wake_delivery()
         if self.limit_w == 0:
             self.begin()
             self.pause()
         else:
             self.hw.contactor.set(True)
             self.begin()
-            asyncio.get_running_loop().call_later(self.config.charging.contactor_settle_s, self._check_contactor, True)
         log.info("session %d started for %s at %d Wh", session.id, _mask(session.id_tag), reading.energy_wh)
-        self._note(f"session {session.id} started at {reading.energy_wh} Wh")
+        self.note(f"session {session.id} started at {reading.energy_wh} Wh")
 
     # ------------------------------------------------------------------ stop
-    async def _stop(self, reason: str, id_tag: str | None = None) -> Session | None:
+    async def stop(self, reason: str, id_tag: str | None = None) -> Session | None:
         """End the running session. Contactor first, then the exact reading, then the journal.
 
         `id_tag` is the card that asked for the stop, when a card did (it may be another card
@@ -367,34 +461,33 @@ class Charger:
         self._busy = True
         try:
             self.hw.contactor.set(False)
-            reading = await self._fresh_reading(tries=3)
+            reading = await self.sampler.read(tries=METER_TRIES)
             if reading is not None:
                 wh, phases, estimated = reading.energy_wh, reading.energy_phase_wh, False
             else:
-                last = self.guard.last
+                last = self.sampler.last_good()
                 wh = last.energy_wh if last is not None else session.meter_start_wh
                 phases, estimated = (), True
             wh = max(wh, session.meter_start_wh)
             stopped_at = self.clock.stamp()
+            payload = {"reason": reason} if id_tag is None else {"reason": reason, "id_tag": id_tag}
             while True:
                 try:
-                    payload = {"reason": reason} if id_tag is None else {"reason": reason, "id_tag": id_tag}
                     session = self.store.stop(session.id, wh, stopped_at, reason, phases, estimated, payload)
                     break
                 except StorageError as exc:
                     # The contactor is open; the stop must still be recorded before anything else.
-                    self._set_fault("storage", "OtherError", str(exc), vendor="Storage", fault_state=False)
+                    self.set_fault("storage", Fault("OtherError", str(exc), "Storage"), blocking=False)
                     log.critical("cannot journal the stop of session %d (%d Wh): %s; retrying", session.id, wh, exc)
                     await asyncio.sleep(2.0)
             self.session = None
             self.end()
-            if any(source != "storage" for source in self.faults):
+            if self.faults.blocking():
                 self.fault()  # the session is closed; now the station shows why it cannot go on
-            self._finishing_until = time.monotonic() + self.config.charging.finishing_s
-            self._wake_delivery()
-            log.info("session %d stopped (%s) at %d Wh: %d Wh", session.id, reason, wh, session.energy_wh)
-            self._note(f"session {session.id} stopped ({reason}): {session.energy_wh} Wh")
-            asyncio.get_running_loop().call_later(self.config.charging.contactor_settle_s, self._check_contactor, False)
+            self._finishing_until = self.clock.monotonic() + self.config.charging.finishing_s
+            self.wake_delivery()
+            log.info("session %d stopped (%s) at %d Wh: %s Wh", session.id, reason, wh, session.energy_wh)
+            self.note(f"session {session.id} stopped ({reason}): {session.energy_wh} Wh")
             self._last_stopped = session
             return session
         finally:
@@ -406,77 +499,43 @@ class Charger:
             return
         if self.has_ev_input and self._ev:
             return  # until unplugged
-        if self._scheduled_unavailable and self.may_disable():
+        if self.scheduled_unavailable and self.may_disable():
             # Straight to Unavailable: an Available in between would be reported and be false.
-            self._scheduled_unavailable = False
+            self.scheduled_unavailable = False
             self.reservation = None
             self.disable()
             return
         self.release()
 
-    # ------------------------------------------------------------------ contactor check
-    def _check_contactor(self, expected: bool) -> None:
-        fb = self.hw.contactor.feedback()
-        if fb is None or fb == expected or self.hw.contactor.closed != expected:
-            if fb is not None and fb == expected and "contactor" in self.faults:
-                self._clear_fault("contactor")
-            return
-        text = "contactor did not close" if expected else "contactor welded (closed after opening)"
-        log.error("%s", text)
-        self._set_fault("contactor", "OtherError", text, vendor="ContactorFeedback")
-        if expected and self.session is not None:
-            self.spawn(self._stop("Other"), "stop")
+    async def drain(self, timeout: float) -> bool:
+        """Wait until the outbox is empty (everything delivered), at most `timeout` seconds."""
+        deadline = self.clock.monotonic() + timeout
+        while self.clock.monotonic() < deadline:
+            try:
+                if self.store.pending_messages() == 0:
+                    return True
+            except StorageError:
+                return False
+            self.wake_delivery()
+            await asyncio.sleep(0.05)
+        log.warning("outbox not drained within %.0f s; the rest is delivered after the restart", timeout)
+        return False
 
     # ------------------------------------------------------------------ meter
-    async def _fresh_reading(self, tries: int = 2, full: bool = True) -> MeterReading | None:
-        """Read the meter now. `full=False` asks only for energy and power (the model's core
-        plan: one or two short requests, a third of the bus time of a full SDM630 read)."""
-        for _ in range(tries):
-            try:
-                reading = await self.hw.meter.read(full)
-            except MeterError as exc:
-                self._meter_failed(exc)
-                continue
-            accepted = self.guard.accept(reading)
-            if accepted is not None:
-                self._meter_ok(accepted)
-                return accepted
-        return None
-
-    def _idle_reading(self) -> MeterReading | None:
-        """The last reading, when it is still the register's value: taken within the last
-        sampling interval with the contactor open (no energy flows through an open contactor).
-        Spares the tap a bus round trip; the session's start is read afresh anyway."""
-        r = self.reading
-        if r is None or self.hw.contactor.closed or "meter" in self.faults:
-            return None
-        if time.monotonic() - r.taken_at > 1.5 * self.settings["meter_interval_s"]:
-            return None
-        return r
-
-    def _meter_failed(self, exc: Exception) -> None:
-        if self.guard.failed(exc) and "meter" not in self.faults:
-            log.error("meter fault: %s", exc)
-            self._set_fault("meter", "PowerMeterFailure", str(exc))
-
-    def _meter_ok(self, reading: MeterReading) -> None:
-        self.reading = reading
-        if "meter" in self.faults:
-            self._clear_fault("meter")
-
     async def _meter_loop(self) -> None:
         while True:
+            await self.supervisor.checkpoint("meter")
             await asyncio.sleep(self.settings["meter_interval_s"])
             if self._busy:
                 continue
             # Idle, energy and power are all anyone needs; in a session the backends want
             # voltages, currents and per-phase values (OCPP MeterValues), so read them all.
-            reading = await self._fresh_reading(tries=1, full=self.session is not None)
+            reading = await self.sampler.read(tries=1, full=self.session is not None)
             if reading is None or self.session is None or self._busy:
                 continue
             before = self.state
             self._follow_power(reading)
-            now = time.monotonic()
+            now = self.clock.monotonic()
             # Every journal_interval_s, and at every state change (Charging <-> SuspendedEV): a car
             # that stopped drawing leaves its final reading, for a PowerLoss with a dead meter.
             if self.state is not before or now - self._last_journal >= self.config.charging.journal_interval_s:
@@ -497,42 +556,78 @@ class Charger:
         if (timeout and not self._session_drew and self.session is not None
                 and self.state is State.SUSPENDED_EV  # not while the station itself pauses it
                 and reading.energy_wh == self.session.meter_start_wh
-                and time.monotonic() - self._session_mono > timeout):
+                and self.clock.monotonic() - self._session_mono > timeout):
             log.info("session %d: no power drawn for %.0f s; ending it", self.session.id, timeout)
-            self._show_notice("no_power_timeout")
-            self.spawn(self._stop("Other"), "stop")
+            self.notice("no_power_timeout")
+            self.spawn(self.stop("Other"), "stop")
 
-    # ------------------------------------------------------------------ inputs and timers
-    async def _input_loop(self) -> None:
-        if self._ev is None and self._stop_btn is None:
-            return
+    def _on_meter_fault(self, text: str | None) -> None:
+        if text is None:
+            self.clear_fault("meter")
+        else:
+            self.set_fault("meter", Fault("PowerMeterFailure", text))
+
+    # ------------------------------------------------------------------ inputs, contactor, timers
+    def _poll_interval(self) -> float:
+        """Fast (50 ms) while anything can need power off soon; once a second when idle."""
+        settling = self.hw.contactor.closed or self.watch.verdict is not ContactorVerdict.OK
+        if self.session is not None or self._busy or settling or self.state is State.PREPARING:
+            return INPUT_POLL_S
+        if self._prep_deadline is not None or self.presenter.notice is not None or self.reservation is not None \
+                or self.state is State.FINISHING:
+            return 0.25
+        return IDLE_POLL_S
+
+    def kick(self) -> None:
+        """Poll now (a state change or a contactor command: the next second is not soon enough)."""
+        self._poll_now.set()
+
+    async def _poll_loop(self) -> None:
+        """The EV input, the stop button, the contactor's auxiliary contact and the timers."""
         while True:
-            await asyncio.sleep(INPUT_POLL_S)
-            ev = self.hw.inputs.ev_connected()
-            btn = self.hw.inputs.stop_pressed()
-            if ev != self._ev:
-                self._ev = ev
-                await self._on_plug(bool(ev))
-            if btn and not self._stop_btn and self.state in IN_SESSION and not self._busy:
-                await self._stop("Local")
-            self._stop_btn = btn
+            await self.supervisor.checkpoint("poll")
+            self._poll_now.clear()
+            try:
+                async with asyncio.timeout(self._poll_interval()):
+                    await self._poll_now.wait()
+            except TimeoutError:
+                pass
+            await self._poll_inputs()
+            self._watch_contactor()
+            self._end_session_on_fault()
+            self._timers()
+
+    async def _poll_inputs(self) -> None:
+        ev = self.hw.inputs.ev_connected()
+        btn = self.hw.inputs.stop_pressed()
+        if ev != self._ev:
+            self._ev = ev
+            await self._on_plug(bool(ev))
+        if btn and not self._stop_btn and self.state in IN_SESSION and not self._busy:
+            await self.stop("Local")
+        self._stop_btn = btn
 
     async def _on_plug(self, plugged: bool) -> None:
-        self._note("plugged" if plugged else "unplugged")
+        self.note("plugged" if plugged else "unplugged")
         if plugged:
             if self._pending is not None and not self._busy:
                 session, result = self._pending
                 await self._begin(session, result)
+            elif self.state in IN_SESSION and self._unplugged:
+                self._replugged()
             elif self.state is State.RESERVED:
                 pass  # stays Reserved (OCPP 1.6 §5.13): only the reserved tag may start here
             elif self.may_plug():
                 self.plug()
-                self._prep_deadline = time.monotonic() + self.settings["connection_timeout_s"]
+                self._prep_deadline = self.clock.monotonic() + self.settings["connection_timeout_s"]
             return
         if self.state in IN_SESSION:
             if self.settings["stop_on_ev_disconnect"]:
-                await self._stop("EVDisconnected")
+                await self.stop("EVDisconnected")
             else:
+                # StopTransactionOnEVSideDisconnect = false: the session goes on without power
+                # until the car is back (OCPP 1.6: "energy transfer is allowed again").
+                self._unplugged = True
                 self.hw.contactor.set(False)
                 if self.state is not State.SUSPENDED_EV and self.may_idle():
                     self.idle()
@@ -543,143 +638,159 @@ class Charger:
         elif self.state is State.FINISHING:
             self._after_finishing()
 
-    async def _ticker(self) -> None:
+    def _replugged(self) -> None:
+        self._unplugged = False
+        if self.state is State.SUSPENDED_EVSE or self.limit_w == 0:
+            return  # the station's own pause goes on; resume() closes it
+        self.hw.contactor.set(True)
+        self.kick()
+        self._session_mono = self.clock.monotonic()  # the car gets the full no-power grace again
+        log.info("session %d: car plugged in again; power on", self.session.id if self.session else -1)
+
+    def _watch_contactor(self) -> None:
+        verdict = self.watch.observe(self.hw.contactor.closed, self.hw.contactor.feedback(), self.clock.monotonic())
+        if verdict is ContactorVerdict.WELDED:
+            log.critical("contactor welded: the auxiliary contact reads closed while commanded open")
+            self.set_fault("contactor", WELDED_FAULT)
+        elif verdict is ContactorVerdict.DROPPED:
+            fault = DROPPED_FAULT if self.watch.followed else NOT_CLOSED_FAULT
+            log.critical("%s", fault.text)
+            self.set_fault("contactor", fault)
+        elif verdict is ContactorVerdict.OK:
+            log.warning("contactor: the auxiliary contact agrees again")
+            self.clear_fault("contactor")
+
+    def _end_session_on_fault(self) -> None:
+        """A session cannot go on with a faulty meter or contactor: end it (then Faulted)."""
+        if self.session is None or self._busy:
+            return
+        if "contactor" in self.faults or "meter" in self.faults:
+            self._busy = True  # until the stop task runs: one stop only
+            self.spawn(self._stop_for_fault(), "stop")
+
+    async def _stop_for_fault(self) -> None:
+        self._busy = False
+        await self.stop("Other")
+
+    def _timers(self) -> None:
         """Timers that need no precision: Preparing timeout, Finishing, notices, reservations."""
-        while True:
-            # Four times a second while something is due, once a second otherwise (idle CPU).
-            due = (self._prep_deadline is not None or self._notice is not None or self.reservation is not None
-                   or self.state is State.FINISHING)
-            await asyncio.sleep(0.25 if due else 1.0)
-            now = time.monotonic()
-            if self._prep_deadline is not None and now > self._prep_deadline and self.state is State.PREPARING and not self._busy:
-                self._prep_deadline = None
-                self._cancel_pending("ConnectionTimeout")
-                if self.state is State.PREPARING and self.may_abandon():
-                    self.abandon()
-            if self.state is State.FINISHING and self._finishing_until is not None and now > self._finishing_until:
-                self._after_finishing()
-            if self._notice is not None and now > self._notice[2]:
-                self._notice = None
-                self._render()
-            if self.reservation is not None and now > self.reservation["expires_mono"]:
-                log.info("reservation %s expired", self.reservation["id"])
-                self._end_reservation()
+        now = self.clock.monotonic()
+        if self._prep_deadline is not None and now > self._prep_deadline and self.state is State.PREPARING \
+                and not self._busy:
+            self._prep_deadline = None
+            self._cancel_pending("ConnectionTimeout")
+            if self.state is State.PREPARING and self.may_abandon():
+                self.abandon()
+        if self.state is State.FINISHING and self._finishing_until is not None and now > self._finishing_until:
+            self._after_finishing()
+        if self.presenter.expire():
+            self._render()
+        if self.reservation is not None and self.reservation.expired(now):
+            log.info("reservation %s expired", self.reservation.id)
+            self.end_reservation()
+
+    def end_reservation(self) -> None:
+        """A reservation expires or is cancelled: a car already plugged in now waits for a card."""
+        self.reservation = None
+        if self.state is State.RESERVED:
+            self.unhold()
+            if self._ev and self.may_plug():
+                self.plug()
 
     # ------------------------------------------------------------------ faults
     def _on_reader_fault(self, text: str | None) -> None:
         if text is None:
-            self._clear_fault("reader")
+            self.clear_fault("reader")
         else:
             log.error("reader fault: %s", text)
-            self._set_fault("reader", "ReaderFailure", text)
+            self.set_fault("reader", Fault("ReaderFailure", text))
 
-    def _set_fault(self, source: str, code: str, text: str, vendor: str | None = None, fault_state: bool = True) -> None:
-        self.faults[source] = Fault(code, text, vendor)
-        self._note(f"fault: {text}")
-        if source == "meter" and self.session is not None and not self._busy:
-            self.spawn(self._stop("Other"), "stop")
-        elif fault_state and self.may_fault():
+    def set_fault(self, source: str, fault: Fault, blocking: bool = True) -> None:
+        """Record a fault. A blocking one takes the connector to Faulted (a session is ended
+        first, by the poll loop); a storage fault only refuses new sessions."""
+        if not self.faults.set(source, fault):
+            return
+        self.note(f"fault: {fault.text}")
+        self._journal_fault(source, fault)
+        if blocking and self.session is None and self.may_fault():
             self.fault()
         else:
             self._report_status()
             self._render()
 
-    def _clear_fault(self, source: str) -> None:
-        if self.faults.pop(source, None) is None:
+    def clear_fault(self, source: str) -> None:
+        if not self.faults.clear(source):
             return
-        self._note(f"fault cleared: {source}")
-        if not any(source != "storage" for source in self.faults) and self.state is State.FAULTED:
+        self.note(f"fault cleared: {source}")
+        self._journal_fault(source, None)
+        if not self.faults.blocking() and self.state is State.FAULTED:
             self.recover()
-            if self.store_get("core.available", True) is False:
+            if self._store_get("core.available", True) is False:
                 self.disable()
         else:
             self._report_status()
             self._render()
 
-    # ------------------------------------------------------------------ reporting
+    def _journal_fault(self, source: str, fault: Fault | None) -> None:
+        """Faults are journaled with the meter's reading: a welded contactor lets energy flow with
+        no session, and the journal must say how much (raised_wh to cleared_wh)."""
+        if source == "storage":
+            return  # the journal is what failed
+        wh = self.sampler.reading.energy_wh if self.sampler.reading is not None else None
+        if fault is None:
+            self._safe(self.store.clear_fault, source, self.clock.stamp(), wh)
+        else:
+            self._safe(self.store.raise_fault, source, fault.code, fault.text, fault.vendor, self.clock.stamp(), wh)
+
+    def _fault_reason(self) -> str:
+        fault = self.faults.first()
+        return (fault.vendor or fault.code) if fault else ""
+
+    # ------------------------------------------------------------------ what the driver and the backend see
+    def view(self) -> View:
+        energy = power = None
+        if self.session is not None and self.sampler.reading is not None:
+            energy = self.sampler.reading.energy_wh - self.session.meter_start_wh
+            power = self.sampler.reading.power_w
+        finished = self._last_stopped.energy_wh if self._last_stopped is not None else None
+        return View(self.state, self.name, self.online, self._busy, self._pending is not None, energy, power,
+                    finished, self.faults.first())
+
     def _after_state_change(self) -> None:
+        self.kick()
         if self.state is State.PREPARING and not self._busy and self._pending is None:
-            self._prep_deadline = self._prep_deadline or time.monotonic() + self.settings["connection_timeout_s"]
-        self.hw.leds.show(LED_BY_STATE[self.state])
+            self._prep_deadline = self._prep_deadline or self.clock.monotonic() + self.settings["connection_timeout_s"]
         self._render()
         self._report_status()
 
+    def _render(self) -> None:
+        self.presenter.render(self.view())
+
+    def notice(self, key: str, **fields: Any) -> None:
+        """Show a transient screen (a refusal also blinks red) over the state's screen."""
+        fields.setdefault("offline", not self.online)
+        self.presenter.show_notice(key, **fields)
+        self._render()
+
     def status(self) -> StatusReport:
-        fault = next(iter(self.faults.values()), None)
+        fault = self.faults.first()
         return StatusReport(self.connector_id, self.state,
                             fault.code if fault else "NoError", fault.text[:50] if fault else None,
                             fault.vendor if fault else None, self.clock.stamp())
 
     def _report_status(self) -> None:
-        if self._loop is None:
-            return
-        report = self.status()
-        key = (report.status, report.error_code, report.info, report.vendor_error_code)
-        if key != self._last_report:
-            self._last_report = key
-            self._statuses.put_nowait(report)
+        if self._loop is not None:
+            self.statuses.report(self.status())
 
-    async def _status_loop(self) -> None:
-        """Status changes leave one at a time, in the order they happened."""
-        while True:
-            report = await self._statuses.get()
-            try:
-                await self.backend.send_status(report)
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:  # best effort: the backend re-sends the current one on reconnect
-                log.debug("status not sent: %s", exc)
-
-    def _show_notice(self, key: str, message: str | None = None) -> None:
-        lines = messages.screen(key, self.lang, self.hw.display.cols, self.hw.display.rows, message=message)
-        self._notice = (key, lines, time.monotonic() + self.config.charging.message_s)
-        if key in ("refused", "other_card", "storage_refused", "meter_fault"):
-            self.hw.leds.show(LedPattern.REFUSED)
-            asyncio.get_running_loop().call_later(self.config.charging.message_s,
-                                                  lambda: self.hw.leds.show(LED_BY_STATE[self.state]))
-        self._render()
-
-    def screen_key(self) -> tuple[str, dict]:
-        """Which screen to show now, and its fields."""
-        s = self.state
-        fields: dict = {"name": self.name, "offline": not self.online}
-        if self.session is not None and self.reading is not None:
-            fields["energy_wh"] = max(0, self.reading.energy_wh - self.session.meter_start_wh)
-            fields["power_w"] = self.reading.power_w or 0.0
-        if s is State.PREPARING:
-            if self._busy:
-                return "authorizing", fields
-            return ("plug_in" if self._pending is not None else "tap_card"), fields
-        if s is State.FINISHING:
-            last = getattr(self, "_last_stopped", None)
-            fields["energy_wh"] = last.energy_wh if last is not None else 0
-            return "finishing", fields
-        if s is State.FAULTED:
-            fault = next(iter(self.faults.values()), None)
-            fields["reason"] = fault.vendor or fault.code if fault else ""
-            return "faulted", fields
-        return {
-            State.AVAILABLE: "available", State.CHARGING: "charging", State.SUSPENDED_EV: "suspended_ev",
-            State.SUSPENDED_EVSE: "suspended_evse", State.RESERVED: "reserved", State.UNAVAILABLE: "unavailable",
-        }[s], fields
-
-    def _render(self) -> None:
-        if self._notice is not None:
-            lines = self._notice[1]
-        else:
-            key, fields = self.screen_key()
-            lines = messages.screen(key, self.lang, self.hw.display.cols, self.hw.display.rows, **fields)
-        self.hw.display.show(lines)
-
-    def _note(self, text: str) -> None:
+    def note(self, text: str) -> None:
         self.recent.append(f"{time.strftime('%H:%M:%S')} {text}")
         del self.recent[:-20]
 
-    def _wake_delivery(self) -> None:
+    def wake_delivery(self) -> None:
         if self.deliverer is not None:
             self.deliverer.wake()
 
-    def _safe(self, fn, *args) -> None:
+    def _safe(self, fn: Any, *args: Any) -> None:
         try:
             fn(*args)
         except StorageError as exc:
@@ -690,189 +801,22 @@ class Charger:
         if (result.backend_session_id is not None and self.session is not None
                 and self.session.id == item.session_id):
             self.session.backend_session_id = result.backend_session_id  # RemoteStop names it
-        self._note(f"delivered {item.kind.value} of session {item.session_id}")
-
-    def wake_delivery(self) -> None:
-        """A backend queued a message itself (e.g. OCPP meter values): deliver now."""
-        self._wake_delivery()
-
-    # ------------------------------------------------------------------ StationControl
-    def current_session(self) -> Session | None:
-        return self.session
-
-    def last_reading(self) -> MeterReading | None:
-        return self.reading
-
-    def meter_measurands(self) -> frozenset[str]:
-        return self.hw.meter.measurands
-
-    @property
-    def meter_model(self) -> str:
-        return self.hw.meter.model
-
-    def spawn(self, coro: Coroutine[Any, Any, Any], name: str, *, critical: bool = False,
-              deadline_s: float | None = None) -> asyncio.Task[Any]:
-        return self.supervisor.spawn(coro, name, critical=critical, deadline_s=deadline_s)
-
-    def beat(self, name: str) -> None:
-        self.supervisor.beat(name)
-
-    async def remote_start(self, id_tag: str, connector_id: int | None = None) -> bool:
-        if connector_id not in (None, self.connector_id) or self._busy:
-            return False
-        if self.state not in (State.AVAILABLE, State.PREPARING, State.RESERVED) or self._pending is not None:
-            return False
-        if self.state is State.RESERVED and not await self._matches_reservation(id_tag):
-            return False
-        self.spawn(self._authorize(id_tag, remote=True), "remote-start")
-        return True
-
-    async def remote_stop(self, backend_session_id: str) -> bool:
-        if self.session is None or str(self.session.backend_session_id) != str(backend_session_id):
-            return False
-        self.spawn(self._stop("Remote"), "remote-stop")
-        return True
-
-    async def stop_session(self, reason: str) -> bool:
-        if self.session is None:
-            return False
-        await self._stop(reason)
-        return True
-
-    async def reset(self, hard: bool) -> bool:
-        kind = "hard" if hard else "soft"
-        log.warning("%s reset requested by the backend", kind)
-
-        async def go() -> None:
-            await asyncio.sleep(0.2)  # let the backend send its reply first
-            if self.session is not None:
-                await self._stop("HardReset" if hard else "SoftReset")
-                # OCPP 1.6 §5.14: the StopTransaction goes out (and is answered) before the reboot
-                # when the link is up; offline it waits in the journal as always.
-                if self.online:
-                    await self._drain(RESET_DRAIN_S)
-            self.exit_request = kind
-            self.exit_event.set()
-        self.spawn(go(), "reset")
-        return True
-
-    async def _drain(self, timeout: float) -> bool:
-        """Wait until the outbox is empty (everything delivered), at most `timeout` seconds."""
-        deadline = self.clock.monotonic() + timeout
-        while self.clock.monotonic() < deadline:
-            try:
-                if self.store.pending_messages() == 0:
-                    return True
-            except StorageError:
-                return False
-            self._wake_delivery()
-            await asyncio.sleep(0.05)
-        log.warning("outbox not drained within %.0f s; the rest is delivered after the restart", timeout)
-        return False
-
-    async def set_available(self, available: bool) -> str:
-        self._safe(self.store.put_json, "core.available", available)
-        if available:
-            self._scheduled_unavailable = False
-            if self.state is State.UNAVAILABLE:
-                self.enable()
-            return "Accepted"
-        if self.state in IN_SESSION or self._busy or self._pending is not None:
-            self._scheduled_unavailable = True
-            return "Scheduled"
-        if self.state is State.UNAVAILABLE:
-            return "Accepted"
-        if self.may_disable():
-            self.reservation = None
-            self.disable()
-            return "Accepted"
-        return "Rejected"
-
-    async def unlock(self) -> str:
-        """No connector lock on this hardware (a fixed cable): there is nothing to unlock, in a
-        session or not, and a session goes on (OCPP 1.6 UnlockConnector: NotSupported)."""
-        return "NotSupported"
-
-    async def reserve(self, reservation_id: int, id_tag: str, parent_id: str | None, expiry: str) -> str:
-        if self.state is State.FAULTED:
-            return "Faulted"
-        if self.state is State.UNAVAILABLE:
-            return "Unavailable"
-        if self.reservation is not None and self.reservation["id"] != reservation_id:
-            return "Occupied"
-        if self.state not in (State.AVAILABLE, State.RESERVED) or self._busy:
-            return "Occupied"
-        from station.clock import parse_iso
-        now = self.clock.now()
-        remaining = (parse_iso(expiry) - now).total_seconds() if now else 0.0
-        if remaining <= 0:
-            return "Rejected"
-        self.reservation = {"id": reservation_id, "id_tag": id_tag, "parent_id": parent_id,
-                            "expires_mono": time.monotonic() + remaining}
-        if self.state is State.AVAILABLE:
-            self.hold()
-        return "Accepted"
-
-    async def cancel_reservation(self, reservation_id: int) -> bool:
-        if self.reservation is None or self.reservation["id"] != reservation_id:
-            return False
-        self._end_reservation()
-        return True
-
-    def _end_reservation(self) -> None:
-        """A reservation expires or is cancelled: a car already plugged in now waits for a card."""
-        self.reservation = None
-        if self.state is State.RESERVED:
-            self.unhold()
-            if self._ev and self.may_plug():
-                self.plug()
-
-    def set_clock(self, utc: str) -> None:
-        try:
-            delta = self.clock.set(utc)
-        except ValueError as exc:
-            log.warning("%s", exc)
-            return
-        if abs(delta) > 2:
-            log.info("clock corrected by %.1f s from the backend", delta)
-
-    def tune(self, **values: object) -> None:
-        for key, value in values.items():
-            if key not in self.settings:
-                raise KeyError(f"unknown setting {key}")
-            self.settings[key] = type(self.settings[key])(value)
-
-    def set_power_limit(self, watts: float | None) -> None:
-        self.limit_w = watts
-        if watts == 0 and self.state in (State.CHARGING, State.SUSPENDED_EV):
-            self.hw.contactor.set(False)
-            self.pause()
-        elif watts != 0 and self.state is State.SUSPENDED_EVSE:
-            self.hw.contactor.set(True)
-            self._session_mono = time.monotonic()  # the car gets the full no-power grace again
-            self.resume()
-
-    def notice(self, text: str) -> None:
-        log.info("backend: %s", text)
-        self._note(f"backend: {text}")
+        self.note(f"delivered {item.kind.value} of session {item.session_id}")
 
     def backend_link(self, online: bool) -> None:
         if online != self.online:
             self.online = online
-            self._note("backend online" if online else "backend offline")
+            self.note("backend online" if online else "backend offline")
             self._render()
             if online:
-                self._wake_delivery()
+                self.wake_delivery()
 
     async def close(self) -> None:
         if self.hw.reader is not None:
+            self.supervisor.forget("reader")
             self.hw.reader.stop()
-        for t in self.tasks:
-            t.cancel()
-        await asyncio.gather(*self.tasks, return_exceptions=True)
 
 
 def _mask(tag: str) -> str:
     """Id tags are personal data: log only enough to tell them apart (station.privacy)."""
     return privacy.tag(tag)
-

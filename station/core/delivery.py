@@ -12,11 +12,11 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 
 from station.backoff import Backoff
 from station.clock import MONO_PREFIX, Clock
-from station.core.model import DeliveryResult, OutboxItem
+from station.core.model import DeliveryResult, OutboxItem, Session
 from station.core.ports import Backend
 from station.errors import BackendOffline, StorageError
 from station.store import Store
@@ -24,13 +24,19 @@ from station.store import Store
 log = logging.getLogger(__name__)
 
 
+IDLE_WAKE_S = 15.0  # an idle deliverer still wakes this often, to report that it lives
+DEADLINE_S = 180.0  # the supervisor's deadline: a backoff (30 s) plus a delivery's own timeouts
+
+
 class Deliverer:
     def __init__(self, store: Store, backend: Backend, clock: Clock,
                  on_result: Callable[[OutboxItem, DeliveryResult], None] | None = None,
-                 backoff: Backoff | None = None) -> None:
+                 backoff: Backoff | None = None,
+                 checkpoint: Callable[[], Awaitable[None]] | None = None) -> None:
         self.store, self.backend, self.clock = store, backend, clock
         self.on_result = on_result
         self.backoff = backoff or Backoff(initial=0.5, cap=30.0)
+        self.checkpoint = checkpoint  # the supervisor's: this loop reports its progress there
         self._wake = asyncio.Event()
         self.delivered = 0
 
@@ -38,7 +44,7 @@ class Deliverer:
         """Something was queued, or the link came up: try now."""
         self._wake.set()
 
-    async def _sleep(self, seconds: float | None) -> None:
+    async def _sleep(self, seconds: float) -> None:
         self._wake.clear()
         # asyncio.timeout, not wait_for: on 3.11 wait_for can swallow a cancellation that
         # arrives in the same loop pass as wake(), and Station.stop() would hang.
@@ -50,16 +56,28 @@ class Deliverer:
 
     async def run(self) -> None:
         while True:
+            if self.checkpoint is not None:
+                await self.checkpoint()
             try:
                 item = self.store.next_message()
+                session = self.store.find_session(item.session_id) if item is not None else None
             except StorageError as exc:
                 log.error("%s", exc)
                 await self._sleep(self.backoff.next())
                 continue
             if item is None:
-                await self._sleep(None)
+                await self._sleep(IDLE_WAKE_S)
                 continue
-            session = self.store.session(item.session_id)
+            if session is None:
+                # Its session row is gone (a journal salvaged after corruption): it can never be
+                # delivered, and must not hold up every message behind it.
+                log.error("%s of session %d: no such session in the journal; parked", item.kind.value, item.session_id)
+                try:
+                    self.store.park(item, "session row missing")
+                except StorageError as exc:
+                    log.error("%s", exc)
+                    await self._sleep(self.backoff.next())
+                continue
             if not self._resolve_times(session):
                 await self._sleep(5.0)  # wait for the clock
                 continue
@@ -95,7 +113,7 @@ class Deliverer:
             if self.on_result is not None:
                 self.on_result(item, result)
 
-    def _resolve_times(self, session) -> bool:
+    def _resolve_times(self, session: Session) -> bool:
         started = self.clock.resolve(session.started_at)
         stopped = self.clock.resolve(session.stopped_at)
         # A stamp of this boot waits for the clock (False: not yet); one of an earlier boot

@@ -39,7 +39,8 @@ Keys and their fields (all fields optional unless marked):
   reserved         until (text, e.g. "18:30")
   unavailable      -
   faulted          reason: "meter", "reader", "contactor", "welded", "storage" (also
-                   PowerMeterFailure, ReaderFailure, ContactorFeedback, Storage),
+                   PowerMeterFailure, ReaderFailure, ContactorOpen, ContactorWelded,
+                   ContactorFeedback, Storage),
                    or any other text (shown as is)
   offline          cached (bool, default True: known cards still work)
   storage_refused  -
@@ -178,8 +179,8 @@ _TEXT: dict[str, dict[str, Phrase]] = {
 _FAULTS = {
     "meter": "meter", "powermeterfailure": "meter",
     "reader": "reader", "readerfailure": "reader",
-    "contactor": "contactor", "contactorfeedback": "contactor",
-    "welded": "welded",
+    "contactor": "contactor", "contactorfeedback": "contactor", "contactoropen": "contactor",
+    "welded": "welded", "contactorwelded": "welded",
     "storage": "storage",
 }
 _STATUSES = {"blocked": "blocked", "expired": "expired", "invalid": "invalid",

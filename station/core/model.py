@@ -38,6 +38,7 @@ class AuthResult:
     expires_at: str | None = None  # ISO 8601 UTC, for the auth cache
     backend_session_id: str | None = None  # set when authorizing already opened the session (MCSP START)
     offline: bool = False  # decided locally because the backend was unreachable
+    reason: str | None = None  # why, for the journal and the log (never shown to the driver)
 
     @property
     def accepted(self) -> bool:

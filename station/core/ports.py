@@ -68,6 +68,9 @@ class Meter(Protocol):
     model: str
     max_power_w: float  # for the plausibility check of energy jumps
     measurands: frozenset[str]  # e.g. {"energy", "power", "voltage", "current", "energy_phase"}
+    # After the first full read: why the total disagrees with the sum of the phases (a wrong
+    # map or a wrong model configured), else None.
+    map_warning: str | None
 
     async def read(self, full: bool = True) -> MeterReading:
         """`full=False`: energy and total power only (fewer registers on the bus)."""
@@ -79,13 +82,19 @@ class Meter(Protocol):
 class RfidReader(Protocol):
     """A card reader. Debounced: a card held on the reader is one tap."""
 
-    def start(self, on_tap: Callable[[bytes], None], on_fault: Callable[[str | None], None]) -> None:
+    def start(self, on_tap: Callable[[bytes], None], on_fault: Callable[[str | None], None],
+              on_beat: Callable[[], None] = lambda: None) -> None:
         """Start polling in a worker thread.
 
         `on_tap(uid)` is called once per tap with the raw UID bytes (byte 0
         first, BCC stripped). `on_fault(text)` reports a reader failure, and
-        `on_fault(None)` its recovery. Both are called from the worker thread.
+        `on_fault(None)` its recovery. `on_beat()` after every poll or fault
+        retry: the worker lives (the supervisor's deadline). All three are
+        called from the worker thread.
         """
+
+    def alive(self) -> bool:
+        """The worker thread runs (False once it has died)."""
 
     def stop(self) -> None: ...
 

@@ -55,6 +55,10 @@ def effective_pins(config: Config) -> Pins:
 
 async def build_hardware(config: Config, world: Any = None) -> Hardware:
     gpio = load_gpio(config.hardware.mode)
+    if config.hardware.mode == "sim":
+        from station.sim import fakegpio
+
+        fakegpio.fail_edge_detection(not config.sim.gpio_edge_detection)
     pins = effective_pins(config)
     closers: list = []
 
@@ -82,7 +86,9 @@ async def build_hardware(config: Config, world: Any = None) -> Hardware:
     # The emulated meter can be told to "consume" any amount at once (scenarios), which
     # no real meter can; so the jump check is only as strict as the configuration says.
     max_power = m.max_power_w if (world is None or m.max_power_w) else float("inf")
-    meter = ModbusMeter(m.model, port, m.address, m.baudrate, m.parity, m.stopbits, m.timeout_s, max_power_w=max_power)
+    meter = ModbusMeter(m.model, port, m.address, m.baudrate, m.parity, m.stopbits, m.timeout_s, max_power_w=max_power,
+                        turnaround_s=m.turnaround_s, rs485_rts=m.rs485_rts and world is None,
+                        rs485_rts_level_for_tx=m.rs485_rts_level_for_tx)
     closers.append(meter.close)
     # The contactor is closed last: stopping the process opens it (it would drop with the power anyway).
     closers.append(lambda: contactor.set(False))

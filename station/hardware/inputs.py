@@ -6,8 +6,11 @@ ground), active-high ones the pull-down.
 
 The core polls. A press of the stop button shorter than the poll interval
 would be lost, so the button also has an edge callback that latches the
-press until the next `stop_pressed()`; where edge detection is not
-available (RPi.GPIO on some kernels refuses it) polling alone remains.
+press until the next `stop_pressed()`. Where edge detection is not
+available (RPi.GPIO raises RuntimeError "Failed to add edge detection" on
+kernels without the sysfs GPIO interface) polling alone remains: a press
+is then seen if it lasts one poll interval (50 ms), which a finger does.
+`edge_detection` tells which of the two is at work.
 """
 
 from __future__ import annotations
@@ -28,6 +31,7 @@ class GpioInputs:
         self.ev_pin, self.ev_active_low = ev_connected_pin, ev_active_low
         self.stop_pin, self.stop_active_low = stop_pin, stop_active_low
         self._latched = threading.Event()
+        self.edge_detection = False
         for pin, active_low in ((ev_connected_pin, ev_active_low), (stop_pin, stop_active_low)):
             if pin is not None:
                 gpio.setup(pin, gpio.IN, pull_up_down=gpio.PUD_UP if active_low else gpio.PUD_DOWN)
@@ -35,8 +39,9 @@ class GpioInputs:
             edge = gpio.FALLING if stop_active_low else gpio.RISING
             try:
                 gpio.add_event_detect(stop_pin, edge, callback=self._on_press, bouncetime=50)
+                self.edge_detection = True
             except (RuntimeError, ValueError) as exc:
-                log.info("stop button on BCM %d: no edge detection (%s); polling only", stop_pin, exc)
+                log.warning("stop button on BCM %d: no edge detection (%s); read by polling only", stop_pin, exc)
 
     def _active(self, pin: int, active_low: bool) -> bool:
         level = self.gpio.input(pin)
@@ -59,7 +64,7 @@ class GpioInputs:
         return self._active(self.stop_pin, self.stop_active_low) or latched
 
     def close(self) -> None:
-        if self.stop_pin is not None:
+        if self.stop_pin is not None and self.edge_detection:
             try:
                 self.gpio.remove_event_detect(self.stop_pin)
             except (RuntimeError, ValueError):

@@ -19,12 +19,27 @@ The port string chooses the link:
   on the wire, no blocking;
 * `tcp://HOST:PORT`: Modbus TCP (MBAP framing) through the same TCP client.
 
+RTU timing (station/hardware/rtu.py): before each request the adapter waits
+until the line has been silent for 3.5 characters since the last byte it
+received (1.75 ms above 19200 baud), or for `turnaround_s` if that is
+longer. On `socket://` the gateway forwards our bytes to RS-485 as they come,
+so the same silence is kept there; on `tcp://` the gateway does its own
+timing and only `turnaround_s` applies.
+
 Failures: any timeout, exception reply, short reply or undecodable value
-raises `MeterError` with a readable text, and the client is closed; the next
-`read()` opens it again. Reopening the port flushes late replies of a slow
-meter (RTU has no transaction id, so a late reply would otherwise be taken
-for the answer to the next request) and recovers from a USB adapter that
-was unplugged: the "timeouts only a reboot cured" seen elsewhere.
+raises `MeterError` with a readable text, a `kind` and a `hint`, and the
+client is closed; the next `read()` opens it again. Reopening the port
+flushes late replies of a slow meter (RTU has no transaction id, so a late
+reply would otherwise be taken for the answer to the next request) and
+recovers from a USB adapter that was unplugged: the "timeouts only a reboot
+cured" seen elsewhere. A reply with a bad CRC (kind "crc") and bytes that
+make no frame (kind "garbled") are told apart from silence (kind "timeout").
+
+The first reading is always a full one, and its import total is compared
+with the sum of its phase counters (`models.phase_sum_problem`): a total far
+from the sum means a wrong map or a wrong `meter.model` (the EM24 has two
+maps). The finding is logged as a warning once and kept in `map_warning` for
+the status report and `station meter read`.
 
 pymodbus' own reconnect task is disabled (`reconnect_delay=0`) so no
 background task outlives a failure, and its retries default to 0: the caller
@@ -39,6 +54,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import sys
 import time
 from dataclasses import dataclass
@@ -51,7 +67,10 @@ from pymodbus.exceptions import ModbusException
 
 from station.core.model import MeterReading
 from station.errors import MeterError
-from station.hardware.meters.models import DecodeError, MeterModel, decode, get_model
+from station.hardware import rtu
+from station.hardware.meters.models import DecodeError, MeterModel, Request, decode, get_model, phase_sum_problem
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -64,7 +83,11 @@ class MeterStats:
 
 
 class ModbusMeter:
-    """A Modbus kWh meter of a known model. Implements station.core.ports.Meter."""
+    """A Modbus kWh meter of a known model. Implements station.core.ports.Meter.
+
+    `map_warning` is None, or the sentence of the start-up check when the
+    import total is far from the sum of the phases (a wrong map or model).
+    """
 
     def __init__(
         self,
@@ -78,6 +101,9 @@ class ModbusMeter:
         *,
         retries: int = 0,
         max_power_w: float | None = None,
+        turnaround_s: float = 0.0,
+        rs485_rts: bool = False,
+        rs485_rts_level_for_tx: bool = True,
     ) -> None:
         self.model_data: MeterModel = get_model(model) if isinstance(model, str) else model
         self.model: str = self.model_data.name
@@ -91,17 +117,46 @@ class ModbusMeter:
         self.max_power_w: float = float(max_power_w) if max_power_w else self.model_data.max_power_w
         self.measurands: frozenset[str] = self.model_data.measurands
         self.resolution_wh: int = self.model_data.resolution_wh
+        self.turnaround_s = float(turnaround_s)
+        self.rs485_rts = rs485_rts
+        self.rs485_rts_level_for_tx = rs485_rts_level_for_tx
         self.stats = MeterStats()
+        self.map_warning: str | None = None
+        self._map_checked = False
         self._client: AsyncModbusSerialClient | AsyncModbusTcpClient | None = None
         self._lock = asyncio.Lock()
+        self._last_rx = 0.0  # time.monotonic() of the last byte received
+        self._rx_any = False  # bytes arrived since the last request was sent
+        self._rx_bad_crc = False  # ... and among them a whole frame with a wrong CRC
+        self._pending: Request | None = None
         if not 1 <= address <= 247:
             raise ValueError(f"Modbus address {address} out of range 1..247")
+        if not 0 <= self.turnaround_s <= 1:
+            raise ValueError(f"turnaround {turnaround_s} s out of range 0..1 s")
+
+    @property
+    def silence_s(self) -> float:
+        """The silence kept between the end of a reply and the next request."""
+        if self.port.startswith("tcp://"):
+            return self.turnaround_s
+        return max(rtu.frame_silence_s(self.baudrate, self.parity, self.stopbits), self.turnaround_s)
 
     # -- link ----------------------------------------------------------------------
     def _trace(self, sending: bool, data: bytes) -> bytes:
         if sending:
             self.stats.requests += 1
             self.stats.bytes_sent += len(data)
+            self._rx_any = self._rx_bad_crc = False
+            return data
+        # pymodbus passes its whole receive buffer (all bytes not yet consumed)
+        self._last_rx = time.monotonic()
+        if data:
+            self._rx_any = True
+            req = self._pending
+            if req is not None and not self.port.startswith("tcp://"):
+                shape = rtu.classify_reply(data, self.address, self.model_data.function_code, req.count)
+                if shape == "crc":
+                    self._rx_bad_crc = True
         return data
 
     def _new_client(self) -> AsyncModbusSerialClient | AsyncModbusTcpClient:
@@ -109,7 +164,8 @@ class ModbusMeter:
             if self.port.startswith(scheme):
                 u = urlsplit(self.port)
                 if not u.hostname or not u.port:
-                    raise MeterError(f"meter port {self.port!r}: expected {scheme}HOST:PORT")
+                    raise MeterError(f"meter port {self.port!r}: expected {scheme}HOST:PORT", kind="port",
+                                     hint=f"write the port as {scheme}HOST:PORT")
                 return AsyncModbusTcpClient(
                     u.hostname,
                     port=u.port,
@@ -141,12 +197,35 @@ class ModbusMeter:
             ok = await client.connect()
         except Exception as exc:  # pyserial raises SerialException/ValueError for bad ports
             client.close()
-            raise MeterError(f"meter port {self.port}: cannot open: {exc}") from exc
+            raise self._open_failure(exc) from exc
         if not ok:
             client.close()
-            raise MeterError(f"meter port {self.port}: cannot open or connect")
+            raise self._open_failure(None)
+        if self.rs485_rts and rtu.is_device(self.port):
+            try:
+                rtu.apply_rs485(self.port, self.serial_port(client),
+                                rtu.rs485_settings(self.rs485_rts_level_for_tx))
+            except MeterError:
+                client.close()
+                raise
         self._client = client
         return client
+
+    @staticmethod
+    def serial_port(client: AsyncModbusSerialClient | AsyncModbusTcpClient) -> object:
+        """The pyserial port object under a connected pymodbus serial client."""
+        return getattr(client.ctx.transport, "sync_serial", None)
+
+    def _open_failure(self, exc: BaseException | None) -> MeterError:
+        """pymodbus hides why a port did not open: ask the OS again, for the errno."""
+        if rtu.is_device(self.port):
+            if rtu.errno_of(exc) is None:
+                exc = rtu.open_error(self.port, self.baudrate, self.parity, self.stopbits) or exc
+            return rtu.port_error(self.port, exc)
+        u = urlsplit(self.port)
+        why = f": {exc}" if exc is not None else ""
+        return MeterError(f"meter port {self.port}: cannot connect to {u.hostname}:{u.port}{why}", kind="port",
+                          hint="check the gateway's host name, port and that it is powered and on the network")
 
     def _drop(self) -> None:
         if self._client is not None:
@@ -156,15 +235,23 @@ class ModbusMeter:
                 pass
             self._client = None
 
+    async def _quiet(self) -> None:
+        """Wait until the line has been silent long enough for the next request."""
+        wait = self._last_rx + self.silence_s - time.monotonic()
+        if wait > 0:
+            await asyncio.sleep(wait)
+
     # -- the port --------------------------------------------------------------------
     async def read(self, full: bool = True) -> MeterReading:
         """One reading, or MeterError. Safe to call concurrently (serialised).
 
         `full=False` reads only energy and total power (`model.core_plan`, one or two
         short requests): enough for the charging loop; voltages, currents and
-        per-phase values stay empty.
+        per-phase values stay empty. The first successful reading is always full
+        (the start-up check of the map needs the phase counters).
         """
         async with self._lock:
+            full = full or not self._map_checked
             try:
                 reading = await self._read_once(full)
             except MeterError:
@@ -172,40 +259,101 @@ class ModbusMeter:
                 self._drop()
                 raise
             self.stats.readings += 1
+            if not self._map_checked:
+                self._check_map(reading)
             return reading
+
+    def _check_map(self, reading: MeterReading) -> None:
+        self._map_checked = True
+        self.map_warning = phase_sum_problem(self.model_data, reading)
+        if self.map_warning:
+            log.warning("%s", self.map_warning)
 
     async def _read_once(self, full: bool) -> MeterReading:
         client = await self._connect()
         m = self.model_data
         blocks: list[list[int]] = []
         for req in m.plan if full else m.core_plan:
-            what = f"{m.name} at address {self.address} on {self.port}"
-            try:
-                if m.function_code == 4:
-                    rr = await client.read_input_registers(req.address, count=req.count, device_id=self.address)
-                else:
-                    rr = await client.read_holding_registers(req.address, count=req.count, device_id=self.address)
-            except (TimeoutError, ModbusException, OSError) as exc:
-                raise MeterError(
-                    f"meter {what}: no reply to a read of {req.count} registers at {req.address:#06x} "
-                    f"within {self.timeout_s:g} s ({exc.__class__.__name__})"
-                ) from exc
-            if rr.isError():
-                code = getattr(rr, "exception_code", "?")
-                raise MeterError(
-                    f"meter {what}: exception code {code} for FC{m.function_code} "
-                    f"{req.address:#06x}+{req.count} (wrong model or address?)"
-                )
-            regs = list(rr.registers)
-            if len(regs) != req.count:
-                raise MeterError(f"meter {what}: asked {req.count} registers at {req.address:#06x}, got {len(regs)}")
-            # RTU reply: 5 + 2n bytes; Modbus TCP: 7-byte MBAP header instead of address + CRC
-            self.stats.bytes_received += req.wire_bytes[1] + (4 if self.port.startswith("tcp://") else 0)
-            blocks.append(regs)
+            blocks.append(await self._request(client, req))
         try:
             return decode(m, blocks, taken_at=time.monotonic(), full=full)
         except (DecodeError, ValueError) as exc:
-            raise MeterError(f"meter {m.name} at address {self.address}: {exc}") from exc
+            raise MeterError(f"meter {m.name} at address {self.address}: {exc}", kind="decode",
+                             hint="wrong meter.model for this meter?") from exc
+
+    async def _request(self, client: AsyncModbusSerialClient | AsyncModbusTcpClient, req: Request) -> list[int]:
+        m = self.model_data
+        what = f"{m.name} at address {self.address} on {self.port}"
+        await self._quiet()
+        self._pending = req
+        try:
+            if m.function_code == 4:
+                rr = await client.read_input_registers(req.address, count=req.count, device_id=self.address)
+            else:
+                rr = await client.read_holding_registers(req.address, count=req.count, device_id=self.address)
+        except (TimeoutError, ModbusException, OSError) as exc:
+            raise self._no_answer(what, req, exc) from exc
+        finally:
+            self._pending = None
+        if rr.isError():
+            code = getattr(rr, "exception_code", "?")
+            raise MeterError(
+                f"meter {what}: exception code {code} for FC{m.function_code} "
+                f"{req.address:#06x}+{req.count} (wrong model or address?)",
+                kind="exception",
+                hint=self._exception_hint(code),
+            )
+        regs = list(rr.registers)
+        if len(regs) != req.count:
+            raise MeterError(f"meter {what}: asked {req.count} registers at {req.address:#06x}, got {len(regs)}",
+                             kind="garbled")
+        # RTU reply: 5 + 2n bytes; Modbus TCP: 7-byte MBAP header instead of address + CRC
+        self.stats.bytes_received += req.wire_bytes[1] + (4 if self.port.startswith("tcp://") else 0)
+        return regs
+
+    def _exception_hint(self, code: object) -> str:
+        hint = f"the meter answered but refused the read: is it a {self.model}"
+        if code == 2:
+            return hint + "? (code 2: no such register)"
+        if code == 3:
+            hint += "? (code 3: a read longer than it allows"
+            if self.model == "EM24":
+                hint += "; an EM24 with the older map allows 11 registers: try meter.model = EM24-OLD"
+            return hint + ")"
+        return hint + "?"
+
+    def _no_answer(self, what: str, req: Request, exc: BaseException) -> MeterError:
+        read = f"a read of {req.count} registers at {req.address:#06x}"
+        if self._rx_bad_crc:
+            return MeterError(
+                f"meter {what}: reply to {read} with a bad CRC ({exc.__class__.__name__})",
+                kind="crc",
+                hint="noise on the line: check the bus termination (120 ohm at both ends), the cable's shield "
+                "and ground, and that no second master talks on the bus",
+            )
+        if self._rx_any:
+            return MeterError(
+                f"meter {what}: bytes that are no Modbus reply to {read} ({exc.__class__.__name__})",
+                kind="garbled",
+                hint=f"check baud rate {self.baudrate}, parity {self.parity} and stop bits {self.stopbits} "
+                "against the meter's settings",
+            )
+        return MeterError(
+            f"meter {what}: no reply to {read} within {self.timeout_s:g} s ({exc.__class__.__name__})",
+            kind="timeout",
+            hint=self._silence_hint(),
+        )
+
+    def _silence_hint(self) -> str:
+        settings = f"baud rate {self.baudrate}, parity {self.parity}"
+        default = self.model_data.default_parity
+        if default and default != self.parity:
+            settings += f" (the {self.model}'s factory parity is {default})"
+        if self.port.startswith("tcp://"):
+            return f"check the gateway's serial settings and the meter's address ({self.address})"
+        if self.port.startswith("socket://"):
+            return f"check the gateway's serial settings ({settings}) and the meter's address ({self.address})"
+        return f"check the wiring (A to A, B to B), address {self.address}, {settings}"
 
     async def close(self) -> None:
         self._drop()
@@ -263,37 +411,45 @@ async def cli_read(
     *,
     stopbits: int = 1,
     timeout_s: float = 1.0,
+    turnaround_s: float = 0.0,
+    rs485_rts: bool = False,
     out: TextIO | None = None,
     err: TextIO | None = None,
 ) -> int:
     """`station meter read`: one reading, printed. Returns the exit code (0 ok, 1 error).
 
-    A coroutine: the CLI runs it with `asyncio.run(cli_read(...))`.
+    With `as_json` everything goes to `out` as one JSON document, errors too:
+    `{"error": text, "kind": kind, "hint": hint}`. A coroutine: the CLI runs it
+    with `asyncio.run(cli_read(...))`.
     """
     out = out or sys.stdout
     err = err or sys.stderr
-    try:
-        meter = ModbusMeter(model, port, address, baudrate, parity, stopbits, timeout_s)
-    except (KeyError, ValueError) as exc:
-        print(f"error: {exc.args[0] if exc.args else exc}", file=err)
+
+    def fail(text: str, kind: str, hint: str) -> int:
+        if as_json:
+            print(json.dumps({"error": text, "kind": kind, "hint": hint}), file=out)
+        else:
+            print(f"error: {text}" + (f"\n  {hint}" if hint else ""), file=err)
         return 1
+
+    try:
+        meter = ModbusMeter(model, port, address, baudrate, parity, stopbits, timeout_s,
+                            turnaround_s=turnaround_s, rs485_rts=rs485_rts)
+    except (KeyError, ValueError) as exc:
+        return fail(str(exc.args[0] if exc.args else exc), "usage", "")
     try:
         reading = await meter.read()
     except MeterError as exc:
-        hint = (
-            f"check wiring (A/B), address {address}, baud rate {baudrate} and parity {parity}"
-            if not port.startswith("tcp://")
-            else "check host, port and unit id"
-        )
-        default = meter.model_data.default_parity
-        if default and default != parity and not port.startswith("tcp://"):
-            hint += f" (the {meter.model}'s factory parity is {default})"
-        print(f"error: {exc}\n  {hint}", file=err)
-        return 1
+        return fail(str(exc), exc.kind, exc.hint)
     finally:
         await meter.close()
     if as_json:
-        print(json.dumps(reading_json(meter.model, address, reading)), file=out)
+        doc = reading_json(meter.model, address, reading)
+        if meter.map_warning:
+            doc["warning"] = meter.map_warning
+        print(json.dumps(doc), file=out)
     else:
+        if meter.map_warning:
+            print(f"warning: {meter.map_warning}", file=err)
         print(reading_table(meter, reading), file=out)
     return 0

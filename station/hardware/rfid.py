@@ -5,7 +5,7 @@ Theory of operation
 Initialisation is the library's (`mfrc522.MFRC522`, 0.0.7): it opens the
 SPI device, drives the reset pin high, soft-resets the chip, sets the
 timer, the modulation and the antenna. Three of its traps are avoided
-(see FACTS §1): the reset pin is always passed explicitly (without it the
+(see docs/hardware.md, "MFRC522"): the reset pin is always passed explicitly (without it the
 library takes BCM 15, the UART RX of an RS-485 meter link, once anything
 set BCM numbering); `Close_MFRC522()` is never called because it calls a
 global `GPIO.cleanup()` that would release the contactor pin (we close the
@@ -188,13 +188,15 @@ class Mfrc522Reader:
         self._debouncer = TapDebouncer(absent_s)
         self._on_tap: Callable[[bytes], None] = lambda uid: None
         self._on_fault: Callable[[str | None], None] = lambda text: None
+        self._on_beat: Callable[[], None] = lambda: None
 
     # --- the port ------------------------------------------------------------------------
 
-    def start(self, on_tap: Callable[[bytes], None], on_fault: Callable[[str | None], None]) -> None:
+    def start(self, on_tap: Callable[[bytes], None], on_fault: Callable[[str | None], None],
+              on_beat: Callable[[], None] = lambda: None) -> None:
         if self._thread is not None:
             raise RuntimeError("reader already started")
-        self._on_tap, self._on_fault = on_tap, on_fault
+        self._on_tap, self._on_fault, self._on_beat = on_tap, on_fault, on_beat
         self._stop.clear()
         self._thread = threading.Thread(target=self._run, name=f"rfid-spi{self.bus}.{self.device}", daemon=True)
         self._thread.start()
@@ -207,6 +209,10 @@ class Mfrc522Reader:
             if thread.is_alive():
                 log.warning("RFID worker did not stop within %.1f s", timeout)
         self.close()
+
+    def alive(self) -> bool:
+        """The worker thread runs (the supervisor asks: a dead reader must not go unnoticed)."""
+        return self._thread is not None and self._thread.is_alive()
 
     @property
     def fault(self) -> str | None:
@@ -380,6 +386,7 @@ class Mfrc522Reader:
 
     def _run(self) -> None:
         while not self._stop.is_set():
+            self._on_beat()
             try:
                 self.open()
                 uid = self.poll()

@@ -39,12 +39,16 @@ written atomically (temporary file, fsync, rename, fsync of the directory)
 even after SIGKILL, never shows a smaller register than was ever read:
 a real meter keeps its register through a power cut.
 
-Fault injection for tests: `set_dead(True)` (no reply at all),
-`set_garbage(True)` (replies with a broken CRC, which the client's framer
-drops, so it times out; on Modbus TCP an undecodable function code), `set_latency(s)` (slow meter), and
-`glitch_energy(wh, reads=1)` (the next reads show a spurious energy value, the
-"180 kWh, 5000 kWh, 180 kWh" case; not persisted). Requests for other device
-addresses get no reply, as on a shared bus.
+Fault injection (tests and the scenario steps `meter-silent`, `meter-bad-crc`):
+`set_fault("silent")` (the meter stops answering), `set_fault("bad-crc")`
+(every reply leaves with its last CRC byte inverted: the client sees a reply
+with a bad CRC, not silence; on Modbus TCP, which has no CRC, an undecodable
+function code instead), `set_fault(None)` (healthy again); `fault` is the
+current one. `set_dead(b)` and `set_garbage(b)` are the older spellings of the
+same. `set_latency(s)` makes a slow meter, and `glitch_energy(wh, reads=1)`
+shows a spurious energy value in the next reads (the "180 kWh, 5000 kWh,
+180 kWh" case; not persisted). Requests for other device addresses get no
+reply, as on a shared bus.
 
 `ModbusSerialServer` must be constructed inside a running event loop, and
 so must `EmulatedMeter`; call its methods from that loop's thread.
@@ -75,13 +79,22 @@ log = logging.getLogger("station.sim.meter")
 
 STATE_FILE = "sim-meter.json"
 NOMINAL_V = 230.0
+Fault = Literal["silent", "bad-crc"] | None
+FAULTS: tuple[Fault, ...] = ("silent", "bad-crc", None)
 
 
-class _PtyBridge:
-    """Two pty pairs whose masters are joined by the event loop: A <-> B."""
+class PtyBridge:
+    """Two pty pairs whose masters are joined by the event loop: A <-> B.
+
+    `server_path` and `client_path` are the two slave devices (real ttys). Every
+    chunk that crosses the bridge is passed to `tap(direction, data, t)` if set,
+    with direction "to_server" or "to_client" and t = time.monotonic() when it
+    was read: tests timestamp the frames on the wire with it.
+    """
 
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
         self.loop = loop
+        self.tap: Callable[[str, bytes, float], None] | None = None
         self.ma, self.sa = os.openpty()
         self.mb, self.sb = os.openpty()
         for fd in (self.ma, self.sa, self.mb, self.sb):
@@ -100,6 +113,8 @@ class _PtyBridge:
             return
         except OSError:  # EIO cannot happen while we hold the slaves; be safe anyway
             return
+        if self.tap is not None:
+            self.tap("to_client" if src == self.ma else "to_server", data, time.monotonic())
         try:
             os.write(dst, data)
         except OSError:
@@ -155,8 +170,7 @@ class EmulatedMeter:
         self._last_t = clock()
         self._visible = tuple(self._phase_wh)  # what the bus shows (persisted first)
         # fault injection
-        self.dead = False
-        self.garbage = False
+        self.fault: Fault = None
         self.latency_s = 0.0
         self._glitch: tuple[int, int] | None = None
         # counters (our address only)
@@ -164,7 +178,7 @@ class EmulatedMeter:
         self.replies = 0  # frames actually sent
         self.reply_bytes = 0
         # the pymodbus server
-        self._bridge: _PtyBridge | None = None
+        self._bridge: PtyBridge | None = None
         self._server: ModbusSerialServer | ModbusTcpServer
         if link == "tcp":
             self._server = ModbusTcpServer(
@@ -174,7 +188,7 @@ class EmulatedMeter:
             if link == "socket":
                 server_port = f"socket://{host}:{tcp_port}"
             else:
-                self._bridge = _PtyBridge(self._loop)
+                self._bridge = PtyBridge(self._loop)
                 server_port = self._bridge.server_path
             self._server = ModbusSerialServer(
                 self._device(),
@@ -192,10 +206,15 @@ class EmulatedMeter:
 
     # -- pymodbus data store ----------------------------------------------------------
     def _device(self) -> SimDevice:
-        regs = [
-            SimData(r.address, count=r.count, values=0, datatype=DataType.REGISTERS)
-            for r in self.model.plan
-        ]
+        # Every register a full or a core read asks for (a real meter has the registers
+        # between the model's fields too); neighbouring ranges are served as one block.
+        spans: list[list[int]] = []
+        for r in sorted({(r.address, r.end) for r in (*self.model.plan, *self.model.core_plan)}):
+            if spans and r[0] <= spans[-1][1]:
+                spans[-1][1] = max(spans[-1][1], r[1])
+            else:
+                spans.append(list(r))
+        regs = [SimData(a, count=e - a, values=0, datatype=DataType.REGISTERS) for a, e in spans]
         bits = [SimData(0, values=[False] * 16, datatype=DataType.BITS)]
         # The other function's block must not be empty (pymodbus needs one entry): a single
         # register far away from every map, so the model's addresses are illegal there.
@@ -206,7 +225,7 @@ class EmulatedMeter:
             blocks = (bits, list(bits), regs, unused)
         # id 0 = every address: requests for other addresses are answered by pymodbus and
         # then dropped in _trace, so the bus stays silent for them (3.16 would send code 4).
-        return SimDevice(id=0, simdata=blocks, action=self._action)  # type: ignore[arg-type]
+        return SimDevice(id=0, simdata=blocks, action=self._action)
 
     async def _action(
         self,
@@ -242,9 +261,9 @@ class EmulatedMeter:
         if len(data) <= unit or data[unit] != self.address:
             return b""  # another device's address: silence, as on a shared bus
         self.requests += 1
-        if self.dead:
+        if self.fault == "silent":
             return b""
-        if self.garbage:
+        if self.fault == "bad-crc":
             if self.link == "tcp":
                 data = data[:7] + b"\x7f" + data[8:]  # an undefined function code: undecodable
             else:
@@ -258,7 +277,7 @@ class EmulatedMeter:
         """Start serving; returns the port string for the client."""
         await self._server.serve_forever(background=True)
         if self.link in ("socket", "tcp"):
-            sock = self._server.transport.sockets[0]  # type: ignore[union-attr]
+            sock = self._server.transport.sockets[0]  # type: ignore[attr-defined]
             host, port = sock.getsockname()[:2]
             self.port = f"{self.link}://{host}:{port}"
         else:
@@ -282,6 +301,11 @@ class EmulatedMeter:
         if self._bridge is not None:
             self._bridge.close()
             self._bridge = None
+
+    @property
+    def bridge(self) -> PtyBridge | None:
+        """The pty pair of `link="pty"` (its `tap` timestamps the frames on the wire)."""
+        return self._bridge
 
     async def __aenter__(self) -> EmulatedMeter:
         await self.start()
@@ -374,11 +398,35 @@ class EmulatedMeter:
         return self._visible
 
     # -- fault injection -------------------------------------------------------------------
+    def set_fault(self, fault: Fault) -> None:
+        """"silent": no reply at all; "bad-crc": replies with a wrong CRC; None: healthy."""
+        if fault not in FAULTS:
+            raise ValueError(f"fault must be one of {', '.join(map(repr, FAULTS))}, not {fault!r}")
+        if fault != self.fault:
+            log.info("emulated %s: fault %s", self.model.name, fault or "cleared")
+        self.fault = fault
+
+    @property
+    def dead(self) -> bool:
+        return self.fault == "silent"
+
+    @property
+    def garbage(self) -> bool:
+        return self.fault == "bad-crc"
+
     def set_dead(self, dead: bool = True) -> None:
-        self.dead = dead
+        """set_fault("silent"); False clears that fault only."""
+        if dead:
+            self.set_fault("silent")
+        elif self.fault == "silent":
+            self.set_fault(None)
 
     def set_garbage(self, garbage: bool = True) -> None:
-        self.garbage = garbage
+        """set_fault("bad-crc"); False clears that fault only."""
+        if garbage:
+            self.set_fault("bad-crc")
+        elif self.fault == "bad-crc":
+            self.set_fault(None)
 
     def set_latency(self, seconds: float) -> None:
         self.latency_s = max(0.0, float(seconds))
@@ -444,7 +492,8 @@ def follow_contactor(meter: EmulatedMeter, pin: int, active_low: bool = False) -
     def listener(changed_pin: int, level: int) -> None:
         if changed_pin != pin:
             return
-        closed = bool(level) != active_low
+        # A pin released to an input (GPIO.cleanup) drives the relay no more: open.
+        closed = fakegpio.is_output(pin) and bool(level) != active_low
         if threading.get_ident() == loop_thread:
             meter.set_flowing(closed)
         else:
@@ -452,7 +501,7 @@ def follow_contactor(meter: EmulatedMeter, pin: int, active_low: bool = False) -
 
     fakegpio.on_output(listener)
     current = fakegpio.level(pin)
-    if current is not None:
+    if current is not None and fakegpio.is_output(pin):
         meter.set_flowing(bool(current) != active_low)
 
 

@@ -324,6 +324,7 @@ class MFRC522Chip:
 
     def __init__(self, version: int = 0x92, reset_pin: int | None = None, realtime_timer: bool = False) -> None:
         self._lock = threading.RLock()
+        self.crash: BaseException | None = None
         self.version = version
         self.reset_pin = reset_pin
         self.realtime_timer = realtime_timer
@@ -390,6 +391,10 @@ class MFRC522Chip:
     # --- SPI -------------------------------------------------------------------------------
 
     def transfer(self, data: list[int]) -> list[int]:
+        if self.crash is not None:
+            # Fault injection (scenario step `reader-dead`): something the reader's worker does
+            # not catch, so its thread dies, as a bug or a driver gone wrong would end it.
+            raise self.crash
         with self._lock:
             self.transfers += 1
             self._end_tap()

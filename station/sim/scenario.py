@@ -10,7 +10,25 @@ whole Station on emulated hardware:
     consume  wh = 1500                  the meter register advances by exactly this many Wh
     wait     seconds = 1.5
     expect   state = "Charging", within = 5      fail unless reached in time
+             fault = "ContactorWelded"  ... and reporting this fault (vendor or OCPP error code)
     backend  up = false                 take the backend link down or up
+    fault    kind = "contactor-welded"  make something fail (enables the emulated auxiliary
+                                        contact, as plug/unplug enable the EV input and stop
+                                        the stop button):
+               contactor-welded   the contacts stick closed
+               contactor-open     the contactor drops out (and will not close)
+               meter-silent       the meter stops answering
+               meter-bad-crc      the meter answers with a broken CRC
+               reader-dead        the RFID reader's worker thread dies
+               loop-hang          a loop of the station stops making progress; `loop` names it:
+                                  events, meter, poll, deliverer (default meter), or event-loop
+                                  (the whole asyncio loop blocks)
+    clear                               remove the injected faults (a hung loop stays hung)
+
+A station that detects a dead or hung loop opens the contactor, journals what is
+open and ends (as under systemd, which would restart it): the runner stops there,
+reports why, and `station simulate --scenario` exits with 70 (EX_SOFTWARE). The
+next run on the same state directory closes the open session as after a power cut.
 
 At the end the runner waits (up to `settle_s`, 30 s by default) until every
 journaled message is delivered. Exit status 0 means: every step passed and
@@ -32,6 +50,7 @@ from typing import Any
 from station.core.states import State
 from station.core.tags import parse_uid
 from station.errors import ScenarioError
+from station.sim.world import FAULT_KINDS, HANGABLE_LOOPS
 
 STEP_KEYS: dict[str, dict[str, type | tuple[type, ...]]] = {
     "tap": {"uid": str, "hold_s": (int, float)},
@@ -41,10 +60,14 @@ STEP_KEYS: dict[str, dict[str, type | tuple[type, ...]]] = {
     "load": {"watts": (int, float)},
     "consume": {"wh": int},
     "wait": {"seconds": (int, float)},
-    "expect": {"state": str, "within": (int, float)},
+    "expect": {"state": str, "within": (int, float), "fault": str},
     "backend": {"up": bool},
+    "fault": {"kind": str, "loop": str},
+    "clear": {},
 }
-REQUIRED = {"tap": {"uid"}, "load": {"watts"}, "consume": {"wh"}, "wait": {"seconds"}, "expect": {"state"}, "backend": {"up"}}
+REQUIRED = {"tap": {"uid"}, "load": {"watts"}, "consume": {"wh"}, "wait": {"seconds"}, "expect": {"state"},
+            "backend": {"up"}, "fault": {"kind"}}
+EXIT_FAILED = 70  # the station gave up (a loop died or hung), as `station run` exits under systemd
 
 
 @dataclass
@@ -95,6 +118,11 @@ def parse(data: dict[str, Any], source: str = "<scenario>") -> Scenario:
         for key in ("hold_s", "watts", "seconds", "within"):
             if key in step and not (math.isfinite(step[key]) and step[key] >= 0):
                 raise ScenarioError(f"{where} ({action}): {key} must be a finite non-negative number")
+        if action == "fault":
+            if step["kind"] not in FAULT_KINDS:
+                raise ScenarioError(f"{where} (fault): kind must be one of {', '.join(FAULT_KINDS)}, got {step['kind']!r}")
+            if step.get("loop", "meter") not in HANGABLE_LOOPS:
+                raise ScenarioError(f"{where} (fault): loop must be one of {', '.join(HANGABLE_LOOPS)}")
         if action == "tap":
             try:
                 parse_uid(step["uid"])
@@ -116,22 +144,48 @@ def load(path: str | Path) -> Scenario:
     return parse(data, str(path))
 
 
-async def wait_for_state(station, state: str, within: float) -> bool:
+def inputs_needed(scenario: Scenario) -> dict[str, bool]:
+    """The emulated inputs a scenario's steps need (`sim.*` switches)."""
+    actions = {step["action"] for step in scenario.steps}
+    kinds = {step.get("kind") for step in scenario.steps if step["action"] == "fault"}
+    needed: dict[str, bool] = {}
+    if actions & {"plug", "unplug"}:
+        needed["ev_connected_input"] = True
+    if "stop" in actions:
+        needed["stop_button_input"] = True
+    if kinds & {"contactor-welded", "contactor-open"}:
+        needed["contactor_feedback"] = True
+    return needed
+
+
+def _matches(station: Any, state: str, fault: str | None) -> bool:
+    c = station.charger
+    if c.state.value != state or c.busy:
+        return False
+    if fault is None:
+        return True
+    report = c.status()
+    return fault in (report.vendor_error_code, report.error_code)
+
+
+async def wait_for_state(station: Any, state: str, within: float, fault: str | None = None) -> bool:
     deadline = time.monotonic() + within
     while time.monotonic() < deadline:
-        if station.charger.state.value == state and not station.charger._busy:
-            return True
+        if _matches(station, state, fault) or station.failure is not None:
+            break
         await asyncio.sleep(0.02)
-    return station.charger.state.value == state
+    return _matches(station, state, fault)
 
 
-async def run(station, scenario: Scenario) -> Outcome:
+async def run(station: Any, scenario: Scenario) -> Outcome:
     """Run the steps on a started Station (hardware.mode = "sim")."""
     world = station.world
     failures: list[str] = []
     # The car draws nothing until a `load` step says so, so that `consume` steps give exact figures.
     world.set_load(0.0)
     for n, step in enumerate(scenario.steps, 1):
+        if station.failure is not None:
+            break
         action = step["action"]
         if action == "tap":
             await world.tap(step["uid"], hold_s=step.get("hold_s", 0.4))
@@ -149,14 +203,24 @@ async def run(station, scenario: Scenario) -> Outcome:
             await asyncio.sleep(float(step["seconds"]))
         elif action == "expect":
             within = float(step.get("within", 5))
-            if not await wait_for_state(station, step["state"], within):
-                failures.append(f"step {n}: expected {step['state']} within {within:g} s, "
-                                f"station is {station.charger.state.value}")
+            if not await wait_for_state(station, step["state"], within, step.get("fault")):
+                report = station.charger.status()
+                fault = f" ({report.vendor_error_code or report.error_code})" if report.error_code != "NoError" else ""
+                wanted = step["state"] + (f" with {step['fault']}" if "fault" in step else "")
+                failures.append(f"step {n}: expected {wanted} within {within:g} s, "
+                                f"station is {station.charger.state.value}{fault}")
                 break
         elif action == "backend":
             await world.backend_link(bool(step["up"]))
+        elif action == "fault":
+            world.inject(step["kind"], step.get("loop", "meter"))
+        elif action == "clear":
+            world.clear()
         # Let the station react to the step before the next one (taps are debounced by the reader).
         await asyncio.sleep(0.05)
+    if station.failure is not None:
+        summary = summarize(station)
+        return Outcome(False, [*failures, f"station failed: {station.failure}"], summary)
     delivered = await station.flush(scenario.settle_s) if not failures else False
     summary = summarize(station)
     if not failures and not delivered:
@@ -164,7 +228,7 @@ async def run(station, scenario: Scenario) -> Outcome:
     return Outcome(not failures, failures, summary)
 
 
-def summarize(station) -> dict[str, Any]:
+def summarize(station: Any) -> dict[str, Any]:
     sessions = []
     for s in station.store.sessions():
         sessions.append({
@@ -175,6 +239,7 @@ def summarize(station) -> dict[str, Any]:
         })
     return {
         "state": station.charger.state.value,
+        "failed": station.failure,  # why the station gave up (a dead or hung loop), else None
         "meter_wh": station.world.meter_wh,
         "undelivered": station.store.pending_messages(),
         "sessions": sessions,
@@ -192,23 +257,31 @@ def run_scenario_file(config_path: str | None, state_dir: str | None, path: str,
         from station.daemon import Station
         from station.sim.demo import prepare
 
-        config, embedded = await prepare(config_path, state_dir, scenario=True)
+        config, embedded = await prepare(config_path, state_dir, scenario=True, sim=inputs_needed(scenario))
+        used_dir.append(config.station.state_dir)
         station = Station(config, embedded=embedded)
         await station.start()
+        station.watch_event_loop()
         try:
             return await run(station, scenario)
         finally:
-            await station.stop()
+            await station.stop(graceful=station.failure is None)
 
+    used_dir: list[str] = []
     outcome = asyncio.run(main())
     if as_json:
-        print(json.dumps(outcome.summary, indent=2))
+        # ok and failures too: a script reading the JSON must not have to parse stderr.
+        print(json.dumps({"ok": outcome.ok, "failures": outcome.failures, "state_dir": used_dir[0],
+                          **outcome.summary}, indent=2))
     else:
         s = outcome.summary
-        print(f"state {s['state']}, meter {s['meter_wh']} Wh, {len(s['sessions'])} session(s), {s['undelivered']} undelivered")
+        print(f"state {s['state']}, meter {s['meter_wh']} Wh, {len(s['sessions'])} session(s), {s['undelivered']} undelivered"
+              f" (journal in {used_dir[0]})")
         for sess in s["sessions"]:
             print(f"  {sess['id_tag']}: {sess['energy_wh']} Wh ({sess['meter_start_wh']} -> {sess['meter_stop_wh']}), "
                   f"{sess['stop_reason']}, {'delivered' if sess['delivered'] else 'NOT delivered'}")
     for failure in outcome.failures:
         print(f"FAILED {failure}", file=sys.stderr)
+    if outcome.summary.get("failed"):
+        return EXIT_FAILED
     return 0 if outcome.ok else 1

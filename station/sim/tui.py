@@ -2,8 +2,10 @@
 
 It shows what a person at the station would see (the LCD, the LEDs, the
 contactor) beside what only the simulator knows (meter power and energy,
-the connector state, the backend link, recent events), and takes keys to
-play the driver and the car. Without a terminal (stdin not a TTY, e.g. in
+the car, the backend link as it is and as the station sees it, recent
+events), and takes keys to play the driver and the car. The help line names
+the cards and offers only the keys that do something on this station (no
+`p` without a plug sensor, no `s` without a stop button). Without a terminal (stdin not a TTY, e.g. in
 CI or piped), it plays a short demo session instead and prints the same
 view after each step, then exits: `./run-station` always shows a session.
 """
@@ -18,77 +20,138 @@ import termios
 import threading
 import tty
 
-from station.sim.demo import DEMO_TAGS, UNKNOWN_TAG
+from station.core.tags import normalize_tag
+from station.sim.demo import DEMO_TAGS, cards
 
-CARDS = {"1": "D64FC93B", "2": "04A2B3C4D5E6F7", "3": "16AC936B1692E73A", "4": UNKNOWN_TAG}
-HELP = ("keys: 1-3 tap a registered card, 4 an unknown card, p plug/unplug, s stop button, "
-        "+/- load, b backend down/up, q quit")
 LED_GLYPH = {"green": "\x1b[32m●\x1b[0m", "yellow": "\x1b[33m●\x1b[0m", "red": "\x1b[31m●\x1b[0m", "blue": "\x1b[34m●\x1b[0m"}
 
 
-def render(station, color: bool = True) -> str:
+class View:
+    """What the keys do on this station, and the names of the cards they tap."""
+
+    def __init__(self, station) -> None:
+        self.station = station
+        world = station.world
+        self.cards = {key: (uid, label) for key, uid, label in cards(station.config, station.embedded is not None)}
+        named = {**(DEMO_TAGS if station.embedded is not None else {}), **dict(station.config.backend.local.tags)}
+        self.names = {normalize_tag(tag): name for tag, name in named.items()}
+        self.has_plug = world.pins.ev is not None
+        self.has_stop = world.pins.stop is not None
+        # `b` cuts the embedded server's link, or the local backend's; a real remote backend it cannot reach.
+        self.can_cut = station.embedded is not None or station.config.backend.kind == "local"
+        self.message = ""
+
+    def help(self) -> str:
+        taps = ", ".join(f"{key} {label}" for key, (uid, label) in self.cards.items())
+        keys = [f"tap: {taps}"]
+        keys.append("p plug/unplug the car" if self.has_plug else "p (no plug sensor in this config)")
+        keys.append("s stop button" if self.has_stop else "s (no stop button in this config)")
+        keys.append("+/- car load")
+        if self.can_cut:
+            keys.append("b backend link down/up")
+        keys.append("q quit")
+        return "keys: " + "; ".join(keys)
+
+
+def render(station, color: bool = True, view: View | None = None) -> str:
     """The view as text (also used by tests and the headless demo)."""
+    view = view or View(station)
     ch, world = station.charger, station.world
+    display = station.hardware.display
+    if hasattr(display, "flush"):
+        display.flush(0.2)  # the LCD thread writes the latest lines first (a blocking wait of 0.2 s at most)
     lcd = world.lcd_text()
     width = max((len(line) for line in lcd), default=16)
     leds = station.hardware.leds
     lit = sorted(getattr(leds, "lit", frozenset()))
     led_text = " ".join((LED_GLYPH.get(c, c) if color else c) for c in lit) or "(off)"
     session = ch.session
+    cfg = station.config
+    if view.has_plug:
+        car = "plugged in" if world.plugged else "not plugged in"
+    else:
+        car = "always plugged in (this config has no plug sensor)"
+    who = ""
+    if session is not None:
+        name = view.names.get(normalize_tag(session.id_tag))
+        who = f"{name} ({session.id_tag})" if name else session.id_tag
+    queued = station.store.pending_messages()
+    if view.can_cut:
+        link = "up" if world.backend_up else "DOWN (key b)"
+        seen = "online" if ch.online else "OFFLINE"
+        if world.backend_up != ch.online:
+            seen += " (not noticed yet: at its next request or heartbeat)" if ch.online else " (connecting)"
+        backend = f"link {link}; the station sees it {seen}; {queued} message(s) queued"
+    else:
+        backend = f"{'online' if ch.online else 'OFFLINE'}, {queued} message(s) queued"
+    page = getattr(station, "status_page", None)
     lines = [
-        f"station {station.config.station.name} ({station.config.meter.model} meter, {station.config.backend.kind} backend)",
+        f"station {cfg.station.name} ({cfg.meter.model} meter, {cfg.backend.kind} backend), journal in {cfg.station.state_dir}",
+        *([f"status page {page.url}"] if page is not None and page.url else []),
         "+" + "-" * (width + 2) + "+",
         *[f"| {line:<{width}} |" for line in lcd],
         "+" + "-" * (width + 2) + "+",
         f"state      {ch.state.value}{'  [' + ', '.join(f.text for f in ch.faults.values()) + ']' if ch.faults else ''}",
         f"LEDs       {led_text}   ({leds.pattern.value if hasattr(leds, 'pattern') else ''})",
         f"contactor  {'CLOSED' if world.contactor_closed else 'open'}",
-        f"car        {'plugged in' if world.plugged else 'not plugged'}, load {world.meter.load_w / 1000:.1f} kW",
+        f"car        {car}, load {world.meter.load_w / 1000:.1f} kW",
         f"meter      {world.power_w / 1000:.2f} kW, register {world.meter_wh} Wh",
-        f"session    {session.id_tag + ' since ' + str(session.meter_start_wh) + ' Wh' if session else '-'}",
-        f"backend    {'online' if ch.online else 'OFFLINE'}, {station.store.pending_messages()} message(s) queued",
+        f"session    {who + ' since ' + str(session.meter_start_wh) + ' Wh' if session else '-'}",
+        f"backend    {backend}",
         "recent:",
         *[f"  {event}" for event in ch.recent[-6:]],
     ]
     return "\n".join(lines)
 
 
-def run_interactive(config_path: str | None, state_dir: str | None) -> int:
+def run_interactive(config_path: str | None, state_dir: str | None, status_page: str | None = None) -> int:
     if not sys.stdin.isatty():
-        return asyncio.run(_demo(config_path, state_dir))
-    return asyncio.run(_interactive(config_path, state_dir))
+        return asyncio.run(_demo(config_path, state_dir, status_page))
+    return asyncio.run(_interactive(config_path, state_dir, status_page))
 
 
-async def _start(config_path: str | None, state_dir: str | None):
+async def _start(config_path: str | None, state_dir: str | None, status_page: str | None = None):
     from station.daemon import Station
     from station.sim.demo import prepare
 
-    config, embedded = await prepare(config_path, state_dir)
+    config, embedded = await prepare(config_path, state_dir, status_page=status_page)
     station = Station(config, embedded=embedded)
     await station.start()
     return station
 
 
-async def _demo(config_path: str | None, state_dir: str | None) -> int:
+async def _demo(config_path: str | None, state_dir: str | None, status_page: str | None = None) -> int:
     """No terminal: one session, narrated."""
-    station = await _start(config_path, state_dir)
-    tag = next(iter(DEMO_TAGS))
-    card = "D64FC93B"
+    station = await _start(config_path, state_dir, status_page)
+    view = View(station)
+    world = station.world
+    key = "2" if "2" in view.cards else "1"
+    card, label = view.cards[key]
+
+    async def plug(plugged: bool) -> None:
+        world.plug(plugged)
+        await asyncio.sleep(0.5)
+
     try:
-        steps = [
-            (f"A driver taps card {card} ({DEMO_TAGS.get(card) or DEMO_TAGS[tag]})", lambda: station.world.tap(card)),
+        steps = []
+        if view.has_plug:
+            steps.append(("The driver plugs in the car", lambda: plug(True)))
+        steps += [
+            (f"The driver taps card {label if label.startswith(card) else f'{card} ({label})'}", lambda: world.tap(card)),
             ("The car draws 7.4 kW for a few seconds", lambda: asyncio.sleep(3.5)),
             ("The car has charged 1.5 kWh more (meter register advanced)", lambda: _consume(station, 1500)),
-            ("The driver taps the same card again", lambda: station.world.tap(card)),
-            ("The session is delivered to the backend", lambda: station.flush(10.0)),
+            ("The driver taps the same card again", lambda: world.tap(card)),
         ]
-        station.world.set_load(7400.0)
-        print(render(station, color=False), end="\n\n", flush=True)
+        if view.has_plug:
+            steps.append(("The driver unplugs the car", lambda: plug(False)))
+        steps.append(("The session is delivered to the backend", lambda: station.flush(10.0)))
+        world.set_load(7400.0)
+        print(render(station, color=False, view=view), end="\n\n", flush=True)
         for text, action in steps:
             print(f"== {text}", flush=True)
             await action()
             await asyncio.sleep(0.3)
-            print(render(station, color=False), end="\n\n", flush=True)
+            print(render(station, color=False, view=view), end="\n\n", flush=True)
         sessions = station.store.sessions()
         if sessions:
             s = sessions[-1]
@@ -130,14 +193,15 @@ class _Keys:
         termios.tcsetattr(self._fd, termios.TCSADRAIN, self._saved)
 
 
-async def _interactive(config_path: str | None, state_dir: str | None) -> int:
-    station = await _start(config_path, state_dir)
+async def _interactive(config_path: str | None, state_dir: str | None, status_page: str | None = None) -> int:
+    station = await _start(config_path, state_dir, status_page)
+    view = View(station)
     keys = _Keys(asyncio.get_running_loop())
-    world = station.world
     tasks: set[asyncio.Task] = set()
     try:
         while True:
-            sys.stdout.write("\x1b[H\x1b[2J" + render(station) + "\n\n" + HELP + "\n")
+            sys.stdout.write("\x1b[H\x1b[2J" + render(station, view=view) + "\n\n" + view.help() + "\n"
+                             + (view.message + "\n" if view.message else ""))
             sys.stdout.flush()
             try:
                 key = await asyncio.wait_for(keys.queue.get(), 0.5)
@@ -145,23 +209,38 @@ async def _interactive(config_path: str | None, state_dir: str | None) -> int:
                 continue
             if key in ("q", "\x04"):
                 break
-            if key in CARDS:
-                t = asyncio.create_task(world.tap(CARDS[key], wait=False))
-                tasks.add(t)
-                t.add_done_callback(tasks.discard)
-            elif key == "p":
-                world.plug(not world.plugged)
-            elif key == "s" and world.pins.stop is not None:
-                t = asyncio.create_task(world.press_stop())
-                tasks.add(t)
-                t.add_done_callback(tasks.discard)
-            elif key == "+":
-                world.set_load(min(22000.0, world.meter.load_w + 1000.0))
-            elif key == "-":
-                world.set_load(max(0.0, world.meter.load_w - 1000.0))
-            elif key == "b":
-                await world.backend_link(not world.backend_up)
+            view.message = await press(station, view, key, tasks)
     finally:
         keys.close()
         await station.stop()
     return 0
+
+
+async def press(station, view: View, key: str, tasks: set[asyncio.Task]) -> str:
+    """Act on one key; returns a line for the user when the key does nothing here."""
+    world = station.world
+
+    def background(coro) -> None:
+        t = asyncio.create_task(coro)
+        tasks.add(t)
+        t.add_done_callback(tasks.discard)
+
+    if key in view.cards:
+        background(world.tap(view.cards[key][0], wait=False))
+    elif key == "p":
+        if not view.has_plug:
+            return "p: this config has no plug sensor (inputs.ev_connected_pin / sim.ev_connected_input)"
+        world.plug(not world.plugged)
+    elif key == "s":
+        if not view.has_stop:
+            return "s: this config has no stop button (inputs.stop_button_pin / sim.stop_button_input)"
+        background(world.press_stop())
+    elif key == "+":
+        world.set_load(min(22000.0, world.meter.load_w + 1000.0))
+    elif key == "-":
+        world.set_load(max(0.0, world.meter.load_w - 1000.0))
+    elif key == "b":
+        if not view.can_cut:
+            return f"b: the simulator cannot cut the link to a real {station.config.backend.kind} backend"
+        await world.backend_link(not world.backend_up)
+    return ""

@@ -10,13 +10,15 @@ contactor unless a test welds it or breaks it.
 
 Handles for scenarios, the terminal view and tests: `tap(uid)`, `plug()`,
 `press_stop()`, `set_load(w)`, `consume(wh)`, `backend_link(up)`,
-`meter_wh`, `lcd_text()`, `contactor_closed`, `weld()`.
+`meter_wh`, `lcd_text()`, `contactor_closed`, `weld()`; `inject(kind)` and `clear()`
+for the scenario fault steps (FAULT_KINDS).
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from typing import Any
 
 from station import privacy
@@ -27,6 +29,13 @@ from station.hardware.factory import effective_pins
 log = logging.getLogger(__name__)
 
 ISO_UID_LENGTHS = (4, 7, 10)
+FAULT_KINDS = ("contactor-welded", "contactor-open", "meter-silent", "meter-bad-crc", "reader-dead", "loop-hang")
+HANGABLE_LOOPS = ("events", "meter", "poll", "deliverer", "event-loop")
+
+
+class ReaderKilled(BaseException):
+    """Raised into the RFID reader's worker by the emulated chip: not an Exception, so the
+    worker's own error handling does not catch it and the thread dies."""
 
 
 class SimWorld:
@@ -121,6 +130,38 @@ class SimWorld:
         self.stuck_open = broken
         self._update()
 
+    # ------------------------------------------------------------------ fault injection
+    def inject(self, kind: str, loop: str = "meter") -> None:
+        """Make something fail, as the hardware or the station's own code might (FAULT_KINDS)."""
+        if kind == "contactor-welded":
+            self.weld(True)
+        elif kind == "contactor-open":
+            self.break_contactor(True)
+        elif kind == "meter-silent":
+            self.meter.set_fault("silent")
+        elif kind == "meter-bad-crc":
+            self.meter.set_fault("bad-crc")
+        elif kind == "reader-dead":
+            if self.chip is None:
+                raise RuntimeError("this station has no reader (rfid.enabled = false)")
+            self.chip.crash = ReaderKilled("emulated SPI bus: the reader's worker thread is killed")
+        elif kind == "loop-hang":
+            if loop == "event-loop":
+                log.warning("fault injection: the event loop blocks")
+                time.sleep(3600)  # blocks everything; the LoopWatch thread ends the process
+            else:
+                self.station.supervisor.hang.add(loop)
+        else:
+            raise ValueError(f"unknown fault kind {kind!r}; known: {', '.join(FAULT_KINDS)}")
+
+    def clear(self) -> None:
+        """Remove every injected fault (a hung loop stays hung: that is what a hang is)."""
+        self.weld(False)
+        self.break_contactor(False)
+        self.meter.set_fault(None)
+        if self.chip is not None:
+            self.chip.crash = None
+
     # ------------------------------------------------------------------ the driver and the car
     async def tap(self, uid_hex: str, hold_s: float = 0.4, wait: bool = True) -> None:
         """Hold a card to the reader for `hold_s`, then take it away.
@@ -149,7 +190,7 @@ class SimWorld:
         # seen the card leave (so that the next tap of the same card counts again).
         deadline = asyncio.get_running_loop().time() + 10.0
         while asyncio.get_running_loop().time() < deadline:
-            if charger.taps > before and not charger._busy and charger._events.empty():
+            if charger.taps > before and charger.events_idle():
                 break
             await asyncio.sleep(0.02)
         await asyncio.sleep(self.config.rfid.absent_s + 2 * self.config.rfid.poll_interval_s)

@@ -203,14 +203,6 @@ async def sim_factory(tmp_path, monkeypatch):
 
     yield make
     for st in made:
-        # A power cut: the station's tasks end where they are (cancelled until they are done).
-        for _ in range(50):
-            pending = [t for t in st._tasks + (st.charger.tasks if st.charger else []) if not t.done()]
-            if not pending:
-                break
-            for t in pending:
-                t.cancel()
-            await asyncio.wait(pending, timeout=0.1)
         try:
             async with asyncio.timeout(10):
                 await st.stop(graceful=False)

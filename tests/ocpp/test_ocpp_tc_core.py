@@ -703,6 +703,6 @@ async def test_contactor_fault_reports_other_error_with_vendor_code(csms, sim):
     sim.world.plug()
     await sim.world.tap(UID, hold_s=0.15)
     fault = await csms.wait_for("StatusNotification", lambda p: p["errorCode"] == "OtherError", after=n, timeout=15)
-    assert fault["vendorErrorCode"] == "ContactorFeedback" and fault["info"]
+    assert fault["vendorErrorCode"] == "ContactorOpen" and fault["info"] == "contactor did not close"
     stop = await csms.wait_for("StopTransaction", after=n)
     assert stop["reason"] == "Other"

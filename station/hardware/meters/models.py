@@ -12,11 +12,11 @@ No model has code of its own. Two generic routines work from that data:
   (station/sim/meter_server.py).
 
 Because both ends share this one description, a test of "the real pymodbus
-client against the emulated meter" checks our decoder against the same map a
-misreading would also have put into the emulator; that is why the maps below
-were cross-checked against independent sources (see each model's note), and
-why the tests also check raw register words for one float and one integer
-model by hand.
+client against the emulated meter" cannot find a wrong map: a misreading
+would also have been put into the emulator. So every map below is checked
+separately, in tests/test_meter_maps.py, against register tables written by
+hand from the manufacturer's document and served by pymodbus' own server;
+docs/hardware.md names each document (title, version, table).
 
 The request plan (`MeterModel.plan`; `core_plan` for energy and total power
 only, the cheap poll) is computed from the map: the fields'
@@ -25,8 +25,10 @@ Two ranges are merged when the gap between them is at most `max_gap`
 registers (reading a gap costs 2 bytes per register; a separate request costs
 8 request bytes + 5 reply overhead bytes + two 3.5-character silences + the
 meter's turnaround, at 9600 baud easily 30-60 byte times, so gaps up to 16
-registers are cheaper read than skipped) and the merged read stays within the
-Modbus limit of 125 registers. Registers inside a gap are read and ignored.
+registers are cheaper read than skipped) and the merged read stays within
+the model's own limit (`max_read`: the Eastron and Carlo Gavazzi documents
+allow fewer than the 125 registers of the Modbus specification). Registers
+inside a gap are read and ignored.
 
 Energy is converted to integer Wh without float error: integer registers are
 multiplied by an exact integer factor (0.01 kWh -> x10, 0.1 kWh -> x100);
@@ -38,6 +40,10 @@ every integer Wh exactly only below 16 384 kWh (above that its step is
 ABB meters mark a quantity they do not have with all bits set (unsigned) or
 0x7FFF... (signed); `decode` turns such a value into None (or an error for the
 energy register, which a reading cannot do without).
+
+Registers are converted with `struct` (big-endian bytes in each word, the
+word order per model), not with pymodbus: this module is imported by the
+configuration loader for the model names, and pymodbus costs 60 ms to import.
 """
 
 from __future__ import annotations
@@ -50,23 +56,19 @@ from fractions import Fraction
 from functools import cached_property
 from typing import Literal
 
-from pymodbus.client.mixin import ModbusClientMixin
-
 from station.core.model import MeterReading
 
-MODBUS_MAX_READ = 125  # registers per read request (FC3/FC4), Modbus spec
+MODBUS_MAX_READ = 125  # registers per read request (FC3/FC4), Modbus application protocol v1.1b
 DEFAULT_MAX_GAP = 16  # registers; see the module docstring for the reasoning
 
-_DT = ModbusClientMixin.DATATYPE
-
-# Raw register type -> (pymodbus datatype, width in registers, signed, is float)
-KINDS: dict[str, tuple[ModbusClientMixin.DATATYPE, int, bool, bool]] = {
-    "uint16": (_DT.UINT16, 1, False, False),
-    "int16": (_DT.INT16, 1, True, False),
-    "uint32": (_DT.UINT32, 2, False, False),
-    "int32": (_DT.INT32, 2, True, False),
-    "uint64": (_DT.UINT64, 4, False, False),
-    "float32": (_DT.FLOAT32, 2, True, True),
+# Raw register type -> (struct format, width in registers, signed, is float)
+KINDS: dict[str, tuple[str, int, bool, bool]] = {
+    "uint16": ("H", 1, False, False),
+    "int16": ("h", 1, True, False),
+    "uint32": ("I", 2, False, False),
+    "int32": ("i", 2, True, False),
+    "uint64": ("Q", 4, False, False),
+    "float32": ("f", 2, True, True),
 }
 
 WordOrder = Literal["big", "little"]
@@ -142,6 +144,7 @@ class MeterModel:
     frequency: Field | None = None  # Hz
     no_value_markers: bool = False  # ABB: all-ones / 0x7FFF.. means "no value"
     max_gap: int = DEFAULT_MAX_GAP
+    max_read: int = MODBUS_MAX_READ  # registers per request the meter accepts (its document)
     note: str = ""  # where the map comes from
     default_parity: str | None = None  # factory setting where known, for the `meter read` hint
 
@@ -157,7 +160,7 @@ class MeterModel:
     @cached_property
     def plan(self) -> tuple[Request, ...]:
         """The reads that fetch every field: adjacent ranges merged (see module doc)."""
-        return plan_requests(self.all_fields(), self.max_gap)
+        return plan_requests(self.all_fields(), self.max_gap, self.max_read)
 
     @property
     def total_power_field(self) -> Field | None:
@@ -167,7 +170,7 @@ class MeterModel:
     def core_plan(self) -> tuple[Request, ...]:
         """The reads for energy and total power only: the cheap poll while charging."""
         fields = [self.energy] + ([self.total_power_field] if self.total_power_field else [])
-        return plan_requests(fields, self.max_gap)
+        return plan_requests(fields, self.max_gap, self.max_read)
 
     @property
     def measurands(self) -> frozenset[str]:
@@ -201,11 +204,13 @@ class MeterModel:
         return tx, rx
 
 
-def plan_requests(fields: Sequence[Field], max_gap: int = DEFAULT_MAX_GAP) -> tuple[Request, ...]:
+def plan_requests(
+    fields: Sequence[Field], max_gap: int = DEFAULT_MAX_GAP, max_read: int = MODBUS_MAX_READ
+) -> tuple[Request, ...]:
     """Group register ranges into as few reads as possible.
 
     Ranges are sorted by address; a range joins the current read when the gap
-    to it is at most `max_gap` registers and the read stays within 125
+    to it is at most `max_gap` registers and the read stays within `max_read`
     registers. Overlapping or duplicate fields are fine.
     """
     spans = sorted({(f.address, f.end) for f in fields})
@@ -214,10 +219,10 @@ def plan_requests(fields: Sequence[Field], max_gap: int = DEFAULT_MAX_GAP) -> tu
         if groups:
             g = groups[-1]
             gap = start - g[1]
-            if gap <= max_gap and max(end, g[1]) - g[0] <= MODBUS_MAX_READ:
+            if gap <= max_gap and max(end, g[1]) - g[0] <= max_read:
                 g[1] = max(g[1], end)
                 continue
-        if end - start > MODBUS_MAX_READ:
+        if end - start > max_read:
             raise ValueError(f"field at {start} wider than one read")
         groups.append([start, end])
     return tuple(Request(s, e - s) for s, e in groups)
@@ -228,14 +233,33 @@ def plan_requests(fields: Sequence[Field], max_gap: int = DEFAULT_MAX_GAP) -> tu
 
 def _no_value_marker(kind: str) -> int:
     """ABB's "no value": all ones for unsigned, the largest positive for signed."""
-    _dt, width, signed, _float = KINDS[kind]
+    _fmt, width, signed, _float = KINDS[kind]
     bits = 16 * width
     return (1 << (bits - 1)) - 1 if signed else (1 << bits) - 1
 
 
+def words_to_number(kind: str, regs: Sequence[int], word_order: WordOrder) -> int | float:
+    """The number in a field's registers (each word big-endian, words in `word_order`)."""
+    fmt, width, _signed, _float = KINDS[kind]
+    if len(regs) != width:
+        raise ValueError(f"a {kind} needs {width} registers, got {len(regs)}")
+    words = list(regs) if word_order == "big" else list(reversed(regs))
+    raw = b"".join(int(w).to_bytes(2, "big") for w in words)
+    value: int | float = struct.unpack(">" + fmt, raw)[0]
+    return value
+
+
+def number_to_words(kind: str, number: int | float, word_order: WordOrder) -> list[int]:
+    """The registers holding `number` as `kind` (the inverse of `words_to_number`)."""
+    fmt, width, _signed, _float = KINDS[kind]
+    raw = struct.pack(">" + fmt, number)
+    words = [int.from_bytes(raw[i : i + 2], "big") for i in range(0, 2 * width, 2)]
+    return words if word_order == "big" else words[::-1]
+
+
 def raw_to_number(model: MeterModel, f: Field, regs: Sequence[int]) -> int | float | None:
     """The raw number in the field's registers, or None for a "no value" marker."""
-    dt, width, signed, is_float = KINDS[f.kind]
+    _fmt, width, signed, is_float = KINDS[f.kind]
     if len(regs) != width:
         raise ValueError(f"field at {f.address:#x} needs {width} registers, got {len(regs)}")
     if model.no_value_markers and not is_float:
@@ -245,12 +269,11 @@ def raw_to_number(model: MeterModel, f: Field, regs: Sequence[int]) -> int | flo
             unsigned = (unsigned << 16) | w
         if unsigned == _no_value_marker(f.kind):
             return None
-    return ModbusClientMixin.convert_from_registers(list(regs), dt, word_order=model.word_order)  # type: ignore[return-value]
+    return words_to_number(f.kind, regs, model.word_order)
 
 
 def number_to_raw(model: MeterModel, f: Field, number: int | float) -> list[int]:
-    dt = KINDS[f.kind][0]
-    return ModbusClientMixin.convert_to_registers(number, dt, word_order=model.word_order)
+    return number_to_words(f.kind, number, model.word_order)
 
 
 def float32_decimal(x: float) -> Fraction:
@@ -293,7 +316,7 @@ def energy_wh(model: MeterModel, f: Field, regs: Sequence[int]) -> int | None:
 
 def value_to_raw(model: MeterModel, f: Field, value: float) -> list[int]:
     """Registers for a measured value (W, V, A, Hz): rounded to the register's step."""
-    _dt, _w, signed, is_float = KINDS[f.kind]
+    _fmt, _w, signed, is_float = KINDS[f.kind]
     if is_float:
         return number_to_raw(model, f, float(value) / float(f.scale))
     raw = round(Fraction(value) / f.scale)
@@ -325,7 +348,7 @@ class DecodeError(ValueError):
 
 
 def slice_field(plan: Sequence[Request], blocks: Sequence[Sequence[int]], f: Field) -> list[int]:
-    for req, regs in zip(plan, blocks):
+    for req, regs in zip(plan, blocks, strict=False):
         if req.covers(f):
             off = f.address - req.address
             return list(regs[off : off + f.width])
@@ -340,7 +363,7 @@ def decode(
     plan = model.plan if full else model.core_plan
     if len(blocks) != len(plan):
         raise DecodeError(f"expected {len(plan)} register blocks, got {len(blocks)}")
-    for req, regs in zip(plan, blocks):
+    for req, regs in zip(plan, blocks, strict=True):
         if len(regs) != req.count:
             raise DecodeError(f"read at {req.address:#x}: expected {req.count} registers, got {len(regs)}")
 
@@ -392,13 +415,13 @@ def encode(model: MeterModel, values: MeterValues) -> dict[int, int]:
             out[f.address + i] = w
 
     put(model.energy, energy_to_raw(model, model.energy, values.energy_wh))
-    for f, wh in zip(model.energy_phase, values.energy_phase_wh):
+    for f, wh in zip(model.energy_phase, values.energy_phase_wh, strict=False):
         put(f, energy_to_raw(model, f, wh))
-    for f, x in zip(model.voltage, values.voltage_v):
+    for f, x in zip(model.voltage, values.voltage_v, strict=False):
         put(f, value_to_raw(model, f, x))
-    for f, x in zip(model.current, values.current_a):
+    for f, x in zip(model.current, values.current_a, strict=False):
         put(f, value_to_raw(model, f, x))
-    for f, x in zip(model.power_phase, values.power_phase_w):
+    for f, x in zip(model.power_phase, values.power_phase_w, strict=False):
         put(f, value_to_raw(model, f, x))
     if model.power is not None:
         put(model.power, value_to_raw(model, model.power, values.power_w))
@@ -411,15 +434,19 @@ def encode(model: MeterModel, values: MeterValues) -> dict[int, int]:
 
 F = Fraction
 _V230 = 230.0
+_ONE = Fraction(1)
 
 
-def _floats(*addresses: int, scale: Fraction = F(1)) -> tuple[Field, ...]:
+def _floats(*addresses: int, scale: Fraction = _ONE) -> tuple[Field, ...]:
     return tuple(Field(a, "float32", scale) for a in addresses)
 
 
 def _ints(kind: str, *addresses: int, scale: Fraction) -> tuple[Field, ...]:
     return tuple(Field(a, kind, scale) for a in addresses)
 
+
+# Each map: the manufacturer's document is named in `note` and, with table and page, in
+# docs/hardware.md. Addresses are the 0-based PDU addresses sent on the wire.
 
 SDM630 = MeterModel(
     name="SDM630",
@@ -428,15 +455,16 @@ SDM630 = MeterModel(
     word_order="big",
     phases=3,
     max_power_w=3 * _V230 * 100,
-    energy=Field(0x48, "float32", F(1000)),  # import kWh
-    energy_phase=_floats(0x15A, 0x15C, 0x15E, scale=F(1000)),  # L1-L3 import kWh
+    energy=Field(0x48, "float32", F(1000)),  # 30073 Total Import kWh
+    energy_phase=_floats(0x15A, 0x15C, 0x15E, scale=F(1000)),  # 30347.. L1-L3 import kWh
     voltage=_floats(0x00, 0x02, 0x04),
     current=_floats(0x06, 0x08, 0x0A),
     power_phase=_floats(0x0C, 0x0E, 0x10),
-    power=Field(0x34, "float32"),
-    frequency=Field(0x46, "float32"),
+    power=Field(0x34, "float32"),  # 30053 Total system power
+    frequency=Field(0x46, "float32"),  # 30071
+    max_read=80,  # "restricted to 40 parameters or less" (two registers each)
     default_parity="N",
-    note="Eastron SDM630 v2 protocol; FACTS.md section 3.",
+    note="Eastron SDM630 Modbus Smart Meter Modbus Protocol Implementation V2 (input registers, FC04).",
 )
 
 SDM72DM = MeterModel(
@@ -446,41 +474,43 @@ SDM72DM = MeterModel(
     word_order="big",
     phases=3,
     max_power_w=3 * _V230 * 100,
-    energy=Field(0x48, "float32", F(1000)),
+    energy=Field(0x48, "float32", F(1000)),  # 30073 Total Import kWh
     # The SDM72D-M v2 map has no per-phase energy registers (0x15A.. are SDM630 only).
     voltage=_floats(0x00, 0x02, 0x04),
     current=_floats(0x06, 0x08, 0x0A),
     power_phase=_floats(0x0C, 0x0E, 0x10),
     power=Field(0x34, "float32"),
     frequency=Field(0x46, "float32"),
-    note="Eastron SDM72D-M v2 protocol; same layout as the SDM630 without per-phase energy.",
+    max_read=60,  # "restricted to 30 parameters or less"
+    note="Eastron SDM72D-M(-2) user manual, part 3 Modbus protocol (input registers, FC04).",
 )
 
 SDM120 = MeterModel(
     name="SDM120",
-    description="Eastron SDM120-Modbus, 1 phase, 45 A direct",
+    description="Eastron SDM120-Modbus / SDM230-Modbus, 1 phase, 45 A direct",
     function_code=4,
     word_order="big",
     phases=1,
     max_power_w=1 * _V230 * 45,
-    energy=Field(0x48, "float32", F(1000)),
+    energy=Field(0x48, "float32", F(1000)),  # 30073 Import active energy
     voltage=_floats(0x00),
     current=_floats(0x06),
     # 0x34 (total system power) does not exist on the SDM120: the phase power is the total.
     power=Field(0x0C, "float32"),
     power_phase=_floats(0x0C),
     frequency=Field(0x46, "float32"),
-    note="Eastron SDM120 protocol; FACTS.md section 3.",
+    max_read=80,
+    note="Eastron SDM120-Modbus / SDM230-Modbus protocol (input registers, FC04).",
 )
 
 ABB_B23 = MeterModel(
     name="ABB-B23",
-    description="ABB B23 (B-series), 3 phases, 65 A direct",
+    description="ABB B23/B24 (B-series), 3 phases, 65 A direct",
     function_code=3,
     word_order="big",
     phases=3,
     max_power_w=3 * _V230 * 65,
-    energy=Field(0x5000, "uint64", F(10)),  # import, 0.01 kWh
+    energy=Field(0x5000, "uint64", F(10)),  # Active import kWh, 0.01 kWh
     energy_phase=_ints("uint64", 0x5460, 0x5464, 0x5468, scale=F(10)),  # L1-L3 import, 0.01 kWh
     voltage=_ints("uint32", 0x5B00, 0x5B02, 0x5B04, scale=F(1, 10)),  # 0.1 V
     current=_ints("uint32", 0x5B0C, 0x5B0E, 0x5B10, scale=F(1, 100)),  # 0.01 A
@@ -488,7 +518,7 @@ ABB_B23 = MeterModel(
     power_phase=_ints("int32", 0x5B16, 0x5B18, 0x5B1A, scale=F(1, 100)),
     frequency=Field(0x5B2C, "uint16", F(1, 100)),  # 0.01 Hz
     no_value_markers=True,
-    note="ABB A/B-series Modbus map (B-series manual); per-phase energy 0x5460.. as in volkszaehler/mbmd.",
+    note="ABB B23/B24 User Manual 2CMC485003M0201 rev. A, 9.3 Mapping Tables (holding registers, FC03).",
 )
 
 WE514 = MeterModel(
@@ -501,10 +531,11 @@ WE514 = MeterModel(
     energy=Field(0xA000, "uint32", F(10)),  # total active energy, 0.01 kWh
     voltage=(Field(0x131, "uint16", F(1, 100)),),  # 0.01 V
     current=(Field(0x139, "uint32", F(1, 1000)),),  # 0.001 A
-    power=Field(0x140, "uint32", F(1)),  # W
+    power=Field(0x140, "uint32", F(1)),  # 0.001 kW = W
     power_phase=(Field(0x140, "uint32", F(1)),),
     frequency=Field(0x130, "uint16", F(1, 100)),  # 0.01 Hz
-    note="Orno register description OR-WE-514 & OR-WE-515 (as used by volkszaehler/mbmd); FACTS.md section 3.",
+    default_parity="E",
+    note="Orno 'Register description OR-WE-514 & OR-WE-515' (holding registers, FC03).",
 )
 
 WE516 = MeterModel(
@@ -521,35 +552,96 @@ WE516 = MeterModel(
     power=Field(0x1C, "float32", F(1000)),  # kW
     power_phase=_floats(0x1E, 0x20, 0x22, scale=F(1000)),  # kW
     frequency=Field(0x14, "float32"),
-    default_parity="O",
-    note="Orno OR-WE-516/517 register list (as in groupsky/ya-modbus); FACTS.md section 3.",
+    default_parity="E",  # see docs/hardware.md: one driver says odd
+    note="Orno OR-WE-516 register list (OR-WE-516_rejestry) (holding registers, FC03).",
 )
 
+# Carlo Gavazzi wrote two different maps for meters sold as "EM24". The current one (EM24
+# DIN AV with the E1 protocol, the same layout as EM300/ET300/EM340/EM530) has kWh(+) TOT
+# at 0x34; the older "EM24-DIN PFA, PFB & X models" map has it at 0x3E, and there 0x42 is
+# kWh(+) PARTIAL, a counter the user resets from the front panel. Never bill from 0x42.
 EM24 = MeterModel(
     name="EM24",
-    description="Carlo Gavazzi EM24 DIN (RS-485), 3 phases, 65 A direct",
+    description="Carlo Gavazzi EM24 DIN, current map (kWh TOT at 0x34), 3 phases, 65 A direct",
     function_code=4,
     word_order="little",  # INT32 with the low word first
     phases=3,
     max_power_w=3 * _V230 * 65,
-    energy=Field(0x42, "int32", F(100)),  # kWh(+) total, 0.1 kWh
-    energy_phase=_ints("int32", 0x46, 0x48, 0x4A, scale=F(100)),  # kWh(+) L1-L3, 0.1 kWh
+    energy=Field(0x34, "int32", F(100)),  # kWh(+) TOT, 0.1 kWh
+    energy_phase=_ints("int32", 0x40, 0x42, 0x44, scale=F(100)),  # kWh(+) L1-L3, 0.1 kWh
     voltage=_ints("int32", 0x00, 0x02, 0x04, scale=F(1, 10)),  # 0.1 V
     current=_ints("int32", 0x0C, 0x0E, 0x10, scale=F(1, 1000)),  # mA
     power_phase=_ints("int32", 0x12, 0x14, 0x16, scale=F(1, 10)),  # 0.1 W
     power=Field(0x28, "int32", F(1, 10)),  # W sys, 0.1 W
-    frequency=Field(0x37, "int16", F(1, 10)),  # 0.1 Hz
-    note=(
-        "EM24 RS-485 protocol (as in FACTS.md and volkszaehler/mbmd). The later EM24 'E1' "
-        "firmware moved the totals (kWh(+) TOT 0x34, L1-L3 0x40.., Hz 0x33); not this model."
-    ),
+    frequency=Field(0x33, "int16", F(1, 10)),  # 0.1 Hz
+    max_read=50,  # as the EM300-series document of the same map
+    default_parity="N",
+    note="Carlo Gavazzi EM24_E1 communication protocol v0 rev 1.3, table 2.3.1 (input registers, FC04).",
 )
 
-MODELS: dict[str, MeterModel] = {m.name: m for m in (SDM630, SDM72DM, SDM120, ABB_B23, WE514, WE516, EM24)}
+EM24_OLD = MeterModel(
+    name="EM24-OLD",
+    description="Carlo Gavazzi EM24-DIN, older map (kWh TOT at 0x3E), 3 phases, 65 A direct",
+    function_code=4,
+    word_order="little",
+    phases=3,
+    max_power_w=3 * _V230 * 65,
+    energy=Field(0x3E, "int32", F(100)),  # kWh(+) TOT, 0.1 kWh (0x42 is the resettable PARTIAL)
+    energy_phase=_ints("int32", 0x46, 0x48, 0x4A, scale=F(100)),  # kWh(+) L1-L3, 0.1 kWh
+    voltage=_ints("int32", 0x00, 0x02, 0x04, scale=F(1, 10)),
+    current=_ints("int32", 0x0C, 0x0E, 0x10, scale=F(1, 1000)),
+    power_phase=_ints("int32", 0x12, 0x14, 0x16, scale=F(1, 10)),
+    power=Field(0x28, "int32", F(1, 10)),
+    frequency=Field(0x37, "int16", F(1, 10)),  # 0.1 Hz
+    max_read=11,  # "at most 11 registers per read" in this document
+    default_parity="N",
+    note="Carlo Gavazzi 'EM24-DIN PFA, PFB & X models Communication Protocol' v4 rev 0, table 2.3-1.",
+)
+
+MODELS: dict[str, MeterModel] = {
+    m.name: m for m in (SDM630, SDM72DM, SDM120, ABB_B23, WE514, WE516, EM24, EM24_OLD)
+}
+MODEL_NAMES: tuple[str, ...] = tuple(MODELS)
 
 
 def get_model(name: str) -> MeterModel:
-    try:
-        return MODELS[name]
-    except KeyError:
-        raise KeyError(f"unknown meter model {name!r}; known: {', '.join(MODELS)}") from None
+    """The model of that name; case and the separator are forgiven ("sdm630", "abb_b23")."""
+    m = MODELS.get(name)
+    if m is not None:
+        return m
+    wanted = _folded(name)
+    for model in MODELS.values():
+        if _folded(model.name) == wanted:
+            return model
+    raise KeyError(f"unknown meter model {name!r}; known: {', '.join(MODELS)}")
+
+
+def _folded(name: str) -> str:
+    return name.upper().replace("_", "-").replace(" ", "-")
+
+
+# -- the start-up check: a total far from the sum of its phases means a wrong map -------------
+
+
+def phase_sum_problem(model: MeterModel, reading: MeterReading) -> str | None:
+    """A sentence when the import total and the sum of the per-phase import counters
+    disagree by more than the meters' own rounding allows; None when they agree or the
+    model has no per-phase energy.
+
+    A meter keeps its total and its phase counters apart, each rounded to the
+    register's step, so they differ by a few steps at most. A wrong map (the EM24's
+    resettable partial counter, another model's layout, a wrong word order) makes
+    them differ by far more.
+    """
+    phases = reading.energy_phase_wh
+    if not model.energy_phase or len(phases) != len(model.energy_phase) or any(p is None for p in phases):
+        return None
+    total, summed = reading.energy_wh, sum(phases)
+    allowed = max(len(phases) * model.resolution_wh + model.resolution_wh, 0.02 * max(total, summed), 100)
+    if abs(total - summed) <= allowed:
+        return None
+    return (
+        f"meter {model.name}: the import total {total / 1000:.3f} kWh (register {model.energy.address:#06x}) is far "
+        f"from the sum of its phases {summed / 1000:.3f} kWh "
+        f"({', '.join(f'{p / 1000:.3f}' for p in phases)}): wrong meter.model or a different register map?"
+    )

@@ -1,0 +1,167 @@
+"""A very small HTTP/1.1 server on asyncio streams, for the status page.
+
+Only what a read-only page needs: GET and HEAD, one request per connection
+(`Connection: close`), no request bodies, no chunked encoding, no
+keep-alive. Everything is bounded so that nobody on the network can tie the
+station up with it: the request head (8 KiB), the time to send it (10 s),
+the time to take the answer (10 s), and the number of connections served at
+once (16; one more gets 503 and is closed). A handler that raises gets a 500
+and a log line; the station goes on.
+
+Standard library only: the station's dependencies stay as they are.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from urllib.parse import unquote, urlsplit
+
+log = logging.getLogger(__name__)
+
+REASONS = {200: "OK", 204: "No Content", 400: "Bad Request", 401: "Unauthorized", 404: "Not Found",
+           405: "Method Not Allowed", 408: "Request Timeout", 421: "Misdirected Request",
+           431: "Request Header Fields Too Large", 429: "Too Many Requests", 500: "Internal Server Error",
+           503: "Service Unavailable", 505: "HTTP Version Not Supported"}
+MAX_HEAD = 8192
+HEAD_TIMEOUT_S = 10.0
+WRITE_TIMEOUT_S = 10.0
+MAX_CLIENTS = 16
+
+
+@dataclass
+class Request:
+    method: str
+    path: str  # percent-decoded, without the query
+    query: str
+    headers: dict[str, str]  # names in lower case
+    peer: str  # the client's IP address
+
+
+@dataclass
+class Response:
+    status: int
+    body: bytes = b""
+    content_type: str = "text/plain; charset=utf-8"
+    headers: dict[str, str] = field(default_factory=dict)
+
+
+Handler = Callable[[Request], Awaitable[Response]]
+
+
+def text(status: int, message: str, headers: dict[str, str] | None = None) -> Response:
+    return Response(status, (message + "\n").encode(), headers=headers or {})
+
+
+class HttpServer:
+    def __init__(self, host: str, port: int, handler: Handler, *, base_headers: dict[str, str] | None = None,
+                 max_clients: int = MAX_CLIENTS) -> None:
+        self.host, self.port = host, port
+        self.handler = handler
+        self.base_headers = base_headers or {}
+        self.max_clients = max_clients
+        self._server: asyncio.Server | None = None
+        self._clients: set[asyncio.Task] = set()
+
+    async def start(self) -> None:
+        """Bind and listen. Raises OSError (address in use, not available)."""
+        self._server = await asyncio.start_server(self._accept, self.host, self.port, limit=MAX_HEAD)
+        self.port = self._server.sockets[0].getsockname()[1]
+
+    async def close(self) -> None:
+        if self._server is not None:
+            self._server.close()
+            self._server = None
+        for task in list(self._clients):
+            task.cancel()
+        await asyncio.gather(*self._clients, return_exceptions=True)
+
+    async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        task = asyncio.current_task()
+        assert task is not None
+        if len(self._clients) >= self.max_clients:
+            await self._send(writer, text(503, "busy, try again"), head_only=False)
+            return
+        self._clients.add(task)
+        try:
+            await self._serve(reader, writer)
+        finally:
+            self._clients.discard(task)
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        peer = writer.get_extra_info("peername")
+        address = str(peer[0]) if isinstance(peer, tuple) else "?"
+        try:
+            async with asyncio.timeout(HEAD_TIMEOUT_S):
+                head = await reader.readuntil(b"\r\n\r\n")
+        except TimeoutError:
+            await self._send(writer, text(408, "request head too slow"), head_only=False)
+            return
+        except asyncio.LimitOverrunError:
+            await self._send(writer, text(431, "request head too large"), head_only=False)
+            return
+        except (asyncio.IncompleteReadError, ConnectionError):
+            writer.close()
+            return
+        request = parse_head(head, address)
+        if isinstance(request, Response):
+            await self._send(writer, request, head_only=False)
+            return
+        if request.method not in ("GET", "HEAD"):
+            await self._send(writer, text(405, "read-only: GET and HEAD only", {"Allow": "GET, HEAD"}), head_only=False)
+            return
+        try:
+            response = await self.handler(request)
+        except Exception:
+            log.exception("status page: %s %s failed", request.method, request.path)
+            response = text(500, "internal error (see the station's log)")
+        log.debug("status page: %s %s %s -> %d", address, request.method, request.path, response.status)
+        await self._send(writer, response, head_only=request.method == "HEAD")
+
+    async def _send(self, writer: asyncio.StreamWriter, response: Response, head_only: bool) -> None:
+        # The C locale's day and month names are the ones HTTP wants (RFC 9110 IMF-fixdate).
+        headers = {"Date": time.strftime("%a, %d %b %Y %H:%M:%S GMT", time.gmtime()), "Content-Type": response.content_type,
+                   "Content-Length": str(len(response.body)), "Connection": "close",
+                   **self.base_headers, **response.headers}
+        lines = [f"HTTP/1.1 {response.status} {REASONS.get(response.status, 'Status')}"]
+        lines += [f"{name}: {value}" for name, value in headers.items()]
+        data = ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1") + (b"" if head_only else response.body)
+        try:
+            writer.write(data)
+            async with asyncio.timeout(WRITE_TIMEOUT_S):
+                await writer.drain()
+        except (TimeoutError, ConnectionError):
+            pass
+        finally:
+            writer.close()
+
+
+def parse_head(head: bytes, peer: str) -> Request | Response:
+    """The request line and headers, or the error response for a malformed head."""
+    try:
+        lines = head.decode("latin-1").split("\r\n")
+    except UnicodeDecodeError:  # latin-1 decodes every byte; kept for clarity
+        return text(400, "bad request")
+    parts = lines[0].split(" ")
+    if len(parts) != 3 or not parts[0].isalpha() or not parts[2].startswith("HTTP/"):
+        return text(400, "bad request line")
+    method, target, version = parts
+    if version not in ("HTTP/1.0", "HTTP/1.1"):
+        return text(505, "HTTP/1.0 or HTTP/1.1 only")
+    if not target.startswith("/"):
+        return text(400, "bad request target")
+    headers: dict[str, str] = {}
+    for line in lines[1:]:
+        if not line:
+            continue
+        name, sep, value = line.partition(":")
+        if not sep or not name or name != name.strip() or any(c in name for c in " \t"):
+            return text(400, "bad header line")
+        if name.lower() in headers and name.lower() in ("host", "authorization", "content-length"):
+            return text(400, f"more than one {name} header")
+        headers[name.lower()] = value.strip()
+    split = urlsplit(target)
+    return Request(method, unquote(split.path), split.query, headers, peer)

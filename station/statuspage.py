@@ -1,0 +1,403 @@
+"""The local status page: the station seen from a phone on the same network.
+
+Theory of operation
+-------------------
+Off by default (`status_page.enabled`). When on, the daemon serves, on
+`status_page.listen` only:
+
+    /               one HTML page, rendered on the server, that reloads itself every 5 s
+    /api/status     the same facts as JSON (the page is rendered from this very dict)
+    /sessions.csv   the last 1000 sessions as CSV (`station sessions --csv` has them all)
+
+State, LCD text, LEDs, contactor, meter, the running session, the backend
+link and its queue (and, in the simulator, the emulated link as well), the
+last sessions and the faults the journal holds.
+
+Read-only, entirely: no request changes anything in the station, with or
+without a password (v1 has no action at all; GET and HEAD are the only
+methods answered). With `status_page.password_file` (or `password`) every
+request needs HTTP Basic (`status_page.user`), compared in constant time;
+repeated failures from one address are answered 429 for a minute. Without
+a password the page is open to whoever reaches the address and shows id
+tags masked (a tag is enough to clone a card, docs/security.md); with a
+password they are shown in full. A password file that cannot be read keeps
+the page off (it never falls back to no password).
+
+Cost: nothing runs between requests (no timer, no polling); a request reads
+the charger's state in memory and the journal through a read-only SQLite
+connection of its own, in a worker thread, so neither blocks the charger.
+If the address cannot be bound (the network is not up yet after a power
+cut, the port is taken), that is logged once at ERROR and retried every 30 s;
+the station charges regardless.
+
+Browsers are kept from misusing it: a strict Content-Security-Policy (no
+script at all, the one inline style by hash), no framing, no referrer, no
+caching, and requests for a host name that is not this machine's are
+refused (421), which defeats DNS rebinding from a web page in the LAN.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import hashlib
+import hmac
+import ipaddress
+import json
+import logging
+import socket
+import sqlite3
+import threading
+import time
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from station import __version__, privacy, sessionlist
+from station.config import split_listen
+from station.configcheck import read_password
+from station.httpd import HttpServer, Request, Response, text
+from station.store import DB_NAME, _session
+
+log = logging.getLogger(__name__)
+
+REFRESH_S = 5
+LAST_SESSIONS = 10
+CSV_SESSIONS = 1000
+LAST_FAULTS = 10
+RETRY_BIND_S = 30.0
+FAILURES_ALLOWED = 5  # wrong passwords per address within FAILURE_WINDOW_S before 429
+FAILURE_WINDOW_S = 60.0
+
+STYLE = """
+body{font-family:system-ui,sans-serif;margin:0;padding:12px;background:#f4f5f7;color:#1d2430;max-width:720px}
+h1{font-size:1.2em;margin:0 0 8px}
+.badge{display:inline-block;padding:6px 14px;border-radius:16px;color:#fff;font-weight:bold;font-size:1.3em}
+.Available{background:#1e8e3e}.Charging{background:#1a73e8}.SuspendedEV,.SuspendedEVSE{background:#0b8a8a}
+.Preparing,.Finishing,.Reserved{background:#e37400}.Unavailable{background:#5f6368}.Faulted{background:#d93025}
+pre.lcd{background:#2b4d1f;color:#c8f7a6;padding:8px 10px;border-radius:6px;font-size:1.05em;display:inline-block;margin:8px 0}
+table{border-collapse:collapse;width:100%;background:#fff;margin:6px 0 14px}
+td,th{padding:5px 6px;border-bottom:1px solid #e0e0e0;text-align:left;font-size:.92em}
+th{background:#eceff1}.num{text-align:right}.tag{white-space:nowrap}.bad{color:#d93025;font-weight:bold}.ok{color:#1e8e3e}
+footer{color:#5f6368;font-size:.8em}
+"""
+STYLE_HASH = base64.b64encode(hashlib.sha256(STYLE.encode()).digest()).decode()
+SECURITY_HEADERS = {
+    "Content-Security-Policy": f"default-src 'none'; style-src 'sha256-{STYLE_HASH}'; img-src data:; "
+                               "base-uri 'none'; form-action 'none'; frame-ancestors 'none'",
+    "X-Content-Type-Options": "nosniff",
+    "X-Frame-Options": "DENY",
+    "Referrer-Policy": "no-referrer",
+    "Cache-Control": "no-store",
+}
+
+
+class StatusPage:
+    def __init__(self, station: Any) -> None:
+        self.station = station
+        page = station.config.status_page
+        self.host, self.port = split_listen(page.listen)
+        self.user = page.user
+        self._digest: bytes | None = None  # sha256 of "user:password"; None = no password
+        self._server: HttpServer | None = None
+        self._task: asyncio.Task | None = None
+        self._failures: dict[str, list[float]] = {}
+        self._db: sqlite3.Connection | None = None
+        self._db_lock = threading.Lock()
+        self._names = _own_names()
+        self.disabled_reason: str | None = None
+
+    @property
+    def url(self) -> str | None:
+        """Where the page is served now (None until bound)."""
+        if self._server is None:
+            return None
+        host = self.host if self.host not in ("0.0.0.0", "::", "") else socket.gethostname()
+        return f"http://{'[' + host + ']' if ':' in host else host}:{self._server.port}/"
+
+    @property
+    def protected(self) -> bool:
+        return self._digest is not None
+
+    async def start(self) -> None:
+        """Serve, or keep trying in the background; never raises (the station charges without it)."""
+        page = self.station.config.status_page
+        password = page.password
+        if page.password_file:
+            try:
+                password = read_password(page.password_file)
+            except ValueError as exc:
+                self.disabled_reason = str(exc)
+                log.error("status page off: status_page.password_file: %s (it is never served without the "
+                          "password it was configured with)", exc)
+                return
+        if password is not None:
+            self._digest = hashlib.sha256(f"{self.user}:{password}".encode()).digest()
+        if not await self._bind(first=True):
+            self._task = asyncio.create_task(self._keep_binding(), name="status-page-bind")
+
+    async def _bind(self, first: bool) -> bool:
+        server = HttpServer(self.host, self.port, self.handle, base_headers=SECURITY_HEADERS)
+        try:
+            await server.start()
+        except OSError as exc:
+            if first:
+                log.error("status page: cannot listen on %s (%s); retrying every %.0f s",
+                          self.station.config.status_page.listen, exc.strerror or exc, RETRY_BIND_S)
+            return False
+        self._server = server
+        log.info("status page on %s (%s)", self.url, "password required" if self.protected
+                 else "no password: read-only, id tags masked")
+        return True
+
+    async def _keep_binding(self) -> None:
+        while True:
+            await asyncio.sleep(RETRY_BIND_S)
+            if await self._bind(first=False):
+                return
+
+    async def close(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+        if self._server is not None:
+            await self._server.close()
+            self._server = None
+        with self._db_lock:
+            if self._db is not None:
+                self._db.close()
+                self._db = None
+
+    # ------------------------------------------------------------------ requests
+    async def handle(self, request: Request) -> Response:
+        if not self._host_allowed(request.headers.get("host", "")):
+            return text(421, "this station answers only to its own address")
+        if self._digest is not None:
+            refused = self._check_auth(request)
+            if refused is not None:
+                return refused
+        full = self._digest is not None
+        if request.path == "/":
+            snap = await self.snapshot(full)
+            return Response(200, render_html(snap).encode(), "text/html; charset=utf-8")
+        if request.path == "/api/status":
+            snap = await self.snapshot(full)
+            return Response(200, json.dumps(snap, indent=1).encode(), "application/json")
+        if request.path == "/sessions.csv":
+            table = await asyncio.to_thread(self._sessions, CSV_SESSIONS, full)
+            name = "".join(c if c.isalnum() or c in "-_" else "_" for c in self.station.config.station.name)
+            return Response(200, sessionlist.to_csv(table).encode(), "text/csv; charset=utf-8",
+                            {"Content-Disposition": f'attachment; filename="{name}-sessions.csv"'})
+        return text(404, "not found (try /, /api/status or /sessions.csv)")
+
+    def _host_allowed(self, host: str) -> bool:
+        name = host.rsplit(":", 1)[0] if not host.endswith("]") else host
+        name = name.strip("[]").lower().rstrip(".")
+        if not name:
+            return True  # HTTP/1.0 without Host
+        try:
+            ipaddress.ip_address(name)
+            return True
+        except ValueError:
+            return name in self._names
+
+    def _check_auth(self, request: Request) -> Response | None:
+        now = time.monotonic()
+        recent = [t for t in self._failures.get(request.peer, []) if now - t < FAILURE_WINDOW_S]
+        if len(recent) >= FAILURES_ALLOWED:
+            return text(429, "too many wrong passwords; wait a minute", {"Retry-After": str(int(FAILURE_WINDOW_S))})
+        given = _basic_credentials(request.headers.get("authorization", ""))
+        assert self._digest is not None
+        if given is not None and hmac.compare_digest(hashlib.sha256(given).digest(), self._digest):
+            self._failures.pop(request.peer, None)
+            return None
+        if given is not None:
+            recent.append(now)
+            if len(self._failures) > 256:  # bounded: forget the oldest addresses
+                self._failures.pop(next(iter(self._failures)))
+            self._failures[request.peer] = recent
+            level = logging.WARNING if len(recent) in (1, FAILURES_ALLOWED) else logging.DEBUG
+            log.log(level, "status page: wrong user or password from %s (%d in the last minute)",
+                    request.peer, len(recent))
+        realm = f"station {self.station.config.station.name}".replace('"', "'")
+        return text(401, "password required", {"WWW-Authenticate": f'Basic realm="{realm}", charset="UTF-8"'})
+
+    # ------------------------------------------------------------------ the facts
+    async def snapshot(self, full_tags: bool) -> dict[str, Any]:
+        st = self.station
+        ch, cfg = st.charger, st.config
+        tag = str if full_tags else privacy.mask
+        reading = ch.reading
+        session = ch.session
+        world = st.world
+        emulated = None
+        if world is not None and (st.embedded is not None or cfg.backend.kind == "local"):
+            emulated = "up" if world.backend_up else "down"
+        try:
+            queued: int | None = st.store.pending_messages()
+        except Exception:
+            queued = None
+        sessions, faults = await asyncio.to_thread(self._journal, LAST_SESSIONS, full_tags)
+        return {
+            "station": {"name": cfg.station.name, "version": __version__, "connector_id": cfg.station.connector_id,
+                        "hardware": cfg.hardware.mode, "uptime_s": round(time.monotonic() - st.started_at)},
+            "state": ch.state.value,
+            "faults": [{"source": s, "code": f.code, "text": f.text} for s, f in ch.faults.items()],
+            "lcd": [line.rstrip() for line in ch.presenter.lines],
+            "leds": ch.presenter.led.value if ch.presenter.led is not None else None,
+            "contactor": "closed" if st.hardware.contactor.closed else "open",
+            "meter": {
+                "model": cfg.meter.model,
+                "energy_wh": reading.energy_wh if reading else None,
+                "power_w": round(reading.power_w, 1) if reading and reading.power_w is not None else None,
+                "age_s": round(time.monotonic() - reading.taken_at, 1) if reading else None,
+            },
+            "session": None if session is None else {
+                "id": session.id, "id_tag": tag(session.id_tag), "started_at": session.started_at,
+                "meter_start_wh": session.meter_start_wh,
+                "energy_wh": max(0, reading.energy_wh - session.meter_start_wh) if reading else None,
+            },
+            "backend": {"kind": cfg.backend.kind, "online": bool(ch.online), "queued": queued,
+                        "emulated_link": emulated},
+            "sessions": sessions,
+            "recent_faults": faults,
+            "id_tags": "full" if full_tags else "masked",
+            "generated_at": st.clock.stamp(),
+        }
+
+    def _sessions(self, last: int, full_tags: bool) -> list[dict[str, Any]]:
+        return self._journal(last, full_tags)[0]
+
+    def _journal(self, last: int, full_tags: bool) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+        """The last sessions and faults, newest first, through our own read-only connection (a
+        worker thread). Faults come from the journal, so they outlive a restart, with the energy
+        the meter counted while they lasted (a welded contactor lets it flow)."""
+        tag = str if full_tags else privacy.mask
+        with self._db_lock:
+            try:
+                if self._db is None:
+                    path = Path(self.station.config.station.state_dir) / DB_NAME
+                    self._db = sqlite3.connect(f"file:{path}?mode=ro", uri=True, check_same_thread=False, timeout=5)
+                    self._db.row_factory = sqlite3.Row
+                rows = self._db.execute("SELECT * FROM sessions WHERE state IN ('active', 'stopped') "
+                                        "ORDER BY id DESC LIMIT ?", (last,)).fetchall()
+                faults = self._db.execute("SELECT * FROM faults ORDER BY id DESC LIMIT ?", (LAST_FAULTS,)).fetchall()
+            except sqlite3.Error as exc:
+                log.warning("status page: cannot read the journal: %s", exc)
+                if self._db is not None:
+                    self._db.close()
+                    self._db = None
+                return [], []
+        return [sessionlist.summary(_session(r), tag) for r in rows], [_fault(dict(f)) for f in faults]
+
+
+def _fault(row: dict[str, Any]) -> dict[str, Any]:
+    flowed = None
+    if row["raised_wh"] is not None and row["cleared_wh"] is not None:
+        flowed = row["cleared_wh"] - row["raised_wh"]
+    return {"at": row["raised_at"], "source": row["source"], "code": row["vendor"] or row["code"], "text": row["text"],
+            "cleared_at": row["cleared_at"], "energy_wh": flowed}
+
+
+def _basic_credentials(header: str) -> bytes | None:
+    scheme, _, token = header.partition(" ")
+    if scheme.lower() != "basic" or not token:
+        return None
+    try:
+        return base64.b64decode(token.strip(), validate=True)
+    except ValueError:
+        return None
+
+
+def _own_names() -> set[str]:
+    names = {"localhost"}
+    for name in (socket.gethostname(), socket.getfqdn()):
+        if name:
+            names.add(name.lower())
+            names.add(name.split(".")[0].lower() + ".local")  # mDNS (Avahi on Raspberry Pi OS)
+    return names
+
+
+# ---------------------------------------------------------------------- HTML
+_ESCAPES = str.maketrans({"&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;", "'": "&#x27;"})
+
+
+def escape(value: str) -> str:
+    """HTML text and attribute values (html.escape, without importing its 250 KiB entity table)."""
+    return str(value).translate(_ESCAPES)
+
+
+def _local(stamp: str | None, short: bool = False) -> str:
+    """An ISO UTC stamp in this machine's time zone (to the minute); other text as it is."""
+    if not stamp:
+        return ""
+    try:
+        local = datetime.fromisoformat(stamp.replace("Z", "+00:00")).astimezone()
+        return local.strftime("%m-%d %H:%M" if short else "%Y-%m-%d %H:%M")
+    except ValueError:
+        return stamp
+
+
+def _kwh(wh: int | None) -> str:
+    return "" if wh is None else f"{wh / 1000:.3f}"
+
+
+def _delivered(row: dict[str, Any]) -> str:
+    if row["state"] == "active":
+        return "running"
+    return "yes" if row["delivered"] else '<span class="bad">not yet</span>'
+
+
+def render_html(s: dict[str, Any]) -> str:
+    e = escape
+    b, m, sess = s["backend"], s["meter"], s["session"]
+    link = "online" if b["online"] else "OFFLINE"
+    power = "" if m["power_w"] is None else f"{m['power_w'] / 1000:.2f}"
+    if b["emulated_link"] is not None:
+        link += f" (emulated link {b['emulated_link']})"
+    rows = [
+        ("Backend", f"{e(b['kind'])}: <span id=\"backend\" class=\"{'ok' if b['online'] else 'bad'}\">{e(link)}</span>, "
+                    f"<span id=\"queued\">{e(str(b['queued']))}</span> message(s) queued"),
+        ("Meter", f"<span id=\"power\">{power}</span> kW, register {_kwh(m['energy_wh'])} kWh ({e(m['model'])})"),
+        ("Contactor", e(s["contactor"])),
+        ("LEDs", e(str(s["leds"] or "-"))),
+    ]
+    if sess is not None:
+        rows.insert(0, ("Session", f"#{sess['id']} {e(sess['id_tag'])} since {e(_local(sess['started_at']))}, "
+                                   f"{_kwh(sess['energy_wh'])} kWh"))
+    faults = "".join(f"<li class=\"bad\">{e(f['text'])}</li>" for f in s["faults"])
+    table = "".join(f"<tr><th>{k}</th><td>{v}</td></tr>" for k, v in rows)
+    sessions = "".join(
+        f"<tr><td>{r['id']}</td><td class=\"tag\">{e(r['id_tag'])}</td><td>{e(_local(r['started_at'], short=True))}</td>"
+        f"<td class=\"num\">{_kwh(r['energy_wh'])}</td>"
+        f"<td>{e(_local(r['stopped_at'], short=True) + ' ' + (r['stop_reason'] or '')) if r['stopped_at'] else '-'}</td>"
+        f"<td>{_delivered(r)}</td></tr>"
+        for r in s["sessions"]) or "<tr><td colspan=6>no sessions yet</td></tr>"
+    recent = "".join(f"<tr><td>{e(_local(f['at']))}</td><td>{e(f['source'])}</td><td>{e(f['text'])}</td>"
+                     f"<td>{e(_local(f['cleared_at'])) if f['cleared_at'] else 'not yet'}</td></tr>"
+                     for f in s["recent_faults"]) or "<tr><td colspan=4>none recorded</td></tr>"
+    st = s["station"]
+    return f"""<!DOCTYPE html>
+<html lang="en"><head><meta charset="utf-8">
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<meta http-equiv="refresh" content="{REFRESH_S}">
+<link rel="icon" href="data:,">
+<title>{e(st['name'])}: {e(s['state'])}</title>
+<style>{STYLE}</style></head>
+<body>
+<h1>{e(st['name'])}</h1>
+<span id="state" class="badge {e(s['state'])}">{e(s['state'])}</span>
+<ul id="faults">{faults}</ul>
+<pre class="lcd" id="lcd">{e(chr(10).join(s['lcd']))}</pre>
+<table id="facts">{table}</table>
+<h2>Last sessions</h2>
+<table id="sessions"><tr><th>#</th><th>tag</th><th>started</th><th class="num">kWh</th><th>ended</th><th>sent</th></tr>
+{sessions}</table>
+<p><a href="/sessions.csv" id="csv">Download CSV</a> (last {CSV_SESSIONS} sessions; id tags {e(s['id_tags'])})</p>
+<h2>Recent faults</h2>
+<table id="recent-faults"><tr><th>when</th><th>part</th><th>what</th><th>cleared</th></tr>{recent}</table>
+<footer>station {e(st['version'])}, {e(st['hardware'])} hardware, up {st['uptime_s'] // 3600} h
+{st['uptime_s'] // 60 % 60} min; read-only, refreshed every {REFRESH_S} s; JSON at <a href="/api/status">/api/status</a>
+</footer>
+</body></html>
+"""
