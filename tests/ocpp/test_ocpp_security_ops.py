@@ -209,6 +209,10 @@ async def test_security_events_survive_an_outage_and_a_restart(csms, tmp_path):
     await rig.start()
     await rig.online()
     await csms.wait_for("SecurityEventNotification", lambda p: p["type"] == "StartupOfTheDevice")
+    for _ in range(500):  # until the station has the answer too (the event leaves the queue)
+        if not rig.backend.security.events.pending():
+            break
+        await asyncio.sleep(0.01)
     await csms.down()
     await asyncio.sleep(0.3)
     rig.backend.security.event("TamperDetectionActivated", "test: enclosure opened")
