@@ -1,6 +1,6 @@
 """Torture: SIGKILL a real station daemon at random moments, restart it, check at the backend.
 
-    python bench/torture.py --kills 300 --seed 1 --backend mcsp [--outages 0.3] [--budget 1800]
+    python bench/torture.py --kills 300 --seed 1 --backend mcsp|ocpp [--outages 0.3] [--budget 1800]
 
 Theory of operation
 -------------------
@@ -18,10 +18,13 @@ restarts it on the same state directory. Optionally (`--outages P`) the
 backend is taken off the link for part of a round, so that sessions run
 offline (offline policy cached+local) and are delivered later.
 
-The backend is the MCSP reference server (station.backends.mcsp.server,
-McspServer) on 127.0.0.1, in this process, with its ledger in SQLite. After
-the last kill, one clean round runs to its end (the scenario runner waits
-until nothing is left undelivered). Then the checks, at the backend's end:
+After the last kill, one clean round runs to its end (the scenario runner
+waits until nothing is left undelivered). Then the checks, at the backend's
+end. With `--backend ocpp` the backend is a strict OCPP 1.6 central system we
+did not write (ocpp-rpc in strict mode, tests/peers/ledger_cs.js) and the
+checks are bench/torture_ocpp.py's. With `--backend mcsp` it is the MCSP
+reference server (station.backends.mcsp.server, McspServer) on 127.0.0.1, in
+this process, with its ledger in SQLite, and the checks are:
 
 * every session the journal holds (active or stopped) is closed in the
   ledger exactly once, found by its session key, with the journal's
@@ -43,6 +46,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import itertools
 import json
 import os
 import random
@@ -50,14 +54,17 @@ import signal
 import sqlite3
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any, BinaryIO
 
 ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
+from bench.torture_ocpp import LedgerCS  # noqa: E402
+from station.aio import cancel_and_wait  # noqa: E402
 from station.backends.mcsp.server import McspServer  # noqa: E402
 from station.hardware.meters.models import get_model, registered_wh  # noqa: E402
 
@@ -82,6 +89,8 @@ meter_interval_s = 0.2
 finishing_s = 0.2
 message_s = 0.5
 journal_interval_s = 1
+"""
+MCSP_CONFIG = """\
 [backend]
 kind = "mcsp"
 offline_policy = "cached+local"
@@ -114,6 +123,18 @@ class Figures:
     billed_wh: int = 0
     meter_advance_wh: int = 0
     duration_s: float = 0.0
+    backend: str = "mcsp"
+    aimed_kills: int = 0  # OCPP: kills aimed at a StartTransaction in flight (--aim)
+    # OCPP only (bench/torture_ocpp.py): what the strict central system saw.
+    cs_transactions: int = 0  # StartTransactions it answered
+    duplicate_starts: int = 0  # transactions opened twice for one session (never stopped, bill nothing)
+    duplicates_after_kill: int = 0  # ... whose first StartTransaction went on a connection the kill ended
+    duplicates_after_drop: int = 0  # ... on a connection the central system dropped (an outage)
+    aimed_duplicates: int = 0  # ... whose first StartTransaction was the target of an aimed kill
+    resent_starts: int = 0  # StartTransactions the station sent again after one without an answer (its marks)
+    repeated_stops: int = 0  # StopTransaction sent again with the same values (harmless)
+    window_ms: list[float] = field(default_factory=list)  # median, 95th percentile, most: CS got it -> id journaled
+    schema_failures: int = 0
     failures: list[str] = field(default_factory=list)
 
     @property
@@ -157,111 +178,205 @@ def _meter_wh(state: Path) -> int:
     return registered_wh(model, model.energy, int(doc["energy_wh"]))
 
 
-async def _run_station(cmd: list[str], log_path: Path, kill_after: float | None, timeout: float) -> tuple[int | None, bool]:
-    """Run one round. Returns (exit code or None if killed, killed)."""
+def _append(log_path: Path) -> BinaryIO:
+    return open(log_path, "ab")  # closed by the caller's `with`
+
+
+def _note(log_path: Path, text: str) -> None:
+    with open(log_path, "a") as log:
+        log.write(f"\n===== {text}\n")
+
+
+async def _run_station(cmd: list[str], log_path: Path, kill_after: float | None, timeout: float,
+                       aim: Coroutine[Any, Any, Any] | None = None) -> tuple[int | None, bool, bool]:
+    """Run one round: kill after `kill_after` s, or as soon as `aim` returns if it does first.
+    Returns (exit code or None if killed, killed, the kill was aimed)."""
     env = dict(os.environ, PYTHONPATH=str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""))
-    with open(log_path, "ab") as log:
+    with _append(log_path) as log:
         proc = await asyncio.create_subprocess_exec(*cmd, cwd=str(ROOT), env=env, stdout=log, stderr=log,
                                                     stdin=asyncio.subprocess.DEVNULL)
+        ended = asyncio.create_task(proc.wait())
+        aimed = asyncio.create_task(aim) if aim is not None else None
         try:
             wait = kill_after if kill_after is not None else timeout
-            try:
-                code = await asyncio.wait_for(proc.wait(), wait)
-                return code, False
-            except TimeoutError:
-                pass
+            await asyncio.wait([t for t in (ended, aimed) if t is not None], timeout=wait,
+                               return_when=asyncio.FIRST_COMPLETED)
+            if ended.done():
+                return ended.result(), False, False
             proc.send_signal(signal.SIGKILL)  # this process only, by its pid
             await proc.wait()
-            return None, kill_after is not None
+            return None, kill_after is not None, aimed is not None and aimed.done()
         finally:
             if proc.returncode is None:
                 proc.kill()
                 await proc.wait()
+            await cancel_and_wait(ended, aimed)
 
 
-async def torture(workdir: str | Path, kills: int, seed: int, *, budget_s: float = 90.0, outages: float = 0.0,
-                  kill_range: tuple[float, float] = (0.05, 3.0), say: Callable[[str], None] | None = None) -> Figures:
-    """Run the torture in `workdir` (created) and return the figures; `failures` lists what broke."""
+class McspSide:
+    """The MCSP reference server in this process, with its ledger in SQLite."""
+
+    name = "mcsp"
+
+    def __init__(self, work: Path) -> None:
+        self.server = McspServer(tags=dict(TAGS), db=work / "mcsp-ledger.db")
+        self._resumed: asyncio.Event | None = None
+
+    async def start(self) -> None:
+        await self.server.start()
+
+    def config(self) -> str:
+        return MCSP_CONFIG.format(url=self.server.url, tags="\n".join(f'"{t}" = "{a}"' for t, a in TAGS.items()))
+
+    def prepare(self, state: Path) -> None:
+        pass
+
+    async def outage(self, after: float, length: float) -> None:
+        await asyncio.sleep(after)
+        await self.server.suspend()
+        await asyncio.sleep(length)
+        await self.server.resume()
+
+    async def resume(self) -> None:
+        await self.server.resume()
+
+    async def close(self) -> None:
+        await self.server.close()
+
+    def check(self, fig: Figures, journal: Path) -> None:
+        check(fig, journal, self.server)
+
+
+class Rig:
+    """One station's state directory and configuration against a backend side, the command that runs
+    it, and the judging at the end. `async with Rig(work, side) as rig:` starts and stops the side."""
+
+    def __init__(self, work: Path, side: McspSide | LedgerCS) -> None:
+        self.work, self.side = work, side
+        self.state = work / "state"
+        self.log_path = work / "station.log"
+        self.scenario = work / "round.toml"
+        self.config = work / "station.toml"
+        self.command = [sys.executable, "-m", "station", "--log-level", "INFO", "simulate", "-c", str(self.config),
+                        "--state-dir", str(self.state), "--scenario", str(self.scenario)]
+        self.state.mkdir(parents=True, exist_ok=True)
+        (self.state / "sim-meter.json").write_text(json.dumps(
+            {"model": METER_MODEL, "energy_wh": sum(INITIAL_PHASE_WH), "phase_wh": INITIAL_PHASE_WH}))
+        self.initial_wh = _meter_wh(self.state)
+        self._previous_handler: Any = None
+
+    async def __aenter__(self) -> Rig:
+        loop = asyncio.get_running_loop()
+        self._previous_handler = loop.get_exception_handler()
+
+        def quiet(loop: asyncio.AbstractEventLoop, context: dict) -> None:
+            # McspServer.suspend() cancels its connection tasks; asyncio's stream callback then
+            # reports the CancelledError as "unhandled". It is not: hide that noise only.
+            if isinstance(context.get("exception"), asyncio.CancelledError):
+                return
+            loop.default_exception_handler(context)
+
+        loop.set_exception_handler(quiet)
+        try:
+            await self.side.start()
+            self.side.prepare(self.state)
+        except BaseException:
+            await self.__aexit__(None, None, None)
+            raise
+        self.config.write_text(CONFIG.format(model=METER_MODEL) + self.side.config())
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        try:
+            await self.side.close()
+        finally:
+            asyncio.get_running_loop().set_exception_handler(self._previous_handler)
+
+    async def run(self, scenario: str, note: str, kill_after: float | None, timeout: float,
+                  aim: Coroutine[Any, Any, Any] | None = None) -> tuple[int | None, bool, bool]:
+        """One round of `station simulate` on `scenario` (see _run_station)."""
+        self.scenario.write_text(scenario)
+        _note(self.log_path, note)
+        return await _run_station(self.command, self.log_path, kill_after, timeout, aim)
+
+    async def final_round(self, fig: Figures, scenario: str) -> None:
+        """A round that runs to its end: the runner waits until nothing is left undelivered."""
+        code, _, _ = await self.run(scenario, "final clean round", None, timeout=150)
+        if code != 0:
+            fig.failures.append(f"the final clean round exited with {code} (see {self.log_path})")
+
+    def judge(self, fig: Figures) -> None:
+        """The checks at the backend's end, after the final round. Appends to fig.failures."""
+        fig.meter_advance_wh = _meter_wh(self.state) - self.initial_wh
+        _journal_figures(fig, self.state / "journal.db")
+        self.side.check(fig, self.state / "journal.db")
+        if fig.billed_wh != fig.meter_advance_wh:
+            fig.failures.append(f"billed {fig.billed_wh} Wh but the meter advanced {fig.meter_advance_wh} Wh")
+        if fig.sessions_with_energy == 0:
+            fig.failures.append("no session carried energy: the torture tested nothing")
+
+
+def make_side(backend: str, work: Path) -> McspSide | LedgerCS:
+    """The backend side for `backend`, its files in `work` (created)."""
+    work.mkdir(parents=True, exist_ok=True)
+    return LedgerCS(work, TAGS) if backend == "ocpp" else McspSide(work)
+
+
+async def torture(workdir: str | Path, kills: int, seed: int, *, backend: str = "mcsp", budget_s: float = 90.0,
+                  outages: float = 0.0, kill_range: tuple[float, float] = (0.05, 3.0), aim: float = 0.0,
+                  aim_ms: float = 20.0, say: Callable[[str], None] | None = None) -> Figures:
+    """Run the torture in `workdir` (created) and return the figures; `failures` lists what broke.
+
+    `aim` (OCPP only): the probability that a round's kill is aimed at a StartTransaction in
+    flight: the round is killed a uniform 0..`aim_ms` ms after the central system received the
+    first StartTransaction of the round (or at its random moment if that comes first)."""
+    if aim and backend != "ocpp":
+        raise ValueError("aimed kills are for the OCPP backend (MCSP repeats are idempotent by Session-Key)")
     say = say or (lambda text: None)
     work = Path(workdir)
-    state = work / "state"
-    state.mkdir(parents=True, exist_ok=True)
-    (state / "sim-meter.json").write_text(json.dumps(
-        {"model": METER_MODEL, "energy_wh": sum(INITIAL_PHASE_WH), "phase_wh": INITIAL_PHASE_WH}))
-    initial_wh = _meter_wh(state)
     rng = random.Random(seed)
-    fig = Figures(seed=seed, kills_asked=kills)
-    loop = asyncio.get_running_loop()
-    previous_handler = loop.get_exception_handler()
-
-    def quiet(loop: asyncio.AbstractEventLoop, context: dict) -> None:
-        # McspServer.suspend() cancels its connection tasks; asyncio's stream callback then
-        # reports the CancelledError as "unhandled". It is not: hide that noise only.
-        if isinstance(context.get("exception"), asyncio.CancelledError):
-            return
-        loop.default_exception_handler(context)
-
-    loop.set_exception_handler(quiet)
-    server = McspServer(tags=dict(TAGS), db=work / "mcsp-ledger.db")
-    await server.start()
-    cfg = work / "station.toml"
-    cfg.write_text(CONFIG.format(model=METER_MODEL, url=server.url,
-                                 tags="\n".join(f'"{t}" = "{a}"' for t, a in TAGS.items())))
-    log_path = work / "station.log"
-    scen = work / "round.toml"
-    base = [sys.executable, "-m", "station", "--log-level", "INFO", "simulate", "-c", str(cfg), "--state-dir", str(state),
-            "--scenario", str(scen)]
-    started = time.monotonic()
-    try:
+    fig = Figures(seed=seed, kills_asked=kills, backend=backend)
+    async with Rig(work, make_side(backend, work)) as rig:
+        side = rig.side
+        started = time.monotonic()
         while fig.kills < kills and time.monotonic() - started < budget_s:
             fig.rounds += 1
-            scen.write_text(round_scenario(rng, sessions=8))
+            scenario = round_scenario(rng, sessions=8)
             kill_after = rng.uniform(*kill_range)
             outage = None
             if rng.random() < outages:
                 outage = (rng.uniform(0.0, kill_after), rng.uniform(0.5, 4.0))
-            with open(log_path, "a") as log:
-                log.write(f"\n===== round {fig.rounds}: kill after {kill_after:.2f} s"
-                          f"{f', outage at {outage[0]:.2f} s for {outage[1]:.2f} s' if outage else ''}\n")
-            outage_task = asyncio.create_task(_outage(server, *outage)) if outage else None
+            note = (f"round {fig.rounds}: kill after {kill_after:.2f} s"
+                    f"{f', outage at {outage[0]:.2f} s for {outage[1]:.2f} s' if outage else ''}")
+            aimed = None
+            if aim and rng.random() < aim:
+                assert isinstance(side, LedgerCS)
+                aimed = side.aim(rng.uniform(0.0, aim_ms / 1000))
+            outage_task = asyncio.create_task(side.outage(*outage)) if outage else None
             if outage:
                 fig.outages += 1
-            code, killed = await _run_station(base, log_path, kill_after, timeout=60)
+            code, killed, on_target = await rig.run(scenario, note, kill_after, timeout=60, aim=aimed)
             if outage_task is not None:
                 await outage_task
             if killed:
                 fig.kills += 1
+                fig.aimed_kills += on_target
             else:
                 fig.early_exits += 1
                 say(f"round {fig.rounds}: the station exited by itself with {code} before the kill")
             if fig.rounds % 10 == 0:
                 say(f"round {fig.rounds}: {fig.kills} kills, {time.monotonic() - started:.0f} s")
         # The clean run: one more session, then the runner waits until everything is delivered.
-        await server.resume()
-        scen.write_text(round_scenario(rng, sessions=1, settle_s=90.0))
-        with open(log_path, "a") as log:
-            log.write("\n===== final clean round\n")
-        code, _ = await _run_station(base, log_path, None, timeout=150)
-        if code != 0:
-            fig.failures.append(f"the final clean round exited with {code} (see {log_path})")
+        await side.resume()
+        await rig.final_round(fig, round_scenario(rng, sessions=1, settle_s=90.0))
         fig.duration_s = round(time.monotonic() - started, 1)
-        fig.meter_advance_wh = _meter_wh(state) - initial_wh
-        check(fig, state / "journal.db", server)
-    finally:
-        await server.close()
-        loop.set_exception_handler(previous_handler)
+        rig.judge(fig)
     return fig
 
 
-async def _outage(server: McspServer, after: float, length: float) -> None:
-    await asyncio.sleep(after)
-    await server.suspend()
-    await asyncio.sleep(length)
-    await server.resume()
-
-
-def check(fig: Figures, journal_path: Path, server: McspServer) -> None:
-    """The invariants, at the backend's end. Appends to fig.failures."""
+def _journal_figures(fig: Figures, journal_path: Path) -> None:
+    """What the station's journal holds (counted the same for every backend); the outbox must be empty
+    and the journal's energy must be the meter's advance."""
     db = sqlite3.connect(f"file:{journal_path}?mode=ro", uri=True)
     db.row_factory = sqlite3.Row
     try:
@@ -269,18 +384,12 @@ def check(fig: Figures, journal_path: Path, server: McspServer) -> None:
         pending = db.execute("SELECT COUNT(*) FROM outbox").fetchone()[0]
     finally:
         db.close()
-    fail = fig.failures.append
     if pending:
-        fail(f"{pending} message(s) left in the outbox")
+        fig.failures.append(f"{pending} message(s) left in the outbox")
     charging = [r for r in rows if r["state"] in ("active", "stopped")]
     fig.sessions = len(charging)
     fig.aborted_taps = sum(r["state"] == "aborted" for r in rows)
     fig.refused_taps = sum(r["state"] == "refused" for r in rows)
-    ledger = server.sessions()
-    fig.ledger_rows = len(ledger)
-    by_key: dict[str, list] = {}
-    for rec in ledger:
-        by_key.setdefault(rec.session_key, []).append(rec)
     journal_wh = 0
     for r in charging:
         energy = (r["meter_stop_wh"] or 0) - (r["meter_start_wh"] or 0)
@@ -289,6 +398,26 @@ def check(fig: Figures, journal_path: Path, server: McspServer) -> None:
         fig.power_loss += r["stop_reason"] == "PowerLoss"
         fig.offline_sessions += bool(r["authorized_offline"])
         fig.estimated += bool(r["meter_stop_estimated"])
+    if journal_wh != fig.meter_advance_wh:
+        fig.failures.append(f"the journal holds {journal_wh} Wh but the meter advanced {fig.meter_advance_wh} Wh")
+
+
+def check(fig: Figures, journal_path: Path, server: McspServer) -> None:
+    """The MCSP invariants, at the server's ledger. Appends to fig.failures."""
+    db = sqlite3.connect(f"file:{journal_path}?mode=ro", uri=True)
+    db.row_factory = sqlite3.Row
+    try:
+        charging = db.execute("SELECT * FROM sessions WHERE state IN ('active', 'stopped') ORDER BY id").fetchall()
+    finally:
+        db.close()
+    fail = fig.failures.append
+    ledger = server.sessions()
+    fig.ledger_rows = len(ledger)
+    by_key: dict[str | None, list] = {}
+    for rec in ledger:
+        by_key.setdefault(rec.session_key, []).append(rec)
+    for r in charging:
+        energy = (r["meter_stop_wh"] or 0) - (r["meter_start_wh"] or 0)
         what = f"journal session {r['id']} ({energy} Wh, {r['stop_reason']})"
         if r["state"] != "stopped":
             fail(f"{what} is still open")
@@ -311,27 +440,25 @@ def check(fig: Figures, journal_path: Path, server: McspServer) -> None:
             fig.ledger_zero_rows += 1
             if rec.energy_wh:
                 fail(f"ledger session {rec.id} bills {rec.energy_wh} Wh but no charging session has its key")
-    billed = sorted((r for r in ledger if r.state == "closed" and r.energy_wh), key=lambda r: r.meter_start_wh)
-    for a, b in zip(billed, billed[1:]):
-        if b.meter_start_wh < a.meter_stop_wh:
+    billed = sorted((r for r in ledger if r.state == "closed" and r.energy_wh), key=lambda r: r.meter_start_wh or 0)
+    for a, b in itertools.pairwise(billed):
+        if (b.meter_start_wh or 0) < (a.meter_stop_wh or 0):
             fail(f"ledger sessions {a.id} and {b.id} bill the same meter interval")
     fig.billed_wh = sum(r.energy_wh or 0 for r in ledger if r.state == "closed")
-    if fig.billed_wh != fig.meter_advance_wh:
-        fail(f"billed {fig.billed_wh} Wh but the meter advanced {fig.meter_advance_wh} Wh")
-    if journal_wh != fig.meter_advance_wh:
-        fail(f"the journal holds {journal_wh} Wh but the meter advanced {fig.meter_advance_wh} Wh")
-    if fig.sessions_with_energy == 0:
-        fail("no session carried energy: the torture tested nothing")
 
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--kills", type=int, default=300)
     p.add_argument("--seed", type=int, default=1)
-    p.add_argument("--backend", choices=("mcsp",), default="mcsp")
+    p.add_argument("--backend", choices=("mcsp", "ocpp"), default="mcsp")
     p.add_argument("--outages", type=float, default=0.25, help="probability of a backend outage per round")
     p.add_argument("--budget", type=float, default=3600.0, help="seconds at most for the killing rounds")
     p.add_argument("--max-delay", type=float, default=4.0, help="kill delays are uniform in [0.05, this] s")
+    p.add_argument("--aim", type=float, default=0.0,
+                   help="OCPP: probability that a round's kill is aimed at a StartTransaction in flight")
+    p.add_argument("--aim-ms", type=float, default=20.0,
+                   help="aimed kills land uniformly in [0, this] ms after the central system got the StartTransaction")
     p.add_argument("--workdir", help="keep everything here (default: a new temporary directory)")
     p.add_argument("--json", action="store_true")
     args = p.parse_args(argv)
@@ -343,8 +470,9 @@ def main(argv: list[str] | None = None) -> int:
         raise KeyboardInterrupt
 
     signal.signal(signal.SIGTERM, interrupted)
-    fig = asyncio.run(torture(work, args.kills, args.seed, budget_s=args.budget, outages=args.outages,
-                              kill_range=(0.05, args.max_delay), say=lambda t: print(t, flush=True)))
+    fig = asyncio.run(torture(work, args.kills, args.seed, backend=args.backend, budget_s=args.budget,
+                              outages=args.outages, kill_range=(0.05, args.max_delay), aim=args.aim,
+                              aim_ms=args.aim_ms, say=lambda t: print(t, flush=True)))
     if args.json:
         print(json.dumps(asdict(fig), indent=2))
     else:
@@ -353,8 +481,18 @@ def main(argv: list[str] | None = None) -> int:
         print(f"journal: {fig.sessions} sessions ({fig.sessions_with_energy} with energy, {fig.power_loss} closed by"
               f" PowerLoss, {fig.offline_sessions} authorized offline, {fig.estimated} estimated), "
               f"{fig.aborted_taps} taps aborted, {fig.refused_taps} refused")
-        print(f"backend: {fig.ledger_rows} ledger rows ({fig.ledger_zero_rows} of taps that never charged), "
-              f"{fig.billed_wh} Wh billed; meter advanced {fig.meter_advance_wh} Wh")
+        if fig.backend == "ocpp":
+            print(f"central system: {fig.cs_transactions} transactions, {fig.duplicate_starts} duplicate "
+                  f"StartTransactions ({fig.duplicates_after_kill} after a kill, {fig.aimed_duplicates} of them after "
+                  f"one of the {fig.aimed_kills} aimed kills; {fig.duplicates_after_drop} after an outage's drop; the "
+                  f"station sent {fig.resent_starts} StartTransactions again after one without an answer), "
+                  f"{fig.repeated_stops} repeated StopTransactions, {fig.schema_failures} schema failures, "
+                  f"window from the central system's receipt to the journaled transactionId (ms, median/95%/max) "
+                  f"{fig.window_ms}, "
+                  f"{fig.billed_wh} Wh billed; meter advanced {fig.meter_advance_wh} Wh")
+        else:
+            print(f"backend: {fig.ledger_rows} ledger rows ({fig.ledger_zero_rows} of taps that never charged), "
+                  f"{fig.billed_wh} Wh billed; meter advanced {fig.meter_advance_wh} Wh")
         print(f"work directory: {work}")
         for f in fig.failures:
             print(f"FAILED: {f}")

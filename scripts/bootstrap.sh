@@ -16,8 +16,23 @@ if ! "$PY" -c 'import ensurepip, venv' 2>/dev/null; then
     if [ "$(id -u)" = 0 ]; then SUDO=""; else SUDO="sudo"; fi
     $SUDO apt-get update -qq && $SUDO apt-get install -y -qq python3-venv >/dev/null
 fi
+pipflags=""
+venvflags=""
+case ",$extras," in
+*,pi,*)
+    # On a Pi as scripts/install-pi does it: spidev and cffi from Debian (no compiler), seen
+    # through the system's site-packages; wheels only for the rest.
+    if [ "$(id -u)" = 0 ]; then SUDO=""; else SUDO="sudo"; fi
+    for pkg in python3-spidev python3-cffi; do
+        dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "ok installed" ||
+            { $SUDO apt-get update -qq && $SUDO apt-get install -y -qq "$pkg" >/dev/null; }
+    done
+    venvflags="--system-site-packages"
+    pipflags="--only-binary=:all: --no-binary=station"
+    ;;
+esac
 if [ ! -x .venv/bin/python ]; then
-    "$PY" -m venv .venv
+    "$PY" -m venv $venvflags .venv
 fi
 # The package is installed editable, so code changes need no reinstall: skip pip (3-4 s and
 # setuptools' warning box) when this venv was installed from these very files with these extras.
@@ -29,9 +44,10 @@ if [ -x .venv/bin/station ] && [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" 
 fi
 rm -f "$stamp"
 .venv/bin/python -m pip install -q --disable-pip-version-check --upgrade pip >/dev/null 2>&1 || true
-.venv/bin/python -m pip install -q --disable-pip-version-check -e ".[$extras]"
-# The mfrc522 library declares RPi.GPIO and spidev as dependencies; on a Pi the `pi`
-# extra brings them. Elsewhere the emulated chips stand in for both (station/sim),
-# so the library is installed without them: nothing needs a compiler.
+.venv/bin/python -m pip install -q --disable-pip-version-check $pipflags -e ".[$extras]"
+# The mfrc522 library declares RPi.GPIO and spidev as dependencies. On a Pi the `pi` extra
+# brings rpi-lgpio (which provides the RPi.GPIO module; RPi.GPIO itself would overwrite it)
+# and spidev; elsewhere the emulated chips stand in for both (station/sim). Either way the
+# library is installed without its declared dependencies (setup.cfg says why).
 .venv/bin/python -m pip install -q --disable-pip-version-check --no-deps "mfrc522==0.0.7"
 echo "$want" > "$stamp"

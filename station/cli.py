@@ -255,7 +255,7 @@ def build_parser() -> argparse.ArgumentParser:
     m = ms.add_parser("read", help="one reading of a Modbus meter")
     # The model is checked by cli_read (any case), so that --json reports a wrong one as JSON.
     m.add_argument("--model", required=True,
-                   help="one of " + ", ".join(configmod.SCHEMA["meter.model"].choices) + " (any case)")
+                   help="one of " + ", ".join(configmod.SCHEMA["meter.model"].choices or ()) + " (any case)")
     m.add_argument("--port", required=True, help="device, socket://HOST:PORT or tcp://HOST:PORT")
     m.add_argument("--address", type=int, default=1)
     m.add_argument("--baudrate", type=int, default=9600)

@@ -83,7 +83,6 @@ class Station:
         await self.backend.start(self.control)
         self.supervisor.spawn(self.deliverer.run(), "deliverer", critical=True, deadline_s=DELIVERER_DEADLINE_S)
         self.supervisor.spawn(self._supervise(), "supervise")
-        self.supervisor.spawn(self._status_lines(), "status-lines")
         if cfg.status_page.enabled:
             from station.statuspage import StatusPage
 
@@ -101,16 +100,21 @@ class Station:
         self.loop_watch.start()
 
     async def _supervise(self) -> None:
-        """Once a second: every loop alive and on time? Only then WATCHDOG=1 (systemd)."""
+        """Once a second: every loop alive and on time? Only then WATCHDOG=1 (systemd). Every
+        other turn, systemd's STATUS= line if it changed (one timer for both: idle CPU)."""
         interval = min(1.0, self.notifier.watchdog_interval or 1.0)
+        last_line, turn = "", 0
         while True:
             if self.loop_watch is not None:
                 self.loop_watch.beat()
-            if self.supervisor.check() is None:
-                if self.notifier.watchdog_interval:
-                    self.notifier.watchdog()
-            else:
+            if self.supervisor.check() is not None:
                 return  # no more WATCHDOG=1: _failed() has taken over
+            if self.notifier.watchdog_interval:
+                self.notifier.watchdog()
+            turn += 1
+            if turn % 2 == 0 and (line := self.status_line()) != last_line:
+                self.notifier.status(line)
+                last_line = line
             await asyncio.sleep(interval)
 
     def _failed(self, why: str) -> None:
@@ -165,15 +169,6 @@ class Station:
             if pending:
                 parts.append(f"{pending} queued")
         return " | ".join(parts)
-
-    async def _status_lines(self) -> None:
-        last = ""
-        while True:
-            await asyncio.sleep(2.0)
-            line = self.status_line()
-            if line != last:
-                self.notifier.status(line)
-                last = line
 
     async def stop(self, graceful: bool = True) -> None:
         """Stop the station. Graceful: a running session is ended (reason Reboot) and delivered

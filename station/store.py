@@ -18,6 +18,17 @@ from blocking the daemon.
 Faults: sqlite errors surface as StorageError. At open, an integrity check
 runs; a corrupt file is set aside (renamed with a timestamp), and whatever
 rows can still be read from it are copied into a fresh journal.
+
+Schema: `PRAGMA user_version` is the journal's schema version. At open, the
+steps in MIGRATIONS above it run in order, each in its own transaction
+together with the new user_version, so an upgrade that is interrupted (a
+power cut) resumes at the step it stopped at and never leaves half a step.
+Rules for a new step: add it as MIGRATIONS[n + 1]; only add (tables,
+columns with defaults, indexes), never drop or rename, so that the previous
+release still runs on a migrated journal after a rollback; and make it
+idempotent (IF NOT EXISTS, or check the column first), because such a
+rollback writes its own, lower user_version and the step runs again at the
+next upgrade.
 """
 
 from __future__ import annotations
@@ -28,7 +39,7 @@ import os
 import sqlite3
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -37,7 +48,6 @@ from station.errors import StorageError
 
 log = logging.getLogger(__name__)
 
-SCHEMA_VERSION = 1
 DB_NAME = "journal.db"
 
 _DDL = """
@@ -77,12 +87,6 @@ CREATE TABLE IF NOT EXISTS settings (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS auth_cache (
     tag TEXT PRIMARY KEY, status TEXT NOT NULL, parent_id TEXT, expires REAL NOT NULL
 );
-CREATE TABLE IF NOT EXISTS session_samples (  -- meter samples a backend sends with a session's stop
-    seq INTEGER PRIMARY KEY AUTOINCREMENT,
-    session_id INTEGER NOT NULL,
-    payload TEXT NOT NULL
-);
-CREATE INDEX IF NOT EXISTS session_samples_by_session ON session_samples(session_id, seq);
 -- Faults, with the meter's reading when raised and cleared: a welded contactor lets energy flow
 -- with no session, and the journal must say how much.
 CREATE TABLE IF NOT EXISTS faults (
@@ -99,6 +103,58 @@ CREATE TABLE IF NOT EXISTS outbox_parked (
     created_at TEXT NOT NULL, reason TEXT NOT NULL
 );
 """
+
+
+def _v1_tables(conn: sqlite3.Connection) -> None:
+    """The tables of release 0.1.0 (a journal of version 0 is empty or has exactly these)."""
+    for stmt in _DDL.split(";"):
+        if stmt.strip():
+            conn.execute(stmt)
+
+
+def _v2_index_states(conn: sqlite3.Connection) -> None:
+    """Sessions by state: every start (open sessions after a power cut) and every `station
+    sessions` read them so, and the journal keeps every session for billing, for years."""
+    conn.execute("CREATE INDEX IF NOT EXISTS sessions_by_state ON sessions(state)")
+
+
+def _v3_session_samples(conn: sqlite3.Connection) -> None:
+    """Meter samples a backend sends with a session's stop (OCPP StopTxnSampledData)."""
+    conn.execute("CREATE TABLE IF NOT EXISTS session_samples (seq INTEGER PRIMARY KEY AUTOINCREMENT,"
+                 " session_id INTEGER NOT NULL, payload TEXT NOT NULL)")
+    conn.execute("CREATE INDEX IF NOT EXISTS session_samples_by_session ON session_samples(session_id, seq)")
+
+
+#: schema version -> the step that brings a journal of the version before it there
+MIGRATIONS: dict[int, Callable[[sqlite3.Connection], None]] = {
+    1: _v1_tables,
+    2: _v2_index_states,
+    3: _v3_session_samples,
+}
+SCHEMA_VERSION = max(MIGRATIONS)
+
+
+def migrate(conn: sqlite3.Connection) -> int:
+    """Bring the journal to SCHEMA_VERSION; returns the version it had."""
+    found = conn.execute("PRAGMA user_version").fetchone()[0]
+    if found > SCHEMA_VERSION:
+        # A rollback to this release: the newer steps only added things, so this code still
+        # works on it; the version stays, so that the newer release does not run them again.
+        log.warning("journal schema %d is newer than this station's (%d); using it as it is", found, SCHEMA_VERSION)
+        return found
+    for version in range(found + 1, SCHEMA_VERSION + 1):
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            MIGRATIONS[version](conn)
+            conn.execute(f"PRAGMA user_version={version}")
+            conn.execute("COMMIT")
+        except BaseException:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            raise
+        if found:
+            log.info("journal migrated to schema %d (%s)", version, MIGRATIONS[version].__doc__.split("\n")[0])
+    return found
 
 
 def _session(row: sqlite3.Row) -> Session:
@@ -158,7 +214,11 @@ class Store:
             conn.execute("PRAGMA journal_mode=WAL")
             conn.execute("PRAGMA synchronous=FULL")
             conn.execute("PRAGMA foreign_keys=ON")
-            conn.executescript(_DDL)
+            version = max(migrate(conn), SCHEMA_VERSION)
+            # Written even when it did not change: a journal that cannot be written (a
+            # read-only or failing file system) fails here, at start, with the cause,
+            # rather than at the first tap.
+            conn.execute(f"PRAGMA user_version={version}")
             for stmt in recovered:
                 try:
                     conn.execute(stmt)
@@ -166,7 +226,6 @@ class Store:
                     pass
             if recovered:
                 _requeue_lost_messages(conn)
-            conn.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
         except sqlite3.DatabaseError as exc:
             if conn is not None:
                 conn.close()  # a half-opened journal must not keep the file (and its filesystem) busy
@@ -221,6 +280,7 @@ class Store:
                 "INSERT INTO sessions(key, connector_id, id_tag, state, meter_start_wh, start_phase_wh, reservation_id)"
                 " VALUES (?, ?, ?, 'authorizing', ?, ?, ?)",
                 (key, connector_id, id_tag, meter_wh, json.dumps(list(phase_wh)), reservation_id))
+            assert cur.lastrowid is not None  # an INSERT into a rowid table always has one
             return cur.lastrowid
         return self.session(self._write(do))
 
@@ -306,6 +366,7 @@ class Store:
         cur = self._db.execute(
             "INSERT INTO outbox(kind, session_id, payload, created_at) VALUES (?, ?, ?, ?)",
             (kind.value, session_id, json.dumps(payload), created_at))
+        assert cur.lastrowid is not None
         return cur.lastrowid
 
     def enqueue(self, kind: MessageKind, session_id: int, payload: dict[str, Any], created_at: str | None = None) -> int:

@@ -50,3 +50,34 @@ def mfrc522_chip():
     yield fakespi.attach(0, 0, MFRC522Chip(reset_pin=25))
     fakespi.reset()
     fakegpio.reset()
+
+
+class NotifySocket:
+    """systemd's end of the notify protocol: a datagram socket the station sends READY/WATCHDOG/STATUS to."""
+
+    def __init__(self, path) -> None:
+        import socket
+
+        self.server = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        self.server.bind(str(path))
+        self.server.setblocking(False)
+        self.got: list[str] = []
+
+    def drain(self) -> list[str]:
+        """Every message received so far (reads what arrived since the last call)."""
+        while True:
+            try:
+                self.got.append(self.server.recv(4096).decode())
+            except BlockingIOError:
+                return self.got
+
+
+@pytest.fixture
+def notify_socket(tmp_path, monkeypatch):
+    """NOTIFY_SOCKET and a 1 s WATCHDOG_USEC for a station started in this test."""
+    sock = NotifySocket(tmp_path / "notify.sock")
+    monkeypatch.setenv("NOTIFY_SOCKET", str(tmp_path / "notify.sock"))
+    monkeypatch.setenv("WATCHDOG_USEC", "1000000")
+    monkeypatch.delenv("WATCHDOG_PID", raising=False)
+    yield sock
+    sock.server.close()

@@ -1,14 +1,17 @@
 """Test helpers for the MCSP and evcs-serial tests: a serial link made of pseudo-terminals,
-a StationControl double, and sessions as the journal holds them."""
+a StationControl double, sessions as the journal holds them, and the reference server over TLS."""
 
 from __future__ import annotations
 
 import os
 import select
+import ssl
 import threading
 import tty
 from dataclasses import dataclass, field
+from pathlib import Path
 
+from station.backends.mcsp.server import McspServer
 from station.clock import Clock
 from station.core.model import MessageKind, OutboxItem, Session
 from station.supervisor import Supervisor
@@ -67,11 +70,13 @@ class FakeStation:
     clock: Clock = field(default_factory=Clock)
     meter_model: str = "SDM630"
     supervisor: Supervisor = field(default_factory=Supervisor)
+    beats: dict[str, int] = field(default_factory=dict)  # name -> how many times it beat
 
     def spawn(self, coro, name: str, *, critical: bool = False, deadline_s: float | None = None):
         return self.supervisor.spawn(coro, name, critical=critical, deadline_s=deadline_s)
 
     def beat(self, name: str) -> None:
+        self.beats[name] = self.beats.get(name, 0) + 1
         self.supervisor.beat(name)
 
     def set_clock(self, utc: str) -> None:
@@ -96,3 +101,19 @@ def session(n: int = 1, tag: str = "16AC936B1692E73A", start: int = 10_000, stop
 
 def item(kind: MessageKind, session_id: int = 1, seq: int = 1) -> OutboxItem:
     return OutboxItem(seq=seq, kind=kind, session_id=session_id, payload={}, created_at="2026-11-05T09:00:00Z")
+
+
+SECRET = "station-secret-0123456789"  # the station secret the TLS tests' server expects
+
+
+async def tls_server(pki: Path, cert: str = "server", *, tags: dict[str, str] | None = None,
+                     stations: dict[str, str | None] | None = None) -> McspServer:
+    """The reference server over TLS 1.2+ with `cert` from the test PKI (pki_support.mcsp_pki),
+    started; by default it knows one tag and station Tankstelle1 with SECRET."""
+    ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+    ctx.load_cert_chain(pki / f"{cert}.pem", pki / f"{cert}.key")
+    srv = McspServer(tags=tags if tags is not None else {"16AC936B1692E73A": "A3"},
+                     stations=stations if stations is not None else {"Tankstelle1": SECRET}, ssl_context=ctx)
+    await srv.start()
+    return srv

@@ -107,9 +107,11 @@ class FakeDisplay:
 
     def __init__(self) -> None:
         self.lines: list[str] = []
+        self.shown: list[list[str]] = []
 
     def show(self, lines: list[str]) -> None:
         self.lines = list(lines)
+        self.shown.append(list(lines))
 
     def close(self) -> None:
         pass

@@ -8,6 +8,7 @@ import threading
 import time
 
 import pytest
+from test_charger import FakeDisplay, FakeLeds
 from transitions import Machine
 
 from station.core import messages, reservations
@@ -108,32 +109,8 @@ def test_fault_registry_priority_and_blocking():
 
 
 # ---------------------------------------------------------------- the presenter
-class Screen:
-    cols, rows = 20, 4
-
-    def __init__(self) -> None:
-        self.shown: list[list[str]] = []
-
-    def show(self, lines: list[str]) -> None:
-        self.shown.append(list(lines))
-
-    def close(self) -> None:
-        pass
-
-
-class Lights:
-    def __init__(self) -> None:
-        self.shown: list[LedPattern] = []
-
-    def show(self, pattern: LedPattern) -> None:
-        self.shown.append(pattern)
-
-    def close(self) -> None:
-        pass
-
-
 def test_refusal_keeps_the_red_led_through_the_state_change_then_returns_to_green():
-    ticks, screen, lights = Ticks(), Screen(), Lights()
+    ticks, screen, lights = Ticks(), FakeDisplay(), FakeLeds()
     p = Presenter(screen, lights, "en", message_s=4.0, monotonic=ticks)
     p.render(View(State.PREPARING, busy=True))
     p.show_notice("refused", status="Invalid")
@@ -151,15 +128,15 @@ def test_refusal_keeps_the_red_led_through_the_state_change_then_returns_to_gree
 
 
 def test_a_notice_that_is_not_a_refusal_keeps_the_state_led():
-    ticks, lights = Ticks(), Lights()
-    p = Presenter(Screen(), lights, "en", message_s=4.0, monotonic=ticks)
+    ticks, lights = Ticks(), FakeLeds()
+    p = Presenter(FakeDisplay(), lights, "en", message_s=4.0, monotonic=ticks)
     p.show_notice("no_power_timeout")
     p.render(View(State.SUSPENDED_EV))
     assert lights.shown == [LedPattern.SUSPENDED]
 
 
 def test_presenter_writes_only_changes():
-    screen, lights = Screen(), Lights()
+    screen, lights = FakeDisplay(), FakeLeds()
     p = Presenter(screen, lights, "en", 4.0, Ticks())
     for _ in range(3):
         p.render(View(State.AVAILABLE, name="CP"))

@@ -5,15 +5,14 @@ from __future__ import annotations
 
 import asyncio
 import re
-import shutil
 import socket
-import ssl
-import subprocess
 from pathlib import Path
 
 import pytest
-from mcsp_support import FakeStation, PtyBridge, item, session
+from mcsp_support import SECRET, FakeStation, PtyBridge, item, session, tls_server
+from pki_support import mcsp_pki
 
+from station.backends.mcsp import client as client_mod
 from station.backends.mcsp import codec
 from station.backends.mcsp.client import ERROR_RULES, McspBackend, rule_for
 from station.backends.mcsp.codec import Connection, Reply, Request, Role
@@ -21,6 +20,7 @@ from station.backends.mcsp.server import McspServer
 from station.backoff import Backoff
 from station.core.model import AuthStatus, ConnectorStatus, MessageKind, StatusReport
 from station.errors import BackendOffline
+from tests.stations import until
 
 TAG = "16AC936B1692E73A"
 T = Path(__file__).parent / "transcripts"
@@ -89,6 +89,23 @@ async def test_heartbeat_sets_the_station_clock_and_carries_status(server, start
         await asyncio.sleep(0.02)
     assert row[0] == "Charging"
     assert server.requests[-1].get("Status") == "Charging"
+
+
+async def test_the_link_keeper_is_a_supervised_critical_loop_that_beats_while_idle(server, monkeypatch):
+    monkeypatch.setattr(client_mod, "BEAT_S", 0.02)  # the wait slice, so the test need not wait 5 s
+    station = FakeStation()
+    b = backend(server.url)  # heartbeat_s = 3600: after the first HEARTBEAT it only waits
+    await b.start(station)
+    try:
+        assert await b.wait_ready(10)
+        await until(lambda: station.beats.get("mcsp-link", 0) >= 10, 10, "the link keeper beating while it waits")
+        assert [r.action for r in server.requests] == ["HEARTBEAT"]  # beats, not pings
+        assert "mcsp-link" in station.supervisor.loops() and station.supervisor.check() is None
+        b._task.cancel()  # a link keeper that ends is a failure the watchdog sees
+        await until(lambda: station.supervisor.check() is not None, 10, "the supervisor noticing")
+        assert station.supervisor.check() == "mcsp-link: cancelled"
+    finally:
+        await b.close()
 
 
 async def test_refusal_carries_the_servers_message_for_the_lcd(started):
@@ -477,59 +494,42 @@ async def test_missing_serial_device_is_offline(tmp_path):
 
 @pytest.fixture(scope="module")
 def pki(tmp_path_factory):
-    if shutil.which("openssl") is None:
-        pytest.skip("openssl not installed")
-    d = tmp_path_factory.mktemp("pki")
-
-    def run(*args):
-        subprocess.run(["openssl", *args], cwd=d, check=True, capture_output=True)
-
-    ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"]
-    for ca in ("ca", "other-ca"):
-        run("req", "-x509", *ec, "-keyout", f"{ca}.key", "-out", f"{ca}.pem", "-days", "2", "-subj", f"/CN={ca}")
-    run("req", *ec, "-keyout", "server.key", "-out", "server.csr", "-subj", "/CN=localhost")
-    (d / "san.ext").write_text("subjectAltName=DNS:localhost,IP:127.0.0.1\n")
-    run("x509", "-req", "-in", "server.csr", "-CA", "ca.pem", "-CAkey", "ca.key", "-CAcreateserial",
-        "-out", "server.pem", "-days", "2", "-extfile", "san.ext")
-    return d
+    return mcsp_pki(tmp_path_factory.mktemp("pki"))
 
 
 @pytest.fixture
-async def tls_server(pki):
-    ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    ctx.load_cert_chain(pki / "server.pem", pki / "server.key")
-    srv = McspServer(tags={TAG: "A3"}, stations={"Tankstelle1": "station-secret-0123456789"}, ssl_context=ctx)
-    await srv.start()
+async def tls(pki):
+    srv = await tls_server(pki, tags={TAG: "A3"})
     yield srv
     await srv.close()
 
 
-async def test_tls_with_pinned_ca_and_secret(tls_server, pki):
-    assert tls_server.url.startswith("tls://")
-    b = backend(tls_server.url, ca_file=str(pki / "ca.pem"), secret="station-secret-0123456789")
+async def test_tls_with_pinned_ca_and_secret(tls, pki):
+    assert tls.url.startswith("tls://")
+    b = backend(tls.url, ca_file=str(pki / "ca.pem"), secret=SECRET)
     try:
         assert (await b.authorize(TAG, session())).accepted
-        assert tls_server.requests[-1].get("Auth") == "station-secret-0123456789"
+        assert tls.requests[-1].get("Auth") == SECRET
     finally:
         await b.close()
 
 
-async def test_tls_refuses_a_server_of_another_ca(tls_server, pki):
+async def test_tls_refuses_a_server_of_another_ca(tls, pki):
     station = FakeStation()
-    b = backend(tls_server.url, ca_file=str(pki / "other-ca.pem"), secret="station-secret-0123456789")
+    b = backend(tls.url, ca_file=str(pki / "other-ca.pem"), secret=SECRET)
     await b.start(station)
     try:
         with pytest.raises(BackendOffline):
             await b.authorize(TAG, session())
         assert any("TLS failed" in n for n in station.notices)
-        assert tls_server.requests == []
+        assert tls.requests == []
     finally:
         await b.close()
 
 
-async def test_wrong_or_missing_secret_is_407_and_offline(tls_server, pki):
+async def test_wrong_or_missing_secret_is_407_and_offline(tls, pki):
     station = FakeStation()
-    b = backend(tls_server.url, ca_file=str(pki / "ca.pem"))
+    b = backend(tls.url, ca_file=str(pki / "ca.pem"))
     b.station = station
     try:
         with pytest.raises(BackendOffline, match="407"):

@@ -12,6 +12,7 @@ from hypothesis import strategies as st
 from mcsp_support import FakeStation, PtyBridge, item, session
 
 from station import config as configmod
+from station.backends.mcsp import dialect as dialect_mod
 from station.backends.mcsp.dialect import (
     DialectError,
     EvcsSerialBackend,
@@ -26,6 +27,7 @@ from station.backends.mcsp.dialect import (
 from station.backends.mcsp.runevcs import MeterFailure, Runevcs2018
 from station.core.model import AuthStatus, MessageKind
 from station.errors import BackendOffline
+from tests.stations import until
 
 TAG = "d64fc93b"  # as the station's reader might format it (rfid.uid_case = "lower")
 
@@ -85,6 +87,19 @@ async def test_reproduces_the_live_logs_conversation(link):
     assert bridge.sent("b->a") == b"OK_Lader1!\r\n"
     [done] = server.closed
     assert (done.tag, done.energy_wh, done.acknowledged) == ("D6 4F C9 3B", 1500, True)
+
+
+@pytest.fixture
+def fast_beats(monkeypatch):
+    """The heartbeat loop's wait slice shortened, so a test need not wait 5 s for a beat."""
+    monkeypatch.setattr(dialect_mod, "BEAT_S", 0.02)
+
+
+async def test_the_heartbeat_loop_is_supervised_and_beats_while_it_waits(fast_beats, link):
+    backend, server, _, station, _ = link  # heartbeat_s = 3600
+    await until(lambda: station.beats.get("evcs-heartbeat", 0) >= 10, 10, "beats while waiting")
+    assert server.alive == {}  # the hour is not over: no 'LADER 1 lebt' yet
+    assert "evcs-heartbeat" in station.supervisor.loops() and station.supervisor.check() is None
 
 
 async def test_the_real_devices_tag_prefix_and_station_number():

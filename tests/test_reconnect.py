@@ -159,6 +159,9 @@ async def test_station_says_offline_and_charges_on_under_the_offline_policy(rela
         st.world.set_load(22000)
         await state_is(st, "Charging")
         assert "offline" not in lcd(st).lower()
+        # The status change goes out as a HEARTBEAT of its own; let it through before the link dies,
+        # so that the one swallowed below is the one that must reveal the dead link.
+        await until(lambda: any(r.get("Status") == "Charging" for r in server.requests), what="the Charging status")
         hole.dead = True
         await until(lambda: not st.charger.online, timeout=30, what="the station noticing the dead link")
         assert hole.heartbeats_swallowed() <= 1

@@ -174,23 +174,8 @@ async def test_hung_meter_loop_is_noticed_within_its_deadline(tmp_path):
         await _fails_safe(st, "meter: no progress")
 
 
-async def test_watchdog_is_fed_only_while_every_loop_lives(tmp_path, monkeypatch):
-    sock_path = tmp_path / "notify.sock"
-    server = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
-    server.bind(str(sock_path))
-    server.setblocking(False)
-    monkeypatch.setenv("NOTIFY_SOCKET", str(sock_path))
-    monkeypatch.setenv("WATCHDOG_USEC", "1000000")
-    monkeypatch.delenv("WATCHDOG_PID", raising=False)
-    got: list[str] = []
-
-    def drain() -> list[str]:
-        while True:
-            try:
-                got.append(server.recv(4096).decode())
-            except BlockingIOError:
-                return got
-
+async def test_watchdog_is_fed_only_while_every_loop_lives(tmp_path, notify_socket):
+    drain, got = notify_socket.drain, notify_socket.got
     async with running_station(tmp_path / "state", graceful=False) as st:
         await until(lambda: "WATCHDOG=1" in drain(), what="WATCHDOG=1")
         st.world.inject("loop-hang", loop="poll")
@@ -200,7 +185,6 @@ async def test_watchdog_is_fed_only_while_every_loop_lives(tmp_path, monkeypatch
         await asyncio.sleep(1.5)
         assert drain().count("WATCHDOG=1") == fed  # no more
         assert any(m.startswith("STATUS=FAILED: poll: no progress") for m in got)
-    server.close()
 
 
 def _simulate(tmp_path: Path, name: str, steps: list[str], timeout: float = 120) -> subprocess.CompletedProcess:
@@ -259,3 +243,24 @@ def test_notify_never_blocks_on_a_reader_that_does_not_read(tmp_path):
     sent = [notifier.send("WATCHDOG=1") for _ in range(200)]  # far beyond net.unix.max_dgram_qlen
     assert sent[0] and not all(sent)
     server.close()
+
+
+@pytest.mark.parametrize("name", sorted(p.name for p in (ROOT / "tests" / "scenarios").glob("*.toml")))
+def test_shipped_scenarios_pass(tmp_path, name):
+    run = subprocess.run([sys.executable, "-m", "station", "simulate", "--scenario", str(ROOT / "tests" / "scenarios" / name),
+                          "--state-dir", str(tmp_path / "state"), "--json"],
+                         capture_output=True, text=True, timeout=120, cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)})
+    assert run.returncode == 0, run.stderr[-2000:]
+    assert json.loads(run.stdout)["ok"] is True
+
+
+async def test_a_registered_card_refused_during_an_outage_says_so_on_the_whole_station(tmp_path):
+    """Issue 14: not 'Card refused / Not authorized' but the outage, on the LCD, in the journal and the events."""
+    async with running_station(tmp_path, {"backend.offline_policy": "cached"}) as st:
+        await st.world.backend_link(False)
+        await st.world.tap(CARD)
+        await state_is(st, "Available")
+        assert "Backend offline" in lcd(st)
+        [refused] = st.store.sessions(("refused",))
+        assert refused.stop_reason == "Invalid (backend offline; tag not in the offline cache)"
+        assert st.charger.recent[-1].endswith("refused: Invalid (backend offline; tag not in the offline cache)")

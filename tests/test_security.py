@@ -5,12 +5,11 @@ from __future__ import annotations
 
 import logging
 import os
-import shutil
 import ssl
-import subprocess
 
 import pytest
-from mcsp_support import FakeStation, session
+from mcsp_support import SECRET, FakeStation, session, tls_server
+from pki_support import mcsp_pki
 
 from station import config as configmod
 from station import privacy, security
@@ -23,7 +22,6 @@ from station.errors import BackendOffline, ConfigError
 from tests.stations import CARD, CARD7, TAGS, running_station, state_is, until
 
 TAG = "16AC936B1692E73A"
-SECRET = "station-secret-0123456789"
 WRONG = "wrong-secret-ABCDEFGHIJKLMN"
 
 
@@ -39,32 +37,7 @@ def masked_by_default():
 @pytest.fixture(scope="module")
 def pki(tmp_path_factory):
     """ca signs `server` (localhost, 127.0.0.1) and `elsewhere` (another host); other-ca signs nothing."""
-    if shutil.which("openssl") is None:
-        pytest.skip("openssl not installed")
-    d = tmp_path_factory.mktemp("pki")
-
-    def run(*args):
-        subprocess.run(["openssl", *args], cwd=d, check=True, capture_output=True)
-
-    ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"]
-    for ca in ("ca", "other-ca"):
-        run("req", "-x509", *ec, "-keyout", f"{ca}.key", "-out", f"{ca}.pem", "-days", "2", "-subj", f"/CN={ca}")
-    for name, san in (("server", "DNS:localhost,IP:127.0.0.1"), ("elsewhere", "DNS:mcsp.example.org")):
-        run("req", *ec, "-keyout", f"{name}.key", "-out", f"{name}.csr", "-subj", f"/CN={name}")
-        (d / f"{name}.ext").write_text(f"subjectAltName={san}\n")
-        run("x509", "-req", "-in", f"{name}.csr", "-CA", "ca.pem", "-CAkey", "ca.key", "-CAcreateserial",
-            "-out", f"{name}.pem", "-days", "2", "-extfile", f"{name}.ext")
-    return d
-
-
-async def tls_server(pki, cert: str = "server", stations=None) -> McspServer:
-    ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    ctx.minimum_version = ssl.TLSVersion.TLSv1_2
-    ctx.load_cert_chain(pki / f"{cert}.pem", pki / f"{cert}.key")
-    srv = McspServer(tags={TAG: "A3"}, stations=stations if stations is not None else {"Tankstelle1": SECRET},
-                     ssl_context=ctx)
-    await srv.start()
-    return srv
+    return mcsp_pki(tmp_path_factory.mktemp("pki"))
 
 
 def backend(url: str, **kw) -> McspBackend:

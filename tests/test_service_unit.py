@@ -63,3 +63,20 @@ def test_proc_keeps_what_the_gpio_libraries_read():
 def test_state_and_config_directories_are_private():
     assert directives("StateDirectory") == ["station"] and directives("StateDirectoryMode") == ["0750"]
     assert directives("UMask") == ["0027"] and directives("ProtectSystem") == ["strict"]
+
+
+def test_config_directory_is_readable_for_the_daemon_and_read_only():
+    # /etc/station is root:station 0750 (scripts/install-pi): with the default 0755 systemd would
+    # warn at every start, and it never chowns the directory. ConfigurationDirectory= is mounted
+    # writable even under ProtectSystem=strict, so the unit makes it read-only again (the platform
+    # check writes to it from inside the daemon's namespace, as root, and expects EROFS).
+    assert directives("ConfigurationDirectory") == ["station"]
+    assert directives("ConfigurationDirectoryMode") == ["0750"]
+    assert "/etc/station" in " ".join(directives("ReadOnlyPaths")).split()
+
+
+def test_working_directory_is_the_runtime_directory():
+    # lgpio creates .lgd-nfy* FIFOs in the working directory at import; / is read-only under
+    # ProtectSystem=strict (scripts/platform-check imports it in the unit's sandbox).
+    assert directives("RuntimeDirectory") == ["station"]
+    assert directives("WorkingDirectory") == ["/run/station"]

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import socket
 import subprocess
 
 import pytest
@@ -327,29 +326,11 @@ async def test_reader_never_releases_all_pins(tmp_path):
     assert fakegpio.cleanup_calls == []
 
 
-async def test_systemd_notify_ready_watchdog_status(tmp_path, monkeypatch):
-    sock_path = tmp_path / "notify.sock"
-    server = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
-    server.bind(str(sock_path))
-    server.setblocking(False)
-    monkeypatch.setenv("NOTIFY_SOCKET", str(sock_path))
-    monkeypatch.setenv("WATCHDOG_USEC", "400000")
-    monkeypatch.delenv("WATCHDOG_PID", raising=False)
-    got: list[str] = []
-
-    def drain() -> None:
-        while True:
-            try:
-                got.append(server.recv(4096).decode())
-            except BlockingIOError:
-                return
-
-    async with running_station(tmp_path / "state") as st:
-        await until(lambda: (drain(), any("WATCHDOG=1" in m for m in got))[1], what="WATCHDOG=1")
-        assert any("READY=1" in m and "STATUS=Available" in m for m in got)
-    drain()
-    assert any("STOPPING=1" in m for m in got)
-    server.close()
+async def test_systemd_notify_ready_watchdog_status(tmp_path, notify_socket):
+    async with running_station(tmp_path / "state"):
+        await until(lambda: "WATCHDOG=1" in notify_socket.drain(), what="WATCHDOG=1")
+        assert any("READY=1" in m and "STATUS=Available" in m for m in notify_socket.got)
+    assert any("STOPPING=1" in m for m in notify_socket.drain())
 
 
 def test_sessions_command_json_and_csv(tmp_path, capsys):

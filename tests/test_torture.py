@@ -1,25 +1,167 @@
-"""The torture test: a real station daemon process on emulated hardware, killed with SIGKILL at
-seeded random moments and restarted, against the MCSP reference server; then, at the backend's
-end, every session billed exactly once and the billed energy equal to the meter's advance.
+"""The torture tests: a real station daemon process on emulated hardware, killed with SIGKILL at
+seeded random moments and restarted, against the MCSP reference server and against a strict OCPP
+1.6 central system we did not write (ocpp-rpc in strict mode, tests/peers/ledger_cs.js); then, at
+the backend's end, every session billed exactly once (or, for OCPP, a duplicate transaction
+accounted for) and the billed energy equal to the meter's advance.
 
-The engine and its longer run (hundreds of kills) are in bench/torture.py; see docs/durability.md.
+The engine and its longer runs (hundreds of kills) are in bench/torture.py and
+bench/torture_ocpp.py; see docs/durability.md.
 """
 
 from __future__ import annotations
 
+import json
+import random
+import shutil
+import sqlite3
+import subprocess
+
 import pytest
 
-from bench.torture import torture
+from bench import torture_ocpp
+from bench.torture import Figures, Rig, make_side, round_scenario, torture
+from station.store import Store
+
+
+def _report(fig: Figures) -> str:
+    text = (f"{fig.kills} kills, {fig.sessions} sessions ({fig.power_loss} PowerLoss, {fig.offline_sessions} offline), "
+            f"{fig.billed_wh} Wh billed, meter +{fig.meter_advance_wh} Wh, {fig.duration_s} s")
+    if fig.backend == "ocpp":
+        text += (f"; {fig.cs_transactions} transactions, {fig.duplicate_starts} duplicate StartTransactions "
+                 f"({fig.aimed_duplicates} after {fig.aimed_kills} aimed kills, {fig.duplicates_after_drop} after a drop),"
+                 f" {fig.resent_starts} sent again, {fig.repeated_stops} repeated stops")
+    return text
+
+
+def _need_ocpp_peer() -> None:
+    if torture_ocpp.missing() and shutil.which("npm"):
+        subprocess.run(["bash", str(torture_ocpp.PEERS / "install.sh")], check=True, timeout=300)
+    why = torture_ocpp.missing()
+    if why:
+        pytest.skip(f"the strict OCPP central system cannot run: {why}")
 
 
 @pytest.mark.timeout(300)
 async def test_random_sigkills_lose_no_session_no_wh_and_double_nothing(tmp_path):
     fig = await torture(tmp_path, kills=40, seed=20261122, budget_s=75.0, outages=0.2, kill_range=(0.05, 2.2))
-    report = (f"{fig.kills} kills, {fig.sessions} sessions ({fig.power_loss} PowerLoss, {fig.offline_sessions} offline), "
-              f"{fig.billed_wh} Wh billed, meter +{fig.meter_advance_wh} Wh, {fig.duration_s} s")
-    print("\ntorture: " + report)
-    assert fig.failures == [], report + "\n" + "\n".join(fig.failures)
+    print("\ntorture: " + _report(fig))
+    assert fig.failures == [], _report(fig) + "\n" + "\n".join(fig.failures)
     # The run did what it claims (a busy machine may get through fewer rounds in the budget).
-    assert fig.kills >= 15, report
-    assert fig.sessions_with_energy >= 5 and fig.power_loss >= 3, report
+    assert fig.kills >= 15, _report(fig)
+    assert fig.sessions_with_energy >= 5 and fig.power_loss >= 3, _report(fig)
     assert fig.billed_wh == fig.meter_advance_wh > 0
+
+
+@pytest.mark.timeout(300)
+async def test_ocpp_sigkills_judged_at_a_strict_central_system(tmp_path):
+    """Random kills, a quarter of them aimed at a StartTransaction in flight (0 to 2 ms after the
+    central system got it), outages that drop the link: every journal session is one stopped
+    transaction with the journal's readings, a duplicate transaction only where the station knows
+    it sent a StartTransaction twice and never stopped, the energy billed at the central system
+    equal to the meter's advance, order kept, zero schema failures."""
+    _need_ocpp_peer()
+    fig = await torture(tmp_path, kills=40, seed=20261128, backend="ocpp", budget_s=75.0, outages=0.2,
+                        kill_range=(0.05, 2.2), aim=0.25, aim_ms=2.0)
+    print("\ntorture (OCPP): " + _report(fig))
+    assert fig.failures == [], _report(fig) + "\n" + "\n".join(fig.failures)
+    assert fig.kills >= 15 and fig.aimed_kills >= 2, _report(fig)
+    assert fig.sessions_with_energy >= 5 and fig.power_loss >= 3, _report(fig)
+    assert fig.billed_wh == fig.meter_advance_wh > 0 and fig.schema_failures == 0
+    assert fig.duplicate_starts <= fig.resent_starts, _report(fig)
+
+
+@pytest.mark.timeout(120)
+async def test_ocpp_start_answer_lost_is_sent_again_with_the_same_values_and_known(tmp_path):
+    """The central system opens a transaction but its answer never reaches the station (the link
+    drops instead): the station journaled the send, sends the same StartTransaction again, bills the
+    session under the second transaction; the first is the one duplicate, accounted for."""
+    _need_ocpp_peer()
+    fig = Figures(seed=0, kills_asked=0, backend="ocpp")
+    async with Rig(tmp_path, make_side("ocpp", tmp_path)) as rig:
+        assert isinstance(rig.side, torture_ocpp.LedgerCS)
+        await rig.side.command("lose_start")
+        scenario = round_scenario(random.Random(3), sessions=2, settle_s=60.0)
+        await rig.final_round(fig, scenario)
+        rig.judge(fig)
+    assert fig.failures == [], _report(fig) + "\n" + "\n".join(fig.failures)
+    assert (fig.sessions, fig.cs_transactions, fig.duplicate_starts, fig.duplicates_after_drop) == (2, 3, 1, 1)
+    assert fig.resent_starts == 1
+    events = torture_ocpp.read_ledger(tmp_path / "cs-ledger.jsonl")
+    starts = [e for e in events if e["ev"] == "call" and e["method"] == "StartTransaction"]
+    assert starts[0].get("lost") and starts[0]["params"] == starts[1]["params"]  # the same values again
+    assert "was sent 1 time(s) before without an answer" in (tmp_path / "station.log").read_text()
+
+
+# --- the OCPP judge itself can fail ------------------------------------------------------------
+
+def _journal(tmp_path, rows: list[dict]) -> str:
+    Store.open(tmp_path).close()  # the journal's real schema
+    path = tmp_path / "journal.db"
+    db = sqlite3.connect(path)
+    for n, r in enumerate(rows, 1):
+        db.execute("INSERT INTO sessions(id, key, connector_id, id_tag, state, meter_start_wh, meter_stop_wh,"
+                   " stop_reason, backend_session_id, delivered, extra) VALUES (?, ?, 1, ?, 'stopped', ?, ?,"
+                   " 'Local', ?, 1, ?)",
+                   (n, f"k{n}", r["tag"], r["start"], r["stop"], str(r["tx"]), json.dumps(r.get("extra", {}))))
+    db.commit()
+    db.close()
+    return path
+
+
+def _call(seq: int, method: str, params: dict, conn: int = 1, **more) -> dict:
+    return {"ev": "call", "conn": conn, "seq": seq, "method": method, "params": params, **more}
+
+
+def _start(seq, tx, start, conn=1, ts="2026-11-28T10:00:00.000Z"):
+    return _call(seq, "StartTransaction", {"connectorId": 1, "idTag": "A1B2C3D4", "meterStart": start,
+                                           "timestamp": ts}, conn, txId=tx, status="Accepted")
+
+
+def _stop(seq, tx, stop, known=True, conn=1):
+    return _call(seq, "StopTransaction", {"transactionId": tx, "meterStop": stop, "timestamp": "2026-11-28T11:00:00Z",
+                                          "reason": "Local"}, conn, known=known, repeat=False)
+
+
+def _judge(tmp_path, rows, events) -> Figures:
+    fig = Figures(seed=0, kills_asked=0, backend="ocpp")
+    torture_ocpp.judge(fig, _journal(tmp_path, rows), events)
+    return fig
+
+
+def test_judge_accepts_a_duplicate_the_station_knows_and_never_stopped(tmp_path):
+    rows = [{"tag": "A1B2C3D4", "start": 100, "stop": 150, "tx": 1002, "extra": {"ocpp_start_sends": 2}}]
+    events = [_start(1, 1001, 100), {"ev": "close", "conn": 1, "by": "cp"}, _start(2, 1002, 100, conn=2),
+              _stop(3, 1002, 150, conn=2)]
+    fig = _judge(tmp_path, rows, events)
+    assert fig.failures == [] and (fig.duplicate_starts, fig.duplicates_after_kill, fig.billed_wh) == (1, 1, 50)
+
+
+@pytest.mark.parametrize("case", ["stopped duplicate", "unknown to the station", "stop of unknown tx",
+                                  "wrong meterStop", "out of order", "schema failure", "stray transaction"])
+def test_judge_fails_what_it_must(tmp_path, case):
+    rows = [{"tag": "A1B2C3D4", "start": 100, "stop": 150, "tx": 1002, "extra": {"ocpp_start_sends": 2}},
+            {"tag": "A1B2C3D4", "start": 150, "stop": 170, "tx": 1003, "extra": {"ocpp_start_sends": 1}}]
+    events = [_start(1, 1001, 100), {"ev": "close", "conn": 1, "by": "cp"}, _start(2, 1002, 100, conn=2),
+              _stop(3, 1002, 150, conn=2), _start(4, 1003, 150, conn=2, ts="2026-11-28T12:00:00.000Z"),
+              _stop(5, 1003, 170, conn=2)]
+    expected = {"stopped duplicate": "billed twice", "unknown to the station": "does not know",
+                "stop of unknown tx": "unknown transaction 999", "wrong meterStop": "stopped at the central system as",
+                "out of order": "started before", "schema failure": "schema",
+                "stray transaction": "belongs to no journal session"}[case]
+    if case == "stopped duplicate":
+        events.append(_stop(6, 1001, 150))
+    elif case == "unknown to the station":
+        rows[0]["extra"] = {"ocpp_start_sends": 1}
+    elif case == "stop of unknown tx":
+        events.append(_stop(6, 999, 170, known=False))
+    elif case == "wrong meterStop":
+        events[3] = _stop(3, 1002, 149, conn=2)
+    elif case == "out of order":
+        events[3], events[4] = {**events[4], "seq": 3}, {**events[3], "seq": 4}
+    elif case == "schema failure":
+        events.append({"ev": "schema", "conn": 2, "method": "StopTransaction", "outbound": False})
+    elif case == "stray transaction":
+        events.append(_call(6, "StartTransaction", {"connectorId": 1, "idTag": "04A2B3C4D5E6F7", "meterStart": 170,
+                                                    "timestamp": "2026-11-28T13:00:00.000Z"}, 2, txId=1004))
+    fig = _judge(tmp_path, rows, events)
+    assert any(expected in f for f in fig.failures), fig.failures

@@ -13,12 +13,19 @@ Sessions started offline are journaled like any other and delivered later.
 
 from __future__ import annotations
 
+import asyncio
+import logging
 import time
 
-from station.core.model import AuthResult, AuthStatus
+from station.core.model import AuthResult, AuthStatus, Session
+from station.core.ports import Backend
 from station.core.tags import normalize_tag
-from station.errors import StorageError
+from station.errors import BackendOffline, StorageError
 from station.store import Store
+
+log = logging.getLogger(__name__)
+
+TIMEOUT_S = 15.0  # the driver waits at the reader; after this the offline policy decides
 
 
 class OfflinePolicy:
@@ -58,3 +65,23 @@ class OfflinePolicy:
         else:
             why = "backend offline; tag not in the offline cache"
         return AuthResult(AuthStatus.INVALID, offline=True, reason=why)
+
+
+class Authorizer:
+    """Asks the backend, within TIMEOUT_S; when it cannot answer, the offline policy decides."""
+
+    def __init__(self, backend: Backend, policy: OfflinePolicy) -> None:
+        self.backend, self.policy = backend, policy
+
+    async def ask(self, tag: str, session: Session) -> AuthResult:
+        try:
+            async with asyncio.timeout(TIMEOUT_S):
+                result = await self.backend.authorize(tag, session)
+        except (BackendOffline, TimeoutError) as exc:
+            log.info("backend unreachable (%s): offline policy %s", exc or "timeout", self.policy.policy)
+            return self.policy.decide(tag)
+        except Exception:
+            log.exception("backend failed to authorize; offline policy applies")
+            return self.policy.decide(tag)
+        self.policy.remember(tag, result)
+        return result

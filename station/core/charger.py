@@ -6,9 +6,13 @@ session: authorize, journal, contactor, meter, stop. It talks to ports
 (station.core.ports), the store and a backend, never to a hardware or protocol
 library. Its helpers, each small and tested on its own:
 
-    presenter.py     what the LCD and LEDs show (from a View of the charger)
-    faults.py        the fault registry and the contactor watch
+    taps.py          taps and reader faults, from the reader's thread, one at a time
+    poller.py        the EV input, the stop button, the contactor watch, the timers
+    auth.py          asking the backend, and the offline policy when it cannot answer
+    journal.py       every journal write of a session or a fault, in its order
     sampler.py       meter reads through the plausibility guard
+    faults.py        the fault registry and the contactor watch
+    presenter.py     what the LCD and LEDs show (from a View of the charger)
     reservations.py  who may start at a reserved connector
     status.py        status reports to the backend, once each, in order
     control.py       what a backend may ask (StationControl), on top of this class
@@ -26,7 +30,7 @@ poll) and beat while they run; the RFID reader's thread beats too. If one dies
 or hangs, the daemon opens the contactor and exits for systemd to restart it.
 
 All methods run on the asyncio loop; the RFID worker thread only posts taps
-into `self._events`.
+into the inbox (taps.py).
 """
 
 from __future__ import annotations
@@ -34,7 +38,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-import uuid
 from collections.abc import Coroutine
 from typing import Any
 
@@ -43,31 +46,30 @@ from transitions import Machine
 from station import privacy
 from station.clock import Clock
 from station.config import Config
-from station.core.auth import OfflinePolicy
-from station.core.faults import DROPPED_FAULT, NOT_CLOSED_FAULT, WELDED_FAULT, ContactorVerdict, ContactorWatch, FaultRegistry
+from station.core.auth import Authorizer, OfflinePolicy
+from station.core.faults import ContactorWatch, FaultRegistry
+from station.core.journal import Journal
 from station.core.meterguard import MeterGuard
 from station.core.model import AuthResult, AuthStatus, DeliveryResult, Fault, MeterReading, OutboxItem, Session, StatusReport
+from station.core.poller import Poller
 from station.core.ports import Backend, Hardware
 from station.core.presenter import Presenter, View
 from station.core.reservations import Reservation
 from station.core.sampler import MeterSampler
 from station.core.states import IN_SESSION, TRANSITIONS, State
 from station.core.status import StatusReporter
-from station.core.tags import format_uid, normalize_tag
+from station.core.tags import normalize_tag
+from station.core.taps import TapInbox
 from station.core.triggers import Triggers
-from station.errors import BackendOffline, StorageError
+from station.errors import StorageError
 from station.store import Store
 from station.supervisor import Supervisor
 
 log = logging.getLogger(__name__)
 
-INPUT_POLL_S = 0.05  # IEC 61851-1 wants power off within 100 ms of the EV asking
-IDLE_POLL_S = 1.0  # nothing due, contactor open and settled: once a second (idle CPU)
-AUTH_TIMEOUT_S = 15.0
 READER_DEADLINE_S = 10.0  # the reader thread polls every 0.1 s; a fault retry waits a few seconds
 POLL_DEADLINE_S = 20.0  # a stop by button or unplug runs inside the poll loop (meter reads)
-EVENTS_WAIT_S = 5.0
-EVENTS_DEADLINE_S = 60.0  # a tap may take AUTH_TIMEOUT_S plus meter reads to handle
+EVENTS_DEADLINE_S = 30.0  # a tap may take auth.TIMEOUT_S (15 s) plus meter reads to handle
 METER_TRIES = 3  # reads tried at a stop; a full read is at most a few requests
 
 
@@ -81,6 +83,7 @@ class Charger(Triggers):
         self.connector_id = config.station.connector_id
         self.hw = hardware
         self.store = store
+        self.journal = Journal(store, clock, config.station.connector_id)
         self.backend = backend
         self.clock = clock
         self.supervisor = supervisor or Supervisor(clock.monotonic)
@@ -95,8 +98,8 @@ class Charger(Triggers):
         self.sampler.on_fault = self._on_meter_fault
         self.policy = OfflinePolicy(config.backend.offline_policy, config.backend.auth_cache_ttl_s,
                                     dict(config.backend.local.tags), store)
+        self.authorizer = Authorizer(backend, self.policy)
         self.faults = FaultRegistry()
-        self.watch = ContactorWatch(c.contactor_settle_s, c.contactor_recover_s)
         self.presenter = Presenter(hardware.display, hardware.leds, config.station.language, c.message_s,
                                    clock.monotonic)
         self.statuses = StatusReporter(backend)
@@ -113,31 +116,33 @@ class Charger(Triggers):
         self.scheduled_unavailable = False
         self.recent: list[str] = []  # recent notable events for the terminal view
         self.taps = 0  # taps handled (the simulator waits on it)
-        self._events: asyncio.Queue[tuple[str, Any]] = asyncio.Queue()
+        self.inbox = TapInbox(self)
         self._busy = False  # authorizing, starting or stopping
-        self._pending: tuple[Session, AuthResult] | None = None  # accepted, waiting for the plug
-        self._prep_deadline: float | None = None
-        self._ev = hardware.inputs.ev_connected()
-        self._stop_btn = hardware.inputs.stop_pressed()
-        self._unplugged = False  # in a session: the car was unplugged (StopTransactionOnEVSideDisconnect off)
+        self.waiting: tuple[Session, AuthResult] | None = None  # accepted, waiting for the plug
+        self.prep_deadline: float | None = None  # Preparing falls back to Available after this
+        self.unplugged = False  # in a session: the car was unplugged (StopTransactionOnEVSideDisconnect off)
         self._session_drew = False
         self._session_mono = 0.0
         self._last_journal = 0.0
-        self._finishing_until: float | None = None
+        self.finishing_until: float | None = None  # Finishing shown until (without an EV input)
         self._last_stopped: Session | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
-        self._poll_now = asyncio.Event()
+        self.poller = Poller(self, c.contactor_settle_s, c.contactor_recover_s)
 
     # ------------------------------------------------------------------ conditions of the table
     def ev_plugged(self) -> bool:
-        return bool(self._ev)
+        return bool(self.poller.ev)
 
     def reserved(self) -> bool:
         return self.reservation is not None
 
     @property
     def has_ev_input(self) -> bool:
-        return self._ev is not None
+        return self.poller.ev is not None
+
+    @property
+    def watch(self) -> ContactorWatch:
+        return self.poller.watch
 
     @property
     def busy(self) -> bool:
@@ -146,16 +151,11 @@ class Charger(Triggers):
     @property
     def pending(self) -> bool:
         """A card was accepted and the station waits for the plug."""
-        return self._pending is not None
+        return self.waiting is not None
 
     @property
     def reading(self) -> MeterReading | None:
         return self.sampler.reading
-
-    @property
-    def unplugged(self) -> bool:
-        """In a session, the car was unplugged (StopTransactionOnEVSideDisconnect off)."""
-        return self._unplugged
 
     def restart_no_power_grace(self) -> None:
         """The car gets the full no-power grace again (after a pause the station ordered)."""
@@ -163,7 +163,7 @@ class Charger(Triggers):
 
     def persist_available(self, available: bool) -> None:
         """ChangeAvailability survives a restart (OCPP 1.6)."""
-        self._safe(self.store.put_json, "core.available", available)
+        self.journal.remember("core.available", available)
 
     # ------------------------------------------------------------------ owning tasks
     def spawn(self, coro: Coroutine[Any, Any, Any], name: str, *, critical: bool = False,
@@ -176,6 +176,7 @@ class Charger(Triggers):
     # ------------------------------------------------------------------ start-up
     async def start(self) -> None:
         self._loop = asyncio.get_running_loop()
+        self.inbox.bind(self._loop)
         try:
             self.store.check_writable()
         except StorageError as exc:
@@ -185,106 +186,42 @@ class Charger(Triggers):
         await self.sampler.read()
         if self.hw.meter.map_warning:  # logged by the meter; the operator sees it in the recent events
             self.note(f"meter: {self.hw.meter.map_warning}")
-        await self._check_contactor_at_start()
+        await self.poller.check_at_start(self.config.charging.contactor_settle_s)
         await self.close_leftovers()
-        if self._store_get("core.available", True) is False and self.state is not State.FAULTED:
+        if self.journal.setting("core.available", True) is False and self.state is not State.FAULTED:
             self.disable()
         if self.hw.reader is not None:
-            self.hw.reader.start(self._tap_from_thread, self._reader_fault_from_thread,
+            self.hw.reader.start(self.inbox.tap_from_thread, self.inbox.fault_from_thread,
                                  lambda: self.supervisor.beat("reader"))
             self.supervisor.expect("reader", READER_DEADLINE_S, self.hw.reader.alive)
         m = self.config.meter
         meter_deadline = self.settings["meter_interval_s"] + METER_TRIES * 6 * m.timeout_s + 5.0
-        self.spawn(self._event_loop(), "events", critical=True, deadline_s=EVENTS_DEADLINE_S)
+        self.spawn(self.inbox.run(), "events", critical=True, deadline_s=EVENTS_DEADLINE_S)
         self.spawn(self._meter_loop(), "meter", critical=True, deadline_s=meter_deadline)
-        self.spawn(self._poll_loop(), "poll", critical=True, deadline_s=POLL_DEADLINE_S)
+        self.spawn(self.poller.run(), "poll", critical=True, deadline_s=POLL_DEADLINE_S)
         self.spawn(self.statuses.run(), "status")
         self._after_state_change()
 
-    async def _check_contactor_at_start(self) -> None:
-        """The contactor is commanded open at start; a contact that says closed gets its settle
-        time once, then the station starts Faulted (no session may start on a welded contactor)."""
-        now = self.clock.monotonic()
-        if self.watch.observe(self.hw.contactor.closed, self.hw.contactor.feedback(), now) is None \
-                and self.hw.contactor.feedback() not in (None, self.hw.contactor.closed):
-            await asyncio.sleep(self.config.charging.contactor_settle_s)
-            self._watch_contactor()
-
-    def _store_get(self, key: str, default: Any) -> Any:
-        try:
-            return self.store.get_json(key, default)
-        except StorageError:
-            return default
-
     async def close_leftovers(self) -> None:
         """Close what a power cut (or a dead loop) left open: reason PowerLoss, stop reading read now."""
-        try:
-            leftovers = self.store.sessions(("active", "authorizing"))
-        except StorageError as exc:
-            log.error("cannot read the journal at start: %s", exc)
-            return
+        leftovers = self.journal.leftovers()
         if not leftovers:
             return
         reading = await self.sampler.read(tries=METER_TRIES)  # now: the stop must be exact
-        for s in leftovers:
-            if s.state == "authorizing":
-                self._safe(self.store.finish_authorization, s.id, "aborted", "PowerLoss")
-                continue
-            if reading is not None:
-                wh, phases, estimated = reading.energy_wh, reading.energy_phase_wh, False
-            else:
-                wh, phases, estimated = s.extra.get("last_wh") or s.meter_start_wh, (), True
-            if wh < s.meter_start_wh:  # never bill negative energy: a replaced meter, say
-                log.error("session %d: meter %d Wh is below its start %d Wh; stopping at start", s.id, wh, s.meter_start_wh)
-                wh, estimated = s.meter_start_wh, True
-            self._safe(self.store.stop, s.id, wh, self.clock.stamp(), "PowerLoss", phases, estimated,
-                       {"reason": "PowerLoss"})
-            log.warning("session %d of %s closed after power loss at %d Wh%s", s.id, _mask(s.id_tag), wh,
-                        " (last stored reading)" if estimated else "")
-            self.note(f"session {s.id} closed: PowerLoss")
+        for text in self.journal.recover(leftovers, reading):
+            self.note(text)
         self.wake_delivery()
 
-    # ------------------------------------------------------------------ thread bridges
-    def _tap_from_thread(self, uid: bytes) -> None:
-        if self._loop is not None:
-            self._loop.call_soon_threadsafe(self._events.put_nowait, ("tap", uid))
-
-    def _reader_fault_from_thread(self, text: str | None) -> None:
-        if self._loop is not None:
-            self._loop.call_soon_threadsafe(self._events.put_nowait, ("reader", text))
-
+    # ------------------------------------------------------------------ taps (taps.py calls)
     def tap_tag(self, id_tag: str) -> None:
         """A tap by id tag (scenarios with UIDs no ISO 14443 card has)."""
-        self._events.put_nowait(("tag", id_tag))
+        self.inbox.put_tag(id_tag)
 
     def events_idle(self) -> bool:
         """No tap waiting and none being handled (the simulator waits on it)."""
-        return self._events.empty() and not self._busy
+        return self.inbox.empty() and not self._busy
 
-    # ------------------------------------------------------------------ taps
-    async def _event_loop(self) -> None:
-        while True:
-            await self.supervisor.checkpoint("events")
-            try:
-                async with asyncio.timeout(EVENTS_WAIT_S):  # wake now and then to beat
-                    kind, value = await self._events.get()
-            except TimeoutError:
-                continue
-            try:
-                if kind == "tap":
-                    await self._on_tag(self._format(value))
-                elif kind == "tag":
-                    await self._on_tag(value)
-                elif kind == "reader":
-                    self._on_reader_fault(value)
-            except Exception:
-                log.exception("handling %s failed", kind)
-
-    def _format(self, uid: bytes) -> str:
-        r = self.config.rfid
-        return format_uid(uid, r.uid_case, r.uid_separator, r.uid_byte_order)
-
-    async def _on_tag(self, tag: str) -> None:
+    async def on_tag(self, tag: str) -> None:
         log.info("tap %s in %s", _mask(tag), self.state.value)
         self.note(f"tap {tag}")
         try:
@@ -301,10 +238,10 @@ class Charger(Triggers):
             else:
                 self.notice("other_card")
             return
-        if self._pending is not None:
-            session, _ = self._pending
+        if self.waiting is not None:
+            session, _ = self.waiting
             if normalize_tag(tag) == normalize_tag(session.id_tag):
-                self._cancel_pending("cancelled")
+                self.cancel_waiting("cancelled")
             return
         if self.state in (State.UNAVAILABLE, State.FAULTED):
             if self.state is State.UNAVAILABLE:
@@ -336,7 +273,7 @@ class Charger(Triggers):
         self._busy = True
         try:
             self.tap()  # -> Preparing
-            self._render()
+            self.render()
             if self.faults.blocking():
                 self._refuse(None, "faulted")
                 return
@@ -346,45 +283,30 @@ class Charger(Triggers):
                 self._refuse(None, "meter_fault")
                 return
             try:
-                session = self.store.create_session(uuid.uuid4().hex, self.connector_id, tag, reading.energy_wh,
-                                                    reading.energy_phase_wh,
-                                                    self.reservation.id if self.reservation else None)
+                session = self.journal.open(tag, reading, self.reservation.id if self.reservation else None)
             except StorageError as exc:
                 log.error("refusing %s: %s", _mask(tag), exc)
                 self.set_fault("storage", Fault("OtherError", str(exc), "Storage"), blocking=False)
                 self._refuse(None, "storage_refused")
                 return
-            result = AuthResult(AuthStatus.ACCEPTED) if remote else await self._ask_backend(tag, session)
+            result = AuthResult(AuthStatus.ACCEPTED) if remote else await self.authorizer.ask(tag, session)
             if not result.accepted:
                 reason = result.status.value + (f": {result.message}" if result.message else "")
                 if result.reason:
                     reason += f" ({result.reason})"
                 log.info("tap %s refused: %s", _mask(tag), reason)
-                self._safe(self.store.finish_authorization, session.id, "refused", reason)
+                self.journal.refuse(session, reason)
                 self._refuse(result, "offline" if result.offline else "refused")
                 return
-            if self.has_ev_input and not self._ev:
-                self._pending = (session, result)
-                self._prep_deadline = self.clock.monotonic() + self.settings["connection_timeout_s"]
-                self._render()
+            if self.has_ev_input and not self.poller.ev:
+                self.waiting = (session, result)
+                self.prep_deadline = self.clock.monotonic() + self.settings["connection_timeout_s"]
+                self.render()
                 return
-            await self._begin(session, result)
+            await self.begin_session(session, result)
         finally:
             self._busy = False
-            self._render()
-
-    async def _ask_backend(self, tag: str, session: Session) -> AuthResult:
-        try:
-            async with asyncio.timeout(AUTH_TIMEOUT_S):
-                result = await self.backend.authorize(tag, session)
-        except (BackendOffline, TimeoutError) as exc:
-            log.info("backend unreachable (%s): offline policy %s", exc or "timeout", self.policy.policy)
-            return self.policy.decide(tag)
-        except Exception:
-            log.exception("backend failed to authorize; offline policy applies")
-            return self.policy.decide(tag)
-        self.policy.remember(tag, result)
-        return result
+            self.render()
 
     def _refuse(self, result: AuthResult | None, key: str) -> None:
         if result is not None:
@@ -400,35 +322,30 @@ class Charger(Triggers):
         if self.state is State.PREPARING:
             self.abandon()
 
-    def _cancel_pending(self, why: str) -> None:
-        if self._pending is None:
+    def cancel_waiting(self, why: str) -> None:
+        if self.waiting is None:
             return
-        session, _ = self._pending
-        self._pending = None
-        self._prep_deadline = None
-        self._safe(self.store.finish_authorization, session.id, "aborted", why)
+        session, _ = self.waiting
+        self.waiting = None
+        self.prep_deadline = None
+        self.journal.abort(session, why)
         if self.state is State.PREPARING:
             self.abandon()
 
-    async def _begin(self, session: Session, result: AuthResult) -> None:
-        self._pending = None
-        self._prep_deadline = None
+    async def begin_session(self, session: Session, result: AuthResult) -> None:
+        self.waiting = None
+        self.prep_deadline = None
         if self.faults.blocking():  # e.g. the contactor welded while the car was being plugged in
-            self._safe(self.store.finish_authorization, session.id, "aborted", "fault")
+            self.journal.abort(session, "fault")
             self._refuse(None, "faulted")
             return
         reading = await self.sampler.read()
         if reading is None:
-            self._safe(self.store.finish_authorization, session.id, "aborted", "meter")
+            self.journal.abort(session, "meter")
             self._refuse(None, "meter_fault")
             return
-        started_at = self.clock.stamp()
-        payload = {"id_tag": session.id_tag, "meter_start_wh": reading.energy_wh, "timestamp": started_at,
-                   "reservation_id": session.reservation_id}
         try:
-            session = self.store.activate(session.id, reading.energy_wh, started_at, reading.energy_phase_wh,
-                                          result.backend_session_id, result.parent_id, result.offline, payload,
-                                          start_delivered=result.backend_session_id is not None)
+            session = self.journal.activate(session, reading, result)
         except StorageError as exc:
             log.error("cannot journal the session start: %s", exc)
             self.set_fault("storage", Fault("OtherError", str(exc), "Storage"), blocking=False)
@@ -437,7 +354,7 @@ class Charger(Triggers):
         self.session = session
         self.reservation = None
         self._session_drew = False
-        self._unplugged = False
+        self.unplugged = False
         self._session_mono = self._last_journal = self.clock.monotonic()
         self.wake_delivery()
         if self.limit_w == 0:
@@ -469,22 +386,12 @@ class Charger(Triggers):
                 wh = last.energy_wh if last is not None else session.meter_start_wh
                 phases, estimated = (), True
             wh = max(wh, session.meter_start_wh)
-            stopped_at = self.clock.stamp()
-            payload = {"reason": reason} if id_tag is None else {"reason": reason, "id_tag": id_tag}
-            while True:
-                try:
-                    session = self.store.stop(session.id, wh, stopped_at, reason, phases, estimated, payload)
-                    break
-                except StorageError as exc:
-                    # The contactor is open; the stop must still be recorded before anything else.
-                    self.set_fault("storage", Fault("OtherError", str(exc), "Storage"), blocking=False)
-                    log.critical("cannot journal the stop of session %d (%d Wh): %s; retrying", session.id, wh, exc)
-                    await asyncio.sleep(2.0)
+            session = await self.journal.close(session, wh, phases, estimated, reason, id_tag, self._storage_failed)
             self.session = None
             self.end()
             if self.faults.blocking():
                 self.fault()  # the session is closed; now the station shows why it cannot go on
-            self._finishing_until = self.clock.monotonic() + self.config.charging.finishing_s
+            self.finishing_until = self.clock.monotonic() + self.config.charging.finishing_s
             self.wake_delivery()
             log.info("session %d stopped (%s) at %d Wh: %s Wh", session.id, reason, wh, session.energy_wh)
             self.note(f"session {session.id} stopped ({reason}): {session.energy_wh} Wh")
@@ -492,30 +399,15 @@ class Charger(Triggers):
             return session
         finally:
             self._busy = False
-            self._render()
-
-    def _after_finishing(self) -> None:
-        if self.state is not State.FINISHING:
-            return
-        if self.has_ev_input and self._ev:
-            return  # until unplugged
-        if self.scheduled_unavailable and self.may_disable():
-            # Straight to Unavailable: an Available in between would be reported and be false.
-            self.scheduled_unavailable = False
-            self.reservation = None
-            self.disable()
-            return
-        self.release()
+            self.render()
 
     async def drain(self, timeout: float) -> bool:
         """Wait until the outbox is empty (everything delivered), at most `timeout` seconds."""
         deadline = self.clock.monotonic() + timeout
         while self.clock.monotonic() < deadline:
-            try:
-                if self.store.pending_messages() == 0:
-                    return True
-            except StorageError:
-                return False
+            pending = self.journal.pending()
+            if pending is None or pending == 0:
+                return pending == 0
             self.wake_delivery()
             await asyncio.sleep(0.05)
         log.warning("outbox not drained within %.0f s; the rest is delivered after the restart", timeout)
@@ -540,8 +432,8 @@ class Charger(Triggers):
             # that stopped drawing leaves its final reading, for a PowerLoss with a dead meter.
             if self.state is not before or now - self._last_journal >= self.config.charging.journal_interval_s:
                 self._last_journal = now
-                self._safe(self.store.record_meter, self.session.id, reading.energy_wh, self.clock.stamp())
-            self._render()
+                self.journal.sample(self.session, reading.energy_wh)
+            self.render()
 
     def _follow_power(self, reading: MeterReading) -> None:
         threshold = self.config.charging.power_threshold_w
@@ -567,100 +459,24 @@ class Charger(Triggers):
         else:
             self.set_fault("meter", Fault("PowerMeterFailure", text))
 
-    # ------------------------------------------------------------------ inputs, contactor, timers
-    def _poll_interval(self) -> float:
-        """Fast (50 ms) while anything can need power off soon; once a second when idle."""
-        settling = self.hw.contactor.closed or self.watch.verdict is not ContactorVerdict.OK
-        if self.session is not None or self._busy or settling or self.state is State.PREPARING:
-            return INPUT_POLL_S
-        if self._prep_deadline is not None or self.presenter.notice is not None or self.reservation is not None \
-                or self.state is State.FINISHING:
-            return 0.25
-        return IDLE_POLL_S
+    # ------------------------------------------------------------------ inputs and timers (poller.py calls)
+    def needs_fast_poll(self) -> bool:
+        """Anything that may need power off within 100 ms, or a car being plugged in."""
+        return self.session is not None or self._busy or self.state is State.PREPARING
+
+    def timer_due(self) -> bool:
+        return (self.prep_deadline is not None or self.presenter.notice is not None or self.reservation is not None
+                or self.state is State.FINISHING)
 
     def kick(self) -> None:
-        """Poll now (a state change or a contactor command: the next second is not soon enough)."""
-        self._poll_now.set()
+        self.poller.kick()
 
-    async def _poll_loop(self) -> None:
-        """The EV input, the stop button, the contactor's auxiliary contact and the timers."""
-        while True:
-            await self.supervisor.checkpoint("poll")
-            self._poll_now.clear()
-            try:
-                async with asyncio.timeout(self._poll_interval()):
-                    await self._poll_now.wait()
-            except TimeoutError:
-                pass
-            await self._poll_inputs()
-            self._watch_contactor()
-            self._end_session_on_fault()
-            self._timers()
-
-    async def _poll_inputs(self) -> None:
-        ev = self.hw.inputs.ev_connected()
-        btn = self.hw.inputs.stop_pressed()
-        if ev != self._ev:
-            self._ev = ev
-            await self._on_plug(bool(ev))
-        if btn and not self._stop_btn and self.state in IN_SESSION and not self._busy:
+    async def on_stop_button(self) -> None:
+        """The stop button (latched by an edge callback, so a short press is not lost)."""
+        if self.state in IN_SESSION and not self._busy:
             await self.stop("Local")
-        self._stop_btn = btn
 
-    async def _on_plug(self, plugged: bool) -> None:
-        self.note("plugged" if plugged else "unplugged")
-        if plugged:
-            if self._pending is not None and not self._busy:
-                session, result = self._pending
-                await self._begin(session, result)
-            elif self.state in IN_SESSION and self._unplugged:
-                self._replugged()
-            elif self.state is State.RESERVED:
-                pass  # stays Reserved (OCPP 1.6 §5.13): only the reserved tag may start here
-            elif self.may_plug():
-                self.plug()
-                self._prep_deadline = self.clock.monotonic() + self.settings["connection_timeout_s"]
-            return
-        if self.state in IN_SESSION:
-            if self.settings["stop_on_ev_disconnect"]:
-                await self.stop("EVDisconnected")
-            else:
-                # StopTransactionOnEVSideDisconnect = false: the session goes on without power
-                # until the car is back (OCPP 1.6: "energy transfer is allowed again").
-                self._unplugged = True
-                self.hw.contactor.set(False)
-                if self.state is not State.SUSPENDED_EV and self.may_idle():
-                    self.idle()
-        elif self.state is State.PREPARING and not self._busy:
-            self._cancel_pending("EVDisconnected")
-            if self.state is State.PREPARING:
-                self.abandon()
-        elif self.state is State.FINISHING:
-            self._after_finishing()
-
-    def _replugged(self) -> None:
-        self._unplugged = False
-        if self.state is State.SUSPENDED_EVSE or self.limit_w == 0:
-            return  # the station's own pause goes on; resume() closes it
-        self.hw.contactor.set(True)
-        self.kick()
-        self._session_mono = self.clock.monotonic()  # the car gets the full no-power grace again
-        log.info("session %d: car plugged in again; power on", self.session.id if self.session else -1)
-
-    def _watch_contactor(self) -> None:
-        verdict = self.watch.observe(self.hw.contactor.closed, self.hw.contactor.feedback(), self.clock.monotonic())
-        if verdict is ContactorVerdict.WELDED:
-            log.critical("contactor welded: the auxiliary contact reads closed while commanded open")
-            self.set_fault("contactor", WELDED_FAULT)
-        elif verdict is ContactorVerdict.DROPPED:
-            fault = DROPPED_FAULT if self.watch.followed else NOT_CLOSED_FAULT
-            log.critical("%s", fault.text)
-            self.set_fault("contactor", fault)
-        elif verdict is ContactorVerdict.OK:
-            log.warning("contactor: the auxiliary contact agrees again")
-            self.clear_fault("contactor")
-
-    def _end_session_on_fault(self) -> None:
+    def end_session_on_fault(self) -> None:
         """A session cannot go on with a faulty meter or contactor: end it (then Faulted)."""
         if self.session is None or self._busy:
             return
@@ -672,33 +488,16 @@ class Charger(Triggers):
         self._busy = False
         await self.stop("Other")
 
-    def _timers(self) -> None:
-        """Timers that need no precision: Preparing timeout, Finishing, notices, reservations."""
-        now = self.clock.monotonic()
-        if self._prep_deadline is not None and now > self._prep_deadline and self.state is State.PREPARING \
-                and not self._busy:
-            self._prep_deadline = None
-            self._cancel_pending("ConnectionTimeout")
-            if self.state is State.PREPARING and self.may_abandon():
-                self.abandon()
-        if self.state is State.FINISHING and self._finishing_until is not None and now > self._finishing_until:
-            self._after_finishing()
-        if self.presenter.expire():
-            self._render()
-        if self.reservation is not None and self.reservation.expired(now):
-            log.info("reservation %s expired", self.reservation.id)
-            self.end_reservation()
-
     def end_reservation(self) -> None:
         """A reservation expires or is cancelled: a car already plugged in now waits for a card."""
         self.reservation = None
         if self.state is State.RESERVED:
             self.unhold()
-            if self._ev and self.may_plug():
+            if self.poller.ev and self.may_plug():
                 self.plug()
 
     # ------------------------------------------------------------------ faults
-    def _on_reader_fault(self, text: str | None) -> None:
+    def on_reader_fault(self, text: str | None) -> None:
         if text is None:
             self.clear_fault("reader")
         else:
@@ -716,7 +515,7 @@ class Charger(Triggers):
             self.fault()
         else:
             self._report_status()
-            self._render()
+            self.render()
 
     def clear_fault(self, source: str) -> None:
         if not self.faults.clear(source):
@@ -725,22 +524,19 @@ class Charger(Triggers):
         self._journal_fault(source, None)
         if not self.faults.blocking() and self.state is State.FAULTED:
             self.recover()
-            if self._store_get("core.available", True) is False:
+            if self.journal.setting("core.available", True) is False:
                 self.disable()
         else:
             self._report_status()
-            self._render()
+            self.render()
 
     def _journal_fault(self, source: str, fault: Fault | None) -> None:
         """Faults are journaled with the meter's reading: a welded contactor lets energy flow with
         no session, and the journal must say how much (raised_wh to cleared_wh)."""
-        if source == "storage":
-            return  # the journal is what failed
-        wh = self.sampler.reading.energy_wh if self.sampler.reading is not None else None
-        if fault is None:
-            self._safe(self.store.clear_fault, source, self.clock.stamp(), wh)
-        else:
-            self._safe(self.store.raise_fault, source, fault.code, fault.text, fault.vendor, self.clock.stamp(), wh)
+        self.journal.fault(source, fault, self.sampler.reading.energy_wh if self.sampler.reading else None)
+
+    def _storage_failed(self, exc: StorageError) -> None:
+        self.set_fault("storage", Fault("OtherError", str(exc), "Storage"), blocking=False)
 
     def _fault_reason(self) -> str:
         fault = self.faults.first()
@@ -753,24 +549,24 @@ class Charger(Triggers):
             energy = self.sampler.reading.energy_wh - self.session.meter_start_wh
             power = self.sampler.reading.power_w
         finished = self._last_stopped.energy_wh if self._last_stopped is not None else None
-        return View(self.state, self.name, self.online, self._busy, self._pending is not None, energy, power,
+        return View(self.state, self.name, self.online, self._busy, self.waiting is not None, energy, power,
                     finished, self.faults.first())
 
     def _after_state_change(self) -> None:
         self.kick()
-        if self.state is State.PREPARING and not self._busy and self._pending is None:
-            self._prep_deadline = self._prep_deadline or self.clock.monotonic() + self.settings["connection_timeout_s"]
-        self._render()
+        if self.state is State.PREPARING and not self._busy and self.waiting is None:
+            self.prep_deadline = self.prep_deadline or self.clock.monotonic() + self.settings["connection_timeout_s"]
+        self.render()
         self._report_status()
 
-    def _render(self) -> None:
+    def render(self) -> None:
         self.presenter.render(self.view())
 
     def notice(self, key: str, **fields: Any) -> None:
         """Show a transient screen (a refusal also blinks red) over the state's screen."""
         fields.setdefault("offline", not self.online)
         self.presenter.show_notice(key, **fields)
-        self._render()
+        self.render()
 
     def status(self) -> StatusReport:
         fault = self.faults.first()
@@ -790,12 +586,6 @@ class Charger(Triggers):
         if self.deliverer is not None:
             self.deliverer.wake()
 
-    def _safe(self, fn: Any, *args: Any) -> None:
-        try:
-            fn(*args)
-        except StorageError as exc:
-            log.error("%s", exc)
-
     def on_delivery(self, item: OutboxItem, result: DeliveryResult) -> None:
         """A queued message was confirmed (the deliverer calls this)."""
         if (result.backend_session_id is not None and self.session is not None
@@ -807,7 +597,7 @@ class Charger(Triggers):
         if online != self.online:
             self.online = online
             self.note("backend online" if online else "backend offline")
-            self._render()
+            self.render()
             if online:
                 self.wake_delivery()
 

@@ -118,15 +118,14 @@ class Deliverer:
         stopped = self.clock.resolve(session.stopped_at)
         # A stamp of this boot waits for the clock (False: not yet); one of an earlier boot
         # can never be dated and goes as it is (True), rather than never.
-        if (session.started_at or "").startswith(MONO_PREFIX) and started is None \
-                and not self._unresolvable(session.started_at):
-            return False
-        if (session.stopped_at or "").startswith(MONO_PREFIX) and stopped is None \
-                and not self._unresolvable(session.stopped_at):
-            return False
+        for stamp, resolved in ((session.started_at, started), (session.stopped_at, stopped)):
+            if stamp is not None and stamp.startswith(MONO_PREFIX) and resolved is None \
+                    and not self._unresolvable(stamp):
+                return False
         if started != session.started_at or stopped != session.stopped_at:
             self.store.update_times(session.id, started, stopped)
-            session.started_at, session.stopped_at = started, stopped
+            session.started_at = started or session.started_at
+            session.stopped_at = stopped or session.stopped_at  # an unresolvable stamp is kept (clock.resolve)
         return True
 
     def _unresolvable(self, stamp: str) -> bool:

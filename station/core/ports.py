@@ -157,7 +157,7 @@ class Display(Protocol):
 class Hardware:
     """The set of ports the daemon composes. Built by station.hardware.factory."""
 
-    reader: RfidReader
+    reader: RfidReader | None  # None: no reader fitted (rfid.enabled = false)
     contactor: Contactor
     inputs: Inputs
     leds: Leds
@@ -269,7 +269,7 @@ class Backend(abc.ABC):
         """
         self.station = station
 
-    async def close(self) -> None:
+    async def close(self) -> None:  # noqa: B027 - optional: a backend without links has nothing to close
         """Close links and stop background tasks."""
 
     async def wait_ready(self, timeout: float) -> bool:
@@ -289,7 +289,7 @@ class Backend(abc.ABC):
     async def deliver(self, item: OutboxItem, session: Session) -> DeliveryResult:
         """Deliver one queued transaction message; raise BackendOffline to retry later."""
 
-    async def send_status(self, report: StatusReport) -> None:
+    async def send_status(self, report: StatusReport) -> None:  # noqa: B027 - optional: the local backend has no one to tell
         """Best effort; the backend re-sends the current status on reconnect."""
 
     async def parent_of(self, id_tag: str) -> str | None:

@@ -48,7 +48,7 @@ IDLE = (A, R)
 TRANSITIONS: list[dict] = [
     dict(trigger="plug",      source=A,                  dest=P),     # at Reserved, only the reserved card starts
     dict(trigger="tap",       source=[A, R, P],          dest=P),
-    dict(trigger="abandon",   source=P,                  dest=P, conditions="ev_plugged"),  # refused or timed out, car still plugged
+    dict(trigger="abandon",   source=P,                  dest=P, conditions="ev_plugged"),  # refused or timed out, plugged
     dict(trigger="abandon",   source=P,                  dest=A, unless="reserved"),
     dict(trigger="abandon",   source=P,                  dest=R),
     dict(trigger="begin",     source=P,                  dest=SEV),   # authorized: session journaled, contactor closed

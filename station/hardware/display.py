@@ -166,7 +166,7 @@ class LcdDisplay:
         try:
             if self._lcd is None:
                 self._open()
-            assert self._shadow is not None
+            assert self._lcd is not None and self._shadow is not None
             for row, (want, have) in enumerate(zip(wanted, self._shadow)):
                 for start, run in _changed_runs(want, have):
                     self._lcd.cursor_pos = (row, start)

@@ -141,9 +141,9 @@ class TapDebouncer:
                 del self._present[known]
         if uid is None:
             return None
-        seen = self._present.get(uid)
-        if seen is not None:
-            seen.last, seen.misses = now, 0
+        found = self._present.get(uid)
+        if found is not None:
+            found.last, found.misses = now, 0
             return None
         self._present[uid] = _Seen(now)
         return uid
@@ -226,7 +226,14 @@ class Mfrc522Reader:
         if self._lib is not None:
             return
         import RPi.GPIO as GPIO  # bound here: in sim mode the fake is installed by then
-        from mfrc522 import MFRC522
+        try:
+            from mfrc522 import MFRC522
+        except ModuleNotFoundError as exc:
+            if exc.name != "mfrc522":
+                raise
+            # pip cannot install it with the extras (setup.cfg says why): say how.
+            raise ReaderError("the mfrc522 library is not installed: pip install --no-deps mfrc522==0.0.7 "
+                              "(README.md, Installing by hand)") from None
 
         mode = GPIO.getmode()
         if mode not in (None, GPIO.BCM):

@@ -34,7 +34,7 @@ def install() -> None:
 
         from station.sim.hd44780 import FakeSMBus
 
-        RPLCD.i2c.SMBus = FakeSMBus  # type: ignore[attr-defined]
+        RPLCD.i2c.SMBus = FakeSMBus
     except ImportError:  # RPLCD not installed: the LCD adapter says so when used
         pass
     _installed = True

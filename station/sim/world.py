@@ -53,6 +53,7 @@ class SimWorld:
         self.backend_up = True
         self.embedded: Any = None  # an embedded backend server (MCSP), if the demo runs one
         self._gpio: Any = None
+        self._logged_closed: bool | None = None  # the contactor state last logged
 
     @classmethod
     async def create(cls, config: Config, embedded: Any = None) -> SimWorld:
@@ -109,6 +110,11 @@ class SimWorld:
     def _on_output(self, pin: int, level: int) -> None:
         if pin != self.pins.contactor:
             return
+        closed = self.contactor_closed
+        if closed != self._logged_closed:
+            # What the emulated coil does, in the log: under systemd the only outside witness.
+            log.info("emulated contactor %s", "closed" if closed else "open")
+            self._logged_closed = closed
         self._update()
 
     def _update(self) -> None:

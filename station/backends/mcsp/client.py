@@ -33,7 +33,11 @@ keep it open: the link keeper closes those with an END of zero energy.
 
 The background task (`_keep_link`) connects, sends HEARTBEAT every
 `heartbeat_s`, sets the station clock from the reply's `Time`, and after a
-failure reconnects with exponential backoff (station.backoff).
+failure reconnects with exponential backoff (station.backoff). It is a
+critical loop of the station's supervisor: it reports progress (`beat`) at
+least every BEAT_S while it waits, and its deadline covers the longest
+exchange it can be held up by (`_deadline_s`), so a keeper that hangs stops
+the watchdog instead of leaving the station silently offline.
 """
 
 from __future__ import annotations
@@ -46,18 +50,22 @@ from dataclasses import dataclass
 from typing import Any
 
 from station import privacy
+from station.aio import cancel_and_wait
 from station.backends.mcsp import codec
 from station.backends.mcsp.codec import CLOSED, Connection, Reply, Request, Role
 from station.backends.mcsp.link import Link, open_link, parse_url
+from station.backends.mcsp.online import OnlineBackend
 from station.backoff import Backoff
 from station.clock import iso
 from station.core.model import AuthResult, AuthStatus, DeliveryResult, MessageKind, OutboxItem, Session, StatusReport
-from station.core.ports import Backend, StationControl
+from station.core.ports import StationControl
 from station.errors import BackendOffline, ProtocolError
 
 log = logging.getLogger(__name__)
 
 SETTLE_S = 0.3  # quiet after a complete line that ends a reply without end marker
+BEAT_S = 5.0  # the link keeper reports progress at least this often while it waits
+LINK_TASK = "mcsp-link"
 OPENED_KEY = "mcsp.opened"  # store setting: session key -> Session-Id opened by authorize
 _ISO = re.compile(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d{1,6})?Z")
 
@@ -88,6 +96,11 @@ class StationRefused(BackendOffline):
     """407: the server does not accept this station's Name or Auth secret."""
 
 
+def _printable(text: str, limit: int = 200) -> str:
+    """A header value: printable ASCII only (the codec refuses anything else), bounded."""
+    return "".join(ch if " " <= ch <= "~" else "?" for ch in text)[:limit].strip()
+
+
 def rule_for(code: int | None) -> ErrorRule:
     """The rule for a code; unknown codes follow their class, a bare ERROR (2017 server) refuses."""
     if code in ERROR_RULES:
@@ -112,7 +125,7 @@ def _iso_or_none(stamp: str | None) -> str | None:
     return stamp if stamp and _ISO.fullmatch(stamp) else None
 
 
-class McspBackend(Backend):
+class McspBackend(OnlineBackend):
     kind = "mcsp"
 
     def __init__(self, url: str, name: str, *, store: Any = None, baudrate: int = 19200, timeout_s: float = 5.0,
@@ -135,46 +148,38 @@ class McspBackend(Backend):
         self._conn: Connection | None = None
         self._lock = asyncio.Lock()
         self._wake = asyncio.Event()
-        self._ready = asyncio.Event()
         self._task: asyncio.Task | None = None
         self._status_task: asyncio.Task | None = None
         self._status: str | None = None
+        self._error: tuple[str, str] | None = None  # (Error, Error-Info) of the last status, if faulted
         self._opened: dict[str, str] = dict(store.get_json(OPENED_KEY, {}) or {}) if store is not None else {}
 
     # ------------------------------------------------------------------ lifecycle
     async def start(self, station: StationControl) -> None:
         await super().start(station)
-        self._task = asyncio.create_task(self._keep_link(), name="mcsp-link")
+        self._task = station.spawn(self._keep_link(), LINK_TASK, critical=True, deadline_s=self._deadline_s())
+
+    def _deadline_s(self) -> float:
+        """Longest the link keeper may go without a beat: one wait slice, plus a HEARTBEAT that
+        waits for the lock behind another exchange. An exchange is at most two tries of connect
+        (timeout_s), write (a serial port's 5 s write timeout), reply (timeout_s) and close (2 s)."""
+        exchange = 2 * (2 * self.timeout_s + 7.0)
+        return BEAT_S + 2 * exchange + 10.0
 
     async def close(self) -> None:
-        for task in (self._task, self._status_task):
-            if task is not None:
-                task.cancel()
-                try:
-                    await task
-                except (asyncio.CancelledError, Exception):
-                    pass
+        await cancel_and_wait(self._task, self._status_task)
         self._task = self._status_task = None
         async with self._lock:
             await self._drop_link("closing", force=True)
         self._set_online(False)
 
-    async def wait_ready(self, timeout: float) -> bool:
-        try:
-            await asyncio.wait_for(self._ready.wait(), timeout)
-        except TimeoutError:
-            pass
-        return self.online
-
-    def _set_online(self, online: bool) -> None:
-        if online:
-            self._ready.set()
-        else:
-            self._ready.clear()
-        super()._set_online(online)
+    def _beat(self) -> None:
+        if self.station is not None:
+            self.station.beat(LINK_TASK)
 
     async def _keep_link(self) -> None:
         while True:
+            self._beat()
             try:
                 await self._ping()
                 self.backoff.reset()
@@ -190,8 +195,20 @@ class McspBackend(Backend):
                 delay = self.backoff.next()
                 log.exception("MCSP link keeper failed; next try in %.1f s", delay)
             self._wake.clear()
+            await self._idle(delay)
+
+    async def _idle(self, seconds: float) -> None:
+        """Wait `seconds` or until woken, beating at least every BEAT_S."""
+        loop = asyncio.get_running_loop()
+        end = loop.time() + seconds
+        while (left := end - loop.time()) > 0:
+            self._beat()
             try:
-                await asyncio.wait_for(self._wake.wait(), delay)
+                # asyncio.timeout, not wait_for: on 3.11 wait_for can swallow a cancellation
+                # that arrives in the same loop pass as the wake-up, and close() would hang.
+                async with asyncio.timeout(min(left, BEAT_S)):
+                    await self._wake.wait()
+                return
             except TimeoutError:
                 pass
 
@@ -299,10 +316,12 @@ class McspBackend(Backend):
         return Request(codec.END, self._headers(pairs))
 
     def _heartbeat_request(self) -> Request:
-        now = None
-        if self.station is not None and self.station.clock.trusted:
-            now = iso(self.station.clock.now())
-        return Request(codec.HEARTBEAT, self._headers([("Name", self.name), ("Time", now), ("Status", self._status)]))
+        current = self.station.clock.now() if self.station is not None else None
+        now = iso(current) if current is not None else None  # None until the clock is trusted
+        pairs: list[tuple[str, Any]] = [("Name", self.name), ("Time", now), ("Status", self._status)]
+        if self._error is not None:  # the fault behind the status (docs/mcsp.md §4.3)
+            pairs += [("Error", self._error[0]), ("Error-Info", self._error[1])]
+        return Request(codec.HEARTBEAT, self._headers(pairs))
 
     # ------------------------------------------------------------------ Backend interface
     async def authorize(self, id_tag: str, session: Session) -> AuthResult:
@@ -363,10 +382,14 @@ class McspBackend(Backend):
     async def send_status(self, report: StatusReport) -> None:
         """Best effort: a HEARTBEAT carrying the new status, sent in the background."""
         self._status = report.status.value
+        self._error = None
+        if report.error_code != "NoError":
+            detail = ": ".join(x for x in (report.vendor_error_code, report.info) if x)
+            self._error = (report.error_code, _printable(detail or report.error_code))
         if not (self.heartbeats and self.online):
             return
-        if self._status_task is None or self._status_task.done():
-            self._status_task = asyncio.create_task(self._send_status(), name="mcsp-status")
+        if self.station is not None and (self._status_task is None or self._status_task.done()):
+            self._status_task = self.station.spawn(self._send_status(), "mcsp-status")
 
     async def _send_status(self) -> None:
         try:
@@ -399,6 +422,7 @@ class McspBackend(Backend):
         if self.store is None:
             return
         for key, session_id in list(self._opened.items()):
+            self._beat()
             session = self.store.session_by_key(key)
             if session is None:
                 self._forget_opened(key)

@@ -107,10 +107,9 @@ class Headers:
 
     __slots__ = ("_items",)
 
-    def __init__(self, items: Iterable[tuple[str, str]] | Mapping[str, object] = ()) -> None:
-        if isinstance(items, Mapping):
-            items = items.items()
-        self._items: tuple[tuple[str, str], ...] = tuple((str(n), str(v)) for n, v in items)
+    def __init__(self, items: Iterable[tuple[str, object]] | Mapping[str, object] = ()) -> None:
+        pairs = items.items() if isinstance(items, Mapping) else items
+        self._items: tuple[tuple[str, str], ...] = tuple((str(n), str(v)) for n, v in pairs)
 
     @classmethod
     def of(cls, **values: object) -> Headers:

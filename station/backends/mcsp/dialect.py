@@ -3,7 +3,8 @@
 A Pi station with this backend replaces the original charger controller on
 an unchanged mmetering server (`manage.py runevcs` on /dev/ttyUSB1, 19200 8N1).
 
-The conversation (mcsp-origin.md has the live log)::
+The conversation (docs/mcsp.md, §14 "History", has a live log of the 2018
+device and the server's side)::
 
     station: Abrechnung auf            billing opens
     station: Tag ID = D6 4F C9 3B      the tag, upper hex bytes separated by spaces
@@ -27,9 +28,13 @@ this module lives with:
 * replies name a station number (`OK_Lader<N>!`); lines for other numbers
   are ignored, so several chargers can share one bus.
 
-`LineParser` (no I/O) splits bytes into lines with a length limit; the
-`parse_*` functions read single lines. The 2018 server side is emulated in
-runevcs.py on the same functions.
+`LineParser` (no I/O) splits bytes into lines with a length limit;
+`LineReader` reads them from a link within a time limit; the `parse_*`
+functions read single lines. The 2018 server side is emulated in runevcs.py
+on the same pieces.
+
+The heartbeat loop is a critical loop of the station's supervisor: it
+beats at least every BEAT_S while it waits for the next heartbeat.
 """
 
 from __future__ import annotations
@@ -41,15 +46,20 @@ from dataclasses import dataclass
 from typing import Any
 
 from station import privacy
+from station.aio import cancel_and_wait
+from station.backends.mcsp.codec import RemoteProtocolError
 from station.backends.mcsp.link import Link, SerialLink
+from station.backends.mcsp.online import OnlineBackend
 from station.core.model import AuthResult, AuthStatus, DeliveryResult, MessageKind, OutboxItem, Session
-from station.core.ports import Backend, StationControl
+from station.core.ports import StationControl
 from station.core.tags import parse_uid
-from station.errors import BackendOffline, ProtocolError
+from station.errors import BackendOffline
 
 log = logging.getLogger(__name__)
 
 MAX_LINE = 128
+BEAT_S = 5.0  # the heartbeat loop reports progress at least this often while it waits
+HEARTBEAT_TASK = "evcs-heartbeat"
 OPEN = "Abrechnung auf"
 DONE = "total FERTIG"
 ACK = "Verstanden"
@@ -67,11 +77,8 @@ _ALIVE = re.compile(r"LADER (\d{1,2}) lebt")
 _TAG = re.compile(r"Tag ID\s*=\s*(.+)")
 
 
-class DialectError(ProtocolError):
+class DialectError(RemoteProtocolError):
     """The serial peer sent something the 2018 dialect does not have."""
-
-    def __init__(self, message: str) -> None:
-        super().__init__(message, remote=True)
 
 
 class LineParser:
@@ -111,6 +118,35 @@ class LineParser:
                 # Position and byte only: the line may hold a tag (personal data).
                 raise DialectError(f"byte 0x{raw[bad]:02X} at column {bad + 1} is not printable ASCII")
             return raw.decode("ascii")
+
+
+class LineReader:
+    """The next line from a link within a time limit. A line the parser refuses is logged
+    (prefixed with `who`) and skipped."""
+
+    def __init__(self, who: str) -> None:
+        self.who = who
+        self.parser = LineParser()
+
+    async def next(self, link: Link, timeout: float | None) -> str | None:
+        """The next line, or None when none came within `timeout` s (None: wait for ever).
+        A line already received is returned even when the time is up. Raises OSError."""
+        loop = asyncio.get_running_loop()
+        end = None if timeout is None else loop.time() + timeout
+        while True:
+            try:
+                line = self.parser.next_line()
+            except DialectError as exc:
+                log.warning("%s: %s", self.who, exc)
+                continue
+            if line is not None:
+                return line
+            wait = 1.0 if end is None else end - loop.time()
+            if wait <= 0:
+                return None
+            data = await link.read(wait)
+            if data:
+                self.parser.feed(data)
 
 
 @dataclass(frozen=True)
@@ -166,7 +202,7 @@ def error_text(code: int | None, language: str = "en") -> str:
     return f"ERROR{code}: {de if language == 'de' else en}"
 
 
-class EvcsSerialBackend(Backend):
+class EvcsSerialBackend(OnlineBackend):
     kind = "evcs-serial"
 
     def __init__(self, port: str, *, baudrate: int = 19200, station_number: int = 1, reply_timeout_s: float = 3.0,
@@ -179,38 +215,44 @@ class EvcsSerialBackend(Backend):
         self.reopen_s = reopen_s
         self.sent: list[str] = []  # every line written, for tests and the terminal view
         self._link: Link | None = None
-        self._parser = LineParser()
+        self._lines = LineReader("evcs-serial")
         self._lock = asyncio.Lock()
         self._task: asyncio.Task | None = None
 
     # ------------------------------------------------------------------ lifecycle
     async def start(self, station: StationControl) -> None:
         await super().start(station)
-        self._task = asyncio.create_task(self._heartbeat(), name="evcs-heartbeat")
+        self._task = station.spawn(self._heartbeat(), HEARTBEAT_TASK, critical=True, deadline_s=self._deadline_s())
+
+    def _deadline_s(self) -> float:
+        """Longest the heartbeat loop may go without a beat: one wait slice, the lock held by a
+        session's exchange (write with pyserial's 5 s write timeout, then the reply), then its
+        own write, and an open or close of the port."""
+        return BEAT_S + 2 * (5.0 + self.reply_timeout_s) + 5.0 + 10.0
 
     async def close(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            try:
-                await self._task
-            except (asyncio.CancelledError, Exception):
-                pass
-            self._task = None
+        await cancel_and_wait(self._task)
+        self._task = None
         async with self._lock:
             await self._drop()
 
-    async def wait_ready(self, timeout: float) -> bool:
+    async def _idle(self, seconds: float) -> None:
+        """Sleep `seconds`, beating at least every BEAT_S."""
         loop = asyncio.get_running_loop()
-        end = loop.time() + timeout
-        while not self.online and loop.time() < end:
-            await asyncio.sleep(0.05)
-        return self.online
+        end = loop.time() + seconds
+        while True:
+            if self.station is not None:
+                self.station.beat(HEARTBEAT_TASK)
+            left = end - loop.time()
+            if left <= 0:
+                return
+            await asyncio.sleep(min(left, BEAT_S))
 
     async def _heartbeat(self) -> None:
         """Open the port (online), then 'LADER N lebt' every heartbeat_s, as the original device did."""
         delay = 0.0
         while True:
-            await asyncio.sleep(delay)
+            await self._idle(delay)
             try:
                 if self._link is None:
                     async with self._lock:
@@ -240,7 +282,7 @@ class EvcsSerialBackend(Backend):
             except (OSError, ValueError) as exc:
                 self._set_online(False)
                 raise BackendOffline(f"cannot open {self.port}: {exc}") from exc
-            self._parser.clear()
+            self._lines.parser.clear()
             self._set_online(True)
         return self._link
 
@@ -269,32 +311,22 @@ class EvcsSerialBackend(Backend):
         end = loop.time() + timeout
         while True:
             try:
-                line = self._parser.next_line()
-            except DialectError as exc:
-                log.warning("evcs-serial: %s", exc)
-                continue
-            if line is not None:
-                reply = parse_server_line(line)
-                if reply is not None and reply.station == self.number:
-                    return reply
-                if line.strip():
-                    log.debug("evcs-serial: ignoring %r", _loggable(line))
-                continue
-            remaining = end - loop.time()
-            if remaining <= 0:
-                return None
-            try:
-                data = await link.read(remaining)
+                line = await self._lines.next(link, end - loop.time())
             except OSError as exc:
                 await self._drop()
                 raise BackendOffline(f"reading {self.port} failed: {exc}") from exc
-            if data:
-                self._parser.feed(data)
+            if line is None:
+                return None
+            reply = parse_server_line(line)
+            if reply is not None and reply.station == self.number:
+                return reply
+            if line.strip():
+                log.debug("evcs-serial: ignoring %r", _loggable(line))
 
     async def _discard(self) -> None:
         link = await self._ensure()
         await link.discard_input()
-        self._parser.clear()
+        self._lines.parser.clear()
 
     # ------------------------------------------------------------------ sessions
     def _tag_line(self, id_tag: str) -> str:
@@ -337,12 +369,12 @@ class EvcsSerialBackend(Backend):
             async with self._lock:
                 await self._discard()
                 await self._write(self._tag_line(session.id_tag), DONE)
-                reply = await self._reply(self.reply_timeout_s)
-            if reply is not None and not reply.ok:
-                text = error_text(reply.code, self.language)
+                answer = await self._reply(self.reply_timeout_s)
+            if answer is not None and not answer.ok:  # silence is success in this dialect
+                text = error_text(answer.code, self.language)
                 if self.station is not None:
                     self.station.notice(text)
-                return DeliveryResult(rejected=error_text(reply.code))
+                return DeliveryResult(rejected=error_text(answer.code))
             return DeliveryResult(backend_session_id=session.backend_session_id)
         return DeliveryResult()
 

@@ -61,14 +61,18 @@ class StreamLink(Link):
     async def read(self, timeout: float) -> bytes | None:
         try:
             # Cancelling StreamReader.read loses no data: it only returns what it took.
-            return await asyncio.wait_for(self.reader.read(4096), max(timeout, 0.0))
+            # asyncio.timeout, not wait_for: on 3.11 wait_for can swallow a cancellation of
+            # the caller that arrives as the data does.
+            async with asyncio.timeout(max(timeout, 0.0)):
+                return await self.reader.read(4096)
         except TimeoutError:
             return None
 
     async def close(self) -> None:
         self.writer.close()
         try:
-            await asyncio.wait_for(self.writer.wait_closed(), 2.0)
+            async with asyncio.timeout(2.0):
+                await self.writer.wait_closed()
         except (TimeoutError, OSError, ssl.SSLError):
             pass
 
@@ -168,11 +172,11 @@ def client_tls_context(ca_file: str | None) -> ssl.SSLContext:
 async def open_link(url: str, *, baudrate: int = 19200, timeout: float = 5.0,
                     ca_file: str | None = None) -> Link:
     """Connect. Raises OSError (refused, unreachable, no such device), ssl.SSLError, or
-    asyncio.TimeoutError."""
+    TimeoutError."""
     kind, host, port = parse_url(url)
     if kind == "serial":
         return await asyncio.to_thread(SerialLink.open, host, baudrate)
     ctx = client_tls_context(ca_file) if kind == "tls" else None
-    reader, writer = await asyncio.wait_for(
-        asyncio.open_connection(host, port, ssl=ctx, server_hostname=host if ctx else None), timeout)
+    async with asyncio.timeout(timeout):
+        reader, writer = await asyncio.open_connection(host, port, ssl=ctx, server_hostname=host if ctx else None)
     return StreamLink(reader, writer, kind)

@@ -1,9 +1,10 @@
 """An emulation of the 2018 mmetering server side (`manage.py runevcs`), for tests and demos.
 
-It behaves as mcsp-origin.md describes the deployed one: a serial port at
-19200 8N1, CRLF after every line it sends, up to 3 s for each follow-up line,
-sessions keyed by the tag string (one open session per tag), the energy
-read by the server itself from the apartment meter of the station's flat:
+It behaves as the deployed one did (docs/mcsp.md, §14 "History"): a serial
+port at 19200 8N1, CRLF after every line it sends, up to 3 s for each
+follow-up line, sessions keyed by the tag string (one open session per tag),
+the energy read by the server itself from the apartment meter of the
+station's flat:
 
     Abrechnung auf + Tag ID = <tag>  ->  OK_Lader<N>!  (then waits for Verstanden)
                                          ERROR10_Lader<N>!  no flat/meter for station N
@@ -26,7 +27,8 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from station.backends.mcsp.dialect import DialectError, LineParser, parse_station_line
+from station.aio import cancel_and_wait
+from station.backends.mcsp.dialect import LineReader, parse_station_line
 from station.backends.mcsp.link import SerialLink
 
 log = logging.getLogger(__name__)
@@ -70,19 +72,14 @@ class Runevcs2018:
     def __post_init__(self) -> None:
         self._link: SerialLink | None = None
         self._task: asyncio.Task | None = None
-        self._parser = LineParser()
+        self._lines = LineReader("runevcs")
 
     async def start(self) -> None:
         self._link = await asyncio.to_thread(SerialLink.open, self.port, self.baudrate)
         self._task = asyncio.create_task(self._run(), name="runevcs")
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            try:
-                await self._task
-            except (asyncio.CancelledError, Exception):
-                pass
+        await cancel_and_wait(self._task)
         if self._link is not None:
             await self._link.close()
         self._task = self._link = None
@@ -92,23 +89,10 @@ class Runevcs2018:
 
     async def _line(self, timeout: float | None) -> str | None:
         assert self._link is not None
-        loop = asyncio.get_running_loop()
-        end = None if timeout is None else loop.time() + timeout
-        while True:
-            try:
-                line = self._parser.next_line()
-            except DialectError as exc:
-                log.warning("runevcs: %s", exc)
-                continue
-            if line is not None:
-                self.log.append((time.monotonic(), "station", line))
-                return line
-            wait = 1.0 if end is None else end - loop.time()
-            if wait <= 0:
-                return None
-            data = await self._link.read(wait)
-            if data:
-                self._parser.feed(data)
+        line = await self._lines.next(self._link, timeout)
+        if line is not None:
+            self.log.append((time.monotonic(), "station", line))
+        return line
 
     async def _send(self, line: str) -> None:
         assert self._link is not None
@@ -148,14 +132,14 @@ class Runevcs2018:
                 follow = parse_station_line(await self._line(self.follow_up_s) or "")
                 if follow is None or follow[0] != "done":
                     continue
-                session = self.open.get(value)
-                if session is None:
+                ending = self.open.get(value)
+                if ending is None:
                     await self._send(f"ERROR30_Lader{n}!")
                     continue
                 try:
-                    kwh = self.meter(session.flat)
+                    kwh = self.meter(ending.flat)
                 except MeterFailure:
                     await self._send(f"ERROR21_Lader{n}!")
                     continue
-                session.end_kwh, session.end = kwh, time.time()
+                ending.end_kwh, ending.end = kwh, time.time()
                 self.closed.append(self.open.pop(value))

@@ -41,18 +41,18 @@ import argparse
 import asyncio
 import hmac
 import logging
-import signal
 import sqlite3
 import ssl
 import sys
 import tomllib
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TextIO
 
 from station import privacy
+from station.aio import cancel_and_wait, stop_on_signals
 from station.backends.mcsp import codec
 from station.backends.mcsp.codec import CLOSED, NEED_DATA, Connection, Reply, Request, Role
 from station.backends.mcsp.link import Link, SerialLink, StreamLink
@@ -113,7 +113,7 @@ def load_tags(path: str | Path) -> tuple[dict[str, TagEntry], dict[str, str | No
     stations: dict[str, str | None] | None = None
     tags: dict[str, TagEntry] = {}
     for name, value in data.items():
-        if name == "stations" and isinstance(value, dict) and not ("apartment" in value):
+        if name == "stations" and isinstance(value, dict) and "apartment" not in value:
             stations = {}
             for station, entry in value.items():
                 if isinstance(entry, str):
@@ -205,7 +205,8 @@ class Ledger:
         names = ", ".join(values)
         marks = ", ".join("?" * len(values))
         cur = self.db.execute(f"INSERT INTO sessions ({names}) VALUES ({marks})", tuple(values.values()))
-        return int(cur.lastrowid)
+        assert cur.lastrowid is not None  # an INSERT always sets it
+        return cur.lastrowid
 
     def update(self, session_id: int, **values: Any) -> None:
         sets = ", ".join(f"{n} = ?" for n in values)
@@ -239,7 +240,7 @@ def _int(value: str | None) -> int | None:
 class McspServer:
     """The reference server. `tags=None` accepts every key (a demo without a tags file)."""
 
-    def __init__(self, *, tags: dict[str, str | TagEntry] | None = None, stations: dict[str, str | None] | None = None,
+    def __init__(self, *, tags: Mapping[str, str | TagEntry] | None = None, stations: dict[str, str | None] | None = None,
                  db: str | Path = ":memory:", host: str = "127.0.0.1", port: int = 0, serial: str | None = None,
                  baudrate: int = 19200, ssl_context: ssl.SSLContext | None = None,
                  meter: Callable[[str], float] | None = None, now: Callable[[], str] = _utc_now,
@@ -260,7 +261,7 @@ class McspServer:
         self.max_clients, self.idle_timeout_s = max_clients, idle_timeout_s
         self.requests: list[Request] = []  # every request handled, in order (tests, debugging)
         self.fail_next: list[Reply] = []  # replies to give instead of handling (tests of error paths)
-        self._server: asyncio.AbstractServer | None = None
+        self._server: asyncio.Server | None = None
         self._serial_task: asyncio.Task | None = None
         self._serial_link: SerialLink | None = None
         self._clients: set[asyncio.Task] = set()
@@ -294,7 +295,7 @@ class McspServer:
             if name not in self.stations:
                 return codec.error(407, "Station is not registered")
             secret = self.stations[name]
-            if secret is not None and not hmac.compare_digest(req.get("Auth", "").encode(), secret.encode()):
+            if secret is not None and not hmac.compare_digest((req.get("Auth") or "").encode(), secret.encode()):
                 return codec.error(407, "Station not authenticated")
         if req.action == codec.HEARTBEAT:
             self.ledger.seen(name, self.now(), req.get("Status"))
@@ -331,7 +332,7 @@ class McspServer:
         session_id = self.ledger.insert(
             session_key=skey, station=name, tag=key, tag_norm=tag_norm, apartment=apartment, state="open",
             start_time=req.get("Time") or now, meter_start_wh=_int(req.get("Meter-Start")),
-            start_phases=req.get("Meter-Start-Phases"), offline=int(req.get("Offline", "").lower() == "yes"),
+            start_phases=req.get("Meter-Start-Phases"), offline=int((req.get("Offline") or "").lower() == "yes"),
             server_meter_start=server_meter, received_start=now)
         log.info("session %d opened: %s at %s", session_id, privacy.tag(key), name)
         return codec.ok(session_id=session_id)
@@ -364,7 +365,7 @@ class McspServer:
             rec.id, state="closed", end_time=req.get("Time") or now, start_time=req.get("Start-Time") or rec.start_time,
             meter_start_wh=start, meter_stop_wh=stop, energy_wh=energy,
             start_phases=req.get("Meter-Start-Phases") or rec.start_phases, stop_phases=req.get("Meter-Stop-Phases"),
-            stop_reason=req.get("Stop-Reason"), estimated=int(req.get("Meter-Estimated", "").lower() == "yes"),
+            stop_reason=req.get("Stop-Reason"), estimated=int((req.get("Meter-Estimated") or "").lower() == "yes"),
             server_meter_stop=server_meter, received_end=now)
         closed = self.ledger.by_key(rec.session_key) if rec.session_key else self.ledger.by_id(str(rec.id))
         assert closed is not None
@@ -402,16 +403,11 @@ class McspServer:
     async def stop(self) -> None:
         if self._server is not None:
             self._server.close()
-        for task in list(self._clients) + ([self._serial_task] if self._serial_task else []):
-            task.cancel()
-        for task in list(self._clients) + ([self._serial_task] if self._serial_task else []):
-            try:
-                await task
-            except (asyncio.CancelledError, Exception):
-                pass
+        await cancel_and_wait(*self._clients, self._serial_task)
         if self._server is not None:
             try:
-                await asyncio.wait_for(self._server.wait_closed(), 2.0)
+                async with asyncio.timeout(2.0):
+                    await self._server.wait_closed()
             except TimeoutError:
                 pass
             self._server = None
@@ -514,12 +510,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 async def serve(server: McspServer, stop: asyncio.Event | None = None) -> None:
     stop = stop or asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        try:
-            loop.add_signal_handler(sig, stop.set)
-        except (NotImplementedError, RuntimeError):
-            pass
+    stop_on_signals(stop)
     await server.start()
     print(f"MCSP server on {server.serial or server.url}; sessions are printed as they end", flush=True)
     try:

@@ -29,8 +29,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
+from station import privacy
 from station.backends.ocppj.rpc import CallFailed, InvalidResponse, LinkDown
 from station.clock import MONO_PREFIX
 from station.core.model import AuthStatus, DeliveryResult, MessageKind, OutboxItem, Session
@@ -45,6 +47,8 @@ log = logging.getLogger(__name__)
 
 TX_MAP_KEY = "ocpp.transactions"  # session key -> transactionId (idempotent START)
 STOPPED_KEY = "ocpp.stopped"  # session keys whose StopTransaction was answered
+START_SENDS = "ocpp_start_sends"  # session extra: StartTransactions sent for it (journaled before each send)
+START_TIMESTAMP = "ocpp_start_timestamp"  # session extra: the timestamp they carried
 _STOP_REASONS = {"EmergencyStop", "EVDisconnected", "HardReset", "Local", "Other", "PowerLoss", "Reboot",
                  "Remote", "SoftReset", "UnlockCommand", "DeAuthorized"}
 
@@ -74,11 +78,15 @@ class Transactions:
             data.pop(next(iter(data)))
         self.b.store.put_json(list_key, data)
 
-    async def _transaction_call(self, action: str, payload: dict[str, Any]) -> dict[str, Any]:
-        """TransactionMessageAttempts tries, TransactionMessageRetryInterval x tries apart."""
+    async def _transaction_call(self, action: str, payload: dict[str, Any],
+                                before_send: Callable[[], None] | None = None) -> dict[str, Any]:
+        """TransactionMessageAttempts tries, TransactionMessageRetryInterval x tries apart;
+        `before_send()` runs before each try."""
         keys = self.b.keys
         attempts = keys.int("TransactionMessageAttempts")
         for n in range(attempts):
+            if before_send is not None:
+                before_send()
             try:
                 return await self.b.link.request(action, payload)
             except InvalidResponse as exc:
@@ -114,13 +122,34 @@ class Transactions:
                                    "timestamp": self.b.resolve(session.started_at)}
         if session.reservation_id is not None:
             payload["reservationId"] = session.reservation_id
+        # OCPP 1.6 has no idempotency key: a StartTransaction whose answer was lost (a power cut,
+        # a dropped link) may have opened a transaction whose id we never learn. Each send is
+        # journaled first, so such a session is known; it is sent again with the same values
+        # (the only way it gets billed; a central system can recognise the repeat by them),
+        # and the possible orphan is named in the log for the operator (docs/durability.md).
+        sends = int(session.extra.get(START_SENDS, 0))
+        if sends:
+            # The same timestamp too where the first one had to be made up (a start stamped before
+            # the clock was known, in an earlier boot).
+            payload["timestamp"] = session.extra.get(START_TIMESTAMP) or payload["timestamp"]
+            log.warning("StartTransaction of session %d was sent %d time(s) before without an answer: the central "
+                        "system may hold an extra transaction for idTag %s, meterStart %d Wh, timestamp %s that "
+                        "will never be stopped; sending the same values again", session.id, sends,
+                        privacy.tag(session.id_tag), payload["meterStart"], payload["timestamp"])
+
+        def journal_send() -> None:
+            nonlocal sends
+            sends += 1
+            self.b.store.set_extra(session.id, **{START_SENDS: sends, START_TIMESTAMP: payload["timestamp"]})
+
         try:
-            conf = await self._transaction_call("StartTransaction", payload)
+            conf = await self._transaction_call("StartTransaction", payload, before_send=journal_send)
         except _Exhausted as exc:
             # Never lose the session: keep the START at the head of the queue.
             raise BackendOffline(f"{exc}; kept for a later try") from None
         tx_id = int(conf["transactionId"])
         self._remember(session.key, TX_MAP_KEY, tx_id)
+        log.info("StartTransaction of session %d: transactionId %d", session.id, tx_id)
         raw = conf.get("idTagInfo")
         info: dict[str, Any] = raw if isinstance(raw, dict) else {"status": "Accepted"}
         self.b.auth.learn(session.id_tag, info)

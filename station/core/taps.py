@@ -1,0 +1,72 @@
+"""Taps and reader faults: from the RFID reader's worker thread into the event loop, one at a time.
+
+The reader's worker thread must never touch the charger: it posts what it saw
+into this inbox (thread-safe, through the event loop), and one task takes the
+items in order. A tap is handled to its end (authorization included) before
+the next one, so two quick taps never race. The task wakes every few seconds
+even when nothing comes, to report to the supervisor that it lives.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import TYPE_CHECKING, Any
+
+from station.core.tags import format_uid
+
+if TYPE_CHECKING:
+    from station.core.charger import Charger
+
+log = logging.getLogger(__name__)
+
+WAIT_S = 5.0
+
+
+class TapInbox:
+    def __init__(self, charger: Charger) -> None:
+        self.charger = charger
+        self._queue: asyncio.Queue[tuple[str, Any]] = asyncio.Queue()
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    def bind(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._loop = loop
+
+    # ------------------------------------------------------------------ from the reader's thread
+    def tap_from_thread(self, uid: bytes) -> None:
+        if self._loop is not None:
+            self._loop.call_soon_threadsafe(self._queue.put_nowait, ("tap", uid))
+
+    def fault_from_thread(self, text: str | None) -> None:
+        if self._loop is not None:
+            self._loop.call_soon_threadsafe(self._queue.put_nowait, ("reader", text))
+
+    # ------------------------------------------------------------------ in the loop
+    def put_tag(self, id_tag: str) -> None:
+        """A tap by id tag (scenarios with UIDs no ISO 14443 card has)."""
+        self._queue.put_nowait(("tag", id_tag))
+
+    def empty(self) -> bool:
+        return self._queue.empty()
+
+    def format(self, uid: bytes) -> str:
+        r = self.charger.config.rfid
+        return format_uid(uid, r.uid_case, r.uid_separator, r.uid_byte_order)
+
+    async def run(self) -> None:
+        while True:
+            await self.charger.supervisor.checkpoint("events")
+            try:
+                async with asyncio.timeout(WAIT_S):  # wake now and then to report progress
+                    kind, value = await self._queue.get()
+            except TimeoutError:
+                continue
+            try:
+                if kind == "tap":
+                    await self.charger.on_tag(self.format(value))
+                elif kind == "tag":
+                    await self.charger.on_tag(value)
+                elif kind == "reader":
+                    self.charger.on_reader_fault(value)
+            except Exception:
+                log.exception("handling %s failed", kind)
