@@ -47,7 +47,7 @@ async def main(url: str, n: int, m: int, pause_ms: int, state_dir: str) -> None:
     first = rigs[0][1]
     for i in range(m):
         stamp = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
-        await first.request("MeterValues", {"connectorId": 1, "meterValue": [{"timestamp": stamp, "sampledValue": [
+        await first.link.request("MeterValues", {"connectorId": 1, "meterValue": [{"timestamp": stamp, "sampledValue": [
             {"value": str(1000 + i), "measurand": "Energy.Active.Import.Register", "unit": "Wh"}]}]})
     print(f"SENT {m}", flush=True)
     await asyncio.sleep(pause_ms / 1000)

@@ -118,10 +118,18 @@ def _v2_index_states(conn: sqlite3.Connection) -> None:
     conn.execute("CREATE INDEX IF NOT EXISTS sessions_by_state ON sessions(state)")
 
 
+def _v3_session_samples(conn: sqlite3.Connection) -> None:
+    """Meter samples a backend sends with a session's stop (OCPP StopTxnSampledData)."""
+    conn.execute("CREATE TABLE IF NOT EXISTS session_samples (seq INTEGER PRIMARY KEY AUTOINCREMENT,"
+                 " session_id INTEGER NOT NULL, payload TEXT NOT NULL)")
+    conn.execute("CREATE INDEX IF NOT EXISTS session_samples_by_session ON session_samples(session_id, seq)")
+
+
 #: schema version -> the step that brings a journal of the version before it there
 MIGRATIONS: dict[int, Callable[[sqlite3.Connection], None]] = {
     1: _v1_tables,
     2: _v2_index_states,
+    3: _v3_session_samples,
 }
 SCHEMA_VERSION = max(MIGRATIONS)
 
@@ -451,6 +459,27 @@ class Store:
 
     def cache_clear(self) -> None:
         self._write(lambda: self._db.execute("DELETE FROM auth_cache"))
+
+    # ---------------------------------------------------------------- samples for a stop message
+    def add_sample(self, session_id: int, payload: dict[str, Any], keep: int) -> None:
+        """Keep a meter sample of a running session (OCPP StopTxnSampledData). At most `keep` per
+        session: when that many are kept, every second one is dropped first (the first one stays),
+        so a long session keeps samples from its whole length, closer together towards its end."""
+        def do() -> None:
+            seqs = [r[0] for r in self._db.execute(
+                "SELECT seq FROM session_samples WHERE session_id=? ORDER BY seq", (session_id,))]
+            if len(seqs) >= keep:
+                self._db.executemany("DELETE FROM session_samples WHERE seq=?", [(q,) for q in seqs[1::2]])
+            self._db.execute("INSERT INTO session_samples(session_id, payload) VALUES (?, ?)",
+                             (session_id, json.dumps(payload)))
+        self._write(do)
+
+    def samples(self, session_id: int) -> list[dict[str, Any]]:
+        rows = self._read("SELECT payload FROM session_samples WHERE session_id=? ORDER BY seq", (session_id,))
+        return [json.loads(r["payload"]) for r in rows]
+
+    def drop_samples(self, session_id: int) -> None:
+        self._write(lambda: self._db.execute("DELETE FROM session_samples WHERE session_id=?", (session_id,)))
 
     # ---------------------------------------------------------------- settings
     def get_json(self, key: str, default: Any = None) -> Any:

@@ -270,7 +270,7 @@ def mutated(draw) -> tuple[dict, str, str]:
             how = "extra"
         else:
             payload[field] = draw(st.sampled_from(WRONG_TYPE[type(payload[field])]))
-            return action, payload, "FormationViolation"
+            return action, payload, "TypeConstraintViolation"
     if how == "enum":
         field = ENUM_FIELDS[action]
         payload[field] = draw(st.text(string.ascii_letters, min_size=1, max_size=30)) + "Nope"
@@ -281,8 +281,9 @@ def mutated(draw) -> tuple[dict, str, str]:
 
 
 def test_fuzz_wrong_types_missing_and_extra_fields(harness):
-    """The 1.6 code for each schema violation: FormationViolation for a missing, mistyped or unknown field,
-    PropertyConstraintViolation for a value outside its enum (EVerest's and OCTT's reading)."""
+    """The 1.6 code for each schema violation: FormationViolation for a missing or unknown field,
+    TypeConstraintViolation for a mistyped one (OCPP-J 1.6 §4.2.3), PropertyConstraintViolation for a value
+    outside its enum."""
     @FUZZ
     @given(case=mutated())
     def prop(case) -> None:
@@ -341,7 +342,7 @@ def test_huge_frames(harness):
         else:
             async def over_limit() -> None:
                 await harness.cs.send(frame)
-                while harness.cs.boots == boots:  # closed (1009), reconnected, booted again
+                while harness.cs.boots == boots:  # noqa: ASYNC110 - closed (1009), reconnected, booted again
                     await asyncio.sleep(0.01)
                 await harness.cs.probe()
             harness.run(over_limit())

@@ -11,14 +11,42 @@ import asyncio
 from typing import Any
 
 import pytest
+import strict_peer
 from ocpp_csms import CentralSystem
 from ocpp_double import StationDouble
+from strict_peer import TimedCS
 
 from station import config as config_mod
 from station.backends.ocpp16.chargepoint import OcppBackend
 from station.store import Store
 
 TIME_SCALE = 0.02
+
+
+@pytest.fixture
+async def strict_cs():
+    """The independent strict central system (ocpp-rpc), plain ws://, no security."""
+    cs = await strict_peer.start()
+    try:
+        yield cs
+    finally:
+        await cs.close()
+
+
+@pytest.fixture
+async def strict_factory():
+    """make(security options of strict_cs.js) -> a started strict central system (TimedCS)."""
+    made: list[TimedCS] = []
+
+    async def make(security: dict | None = None) -> TimedCS:
+        cs = await strict_peer.start(security, TimedCS)
+        assert isinstance(cs, TimedCS)
+        made.append(cs)
+        return cs
+
+    yield make
+    for cs in made:
+        await cs.close()
 
 
 @pytest.fixture
@@ -176,7 +204,8 @@ async def sim_factory(tmp_path, monkeypatch):
     yield make
     for st in made:
         try:
-            await asyncio.wait_for(st.stop(graceful=False), 10)
+            async with asyncio.timeout(10):
+                await st.stop(graceful=False)
         except Exception:
             pass
 

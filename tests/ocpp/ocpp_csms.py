@@ -200,7 +200,8 @@ class CentralSystem:
         if self._server is not None:
             self._server.close()
             try:
-                await asyncio.wait_for(self._server.wait_closed(), 10)
+                async with asyncio.timeout(10):
+                    await self._server.wait_closed()
             except TimeoutError:
                 for t in asyncio.all_tasks():
                     t.print_stack()
@@ -224,7 +225,8 @@ class CentralSystem:
         await peer._connection.send(text)
 
     async def wait_peer(self, timeout: float = 10.0) -> CSPeer:
-        await asyncio.wait_for(self.connected.wait(), timeout)
+        async with asyncio.timeout(timeout):
+            await self.connected.wait()
         assert self.peer is not None
         return self.peer
 

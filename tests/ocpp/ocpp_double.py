@@ -51,15 +51,15 @@ class StationDouble:
         self.supervisor.beat(name)
 
     async def run(self) -> None:
-        self._task = asyncio.create_task(self.deliverer.run())
+        self._task = self.supervisor.spawn(self.deliverer.run(), "deliverer")
         await self.backend.start(self)
 
     async def close(self) -> None:
+        self.supervisor.stopping()  # the backend's critical link loop ends now on purpose
         await self.backend.close()
-        # The deliverer's wait_for can swallow one cancellation on Python 3.11.
-        while self._task is not None and not self._task.done():
+        if self._task is not None:
             self._task.cancel()
-            await asyncio.wait([self._task], timeout=0.1)
+            await asyncio.gather(self._task, return_exceptions=True)
 
     def _delivered(self, item: OutboxItem, result: DeliveryResult) -> None:
         self.results.append((item, result))

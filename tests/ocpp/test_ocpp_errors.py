@@ -21,7 +21,7 @@ async def _still_alive(csms, rig) -> None:
 
 @pytest.mark.parametrize("payload, code", [
     ({}, "FormationViolation"),  # missing required field
-    ({"type": 5}, "FormationViolation"),  # mistyped
+    ({"type": 5}, "TypeConstraintViolation"),  # mistyped (OCPP-J 1.6 §4.2.3)
     ({"type": "Soft", "extra": 1}, "FormationViolation"),  # unknown property
     ({"type": "Lukewarm"}, "PropertyConstraintViolation"),  # value outside the enum
 ])
@@ -29,6 +29,15 @@ async def test_schema_errors_get_16_codes(csms, rig, payload, code):
     answer = await _raw_call(csms, json.dumps([2, "e1", "Reset", payload]), "e1")
     assert answer[0] == 4 and answer[2] == code
     assert not any(c[0] == "reset" for c in rig.station.calls)
+    await _still_alive(csms, rig)
+
+
+async def test_mistyped_field_is_type_constraint_violation(csms, rig):
+    """OCPP-J 1.6 §4.2.3: a field of the wrong type is TypeConstraintViolation."""
+    answer = await _raw_call(csms, json.dumps([2, "e11", "UnlockConnector", {"connectorId": "one"}]), "e11")
+    assert answer[0] == 4 and answer[2] == "TypeConstraintViolation"
+    assert "connectorId" in answer[3]
+    assert not any(c[0] == "unlock" for c in rig.station.calls)
     await _still_alive(csms, rig)
 
 

@@ -82,7 +82,7 @@ async def test_dead_link_noticed_by_ping(csms, rig_factory):
     proxy.silent = True
     loop = asyncio.get_running_loop()
     t0 = loop.time()
-    while r.backend.online and loop.time() - t0 < 10:
+    while r.backend.online and loop.time() - t0 < 10:  # noqa: ASYNC110 - polling the station, bounded
         await asyncio.sleep(0.01)
     assert not r.backend.online
     await proxy.close()
@@ -131,3 +131,27 @@ async def test_minimum_status_duration_hides_short_states(csms, rig_factory):
     sent = [p["status"] for p in csms.calls("StatusNotification")[-3:] if p["connectorId"] == 1]
     assert "Preparing" not in [r.payload["status"] for r in csms.received[n:] if r.action == "StatusNotification"]
     assert sent[-1] == "Charging"
+
+
+async def test_link_loop_is_supervised_and_beats_connected_or_not(csms, rig_factory, monkeypatch):
+    """The link loop runs under the station's supervisor as a critical loop with a deadline, and its
+    waits are bounded so it reports progress while connected and idle and while backing off."""
+    from station.backends.ocpp16 import chargepoint, link
+
+    monkeypatch.setattr(link, "BEAT_S", 0.05)
+    monkeypatch.setattr(chargepoint, "DEADLINE_S", 0.6)
+    r = await rig_factory(csms.url, {"MeterValueSampleInterval": 0})
+    await r.online()
+    supervisor = r.station.supervisor
+    assert "ocpp-link" in supervisor.loops()
+    for _ in range(20):  # 1 s connected and idle: well past the deadline without beats
+        await asyncio.sleep(0.05)
+        assert supervisor.check() is None, supervisor.check()
+    await csms.down()
+    for _ in range(20):  # disconnected, reconnecting with backoff
+        await asyncio.sleep(0.05)
+        assert supervisor.check() is None, supervisor.check()
+    assert not r.backend.online
+    await csms.up()
+    await r.online()
+    assert supervisor.loops()["ocpp-link"] < 0.6

@@ -13,11 +13,11 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import time
+from pathlib import Path
 
 import pytest
 from pki import Pki, ocsp_hash_data
-from test_ocpp_strict_peer import PEERS, StrictCS, _ensure_installed
+from strict_peer import TimedCS
 
 from station.backends.ocpp16 import security as security_mod
 
@@ -25,50 +25,9 @@ KEY = "0123456789abcdefXYZ"  # 19 characters: a plain-text AuthorizationKey
 SEC_LOG = "station.backends.ocpp16.security"
 
 
-class TimedCS(StrictCS):
-    """StrictCS that stamps each event with its arrival time."""
-
-    async def _read(self) -> None:
-        assert self.proc.stdout is not None
-        while line := await self.proc.stdout.readline():
-            try:
-                e = json.loads(line)
-            except ValueError:
-                e = {"event": "noise", "text": line.decode(errors="replace")}
-            e["t"] = time.monotonic()
-            self.events.append(e)
-
-    def of(self, event: str, after: int = 0) -> list[dict]:
-        return [e for e in self.events[after:] if e["event"] == event]
-
-    def calls(self, method: str) -> list[dict]:
-        return [e["params"] for e in self.events if e["event"] == "call" and e["method"] == method]
-
-
 @pytest.fixture(scope="module")
 def pki(tmp_path_factory):
     return Pki(tmp_path_factory.mktemp("pki"))
-
-
-@pytest.fixture
-async def strict_factory():
-    _ensure_installed()
-    made: list[TimedCS] = []
-
-    async def make(security: dict | None = None) -> TimedCS:
-        proc = await asyncio.create_subprocess_exec("node", str(PEERS / "strict_cs.js"), "0", "300",
-                                                    json.dumps(security or {}),
-                                                    stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE)
-        cs = TimedCS(proc)
-        made.append(cs)
-        ready = await cs.wait(lambda e: e["event"] == "listening")
-        cs.url = f"ws://127.0.0.1:{ready['port']}/ocpp" if "port" in ready else None
-        cs.tls_url = f"wss://127.0.0.1:{ready['tlsPort']}/ocpp" if "tlsPort" in ready else None
-        return cs
-
-    yield make
-    for cs in made:
-        await cs.close()
 
 
 def tls(pki, *, client: bool = False, server: str = "server") -> dict:
@@ -155,7 +114,7 @@ async def test_TC_087_tls_client_certificate_valid_profile_3(strict_factory, rig
 # ---------------------------------------------------------------- failures: one clear line, bounded retries
 
 def _attempt_gaps(times: list[float]) -> list[float]:
-    return [b - a for a, b in zip(times, times[1:])]
+    return [b - a for a, b in zip(times, times[1:], strict=False)]
 
 
 async def _bounded(seconds: float) -> None:
@@ -296,7 +255,7 @@ async def test_TC_073_update_authorization_key(strict_factory, rig_factory, capl
         await cs.command("__setPassword", {"password": new})
         n = len(cs.events)
         assert (await cs.command("ChangeConfiguration", {"key": "AuthorizationKey", "value": new}))["status"] == "Accepted"
-        await cs.wait(lambda e: e in cs.events[n:] and e["event"] == "upgrade")
+        await cs.wait(lambda e, n=n: e in cs.events[n:] and e["event"] == "upgrade")
         await cs.call_from_cp("BootNotification", after=n)
     assert cs.of("authFailed") == []
     got = await cs.command("GetConfiguration", {"key": ["AuthorizationKey"]})
@@ -375,9 +334,10 @@ async def test_TC_074_update_station_certificate_on_request(strict_factory, rig_
     rig = await rig_factory("ws://127.0.0.1:1/unused", extra=profile_config(cs, 3, pki, key=None))
     await rig.online()
     first = cs.of("upgrade")[0]
-    assert (await cs.command("ExtendedTriggerMessage", {"requestedMessage": "SignChargePointCertificate"}))["status"] == "Rejected"
+    sign = {"requestedMessage": "SignChargePointCertificate"}
+    assert (await cs.command("ExtendedTriggerMessage", sign))["status"] == "Rejected"
     assert (await cs.command("ChangeConfiguration", {"key": "CpoName", "value": "Test CPO"}))["status"] == "Accepted"
-    assert (await cs.command("ExtendedTriggerMessage", {"requestedMessage": "SignChargePointCertificate"}))["status"] == "Accepted"
+    assert (await cs.command("ExtendedTriggerMessage", sign))["status"] == "Accepted"
     csr = (await cs.call_from_cp("SignCertificate"))["csr"]
     from cryptography import x509
     request = x509.load_pem_x509_csr(csr.encode())
@@ -391,7 +351,8 @@ async def test_TC_074_update_station_certificate_on_request(strict_factory, rig_
     assert second["clientCert"] == "CP1" and second["tls"] is True
     creds = rig.backend.security.client_credentials()
     assert creds is not None and "ocpp/certs/station/cert.pem" in creds[0]
-    assert x509.load_pem_x509_certificate(open(creds[0], "rb").read()).serial_number == signed.serial_number
+    pem = await asyncio.to_thread(Path(creds[0]).read_bytes)
+    assert x509.load_pem_x509_certificate(pem).serial_number == signed.serial_number
     assert first["t"] < second["t"]
     assert cs.failures() == []
 

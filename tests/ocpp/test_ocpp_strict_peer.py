@@ -11,87 +11,10 @@ from __future__ import annotations
 
 import asyncio
 import json
-import shutil
-import subprocess
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 
-import pytest
-from ocpp_flows import UID
-
-PEERS = Path(__file__).resolve().parents[1] / "peers"
-
-
-def _ensure_installed() -> None:
-    if shutil.which("node") is None or shutil.which("npm") is None:
-        pytest.skip("node/npm not installed: the ocpp-rpc strict central system cannot run")
-    if not (PEERS / "node_modules" / "ocpp-rpc").is_dir():
-        subprocess.run(["bash", str(PEERS / "install.sh")], check=True, timeout=300)
-
-
-class StrictCS:
-    def __init__(self, proc: asyncio.subprocess.Process) -> None:
-        self.proc = proc
-        self.events: list[dict] = []
-        self._next = 0
-        self._reader = asyncio.create_task(self._read())
-
-    async def _read(self) -> None:
-        assert self.proc.stdout is not None
-        while line := await self.proc.stdout.readline():
-            try:
-                self.events.append(json.loads(line))
-            except ValueError:
-                self.events.append({"event": "noise", "text": line.decode(errors="replace")})
-
-    async def wait(self, pred, timeout: float = 15.0) -> dict:
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + timeout
-        while True:
-            for e in self.events:
-                if pred(e):
-                    return e
-            if loop.time() > deadline:
-                raise AssertionError(f"not seen within {timeout} s; last events: {self.events[-10:]}")
-            await asyncio.sleep(0.01)
-
-    async def call_from_cp(self, method: str, pred=lambda p: True, after: int = 0) -> dict:
-        e = await self.wait(lambda e: e in self.events[after:] and e["event"] == "call"
-                            and e["method"] == method and pred(e["params"]))
-        return e["params"]
-
-    async def command(self, method: str, params: dict | None = None) -> dict:
-        self._next += 1
-        ident = self._next
-        assert self.proc.stdin is not None
-        self.proc.stdin.write((json.dumps({"id": ident, "method": method, "params": params or {}}) + "\n").encode())
-        await self.proc.stdin.drain()
-        answer = await self.wait(lambda e: e.get("id") == ident and e["event"] in ("result", "error"))
-        assert answer["event"] == "result", answer
-        return answer["result"]
-
-    def failures(self) -> list[dict]:
-        return [e for e in self.events if e["event"] in ("strictValidationFailure", "badMessage")]
-
-    async def close(self) -> None:
-        if self.proc.returncode is None:
-            self.proc.terminate()
-            await self.proc.wait()
-        self._reader.cancel()
-
-
-@pytest.fixture
-async def strict_cs():
-    _ensure_installed()
-    proc = await asyncio.create_subprocess_exec("node", str(PEERS / "strict_cs.js"), "0", "300",
-                                                stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE)
-    cs = StrictCS(proc)
-    try:
-        listening = await cs.wait(lambda e: e["event"] == "listening")
-        cs.url = f"ws://127.0.0.1:{listening['port']}/ocpp"
-        yield cs
-    finally:
-        await cs.close()
+from ocpp_flows import OTHER, UID
+from strict_peer import StrictCS
 
 
 def in_seconds(s: float) -> str:
@@ -146,6 +69,9 @@ async def test_full_session_against_strict_central_system(strict_cs, sim_factory
     assert (await cs.command("RemoteStopTransaction", {"transactionId": tx}))["status"] == "Accepted"
     stop = await cs.call_from_cp("StopTransaction")
     assert stop["meterStop"] - start["meterStart"] >= 250 and stop["reason"] == "Remote"
+    contexts = [d["sampledValue"][0]["context"] for d in stop["transactionData"]]
+    assert contexts[0] == "Transaction.Begin" and contexts[-1] == "Transaction.End"
+    assert "Sample.Periodic" in contexts  # StopTxnSampledData, validated by the strict schemas too
 
     # a remote session: UnlockConnector is NotSupported (no lock), RemoteStop ends it
     s.world.plug(False)
@@ -179,6 +105,109 @@ async def test_full_session_against_strict_central_system(strict_cs, sim_factory
              and e["params"]["meterValue"][0]["sampledValue"][0].get("context") == "Sample.Clock"]
     assert clock, "no clock-aligned meter values seen"
     assert cs.failures() == []
+
+
+def _calls(cs: StrictCS, method: str, after: int = 0) -> list[dict]:
+    return [e["params"] for e in cs.events[after:] if e["event"] == "call" and e["method"] == method]
+
+
+def _statuses(cs: StrictCS, connector: int, after: int = 0) -> list[str]:
+    return [p["status"] for p in _calls(cs, "StatusNotification", after) if p["connectorId"] == connector]
+
+
+async def test_octt_findings_against_strict_central_system(strict_cs, sim_factory):
+    """What an independent strict central system found, on the wire: availability of a connector
+    leaves connector 0 alone (TC_013); a reserved connector with the car plugged in stays Reserved
+    and refuses another card without an Authorize.req (TC_046_1); UnlockConnector is NotSupported
+    and stops nothing (TC_018_2); another card of the group stops the session and is named in
+    StopTransaction (TC_069); a scheduled Unavailable goes Finishing -> Unavailable; a Reset with a
+    session sends the StopTransaction, answered, before the station exits (TC_016)."""
+    cs = strict_cs
+    s = await sim_factory(cs.url, {"MeterValueSampleInterval": 0})
+    await s.online()
+    await cs.call_from_cp("StatusNotification", lambda p: p["connectorId"] == 1)
+    fleet = {"status": "Accepted", "parentIdTag": "FLEET"}
+    await cs.command("__setTags", {"tags": {UID: fleet, OTHER: fleet}})
+
+    # TC_013's first step: connector 1 Inoperative, the charge point stays Available
+    n = len(cs.events)
+    assert (await cs.command("ChangeAvailability", {"connectorId": 1, "type": "Inoperative"}))["status"] == "Accepted"
+    await cs.call_from_cp("StatusNotification", lambda p: p["connectorId"] == 1 and p["status"] == "Unavailable",
+                          after=n)
+    assert (await cs.command("ChangeAvailability", {"connectorId": 1, "type": "Operative"}))["status"] == "Accepted"
+    await cs.call_from_cp("StatusNotification", lambda p: p["connectorId"] == 1 and p["status"] == "Available",
+                          after=n)
+    await asyncio.sleep(0.3)
+    assert _statuses(cs, 0, n) == []
+
+    # TC_046_1, plugged in first: only the reserved card starts
+    n = len(cs.events)
+    assert (await cs.command("ReserveNow", {"connectorId": 1, "expiryDate": in_seconds(600), "idTag": UID,
+                                            "reservationId": 9}))["status"] == "Accepted"
+    await cs.call_from_cp("StatusNotification", lambda p: p["status"] == "Reserved", after=n)
+    s.world.plug()
+    await asyncio.sleep(0.3)
+    await s.world.tap(OTHER, hold_s=0.15)
+    await asyncio.sleep(0.4)
+    assert _calls(cs, "Authorize", n) == [] and _calls(cs, "StartTransaction", n) == []
+    assert _statuses(cs, 1, n) == ["Reserved"]
+    await s.world.tap(UID, hold_s=0.15)
+    start = await cs.call_from_cp("StartTransaction", after=n)
+    assert start["idTag"] == UID and start["reservationId"] == 9
+    await s.idle()
+
+    # TC_018_2: no lock, nothing stops
+    assert (await cs.command("UnlockConnector", {"connectorId": 1}))["status"] == "NotSupported"
+    await asyncio.sleep(0.3)
+    assert _calls(cs, "StopTransaction", n) == []
+
+    # TC_069: another card of the group stops it and is named
+    await s.world.tap(OTHER, hold_s=0.15)
+    stop = await cs.call_from_cp("StopTransaction", after=n)
+    assert stop["idTag"] == OTHER and stop["reason"] == "Local" and stop["transactionId"] == start_tx_id(cs, n)
+    assert _calls(cs, "Authorize", n)[-1]["idTag"] == OTHER
+    s.world.plug(False)
+    await s.state("Available")
+
+    # a scheduled Unavailable: Finishing, then Unavailable, nothing in between
+    n = len(cs.events)
+    s.world.plug()
+    await s.world.tap(UID, hold_s=0.15)
+    await cs.call_from_cp("StartTransaction", after=n)
+    await s.state("Charging")
+    assert (await cs.command("ChangeAvailability", {"connectorId": 1, "type": "Inoperative"}))["status"] == "Scheduled"
+    n = len(cs.events)
+    await s.world.tap(UID, hold_s=0.15)
+    await cs.call_from_cp("StopTransaction", after=n)
+    s.world.plug(False)
+    await cs.call_from_cp("StatusNotification", lambda p: p["connectorId"] == 1 and p["status"] == "Unavailable",
+                          after=n)
+    await asyncio.sleep(0.3)
+    assert _statuses(cs, 1, n) == ["Finishing", "Unavailable"] and _statuses(cs, 0, n) == []
+    assert (await cs.command("ChangeAvailability", {"connectorId": 1, "type": "Operative"}))["status"] == "Accepted"
+    await s.state("Available")
+
+    # TC_016: Reset with a session, the StopTransaction before the exit
+    n = len(cs.events)
+    s.world.plug()
+    await s.world.tap(UID, hold_s=0.15)
+    await cs.call_from_cp("StartTransaction", after=n)
+    await s.idle()
+    n = len(cs.events)
+    assert (await cs.command("Reset", {"type": "Soft"}))["status"] == "Accepted"
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + 20
+    while s.charger.exit_request is None:
+        assert loop.time() < deadline, "no exit after Reset"
+        await asyncio.sleep(0.01)
+    assert [p["reason"] for p in _calls(cs, "StopTransaction", n)] == ["SoftReset"]
+    assert s.store.pending_messages() == 0 and _calls(cs, "BootNotification", n) == []
+    assert cs.failures() == []
+
+
+def start_tx_id(cs: StrictCS, after: int) -> int:
+    """The transactionId the harness gave the last StartTransaction (it counts up from 501)."""
+    return 500 + len(_calls(cs, "StartTransaction"))
 
 
 async def test_strict_harness_reports_schema_failures(strict_cs, sim_factory):

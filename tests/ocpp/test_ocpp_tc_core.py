@@ -12,7 +12,7 @@ import json
 
 from ocpp.v16 import call
 from ocpp_csms import SILENT, CallError
-from ocpp_flows import OTHER, UID, start_tx, wait_status
+from ocpp_flows import OTHER, UID, start_tx, statuses, wait_status
 
 
 # ----------------------------------------------------------------- boot
@@ -190,9 +190,13 @@ async def test_TC_069_stop_with_other_id_same_parent(csms, sim):
     await sim.world.tap("11223344", hold_s=0.15)  # another parent: not allowed to stop
     await asyncio.sleep(0.3)
     assert not csms.calls("StopTransaction")
+    n = len(csms.received)
     await sim.world.tap(OTHER, hold_s=0.15)
+    auth = await csms.wait_for("Authorize", after=n)
+    assert auth["idTag"] == OTHER
     stop = await csms.wait_for("StopTransaction")
     assert stop["reason"] == "Local"
+    assert stop["idTag"] == OTHER  # the card that asked for the stop, not the one that started
 
 
 # ----------------------------------------------------------------- remote start / stop
@@ -273,23 +277,55 @@ async def test_TC_028_remote_stop_rejected(csms, sim):
 
 
 # ----------------------------------------------------------------- reset
+async def _exit_requested(sim, timeout: float = 20.0) -> None:
+    """Until the station asks to exit (the reboot); the caller looks at the world at that instant."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while sim.charger.exit_request is None:
+        assert loop.time() < deadline, "the station did not exit"
+        await asyncio.sleep(0.01)
+
+
 async def _reset(csms, sim, kind: str, with_tx: bool) -> None:
     if with_tx:
         await start_tx(csms, sim)
     result = await csms.call(call.Reset(type=kind))
     assert result.status == "Accepted"
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + 10
-    while sim.charger.exit_request is None and loop.time() < deadline:
-        await asyncio.sleep(0.02)
+    await _exit_requested(sim)
     assert sim.charger.exit_request == kind.lower()
     if with_tx:
-        stop = await csms.wait_for("StopTransaction")
-        assert stop["reason"] == f"{kind}Reset"
+        # OCPP 1.6 §5.14: the StopTransaction went out and was answered before the reboot (the
+        # outbox is empty when the station exits), not after the next BootNotification.
+        stops = csms.calls("StopTransaction")
+        assert [s["reason"] for s in stops] == [f"{kind}Reset"]
+        assert sim.store.pending_messages() == 0
+        assert [r.action for r in csms.received].count("BootNotification") == 1
 
 
-async def test_TC_013_hard_reset_without_transaction(csms, sim):
-    await _reset(csms, sim, "Hard", False)
+async def test_TC_013_hard_reset_without_transaction(csms, sim_factory):
+    """OCTT TC_013: connector 1 made Inoperative, Hard reset, after the reboot connector 1 is still
+    Unavailable and the charge point (connector 0) Available; then Operative again."""
+    s = await sim_factory(csms.url)
+    await s.online()
+    await wait_status(csms, "Available", connector=0)
+    n = len(csms.received)
+    assert (await csms.call(call.ChangeAvailability(connector_id=1, type="Inoperative"))).status == "Accepted"
+    await wait_status(csms, "Unavailable", after=n)
+    assert (await csms.call(call.Reset(type="Hard"))).status == "Accepted"
+    await _exit_requested(s)
+    assert s.charger.exit_request == "hard"
+    await asyncio.sleep(0.3)  # anything connector 0 would have said by now
+    assert "Unavailable" not in statuses(csms, connector=0, after=n)
+    await s.station.stop()  # the restart systemd does
+    n = len(csms.received)
+    s2 = await sim_factory(csms.url)
+    await s2.online()
+    await wait_status(csms, "Unavailable", after=n)
+    await wait_status(csms, "Available", connector=0, after=n)
+    n = len(csms.received)
+    assert (await csms.call(call.ChangeAvailability(connector_id=1, type="Operative"))).status == "Accepted"
+    await wait_status(csms, "Available", after=n)
+    assert statuses(csms, connector=0, after=n) == []  # the charge point was Available all along
 
 
 async def test_TC_014_soft_reset_without_transaction(csms, sim):
@@ -302,6 +338,19 @@ async def test_TC_015_hard_reset_with_transaction(csms, sim):
 
 async def test_TC_016_soft_reset_with_transaction(csms, sim):
     await _reset(csms, sim, "Soft", True)
+
+
+async def test_reset_with_transaction_waits_a_bounded_time_for_the_stop(csms, sim):
+    """A central system that never answers the StopTransaction does not keep the station from
+    rebooting: it exits after a bounded wait, and the stop is not lost (journal, outbox or
+    rejected for good after its tries, as any transaction message)."""
+    csms.respond["StopTransaction"] = lambda p: SILENT
+    await start_tx(csms, sim)
+    assert (await csms.call(call.Reset(type="Soft"))).status == "Accepted"
+    await _exit_requested(sim, timeout=30)
+    assert csms.calls("StopTransaction")  # it was sent before the exit
+    session = sim.store.sessions()[-1]
+    assert session.state == "stopped" and session.stop_reason == "SoftReset"
 
 
 # ----------------------------------------------------------------- unlock
@@ -405,13 +454,32 @@ async def test_TC_032_1_power_failure_stops_transaction(csms, sim_factory):
 
 
 async def test_change_availability_scheduled_during_transaction(csms, sim):
+    """Scheduled: after the session the connector goes Finishing -> Unavailable, with no Available in
+    between (a status that held for no time is not reported); connector 0 stays Available."""
     await start_tx(csms, sim)
     result = await csms.call(call.ChangeAvailability(connector_id=1, type="Inoperative"))
     assert result.status == "Scheduled"
+    n = len(csms.received)
     await sim.world.tap(UID, hold_s=0.15)
     await csms.wait_for("StopTransaction")
     sim.world.plug(False)
-    await wait_status(csms, "Unavailable")
+    await wait_status(csms, "Unavailable", after=n)
+    await asyncio.sleep(0.3)
+    assert statuses(csms, after=n) == ["Finishing", "Unavailable"]
+    assert "Unavailable" not in statuses(csms, connector=0)
+
+
+async def test_change_availability_of_the_charge_point_reports_connector_zero(csms, sim):
+    """ChangeAvailability of connector 0 is the charge point as a whole: both report Unavailable,
+    and both Available again with Operative."""
+    n = len(csms.received)
+    assert (await csms.call(call.ChangeAvailability(connector_id=0, type="Inoperative"))).status == "Accepted"
+    await wait_status(csms, "Unavailable", after=n)
+    await wait_status(csms, "Unavailable", connector=0, after=n)
+    n = len(csms.received)
+    assert (await csms.call(call.ChangeAvailability(connector_id=0, type="Operative"))).status == "Accepted"
+    await wait_status(csms, "Available", after=n)
+    await wait_status(csms, "Available", connector=0, after=n)
 
 
 async def test_TC_041_fault_behaviour(csms, sim):

@@ -7,7 +7,7 @@ import asyncio
 from datetime import UTC, datetime, timedelta
 
 from ocpp.v16 import call
-from ocpp_flows import OTHER, UID, start_tx, wait_status
+from ocpp_flows import OTHER, UID, start_tx, statuses, wait_status
 
 ENERGY = "Energy.Active.Import.Register"
 
@@ -79,6 +79,48 @@ async def test_TC_046_reservation_local_start(csms, sim):
     assert sim.charger.state.value == "Reserved"
     start = await start_tx(csms, sim, UID)
     assert start["reservationId"] == 11
+
+
+async def test_TC_046_1_reserved_connector_refuses_another_tag_after_plug_in(csms, sim):
+    """OCTT TC_046_1 with the car plugged in first (OCPP 1.6 §5.13): the connector stays Reserved,
+    another card gets no Authorize.req and starts nothing; the reserved card starts with the
+    reservationId."""
+    n = len(csms.received)
+    result = await csms.call(call.ReserveNow(connector_id=1, expiry_date=in_seconds(60), id_tag=UID, reservation_id=21))
+    assert result.status == "Accepted"
+    await wait_status(csms, "Reserved", after=n)
+    sim.world.plug()
+    await asyncio.sleep(0.3)
+    assert sim.charger.state.value == "Reserved"
+    await sim.world.tap(OTHER, hold_s=0.15)
+    await asyncio.sleep(0.3)
+    assert sim.charger.state.value == "Reserved" and not sim.world.contactor_closed
+    assert not [r for r in csms.received[n:] if r.action in ("Authorize", "StartTransaction")]
+    assert statuses(csms, after=n) == ["Reserved"]  # the reservation never disappeared from view
+    await sim.world.tap(UID, hold_s=0.15)
+    start = await csms.wait_for("StartTransaction", after=n)
+    assert start["idTag"] == UID and start["reservationId"] == 21
+    await sim.state("Charging")
+
+
+async def test_TC_046_1_a_cached_group_does_not_widen_the_reservation(csms, sim):
+    """The reservation's group is the parentIdTag of ReserveNow: a group the cache knows for the
+    reserved card does not let another card of it in, and no Authorize.req is sent for that card."""
+    csms.tags[UID] = {"status": "Accepted", "parentIdTag": "FLEET"}
+    csms.tags[OTHER] = {"status": "Accepted", "parentIdTag": "FLEET"}
+    await start_tx(csms, sim, UID)  # UID and its group are in the cache now
+    await sim.world.tap(UID, hold_s=0.15)
+    await csms.wait_for("StopTransaction")
+    sim.world.plug(False)
+    await sim.state("Available")
+    n = len(csms.received)
+    await csms.call(call.ReserveNow(connector_id=1, expiry_date=in_seconds(60), id_tag=UID, reservation_id=22))
+    await wait_status(csms, "Reserved", after=n)
+    sim.world.plug()
+    await sim.world.tap(OTHER, hold_s=0.15)
+    await asyncio.sleep(0.4)
+    assert sim.charger.state.value == "Reserved"
+    assert not [r for r in csms.received[n:] if r.action in ("Authorize", "StartTransaction")]
 
 
 async def test_TC_047_reservation_expires(csms, sim):
@@ -251,8 +293,10 @@ async def test_TC_066_get_composite_schedule(csms, sim):
 
 async def test_TC_067_clear_charging_profile(csms, sim):
     for pid, stack in ((8, 0), (9, 1)):
-        await csms.call(call.SetChargingProfile(connector_id=1, cs_charging_profiles=profile(pid, "TxDefaultProfile", 6 + pid, stack=stack)))
-    assert (await csms.call(call.ClearChargingProfile(charging_profile_purpose="TxDefaultProfile", stack_level=1))).status == "Accepted"
+        await csms.call(call.SetChargingProfile(connector_id=1,
+                                                cs_charging_profiles=profile(pid, "TxDefaultProfile", 6 + pid, stack=stack)))
+    cleared = await csms.call(call.ClearChargingProfile(charging_profile_purpose="TxDefaultProfile", stack_level=1))
+    assert cleared.status == "Accepted"
     assert [p["profile"]["chargingProfileId"] for p in sim.backend.profiles.installed] == [8]
     assert (await csms.call(call.ClearChargingProfile(id=42))).status == "Unknown"
     assert (await csms.call(call.ClearChargingProfile())).status == "Accepted"
@@ -330,6 +374,56 @@ async def test_TC_071_clock_aligned_meter_values(csms, sim_factory):
     midnight = stamp.replace(hour=0, minute=0, second=0, microsecond=0)
     ms = round((stamp - midnight).total_seconds() * 1000)
     assert ms % 200 == 0  # on the grid from midnight
+
+
+def _contexts(stop: dict) -> list[str]:
+    return [d["sampledValue"][0]["context"] for d in stop["transactionData"]]
+
+
+async def test_stop_txn_sampled_data_every_sample_interval(csms, sim_factory):
+    """StopTxnSampledData: transactionData holds Transaction.Begin, a sample every
+    MeterValueSampleInterval from the start, and Transaction.End, in time order, with the measurands
+    the key lists."""
+    s = await sim_factory(csms.url, {"MeterValueSampleInterval": 10,  # 0.2 s scaled
+                                     "StopTxnSampledData": f"{ENERGY},Power.Active.Import"})
+    await s.online()
+    start = await start_tx(csms, s)
+    s.world.consume(300)
+    n = len(csms.received)
+    for _ in range(3):  # three periodic MeterValues went out: at least three samples were taken
+        n = len(csms.received)
+        await csms.wait_for("MeterValues", after=n)
+    await s.world.tap(UID, hold_s=0.15)
+    stop = await csms.wait_for("StopTransaction")
+    contexts = _contexts(stop)
+    assert contexts[0] == "Transaction.Begin" and contexts[-1] == "Transaction.End"
+    assert len(contexts) >= 5 and set(contexts[1:-1]) == {"Sample.Periodic"}, contexts
+    periodic = stop["transactionData"][1:-1]
+    for value in periodic:
+        assert {v["measurand"] for v in value["sampledValue"]} == {ENERGY, "Power.Active.Import"}
+    stamps = [datetime.fromisoformat(d["timestamp"].replace("Z", "+00:00")) for d in stop["transactionData"]]
+    assert stamps == sorted(stamps)
+    energy = [int(next(v["value"] for v in d["sampledValue"] if v["measurand"] == ENERGY))
+              for d in stop["transactionData"]]
+    assert energy[0] == start["meterStart"] and energy[-1] == stop["meterStop"] and energy == sorted(energy)
+    assert s.store.samples(s.store.sessions()[-1].id) == []  # delivered: the kept samples are gone
+
+
+async def test_stop_txn_sampled_data_survives_a_power_cut(csms, sim_factory):
+    """The samples are in the journal: after a power cut the PowerLoss StopTransaction still has them."""
+    s = await sim_factory(csms.url, {"MeterValueSampleInterval": 10})
+    await s.online()
+    await start_tx(csms, s)
+    for _ in range(2):
+        n = len(csms.received)
+        await csms.wait_for("MeterValues", after=n)
+    await s.station.stop(graceful=False)
+    n = len(csms.received)
+    s2 = await sim_factory(csms.url)
+    await s2.online()
+    stop = await csms.wait_for("StopTransaction", after=n)
+    assert stop["reason"] == "PowerLoss"
+    assert _contexts(stop).count("Sample.Periodic") >= 2
 
 
 async def test_stop_transaction_carries_transaction_data(csms, sim):

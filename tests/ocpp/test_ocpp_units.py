@@ -9,8 +9,8 @@ import pytest
 from station.backends.ocpp16 import metering
 from station.backends.ocpp16.authz import AuthCache, LocalList, effective_status
 from station.backends.ocpp16.confkeys import KEYS, ConfigurationKeys
-from station.backends.ocpp16.rpc import check
 from station.backends.ocpp16.smart import Profiles
+from station.backends.ocppj.schema import OCPP16
 from station.core.model import MessageKind, MeterReading
 from station.store import Store
 
@@ -83,7 +83,7 @@ def test_sampled_values_are_schema_valid_with_integer_wh():
     values = metering.sampled_values(reading, sorted(measurands), "Sample.Periodic")
     payload = {"connectorId": 1, "transactionId": 5, "meterValue": [{"timestamp": "2026-11-22T10:00:00.000Z",
                                                                      "sampledValue": values}]}
-    assert check("MeterValues", payload, response=False) is None
+    assert OCPP16.check("MeterValues", payload, response=False) is None
     assert [v["value"] for v in values if v["measurand"] == metering.ENERGY] == ["12345"]
 
 
@@ -143,3 +143,15 @@ async def test_start_is_not_sent_twice(csms, rig):
     result = await rig.backend.deliver(item, fresh)
     assert result.backend_session_id == "101"
     assert len(csms.calls("StartTransaction")) == 1
+
+
+def test_kept_samples_thin_out_when_full(store):
+    """Store.add_sample keeps at most `keep` per session: when full, every second kept one is dropped
+    (the first one stays). Worked by hand for keep=4 and samples 1..7:
+    [1,2,3,4] -> 5 arrives: drop 2,4 -> [1,3,5]; 6 -> [1,3,5,6]; 7 arrives: drop 3,6 -> [1,5,7]."""
+    for n in range(1, 8):
+        store.add_sample(42, {"n": n}, keep=4)
+    store.add_sample(43, {"n": 99}, keep=4)
+    assert [s["n"] for s in store.samples(42)] == [1, 5, 7]
+    store.drop_samples(42)
+    assert store.samples(42) == [] and store.samples(43) == [{"n": 99}]

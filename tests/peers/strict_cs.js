@@ -13,7 +13,9 @@
 //   {"event":"result"|"error","id":..}        the answer to a command from stdin
 // Commands arrive on stdin as JSON lines: {"id": 1, "method": "Reset", "params": {...}}.
 // Harness commands (not OCPP): "__setServerCert" {cert, key} swaps the TLS server certificate,
-// "__setPassword" {password} changes the expected Basic password, "__drop" closes the connection.
+// "__setPassword" {password} changes the expected Basic password, "__drop" closes the connection,
+// "__setTags" {tags: {idTag: idTagInfo}} sets the idTagInfo of Authorize and StartTransaction per tag
+// (default {status: Accepted}).
 //
 // Security (OCPP 1.6 security whitepaper), from a JSON object in argv[4]:
 //   {"password": "...",          // HTTP Basic required: user = identity, this password (profiles 1, 2)
@@ -41,6 +43,8 @@ const now = () => new Date().toISOString();
 const server = new RPCServer({ protocols: ['ocpp1.6'], strictMode: true });
 let client = null;
 let txId = 500;
+let tags = {};
+const tagInfo = (idTag) => tags[idTag] || { status: 'Accepted' };
 let tlsServer = null;
 
 server.auth((accept, reject, handshake) => {
@@ -71,8 +75,8 @@ const answers = {
     MeterValues: () => ({}),
     FirmwareStatusNotification: () => ({}),
     DiagnosticsStatusNotification: () => ({}),
-    Authorize: () => ({ idTagInfo: { status: 'Accepted' } }),
-    StartTransaction: () => ({ transactionId: ++txId, idTagInfo: { status: 'Accepted' } }),
+    Authorize: (p) => ({ idTagInfo: tagInfo(p.idTag) }),
+    StartTransaction: (p) => ({ transactionId: ++txId, idTagInfo: tagInfo(p.idTag) }),
     StopTransaction: () => ({ idTagInfo: { status: 'Accepted' } }),
     DataTransfer: () => ({ status: 'Accepted' }),
     SecurityEventNotification: () => ({}),
@@ -115,6 +119,11 @@ rl.on('line', async (line) => {
     if (cmd.method === '__setServerCert') {
         tlsServer.setSecureContext({ ...tlsOptions(), cert: fs.readFileSync(cmd.params.cert),
                                      key: fs.readFileSync(cmd.params.key) });
+        out({ event: 'result', id: cmd.id, method: cmd.method, result: {} });
+        return;
+    }
+    if (cmd.method === '__setTags') {
+        tags = cmd.params.tags || {};
         out({ event: 'result', id: cmd.id, method: cmd.method, result: {} });
         return;
     }

@@ -11,16 +11,24 @@ persist in the station's store ("ocpp.local_list", "ocpp.auth_cache"):
   CACHE_MAX tags; the oldest entry makes room.
 
 Which one is consulted, and when (LocalPreAuthorize, LocalAuthorizeOffline,
-AllowOfflineTxForUnknownId), is the charge point's decision, not this
-module's.
+AllowOfflineTxForUnknownId), is decided by `Authorizer`.
 """
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
-from typing import Any
+import logging
+from datetime import datetime
+from typing import TYPE_CHECKING, Any
 
+from station.backends.ocppj.rpc import CallFailed
 from station.clock import parse_iso
+from station.core.model import AuthResult, AuthStatus
+from station.errors import BackendOffline
+
+if TYPE_CHECKING:
+    from .chargepoint import OcppBackend
+
+log = logging.getLogger(__name__)
 
 LIST_KEY = "ocpp.local_list"
 CACHE_KEY = "ocpp.auth_cache"
@@ -107,5 +115,61 @@ class AuthCache:
             self.store.put_json(CACHE_KEY, self.entries)
 
 
-def utcnow() -> datetime:
-    return datetime.now(UTC)
+class Authorizer:
+    """Who may charge, decided as OCPP 1.6 says, online or offline (so it never raises BackendOffline):
+
+    1. online, LocalPreAuthorize and the tag is Accepted (not expired) in the local list or the
+       cache: at once, no Authorize.req;
+    2. online: Authorize.req; the answer goes to the cache (never for a tag on the local list);
+    3. offline (or Authorize.req failed): LocalAuthorizeOffline and the tag is in the list or the
+       cache: its status there; an unknown tag is Accepted with AllowOfflineTxForUnknownId.
+    """
+
+    def __init__(self, backend: OcppBackend) -> None:
+        self.b = backend
+
+    def lookup(self, id_tag: str) -> dict[str, Any] | None:
+        keys = self.b.keys
+        if keys.bool("LocalAuthListEnabled"):
+            entry = self.b.local_list.get(id_tag)
+            if entry is not None:
+                return entry
+        if keys.bool("AuthorizationCacheEnabled"):
+            return self.b.cache.get(id_tag)
+        return None
+
+    def learn(self, id_tag: str, info: dict[str, Any]) -> None:
+        """Cache an IdTagInfo from the central system (never for a tag on the local list)."""
+        keys = self.b.keys
+        if not keys.bool("AuthorizationCacheEnabled"):
+            return
+        if keys.bool("LocalAuthListEnabled") and self.b.local_list.get(id_tag) is not None:
+            return
+        self.b.cache.put(id_tag, info)
+
+    def _result(self, info: dict[str, Any], offline: bool) -> AuthResult:
+        status = effective_status(info, self.b.now())
+        return AuthResult(AuthStatus(status), message=None if status == "Accepted" else status,
+                          parent_id=info.get("parentIdTag"), expires_at=info.get("expiryDate"), offline=offline)
+
+    async def authorize(self, id_tag: str) -> AuthResult:
+        keys = self.b.keys
+        known = self.lookup(id_tag)
+        online = self.b.online
+        if online and known is not None and keys.bool("LocalPreAuthorize") \
+                and effective_status(known, self.b.now()) == "Accepted":
+            return self._result(known, offline=False)
+        if online:
+            try:
+                conf = await self.b.link.request("Authorize", {"idTag": id_tag[:20]})
+            except (CallFailed, BackendOffline) as exc:
+                log.info("Authorize failed (%s): deciding offline", exc)
+            else:
+                info = conf["idTagInfo"]
+                self.learn(id_tag, info)
+                return self._result(info, offline=False)
+        if known is not None and keys.bool("LocalAuthorizeOffline"):
+            return self._result(known, offline=True)
+        if keys.bool("AllowOfflineTxForUnknownId"):
+            return AuthResult(AuthStatus.ACCEPTED, parent_id=None, offline=True)
+        return AuthResult(AuthStatus.INVALID, message="offline", offline=True)

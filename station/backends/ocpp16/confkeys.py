@@ -14,6 +14,7 @@ default), so a restart keeps what the central system set.
 
 from __future__ import annotations
 
+import builtins
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -129,13 +130,15 @@ class ConfigurationKeys:
     def int(self, name: str) -> int:
         return int(self._values[name])
 
-    def list(self, name: str) -> list[str]:
+    def list(self, name: str) -> builtins.list[str]:
         return [v.strip() for v in self._values[name].split(",") if v.strip()]
 
     # -- OCPP operations --------------------------------------------------------------
-    def report(self, names: list[str] | None) -> tuple[list[dict], list[str]]:
+    # `list` is a method here: the built-in type is spelled builtins.list in this class.
+    def report(self, names: builtins.list[str] | None) -> tuple[builtins.list[dict[str, Any]], builtins.list[str]]:
         """GetConfiguration: (configurationKey list, unknownKey list)."""
-        known, unknown = [], []
+        known: builtins.list[dict[str, Any]] = []
+        unknown: builtins.list[str] = []
         for name in (names if names else list(KEYS)):
             canon = self.canonical(name)
             if canon is None:

@@ -5,8 +5,10 @@ Measurands: only those the meter model really measures are offered
 meter has as port names ("energy", "power", "voltage", "current",
 "energy_phase", "frequency"); OCPP names are accepted too.
 
-Energy.Active.Import.Register is always integer Wh (strict central systems
-rejected fractional Wh, FACTS.md §4). Other values carry one decimal.
+Energy.Active.Import.Register is always integer Wh, like meterStart and
+meterStop (which the 1.6 schemas type as integers): strict central systems
+reject a fractional register value, and billing needs the register as the
+meter shows it. Other values carry one decimal.
 
 Timing:
 * sampled values: every MeterValueSampleInterval seconds counted from the

@@ -37,7 +37,7 @@ and 2 (A01 step 3). The Basic password is the key itself, except that a key of
 (A00.FR.205, as the OCA test tool reads it).
 
 **Security events** (whitepaper §8) go to the security log (a rolling file,
-A04.FR.04) and to a durable queue in the store; after every accepted
+A04.FR.04) and to a durable queue in the store (station.services.security_log); after every accepted
 BootNotification the queue is delivered in order as SecurityEventNotification
 (A04.FR.02 "queued with a guaranteed delivery"). An event leaves the queue only
 when the central system confirmed it, or when it answers NotImplemented /
@@ -62,18 +62,23 @@ import ssl
 import string
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from .certs import CSMS_ROOT, STORE_MAX, CertificateError, CertStore, now_utc, pem
+from station.services.lazy import lazy
+from station.services.security_log import QUEUE_MAX, SecurityEvents, SecurityLog
+
+if TYPE_CHECKING:
+    from station.services import certs as certstore
+else:  # certificates (and `cryptography`) only when a certificate is handled or TLS is set up
+    certstore = lazy("station.services.certs")
 
 log = logging.getLogger(__name__)
 
 STORE_KEY = "ocpp.security"
 QUEUE_KEY = "ocpp.security_events"
-QUEUE_MAX = 500
 FALLBACK_AFTER = 5  # failed connection attempts in a row under a raised profile before falling back
-LOG_MAX_BYTES = 256 * 1024
 CHAIN_MAX = 10000  # CertificateSignedMaxChainSize
 
 # Whitepaper §8: event -> critical. The spelling is the whitepaper's (edition 2 and 3).
@@ -114,47 +119,13 @@ def basic_password(key: str) -> bytes:
 
 
 def valid_key(key: str | None) -> bool:
-    return bool(key) and 16 <= len(key) <= 40 and all(c in _PRINTABLE for c in key)
+    if not key:
+        return False
+    return 16 <= len(key) <= 40 and all(c in _PRINTABLE for c in key)
 
 
 def _sha(text: str | None) -> str | None:
     return hashlib.sha256(text.encode()).hexdigest() if text else None
-
-
-# ---------------------------------------------------------------- the security log
-
-class SecurityLog:
-    """A04.FR.04: every security event, in a rolling file (`security.log`, one older `security.log.1`)."""
-
-    def __init__(self, path: Path) -> None:
-        self.path = Path(path)
-
-    def write(self, stamp: str, event: str, tech_info: str | None) -> None:
-        line = f"{stamp} {event}" + (f" {tech_info}" if tech_info else "") + "\n"
-        try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            if self.path.exists() and self.path.stat().st_size + len(line) > LOG_MAX_BYTES:
-                self.path.replace(self.path.with_name(self.path.name + ".1"))
-            with open(self.path, "a", encoding="utf-8") as f:
-                f.write(line)
-        except OSError as exc:
-            log.error("security log not written: %s", exc)
-
-    def text(self) -> str:
-        parts = []
-        for p in (self.path.with_name(self.path.name + ".1"), self.path):
-            try:
-                parts.append(p.read_text(encoding="utf-8"))
-            except OSError:
-                pass
-        return "".join(parts)
-
-    def clear(self) -> None:
-        for p in (self.path, self.path.with_name(self.path.name + ".1")):
-            try:
-                p.unlink()
-            except OSError:
-                pass
 
 
 # ---------------------------------------------------------------- classification of link failures
@@ -205,9 +176,10 @@ class Security:
         self.store = store
         self.charge_point_id = charge_point_id
         self.stamp = stamp
-        self.certs = CertStore(Path(work_dir) / "certs", o.ca_file)
+        self.work_dir = Path(work_dir)
         self.log = SecurityLog(Path(work_dir) / "security.log")
-        self.on_event: Callable[[], None] | None = None  # wakes the deliverer
+        self.events = SecurityEvents(store, self.log, stamp, store_key=QUEUE_KEY,
+                                     critical={name for name, critical in EVENTS.items() if critical})
         self.reconnect_requested = False
         self._last_failure: tuple[str, str] | None = None
         saved = dict(store.get_json(STORE_KEY, {}) or {})
@@ -221,6 +193,11 @@ class Security:
             state["key"] = saved.get("key")
         self._state = state
         self._save()
+
+    @cached_property
+    def certs(self) -> certstore.CertStore:
+        """Trust stores and the station's key (station.services.certs), opened at first use."""
+        return certstore.CertStore(self.work_dir / "certs", self.o.ca_file)
 
     # -- state -------------------------------------------------------------------------
     def _save(self) -> None:
@@ -245,31 +222,7 @@ class Security:
     # -- events ------------------------------------------------------------------------
     def event(self, kind: str, tech_info: str | None = None) -> None:
         """Record a security event: security log and the durable delivery queue."""
-        stamp = self.stamp()
-        tech = tech_info[:255] if tech_info else None
-        self.log.write(stamp, kind, tech)
-        queue = list(self.store.get_json(QUEUE_KEY, []) or [])
-        if queue and queue[-1]["type"] == kind and queue[-1].get("techInfo") == tech:
-            return  # the same failure again (a retry): reported once
-        item: dict[str, Any] = {"type": kind, "timestamp": stamp}
-        if tech:
-            item["techInfo"] = tech
-        queue.append(item)
-        while len(queue) > QUEUE_MAX:
-            drop = next((i for i, e in enumerate(queue) if not EVENTS.get(e["type"], False)), 0)
-            queue.pop(drop)
-        self.store.put_json(QUEUE_KEY, queue)
-        if self.on_event is not None:
-            self.on_event()
-
-    def pending_events(self) -> list[dict[str, Any]]:
-        return list(self.store.get_json(QUEUE_KEY, []) or [])
-
-    def event_delivered(self, item: dict[str, Any]) -> None:
-        queue = self.pending_events()
-        if queue and queue[0] == item:
-            queue.pop(0)
-            self.store.put_json(QUEUE_KEY, queue)
+        self.events.record(kind, tech_info)
 
     # -- configuration keys --------------------------------------------------------------
     @staticmethod
@@ -280,7 +233,7 @@ class Security:
         readonly = name not in ("AuthorizationKey", "CpoName", "SecurityProfile")
         entry: dict[str, Any] = {"key": name, "readonly": readonly}
         values = {"AdditionalRootCertificateCheck": "false", "CertificateSignedMaxChainSize": str(CHAIN_MAX),
-                  "CertificateStoreMaxLength": str(2 * STORE_MAX), "CpoName": self.cpo_name,
+                  "CertificateStoreMaxLength": str(2 * certstore.STORE_MAX), "CpoName": self.cpo_name,
                   "SecurityProfile": str(self.profile), "SupportedFileTransferProtocols": "FTP,HTTP,HTTPS"}
         if name in values:  # AuthorizationKey is write-only: listed, never with its value
             entry["value"] = values[name]
@@ -335,13 +288,13 @@ class Security:
         return "Accepted"
 
     def _valid_anchor(self) -> bool:
-        now = now_utc()
+        now = certstore.now_utc()
         return any(c.not_valid_before_utc <= now <= c.not_valid_after_utc for c in self.certs.csms_anchors())
 
     # -- the connection ------------------------------------------------------------------
     def client_credentials(self) -> tuple[str, str] | None:
         """(cert file, key file) for profile 3: the newest certificate from CertificateSigned, else the config's."""
-        installed = self.certs.station_credentials(now_utc())
+        installed = self.certs.station_credentials(certstore.now_utc())
         if installed is not None:
             return str(installed[0]), str(installed[1])
         if self.o.cert_file and self.o.key_file and Path(self.o.cert_file).is_file() and Path(self.o.key_file).is_file():
@@ -362,7 +315,7 @@ class Security:
         ctx.minimum_version = ssl.TLSVersion.TLSv1_2  # A00.FR.312
         anchors = self.certs.csms_anchors()
         if anchors:
-            ctx.load_verify_locations(cadata="".join(pem(c) for c in anchors))
+            ctx.load_verify_locations(cadata="".join(certstore.pem(c) for c in anchors))
         else:
             ctx.load_default_certs()  # a public CA signs the central system
         if self.profile == 3:
@@ -441,5 +394,4 @@ class Security:
         return f"cannot reach the central system at {url} ({failure.text})"
 
 
-__all__ = ["Security", "SecurityLog", "EVENTS", "KEY_NAMES", "CSMS_ROOT", "CertificateError", "basic_password",
-           "classify", "valid_key"]
+__all__ = ["Security", "EVENTS", "KEY_NAMES", "QUEUE_MAX", "basic_password", "classify", "valid_key"]

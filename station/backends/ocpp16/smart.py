@@ -121,6 +121,12 @@ class Profiles:
         self._save()
         return "Accepted"
 
+    def install_tx_profile(self, connector_id: int, profile: dict[str, Any]) -> None:
+        """The TxProfile of a RemoteStartTransaction: for the transaction it starts."""
+        self.end_transaction()
+        self.installed.append({"connectorId": connector_id, "profile": profile})
+        self._save()
+
     def end_transaction(self) -> None:
         """TxProfiles live as long as their transaction."""
         kept = [p for p in self.installed if p["profile"]["chargingProfilePurpose"] != "TxProfile"]

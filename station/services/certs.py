@@ -1,4 +1,4 @@
-"""Certificates for the OCPP 1.6 security whitepaper (edition 2): trust stores, the station's key, signatures.
+"""Certificates: trust stores, the station's key and CSR, certificate chains, firmware signatures.
 
 Theory of operation
 -------------------
@@ -6,21 +6,21 @@ Everything here is plain `cryptography` on PEM text; nothing talks to the
 network. The charge point keeps three kinds of material under
 `<state_dir>/ocpp/certs/` (files 0600, directory 0700):
 
-* ``csms/*.pem``: CentralSystemRootCertificates installed by InstallCertificate.
+* ``csms/*.pem``: the central system's root certificates (OCPP InstallCertificate).
   Together with the installer's `backend.ocpp.ca_file` they are the trust
   anchors for the central system's TLS certificate (profiles 2 and 3) and for
-  the chain of a CertificateSigned.req (the CPO hierarchy).
-* ``manufacturer/*.pem``: ManufacturerRootCertificates; a firmware signing
+  the chain of the station's own certificate (the CPO hierarchy).
+* ``manufacturer/*.pem``: the manufacturer's root certificates; a firmware signing
   certificate must be issued directly by one of them (the whitepaper forbids
   intermediates for firmware signing).
-* ``station/``: the station's own key and certificate chain. SignCertificate
-  makes a new EC P-256 key here (``pending-key.pem``, never sent anywhere) and
-  a PKCS#10 CSR (CN = charge point id, the station's serial; O = CpoName).
-  CertificateSigned checks the chain and that it certifies the pending key,
+* ``station/``: the station's own key and certificate chain. `new_csr` makes a
+  new EC P-256 key here (``pending-key.pem``, never sent anywhere) and a
+  PKCS#10 CSR (CN = the station's serial, its charge point id; O = the CPO).
+  `accept_signed` checks the chain and that it certifies the pending key,
   then moves the pair to ``key.pem``/``cert.pem``; the pair before it is kept
   as ``previous-*`` (the whitepaper recommends keeping it as a fallback).
 
-Certificates are named in OCPP by CertificateHashData (OCSP style, RFC 6960):
+OCPP names certificates by CertificateHashData (OCSP style, RFC 6960):
 the hash of the issuer's DER name, the hash of the issuer's public key bits
 and the serial number in hex without leading zeros. For a self-signed root the
 issuer is the certificate itself. Hashes are compared case-insensitively.
@@ -42,44 +42,35 @@ import re
 from collections.abc import Iterable
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import TYPE_CHECKING
 
+from station.services.lazy import lazy
 
-class _Lazy:
-    """A module (or one of its attributes) imported at first use.
-
-    `cryptography` costs about 10 MiB of RSS; a station that never handles a
-    certificate (security profiles 0 and 1, no certificate messages) should not
-    pay it on a 512 MB Pi Zero (see docs/benchmarks.md).
-    """
-
-    def __init__(self, module: str, attr: str | None = None) -> None:
-        self._module, self._attr, self._target = module, attr, None
-
-    def _load(self):
-        if self._target is None:
-            target = importlib.import_module(self._module)
-            self._target = getattr(target, self._attr) if self._attr else target
-        return self._target
-
-    def __getattr__(self, name: str):
-        return getattr(self._load(), name)
-
-
-x509 = _Lazy("cryptography.x509")
-hashes = _Lazy("cryptography.hazmat.primitives.hashes")
-serialization = _Lazy("cryptography.hazmat.primitives.serialization")
-ec = _Lazy("cryptography.hazmat.primitives.asymmetric.ec")
-padding = _Lazy("cryptography.hazmat.primitives.asymmetric.padding")
-rsa = _Lazy("cryptography.hazmat.primitives.asymmetric.rsa")
-NameOID = _Lazy("cryptography.x509.oid", "NameOID")
+if TYPE_CHECKING:
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
+    from cryptography.x509 import oid
+else:  # `cryptography` costs about 10 MiB of RSS: imported when a certificate is first handled
+    x509 = lazy("cryptography.x509")
+    hashes = lazy("cryptography.hazmat.primitives.hashes")
+    serialization = lazy("cryptography.hazmat.primitives.serialization")
+    ec = lazy("cryptography.hazmat.primitives.asymmetric.ec")
+    padding = lazy("cryptography.hazmat.primitives.asymmetric.padding")
+    rsa = lazy("cryptography.hazmat.primitives.asymmetric.rsa")
+    oid = lazy("cryptography.x509.oid")
 
 
 def _invalid_signature() -> type[Exception]:
     """The exception class itself (an `except` clause needs a real class)."""
-    return importlib.import_module("cryptography.exceptions").InvalidSignature
+    cls: type[Exception] = importlib.import_module("cryptography.exceptions").InvalidSignature
+    return cls
 
-CSMS_ROOT = "CentralSystemRootCertificate"
-MANUFACTURER_ROOT = "ManufacturerRootCertificate"
+
+# Kinds of root certificate (OCPP 1.6 calls them CentralSystemRootCertificate and
+# ManufacturerRootCertificate, 2.0.1 CSMSRootCertificate and ManufacturerRootCertificate).
+CSMS_ROOT = "csms"
+MANUFACTURER_ROOT = "manufacturer"
 _DIRS = {CSMS_ROOT: "csms", MANUFACTURER_ROOT: "manufacturer"}
 _HASHES = {"SHA256": hashlib.sha256, "SHA384": hashlib.sha384, "SHA512": hashlib.sha512}
 _PEM = re.compile(rb"-----BEGIN CERTIFICATE-----.+?-----END CERTIFICATE-----", re.S)
@@ -102,6 +93,11 @@ def load_pems(text: str | bytes) -> list[x509.Certificate]:
         return [x509.load_pem_x509_certificate(b) for b in blocks]
     except ValueError as exc:
         raise CertificateError(f"not a valid X.509 certificate: {exc}") from None
+
+
+def load_der(data: bytes) -> x509.Certificate:
+    """One DER certificate (e.g. the one a TLS peer showed). Raises ValueError if it is not one."""
+    return x509.load_der_x509_certificate(data)
 
 
 def pem(cert: x509.Certificate) -> str:
@@ -137,7 +133,7 @@ def _key_ok(cert: x509.Certificate) -> bool:
 
 
 def subject_cn(cert: x509.Certificate | x509.CertificateSigningRequest) -> str | None:
-    names = cert.subject.get_attributes_for_oid(NameOID.COMMON_NAME)
+    names = cert.subject.get_attributes_for_oid(oid.NameOID.COMMON_NAME)
     return str(names[0].value) if names else None
 
 
@@ -338,8 +334,8 @@ class CertStore:
     def new_csr(self, common_name: str, organization: str) -> str:
         """A02.FR.02/03/13: a fresh key pair and a PEM CSR (CN = serial, O = CpoName)."""
         key = ec.generate_private_key(ec.SECP256R1())
-        subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name[:64]),
-                             x509.NameAttribute(NameOID.ORGANIZATION_NAME, organization[:64])])
+        subject = x509.Name([x509.NameAttribute(oid.NameOID.COMMON_NAME, common_name[:64]),
+                             x509.NameAttribute(oid.NameOID.ORGANIZATION_NAME, organization[:64])])
         csr = (x509.CertificateSigningRequestBuilder().subject_name(subject)
                .add_extension(x509.KeyUsage(digital_signature=True, key_agreement=True, content_commitment=False,
                                             key_encipherment=False, data_encipherment=False, key_cert_sign=False,

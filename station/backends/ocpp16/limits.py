@@ -1,0 +1,100 @@
+"""The power limit handed to the core: charging profiles, and the cap after an invalid StartTransaction.
+
+The limit is the composite of the installed charging profiles at this
+instant (smart.py), or 0 once a transaction whose StartTransaction was
+answered with an idTagInfo that is not Accepted (and
+StopTransactionOnInvalidId is false) has delivered MaxEnergyOnInvalidId Wh.
+It is handed to the core (`set_power_limit`) only when it changes.
+
+The task sleeps until the next instant a profile can change the limit
+(`Profiles.next_change`), at most PROFILE_S; it is woken when profiles are
+set or cleared, a transaction starts or ends and the clock is set. Only
+while a deauthorized transaction runs does it look every second (its energy
+against the cap); with no profile installed it wakes every IDLE_S only.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import TYPE_CHECKING
+
+from station.clock import MONO_PREFIX, parse_iso
+
+from .link import sleep_or_event
+
+if TYPE_CHECKING:
+    from datetime import datetime
+
+    from .chargepoint import OcppBackend
+
+log = logging.getLogger(__name__)
+
+IDLE_S = 300.0
+PROFILE_S = 60.0
+CAP_S = 1.0
+
+
+class PowerLimit:
+    def __init__(self, backend: OcppBackend) -> None:
+        self.b = backend
+        self._wake = asyncio.Event()
+        self._sent: object = object()  # the last value given to set_power_limit
+        self._deauthorized: tuple[int, int] | None = None  # (session id, energy cap Wh)
+
+    def wake(self) -> None:
+        self._wake.set()
+
+    def deauthorize(self, session_id: int, cap_wh: int) -> None:
+        """Keep the transaction but stop delivering energy beyond `cap_wh` (meter register)."""
+        self._deauthorized = (session_id, cap_wh)
+        self.wake()
+
+    def transaction_ended(self) -> None:
+        self._deauthorized = None
+        self.wake()
+
+    def _tx_start(self) -> tuple[int | None, datetime | None]:
+        session = self.b.active_session()
+        if session is None:
+            return None, None
+        start = None
+        if session.started_at and not session.started_at.startswith(MONO_PREFIX):
+            start = parse_iso(session.started_at)
+        return self.b.tx.transaction_id(session), start
+
+    def current(self) -> float | None:
+        session = self.b.active_session()
+        if self._deauthorized is not None and session is not None and session.id == self._deauthorized[0]:
+            reading = self.b.control.last_reading()
+            if reading is None or reading.energy_wh >= self._deauthorized[1]:
+                return 0.0
+        tx_id, tx_start = self._tx_start()
+        value = self.b.profiles.limit_at(self.b.now(), self.b.connector_id, tx_start, tx_id)
+        return None if value is None else value[0]
+
+    def _next_wait(self) -> float:
+        if self._deauthorized is not None:
+            return CAP_S
+        if not self.b.profiles.installed:
+            return IDLE_S
+        now = self.b.now()
+        change = self.b.profiles.next_change(now, self._tx_start()[1])
+        if change is None:
+            return PROFILE_S
+        return max(0.0, min(PROFILE_S, (change - now).total_seconds() + 0.01))
+
+    async def run(self) -> None:
+        while True:
+            self._wake.clear()
+            wait = CAP_S
+            try:
+                limit = self.current()
+                if limit != self._sent:
+                    self._sent = limit
+                    log.info("power limit now %s", "none" if limit is None else f"{limit:.0f} W")
+                    self.b.control.set_power_limit(limit)
+                wait = self._next_wait()
+            except Exception:
+                log.exception("evaluating the charging profiles failed")
+            await sleep_or_event(self._wake, wait)
