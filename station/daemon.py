@@ -73,6 +73,7 @@ class Station:
         self.store = Store.open(cfg.station.state_dir)
         self.backend = self._backend_override or backends.create(cfg, self.store)
         self.charger = Charger(cfg, self.hardware, self.store, self.backend, self.clock, self.supervisor)
+        self.charger.exit_event = self.done  # a backend-ordered reset ends run_forever() like a signal
         self.control = Control(self.charger)
         self.deliverer = Deliverer(self.store, self.backend, self.clock, on_result=self.charger.on_delivery,
                                    checkpoint=lambda: self.supervisor.checkpoint("deliverer"))
@@ -223,11 +224,7 @@ class Station:
         self.watch_event_loop()
         stop_on_signals(self.done)
         assert self.charger is not None
-        reset = asyncio.create_task(self.charger.exit_event.wait())
-        done = asyncio.create_task(self.done.wait())
-        await asyncio.wait({reset, done}, return_when=asyncio.FIRST_COMPLETED)
-        reset.cancel()
-        done.cancel()
+        await self.done.wait()  # a signal, a failure, or a reset (the charger's exit_event is this event)
         if self.failure is not None:
             await self.stop(graceful=False)
             return EXIT_FAILURE

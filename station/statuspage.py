@@ -134,7 +134,7 @@ class StatusPage:
         if password is not None:
             self._digest = hashlib.sha256(f"{self.user}:{password}".encode()).digest()
         if not await self._bind(first=True):
-            self._task = asyncio.create_task(self._keep_binding(), name="status-page-bind")
+            self._task = self.station.supervisor.spawn(self._keep_binding(), "status-page-bind")
 
     async def _bind(self, first: bool) -> bool:
         server = HttpServer(self.host, self.port, self.handle, base_headers=SECURITY_HEADERS)

@@ -153,7 +153,7 @@ def migrate(conn: sqlite3.Connection) -> int:
                 conn.execute("ROLLBACK")
             raise
         if found:
-            log.info("journal migrated to schema %d (%s)", version, MIGRATIONS[version].__doc__.split("\n")[0])
+            log.info("journal migrated to schema %d (%s)", version, (MIGRATIONS[version].__doc__ or "").split("\n")[0])
     return found
 
 

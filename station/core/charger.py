@@ -6,7 +6,7 @@ session: authorize, journal, contactor, meter, stop. It talks to ports
 (station.core.ports), the store and a backend, never to a hardware or protocol
 library. Its helpers, each small and tested on its own:
 
-    taps.py          taps and reader faults, from the reader's thread, one at a time
+    taps.py          taps and reader faults from the reader's thread, one at a time; what a tap means
     poller.py        the EV input, the stop button, the contactor watch, the timers
     auth.py          asking the backend, and the offline policy when it cannot answer
     journal.py       every journal write of a session or a fault, in its order
@@ -58,7 +58,6 @@ from station.core.reservations import Reservation
 from station.core.sampler import MeterSampler
 from station.core.states import IN_SESSION, TRANSITIONS, State
 from station.core.status import StatusReporter
-from station.core.tags import normalize_tag
 from station.core.taps import TapInbox
 from station.core.triggers import Triggers
 from station.errors import StorageError
@@ -223,52 +222,6 @@ class Charger(Triggers):
         """No tap waiting and none being handled (the simulator waits on it)."""
         return self.inbox.empty() and not self._busy
 
-    async def on_tag(self, tag: str) -> None:
-        log.info("tap %s in %s", _mask(tag), self.state.value)
-        self.note(f"tap {tag}")
-        try:
-            await self._handle_tag(tag)
-        finally:
-            self.taps += 1
-
-    async def _handle_tag(self, tag: str) -> None:
-        if self._busy:
-            return
-        if self.state in IN_SESSION:
-            if await self._may_stop(tag):
-                await self.stop("Local", id_tag=tag)
-            else:
-                self.notice("other_card")
-            return
-        if self.waiting is not None:
-            session, _ = self.waiting
-            if normalize_tag(tag) == normalize_tag(session.id_tag):
-                self.cancel_waiting("cancelled")
-            return
-        if self.state in (State.UNAVAILABLE, State.FAULTED):
-            if self.state is State.UNAVAILABLE:
-                self.notice("unavailable")
-            else:
-                self.notice("faulted", reason=self._fault_reason())
-            return
-        if self.state is State.FINISHING:
-            return
-        if self.reservation is not None and not await self.reservation.admits(tag, self.backend.parent_of):
-            self.notice("reserved")
-            return
-        await self.authorize(tag)
-
-    async def _may_stop(self, tag: str) -> bool:
-        """The card that started, or one of the same group (OCPP parentIdTag)."""
-        s = self.session
-        assert s is not None
-        if normalize_tag(tag) == normalize_tag(s.id_tag):
-            return True
-        if s.parent_id:
-            parent = await self.backend.parent_of(tag)
-            return parent is not None and normalize_tag(parent) == normalize_tag(s.parent_id)
-        return False
-
     # ------------------------------------------------------------------ authorization and start
     async def authorize(self, tag: str, remote: bool = False) -> None:
         """A tap (or a RemoteStart, already authorized) in Available, Reserved or Preparing."""
@@ -319,7 +272,7 @@ class Charger(Triggers):
                 fields = {"cached": self.policy.policy != "refuse"}
         else:
             self.note(f"refused: {key.replace('_', ' ')}")
-            fields = {"reason": self._fault_reason()} if key == "faulted" else {}
+            fields = {"reason": self.fault_reason()} if key == "faulted" else {}
         self.notice(key, **fields)
         if self.state is State.PREPARING:
             self.abandon()
@@ -402,18 +355,6 @@ class Charger(Triggers):
         finally:
             self._busy = False
             self.render()
-
-    async def drain(self, timeout: float) -> bool:
-        """Wait until the outbox is empty (everything delivered), at most `timeout` seconds."""
-        deadline = self.clock.monotonic() + timeout
-        while self.clock.monotonic() < deadline:
-            pending = self.journal.pending()
-            if pending is None or pending == 0:
-                return pending == 0
-            self.wake_delivery()
-            await asyncio.sleep(0.05)
-        log.warning("outbox not drained within %.0f s; the rest is delivered after the restart", timeout)
-        return False
 
     # ------------------------------------------------------------------ meter
     async def _meter_loop(self) -> None:
@@ -557,7 +498,7 @@ class Charger(Triggers):
     def _storage_failed(self, exc: StorageError) -> None:
         self.set_fault("storage", Fault("OtherError", str(exc), "Storage"), blocking=False)
 
-    def _fault_reason(self) -> str:
+    def fault_reason(self) -> str:
         fault = self.faults.first()
         return (fault.vendor or fault.code) if fault else ""
 

@@ -101,11 +101,24 @@ class Control:
                 # OCPP 1.6 §5.14: the StopTransaction goes out (and is answered) before the reboot
                 # when the link is up; offline it waits in the journal as always.
                 if c.online:
-                    await c.drain(RESET_DRAIN_S)
+                    await self._drain(RESET_DRAIN_S)
             c.exit_request = kind
             c.exit_event.set()
         c.spawn(go(), "reset")
         return True
+
+    async def _drain(self, timeout: float) -> bool:
+        """Wait until the outbox is empty (everything delivered), at most `timeout` seconds."""
+        c = self.charger
+        deadline = c.clock.monotonic() + timeout
+        while c.clock.monotonic() < deadline:
+            pending = c.journal.pending()
+            if pending is None or pending == 0:
+                return pending == 0
+            c.wake_delivery()
+            await asyncio.sleep(0.05)
+        log.warning("outbox not drained within %.0f s; the rest is delivered after the restart", timeout)
+        return False
 
     async def set_available(self, available: bool) -> str:
         c = self.charger

@@ -204,7 +204,8 @@ async def _interactive(config_path: str | None, state_dir: str | None, status_pa
                              + (view.message + "\n" if view.message else ""))
             sys.stdout.flush()
             try:
-                key = await asyncio.wait_for(keys.queue.get(), 0.5)
+                async with asyncio.timeout(0.5):  # redraw twice a second (asyncio.timeout: see delivery.py)
+                    key = await keys.queue.get()
             except TimeoutError:
                 continue
             if key in ("q", "\x04"):
@@ -221,7 +222,8 @@ async def press(station, view: View, key: str, tasks: set[asyncio.Task]) -> str:
     world = station.world
 
     def background(coro) -> None:
-        t = asyncio.create_task(coro)
+        # Owned by the station's supervisor like every other task: a failure is logged, never lost.
+        t = station.supervisor.spawn(coro, f"key {key}")
         tasks.add(t)
         t.add_done_callback(tasks.discard)
 
