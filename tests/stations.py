@@ -77,3 +77,23 @@ def lcd(station: Station) -> str:
     if hasattr(display, "flush"):
         display.flush(5.0)
     return "\n".join(station.world.lcd_text())
+
+
+def two_sessions_and_a_refusal(state_dir: Path | str) -> None:
+    """Session 1 (42 Wh), a refused tap (id 2), session 3 (7 Wh), all delivered (journal fixtures)."""
+
+    async def run() -> None:
+        async with running_station(state_dir) as st:
+            st.world.set_load(0)
+            for card, wh in ((CARD, 42), (UNKNOWN, None), (CARD7, 7)):
+                await st.world.tap(card)
+                if wh is None:
+                    await state_is(st, "Available")
+                    continue
+                await state_is(st, "SuspendedEV")
+                st.world.consume(wh)
+                await st.world.tap(card)
+                await state_is(st, "Available")
+            assert await st.flush(10)
+
+    asyncio.run(run())

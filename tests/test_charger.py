@@ -7,11 +7,11 @@ point is the charger's own decisions, reachable in milliseconds.
 from __future__ import annotations
 
 import asyncio
-import time
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+from stations import until
 
 from station import config as configmod
 from station.clock import Clock
@@ -174,12 +174,7 @@ class Rig:
         self.store.close()
 
     async def until(self, predicate: Callable[[], bool], what: str, timeout: float = 10.0) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if predicate():
-                return
-            await asyncio.sleep(0.01)
-        raise AssertionError(f"timed out waiting for {what} (state {self.charger.state.value})")
+        await until(predicate, timeout, f"{what} (state {self.charger.state.value})")
 
     async def state(self, state: State) -> None:
         await self.until(lambda: self.charger.state is state and not self.charger.busy, f"state {state.value}")

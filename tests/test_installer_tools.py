@@ -4,7 +4,6 @@ reinstalling every time."""
 
 from __future__ import annotations
 
-import asyncio
 import csv
 import io
 import json
@@ -20,7 +19,7 @@ import pytest
 from station import config
 from station.cli import _log_config_errors, main
 from station.errors import ConfigError
-from tests.stations import CARD, CARD7, UNKNOWN, running_station, state_is
+from tests.stations import CARD, CARD7, UNKNOWN, running_station, state_is, two_sessions_and_a_refusal
 
 ROOT = Path(__file__).resolve().parent.parent
 TAGS = '[backend.local.tags]\nD64FC93B = "Apartment 2"\n'
@@ -151,22 +150,7 @@ def test_lcd_address_is_written_as_the_datasheets_write_it(tmp_path):
 def journal(tmp_path_factory) -> Path:
     """Session 1 (42 Wh), a refused tap (id 2), session 3 (7 Wh), all delivered."""
     state = tmp_path_factory.mktemp("journal")
-
-    async def run() -> None:
-        async with running_station(state) as st:
-            st.world.set_load(0)
-            for card, wh in ((CARD, 42), (UNKNOWN, None), (CARD7, 7)):
-                await st.world.tap(card)
-                if wh is None:
-                    await state_is(st, "Available")
-                    continue
-                await state_is(st, "SuspendedEV")
-                st.world.consume(wh)
-                await st.world.tap(card)
-                await state_is(st, "Available")
-            assert await st.flush(10)
-
-    asyncio.run(run())
+    two_sessions_and_a_refusal(state)
     return state
 
 

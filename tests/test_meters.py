@@ -524,33 +524,13 @@ async def test_cli_read_unknown_model(capsys):
 
 def test_station_meter_read_command_line(capsys, monkeypatch):
     """`station meter read` runs cli_read with asyncio.run (its own loop); the emulated
-    meter runs meanwhile in a second thread with its own loop."""
-    import threading
+    meter runs meanwhile in a second thread with its own loop (over RTU on a socket)."""
+    from test_rtu_link import run_cli_against
 
     from station import cli
 
     monkeypatch.setattr(cli, "setup_logging", lambda *a, **k: None)  # keep pytest's log handlers
-    ready = threading.Event()
-    box: dict = {}
-
-    async def serve() -> None:
-        em = EmulatedMeter("SDM120", initial_wh=4321, tick_s=None)
-        box["port"] = await em.start()
-        box["loop"] = asyncio.get_running_loop()
-        box["stop"] = asyncio.Event()
-        ready.set()
-        await box["stop"].wait()
-        await em.stop()
-
-    t = threading.Thread(target=asyncio.run, args=(serve(),), daemon=True)
-    t.start()
-    assert ready.wait(10)
-    try:
-        code = cli.main(["meter", "read", "--model", "SDM120", "--port", box["port"], "--address", "1", "--json"])
-    finally:
-        box["loop"].call_soon_threadsafe(box["stop"].set)
-        t.join(10)
-    assert code == 0
+    assert run_cli_against("SDM120", ["--model", "SDM120", "--address", "1", "--json"], link="socket") == 0
     doc = json.loads(capsys.readouterr().out)
     assert doc["energy_import_wh"] == 4321 and doc["model"] == "SDM120"
 

@@ -243,7 +243,7 @@ async def test_rs485_on_a_port_without_it_is_a_clear_error():
 # -- `station meter read` (issue 14) -------------------------------------------------------------------
 
 
-def run_cli_against(model: str, args: list[str], fault: str | None = None) -> int:
+def run_cli_against(model: str, args: list[str], fault: str | None = None, link: str = "pty") -> int:
     """`station meter read ... --port <emulated>` with the emulated meter in its own thread and loop."""
     from station import cli
 
@@ -251,7 +251,7 @@ def run_cli_against(model: str, args: list[str], fault: str | None = None) -> in
     box: dict = {}
 
     async def serve() -> None:
-        em = EmulatedMeter(model, initial_wh=4321, tick_s=None, link="pty")
+        em = EmulatedMeter(model, initial_wh=4321, tick_s=None, link=link)
         em.set_fault(fault)  # type: ignore[arg-type]
         box["port"] = await em.start()
         box["loop"] = asyncio.get_running_loop()

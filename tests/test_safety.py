@@ -33,6 +33,13 @@ async def charging(st, load_w: float = 7400.0) -> None:
     await state_is(st, "Charging")
 
 
+async def charged(st, wh: int) -> None:
+    """The meter counts `wh` more for the running session, and the station has read it."""
+    st.world.consume(wh)
+    await until(lambda: st.charger.reading.energy_wh - st.charger.session.meter_start_wh == wh,
+                what=f"{wh} Wh sampled")
+
+
 async def test_welded_contactor_while_available_faults_refuses_and_recovers(tmp_path):
     async with running_station(tmp_path, QUICK) as st:
         await state_is(st, "Available")
@@ -72,9 +79,7 @@ async def test_welded_contactor_at_start_up(tmp_path, monkeypatch):
 async def test_contactor_drop_out_while_charging_ends_the_session_then_faults(tmp_path):
     async with running_station(tmp_path, {**QUICK, "sim.load_w": 7400.0}) as st:
         await charging(st)
-        st.world.consume(800)
-        await until(lambda: st.charger.reading.energy_wh - st.charger.session.meter_start_wh == 800,
-                    what="800 Wh sampled")
+        await charged(st, 800)
         st.world.inject("contactor-open")
         await state_is(st, "Faulted")
         [s] = st.store.sessions()
@@ -88,9 +93,7 @@ async def test_contactor_drop_out_while_charging_ends_the_session_then_faults(tm
 async def test_silent_meter_during_a_session_bills_the_last_good_reading(tmp_path):
     async with running_station(tmp_path, QUICK) as st:
         await charging(st)
-        st.world.consume(500)
-        await until(lambda: st.charger.reading.energy_wh - st.charger.session.meter_start_wh == 500,
-                    what="500 Wh sampled")
+        await charged(st, 500)
         st.world.inject("meter-silent")
         await state_is(st, "Faulted", timeout=15)
         [s] = st.store.sessions()
@@ -155,9 +158,7 @@ async def _fails_safe(st, why: str) -> None:
 async def test_dead_reader_thread_opens_the_contactor_and_the_next_start_closes_the_session(tmp_path):
     async with running_station(tmp_path, graceful=False) as st:
         await charging(st)
-        st.world.consume(250)
-        await until(lambda: st.charger.reading.energy_wh - st.charger.session.meter_start_wh == 250,
-                    what="250 Wh sampled")
+        await charged(st, 250)
         st.world.inject("reader-dead")
         await _fails_safe(st, "reader: thread died")
         assert st.store.open_sessions()[0].extra["last_wh"] == st.world.meter_wh

@@ -18,7 +18,7 @@ import socket
 import pytest
 
 from station.cli import main
-from tests.stations import CARD, CARD7, UNKNOWN, lcd, running_station, state_is, until
+from tests.stations import CARD, CARD7, lcd, running_station, state_is, two_sessions_and_a_refusal, until
 
 PAGE = {"status_page.enabled": True, "status_page.listen": "127.0.0.1:0"}
 PASSWORD = "correct horse battery"
@@ -135,26 +135,8 @@ async def test_html_page_is_escaped_and_refreshes(tmp_path):
         assert headers["x-frame-options"] == "DENY" and headers["cache-control"] == "no-store"
 
 
-def _sessions_with_a_refusal(tmp_path) -> None:
-    async def run() -> None:
-        async with running_station(tmp_path) as st:
-            st.world.set_load(0)
-            for card, wh in ((CARD, 42), (UNKNOWN, None), (CARD7, 7)):
-                await st.world.tap(card)
-                if wh is None:
-                    await state_is(st, "Available")
-                    continue
-                await state_is(st, "SuspendedEV")
-                st.world.consume(wh)
-                await st.world.tap(card)
-                await state_is(st, "Available")
-            assert await st.flush(10)
-
-    asyncio.run(run())
-
-
 def test_csv_download_with_password_shows_full_tags(tmp_path):
-    _sessions_with_a_refusal(tmp_path)
+    two_sessions_and_a_refusal(tmp_path)
 
     async def fetch():
         async with running_station(tmp_path, {**PAGE, "status_page.password": PASSWORD}) as st:

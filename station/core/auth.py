@@ -16,12 +16,15 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from typing import TYPE_CHECKING
 
 from station.core.model import AuthResult, AuthStatus, Session
 from station.core.ports import Backend
 from station.core.tags import normalize_tag
 from station.errors import BackendOffline, StorageError
-from station.store import Store
+
+if TYPE_CHECKING:  # types only: the composition root hands the instances in (no import cycle)
+    from station.store import Store
 
 log = logging.getLogger(__name__)
 

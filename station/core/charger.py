@@ -39,7 +39,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Coroutine
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from transitions import Machine
 
@@ -61,8 +61,10 @@ from station.core.status import StatusReporter
 from station.core.taps import TapInbox
 from station.core.triggers import Triggers
 from station.errors import StorageError
-from station.store import Store
 from station.supervisor import Supervisor
+
+if TYPE_CHECKING:  # types only: the composition root hands the instances in (no import cycle)
+    from station.store import Store
 
 log = logging.getLogger(__name__)
 

@@ -13,13 +13,16 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING
 
 from station.backoff import Backoff
 from station.clock import MONO_PREFIX, Clock
 from station.core.model import DeliveryResult, OutboxItem, Session
 from station.core.ports import Backend
 from station.errors import BackendOffline, StorageError
-from station.store import Store
+
+if TYPE_CHECKING:  # types only: the composition root hands the instances in (no import cycle)
+    from station.store import Store
 
 log = logging.getLogger(__name__)
 

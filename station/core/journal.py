@@ -24,13 +24,15 @@ import asyncio
 import logging
 import uuid
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from station import privacy
 from station.clock import Clock
 from station.core.model import AuthResult, Fault, MeterReading, Session
 from station.errors import StorageError
-from station.store import Store
+
+if TYPE_CHECKING:  # types only: the composition root hands the instances in (no import cycle)
+    from station.store import Store
 
 log = logging.getLogger(__name__)
 

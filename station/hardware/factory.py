@@ -9,9 +9,8 @@ GPIO devices run their real code paths against them.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from station.config import Config
 from station.core.ports import Hardware
 from station.hardware.contactor import GpioContactor
 from station.hardware.display import LcdDisplay, NullDisplay
@@ -19,6 +18,9 @@ from station.hardware.gpio import load_gpio
 from station.hardware.inputs import GpioInputs
 from station.hardware.leds import GpioLeds, NullLeds
 from station.hardware.meter import ModbusMeter
+
+if TYPE_CHECKING:  # types only: the composition root hands the instances in (no import cycle)
+    from station.config import Config
 
 # Where the emulated optional devices are wired when the config names no pin.
 SIM_FEEDBACK_PIN = 23
