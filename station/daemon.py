@@ -185,11 +185,15 @@ class Station:
             await self.charger.stop("Reboot")
             await self.flush(timeout=3.0)
         self.supervisor.stopping()
+        self._contactor_off()  # before anything that could wait: the process may not get further
         if self.charger is not None:
             await self.charger.close()
         if self.backend is not None:
             try:
-                await self.backend.close()
+                async with asyncio.timeout(10.0):
+                    await self.backend.close()
+            except TimeoutError:
+                log.error("the backend did not close within 10 s; stopping anyway")
             except Exception:
                 log.exception("closing the backend")
         await self.supervisor.close()

@@ -36,6 +36,8 @@ from typing import Any
 
 log = logging.getLogger(__name__)
 
+CLOSE_TIMEOUT_S = 5.0
+
 
 @dataclass
 class _Watch:
@@ -141,13 +143,26 @@ class Supervisor:
         """The station is shutting down: tasks that end from now on are not failures."""
         self._closing = True
 
-    async def close(self) -> None:
-        """Cancel every task still running and wait for them (ending them is not a failure)."""
+    async def close(self, timeout: float = CLOSE_TIMEOUT_S) -> list[str]:
+        """Cancel every task still running and wait for them (ending them is not a failure).
+
+        A task that does not end within `timeout` (one that swallows its cancellation: a bug) is
+        named in the log and left behind, so that stopping the station never hangs on it.
+        Returns the names of such tasks."""
         self._closing = True
         tasks = [t for t in self._tasks if not t.done()]
         for task in tasks:
             task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
+        if not tasks:
+            return []
+        done, stuck = await asyncio.wait(tasks, timeout=timeout)
+        for task in done:
+            if not task.cancelled():
+                task.exception()  # retrieved: the done callback has logged it
+        names = sorted(t.get_name() for t in stuck)
+        if names:
+            log.error("tasks that did not end within %.0f s of their cancellation: %s", timeout, ", ".join(names))
+        return names
 
 
 class LoopWatch:

@@ -379,3 +379,23 @@ def test_every_trigger_the_table_binds_is_declared():
         logging.getLogger("transitions.core").removeHandler(handler)
     assert skipped == []
     assert model.may_plug() and model.plug() and model.state is State.PREPARING
+
+
+async def test_supervisor_close_does_not_hang_on_a_task_that_swallows_its_cancellation(caplog):
+    sup = Supervisor()
+
+    async def stubborn() -> None:
+        swallowed = False
+        while True:
+            try:
+                await asyncio.sleep(10)
+            except asyncio.CancelledError:
+                if swallowed:  # the test's own teardown ends it
+                    raise
+                swallowed = True  # a bug: it does not end when the supervisor cancels it
+
+    sup.spawn(stubborn(), "stubborn")
+    await asyncio.sleep(0.01)
+    with caplog.at_level(logging.ERROR):
+        assert await sup.close(timeout=0.2) == ["stubborn"]
+    assert "did not end" in caplog.text and "stubborn" in caplog.text

