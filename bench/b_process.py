@@ -27,14 +27,13 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import signal
 import socket
 import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
-from bench.common import MIB, PYTHON, ROOT, Result, proc_cpu_s, proc_status, sim_env
+from bench.common import MIB, PYTHON, ROOT, Result, proc_cpu_s, proc_status, sim_env, terminate
 from bench.stations import CARD, backend_rig
 
 BACKENDS = ("local", "mcsp", "ocpp")
@@ -159,13 +158,7 @@ async def startup_and_rss(kind: str, idle_s: float) -> dict[str, Any]:
                 status = proc_status(proc.pid)
                 cpu = proc_cpu_s(proc.pid)
             finally:
-                if proc.returncode is None:
-                    proc.send_signal(signal.SIGTERM)
-                    try:
-                        await asyncio.wait_for(proc.wait(), 20)
-                    except TimeoutError:
-                        proc.kill()
-                        await proc.wait()
+                await terminate(proc)
                 log.close()
                 notify.close()
             ready = notify.first("READY=1")

@@ -16,7 +16,6 @@ them); the differences between the runs are the page's cost.
 from __future__ import annotations
 
 import asyncio
-import signal
 import socket
 import tempfile
 import time
@@ -25,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.b_process import _Notify, _wait, base_config, write_config
-from bench.common import MIB, PYTHON, ROOT, Result, proc_cpu_s, proc_status, sim_env
+from bench.common import MIB, PYTHON, ROOT, Result, proc_cpu_s, proc_status, sim_env, terminate
 
 REFRESH_S = 5.0
 
@@ -91,13 +90,7 @@ async def one_run(page: bool, polled: bool, window_s: float, settle_s: float, bu
                 out["peak_rss_mib_after_burst"] = round(proc_status(proc.pid)["VmHWM"] / MIB, 1)
             return out
         finally:
-            if proc.returncode is None:
-                proc.send_signal(signal.SIGTERM)
-                try:
-                    await asyncio.wait_for(proc.wait(), 20)
-                except TimeoutError:
-                    proc.kill()
-                    await proc.wait()
+            await terminate(proc)
             log.close()
             notify.close()
 

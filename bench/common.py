@@ -156,3 +156,19 @@ def sim_env() -> dict[str, str]:
                 "HTTPS_PROXY", "all_proxy", "ALL_PROXY", "PYTHONDONTWRITEBYTECODE"):
         env.pop(var, None)
     return env
+
+
+async def terminate(proc: Any, timeout: float = 20.0) -> None:
+    """End a station process as systemd would: SIGTERM, then SIGKILL after `timeout` seconds."""
+    import asyncio
+    import signal
+
+    if proc.returncode is not None:
+        return
+    proc.send_signal(signal.SIGTERM)
+    try:
+        async with asyncio.timeout(timeout):
+            await proc.wait()
+    except TimeoutError:
+        proc.kill()
+        await proc.wait()

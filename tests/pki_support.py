@@ -11,8 +11,8 @@ Python or Node, can load them.
 certificate for another host); `other-ca` signs nothing the station should
 trust.
 
-One module for every test that needs certificates: tests/ocpp/pki.py (OCPP
-security profiles, firmware signing) predates it.
+One module for every test that needs certificates; tests/ocpp/pki.py builds the
+OCPP security set (a CPO CA, a rogue CA, a manufacturer's firmware signer) from it.
 """
 
 from __future__ import annotations
@@ -59,13 +59,13 @@ def _alt_name(host: str) -> x509.GeneralName:
 class Ca:
     """A self-signed certificate authority."""
 
-    def __init__(self, cn: str, kind: str = "ec", days: int = 30) -> None:
+    def __init__(self, cn: str, kind: str = "ec", days: int = 30, org: str | None = None) -> None:
         self.key = new_key(kind)
         now = datetime.now(UTC)
         usage = x509.KeyUsage(digital_signature=True, content_commitment=False, key_encipherment=False,
                               data_encipherment=False, key_agreement=False, key_cert_sign=True, crl_sign=True,
                               encipher_only=False, decipher_only=False)
-        self.cert = (x509.CertificateBuilder().subject_name(name(cn)).issuer_name(name(cn))
+        self.cert = (x509.CertificateBuilder().subject_name(name(cn, org)).issuer_name(name(cn, org))
                      .public_key(self.key.public_key()).serial_number(x509.random_serial_number())
                      .not_valid_before(now - timedelta(hours=1)).not_valid_after(now + timedelta(days=days))
                      .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
@@ -73,14 +73,18 @@ class Ca:
                      .add_extension(x509.SubjectKeyIdentifier.from_public_key(self.key.public_key()), critical=False)
                      .sign(self.key, hashes.SHA256()))
 
+    @property
+    def pem(self) -> str:
+        return cert_pem(self.cert).decode()
+
     def issue(self, public_key: Any, subject: x509.Name, *, hosts: Iterable[str] = (), client: bool = False,
-              days: int = 10) -> x509.Certificate:
+              start: datetime | None = None, days: int = 10) -> x509.Certificate:
         """A leaf certificate: for a TLS server when `hosts` are given (subjectAltName), for a
         TLS client with `client`."""
         now = datetime.now(UTC)
         b = (x509.CertificateBuilder().subject_name(subject).issuer_name(self.cert.subject).public_key(public_key)
              .serial_number(x509.random_serial_number())
-             .not_valid_before(now - timedelta(minutes=5)).not_valid_after(now + timedelta(days=days))
+             .not_valid_before(start or now - timedelta(minutes=5)).not_valid_after(now + timedelta(days=days))
              .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
              .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(self.key.public_key()), critical=False))
         hosts = list(hosts)
@@ -90,6 +94,12 @@ class Ca:
         if purposes:
             b = b.add_extension(x509.ExtendedKeyUsage(purposes), critical=False)
         return b.sign(self.key, hashes.SHA256())
+
+    def sign_csr(self, csr_pem: str, days: int = 10) -> x509.Certificate:
+        """A client certificate for a certificate signing request (the station's CSR)."""
+        csr = x509.load_pem_x509_csr(csr_pem.encode())
+        assert csr.is_signature_valid
+        return self.issue(csr.public_key(), csr.subject, client=True, days=days)
 
 
 class Pki:

@@ -217,3 +217,11 @@ async def sim(csms, sim_factory):
     await s.online()
     await csms.wait_for("StatusNotification", lambda p: p["connectorId"] == 1)
     return s
+
+
+@pytest.fixture(scope="module")
+def pki(tmp_path_factory):
+    """The OCPP security tests' certificates (tests/ocpp/pki.py), made once per module."""
+    from pki import Pki
+
+    return Pki(tmp_path_factory.mktemp("pki"))

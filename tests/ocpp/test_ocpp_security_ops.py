@@ -15,17 +15,11 @@ from pathlib import Path
 
 import pytest
 from conftest import Rig
-from pki import Pki
 from strict_peer import TimedCS
 from test_ocpp_security_profiles import KEY, profile_config
 from test_ocpp_tc_firmware import WHEEL, _Handler, in_seconds, make_wheel
 
 from station.backends.ocpp16 import security as security_mod
-
-
-@pytest.fixture(scope="module")
-def pki(tmp_path_factory):
-    return Pki(tmp_path_factory.mktemp("pki"))
 
 
 class Served(type(Path())):

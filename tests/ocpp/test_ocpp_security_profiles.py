@@ -15,19 +15,13 @@ import json
 import logging
 from pathlib import Path
 
-import pytest
-from pki import Pki, ocsp_hash_data
+from pki import ocsp_hash_data
 from strict_peer import TimedCS
 
 from station.backends.ocpp16 import security as security_mod
 
 KEY = "0123456789abcdefXYZ"  # 19 characters: a plain-text AuthorizationKey
 SEC_LOG = "station.backends.ocpp16.security"
-
-
-@pytest.fixture(scope="module")
-def pki(tmp_path_factory):
-    return Pki(tmp_path_factory.mktemp("pki"))
 
 
 def tls(pki, *, client: bool = False, server: str = "server") -> dict:

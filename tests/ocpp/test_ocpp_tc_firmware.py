@@ -191,23 +191,21 @@ async def test_TC_045_2_get_diagnostics_upload_failed(csms, fw_sim):
 
 async def test_TC_044_1_firmware_update_over_https(csms, sim_factory, files_dir, tmp_path):
     """https:// with the central system's own CA (backend.ocpp.ca_file)."""
-    import shutil
     import ssl
-    import subprocess
 
-    if shutil.which("openssl") is None:
-        pytest.skip("openssl CLI not available to make a test certificate")
-    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
-    argv = ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=127.0.0.1",
-            "-addext", "subjectAltName=IP:127.0.0.1", "-keyout", str(key), "-out", str(cert)]
-    await asyncio.to_thread(subprocess.run, argv, check=True, capture_output=True, timeout=60)
+    from pki_support import Pki
+
+    certs = Pki(tmp_path / "pki")
+    certs.ca("ca")
+    certs.leaf("server", "ca", cn="127.0.0.1", hosts=["127.0.0.1"])
+    cert, key, ca = certs / "server.pem", certs / "server.key", certs / "ca.pem"
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), lambda *a: _Handler(*a, directory=str(files_dir)))
     ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     ctx.load_cert_chain(cert, key)
     server.socket = ctx.wrap_socket(server.socket, server_side=True)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     try:
-        s = await sim_factory(csms.url, **{"backend.ocpp.ca_file": str(cert)})
+        s = await sim_factory(csms.url, **{"backend.ocpp.ca_file": str(ca)})
         await s.online()
         target = tmp_path / "site"
         s.backend.pip_command = [sys.executable, "-m", "pip", "install", "--no-input", "--no-deps", "--no-index",
