@@ -13,6 +13,7 @@ import os
 import shutil
 import subprocess
 import sys
+import sysconfig
 from pathlib import Path
 
 import pytest
@@ -24,6 +25,8 @@ ROOT = Path(__file__).resolve().parents[1]
 def test_plain_pip_install_of_the_simulator_reads_cards(tmp_path):
     if shutil.which("cc") is None and shutil.which("gcc") is None:
         pytest.skip("no C compiler: pip cannot build RPi.GPIO and spidev (mfrc522's declared dependencies)")
+    if not (Path(sysconfig.get_paths()["include"]) / "Python.h").exists():
+        pytest.skip("no Python headers (python3-dev): pip cannot build RPi.GPIO and spidev")
     # A copy of what the package is built from (the working tree as it is, not .venv or caches).
     src = tmp_path / "src"
     src.mkdir()
