@@ -7,6 +7,7 @@ import time
 
 import pytest
 
+from station.core.faults import ContactorVerdict, ContactorWatch
 from station.core.ports import Contactor, Inputs, LedPattern, Leds
 from station.hardware.contactor import GpioContactor
 from station.hardware.gpio import load_gpio
@@ -49,26 +50,33 @@ def test_contactor_starts_open_without_a_glitch(fake_gpio, active_low):
     assert fake_gpio.cleanup_calls == []
 
 
+def judged(c: GpioContactor, commanded: bool) -> ContactorVerdict:
+    """What the core's contactor watch makes of the auxiliary contact now (no settle time)."""
+    watch = ContactorWatch(settle_s=0.0)
+    watch.observe(commanded, c.feedback(), 0.0)
+    return watch.verdict
+
+
 def test_contactor_without_feedback(fake_gpio):
     c = GpioContactor(fake_gpio, RELAY, active_low=False)
     c.set(True)
     assert c.feedback() is None
-    assert c.check(True) is None and c.check(False) is None
+    assert judged(c, True) is ContactorVerdict.OK and judged(c, False) is ContactorVerdict.OK
 
 
 def test_contactor_feedback_active_low(fake_gpio):
     c = GpioContactor(fake_gpio, RELAY, active_low=False, feedback_pin=AUX, feedback_active_low=True)
     # Nothing drives the aux pin: the pull-up makes it read "open", not float.
     assert c.feedback() is False
-    assert c.check(False) is None
+    assert judged(c, False) is ContactorVerdict.OK
     c.set(True)
-    assert c.check(True) == "contactor did not close"
+    assert judged(c, True) is ContactorVerdict.DROPPED
     fake_gpio.drive(AUX, 0)  # the aux contact closes to ground
-    assert c.feedback() is True and c.check(True) is None
+    assert c.feedback() is True and judged(c, True) is ContactorVerdict.OK
     c.set(False)
-    assert "welded" in c.check(False)  # still closed after opening
+    assert judged(c, False) is ContactorVerdict.WELDED  # still closed after opening
     fake_gpio.drive(AUX, 1)
-    assert c.check(False) is None
+    assert judged(c, False) is ContactorVerdict.OK
 
 
 def test_contactor_feedback_active_high(fake_gpio):
@@ -83,9 +91,9 @@ def test_emulated_world_follows_the_relay(fake_gpio):
     c = GpioContactor(fake_gpio, RELAY, active_low=True, feedback_pin=AUX, feedback_active_low=True)
     fake_gpio.on_output(lambda pin, level: pin == RELAY and fake_gpio.drive(AUX, level))  # closed = low = aux low
     c.set(True)
-    assert c.check(True) is None and c.feedback() is True
+    assert judged(c, True) is ContactorVerdict.OK and c.feedback() is True
     c.set(False)
-    assert c.check(False) is None and c.feedback() is False
+    assert judged(c, False) is ContactorVerdict.OK and c.feedback() is False
 
 
 # --- inputs --------------------------------------------------------------------------------

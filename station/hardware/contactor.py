@@ -6,10 +6,9 @@ before switching the pin to output). `active_low` serves relay boards that
 close when their input is pulled low.
 
 The auxiliary contact, if wired, tells whether the contactor really
-followed: `feedback()` reads it. Deciding that a contactor which did not
-close, or stays closed after opening (welded), is a fault belongs to the
-core, which calls `feedback()` after `charging.contactor_settle_s`;
-`check()` is the comparison it needs.
+followed: `feedback()` reads it. Deciding that a disagreement is a fault
+(did not close, dropped out, welded) belongs to the core: the contact watch
+in station/core/faults.py compares command and contact on every poll.
 """
 
 from __future__ import annotations
@@ -45,15 +44,6 @@ class GpioContactor:
             return None
         level = self.gpio.input(self.feedback_pin)
         return (level == self.gpio.LOW) if self.feedback_active_low else (level == self.gpio.HIGH)
-
-    def check(self, expected_closed: bool) -> str | None:
-        """A fault text if the feedback disagrees with `expected_closed`, else None."""
-        fb = self.feedback()
-        if fb is None or fb == expected_closed:
-            return None
-        if expected_closed:
-            return "contactor did not close"
-        return "contactor welded (closed after opening)"
 
     def close(self) -> None:
         """Open the contactor (leave the pin driven: never cleanup())."""
