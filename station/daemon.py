@@ -21,7 +21,7 @@ from station.clock import Clock
 from station.config import Config
 from station.core.charger import Charger
 from station.core.control import Control
-from station.core.delivery import DEADLINE_S as DELIVERER_DEADLINE
+from station.core.delivery import DEADLINE_S as DELIVERER_DEADLINE_S
 from station.core.delivery import Deliverer
 from station.core.ports import Backend, Hardware
 from station.errors import StationError
@@ -35,7 +35,6 @@ log = logging.getLogger(__name__)
 EXIT_RESET = 75  # EX_TEMPFAIL: systemd's Restart=on-failure brings the station back after a Reset
 EXIT_FAILURE = 70  # EX_SOFTWARE: a loop of the station died or hung; systemd restarts it
 LOOP_DEADLINE_S = 10.0  # the event loop itself must turn at least this often (LoopWatch)
-DELIVERER_DEADLINE_S = DELIVERER_DEADLINE
 
 
 class Station:

@@ -47,7 +47,7 @@ from station import privacy
 from station.clock import Clock
 from station.config import Config
 from station.core.auth import Authorizer, OfflinePolicy
-from station.core.faults import ContactorWatch, FaultRegistry
+from station.core.faults import FaultRegistry
 from station.core.journal import Journal
 from station.core.meterguard import MeterGuard
 from station.core.model import AuthResult, AuthStatus, DeliveryResult, Fault, MeterReading, OutboxItem, Session, StatusReport
@@ -84,7 +84,6 @@ class Charger(Triggers):
         self.name = config.station.name
         self.connector_id = config.station.connector_id
         self.hw = hardware
-        self.store = store
         self.journal = Journal(store, clock, config.station.connector_id)
         self.backend = backend
         self.clock = clock
@@ -143,10 +142,6 @@ class Charger(Triggers):
         return self.poller.ev is not None
 
     @property
-    def watch(self) -> ContactorWatch:
-        return self.poller.watch
-
-    @property
     def busy(self) -> bool:
         return self._busy
 
@@ -180,7 +175,7 @@ class Charger(Triggers):
         self._loop = asyncio.get_running_loop()
         self.inbox.bind(self._loop)
         try:
-            self.store.check_writable()
+            self.journal.check_writable()
         except StorageError as exc:
             self.set_fault("storage", Fault("OtherError", str(exc), "Storage"))
         # A first reading before anything else: the fault journal, the power-loss close and

@@ -127,6 +127,10 @@ class Journal:
         else:
             self._safe(self.store.raise_fault, source, fault.code, fault.text, fault.vendor, self.clock.stamp(), wh)
 
+    def check_writable(self) -> None:
+        """Raises StorageError if a write cannot be committed now (disk full, read-only)."""
+        self.store.check_writable()
+
     def pending(self) -> int | None:
         """Messages not yet delivered (None: the journal cannot be read)."""
         try:

@@ -196,9 +196,7 @@ async def sim_factory(tmp_path, monkeypatch):
         if start:
             await st.start()
             st.backend.response_timeout = 2.0
-            if st.charger.poller.ev:  # the emulated EV input must read "not plugged" at start
-                st.world.plug(False)
-                await asyncio.sleep(0.2)
+            assert not st.charger.poller.ev, "the emulated EV input reads 'plugged' at start"
         return SimStation(st)
 
     yield make
