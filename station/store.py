@@ -87,6 +87,10 @@ CREATE TABLE IF NOT EXISTS settings (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS auth_cache (
     tag TEXT PRIMARY KEY, status TEXT NOT NULL, parent_id TEXT, expires REAL NOT NULL
 );
+"""
+
+
+_V4_DDL = """
 -- Faults, with the meter's reading when raised and cleared: a welded contactor lets energy flow
 -- with no session, and the journal must say how much.
 CREATE TABLE IF NOT EXISTS faults (
@@ -125,11 +129,19 @@ def _v3_session_samples(conn: sqlite3.Connection) -> None:
     conn.execute("CREATE INDEX IF NOT EXISTS session_samples_by_session ON session_samples(session_id, seq)")
 
 
+def _v4_faults_and_parked(conn: sqlite3.Connection) -> None:
+    """Faults with the meter's register (docs/safety.md), and messages parked when their session is gone."""
+    for stmt in _V4_DDL.split(";"):
+        if stmt.strip():
+            conn.execute(stmt)
+
+
 #: schema version -> the step that brings a journal of the version before it there
 MIGRATIONS: dict[int, Callable[[sqlite3.Connection], None]] = {
     1: _v1_tables,
     2: _v2_index_states,
     3: _v3_session_samples,
+    4: _v4_faults_and_parked,
 }
 SCHEMA_VERSION = max(MIGRATIONS)
 

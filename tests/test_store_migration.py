@@ -154,3 +154,20 @@ def test_a_journal_from_a_newer_release_is_used_and_keeps_its_version(tmp_path, 
         s.close()
     assert user_version(tmp_path / "journal.db") == SCHEMA_VERSION + 5
     assert "newer than this station's" in caplog.text
+
+
+def test_a_release_0_1_0_journal_gets_the_fault_journal_and_the_parking_place(tmp_path):
+    """Tables added after 0.1.0 come by a migration step, so an upgraded journal has them too."""
+    make_v1(tmp_path / "journal.db")
+    store = Store.open(tmp_path)
+    try:
+        store.raise_fault("contactor", "OtherError", "contactor welded", "ContactorWelded", "t2", 900)
+        store.clear_fault("contactor", "t3", 950)
+        [fault] = store.recent_faults()
+        assert (fault["vendor"], fault["raised_wh"], fault["cleared_wh"]) == ("ContactorWelded", 900, 950)
+        item = store.next_message()
+        assert item is not None
+        store.park(item, "test")
+        assert store.pending_messages() == 0
+    finally:
+        store.close()
