@@ -184,7 +184,7 @@ def markdown(info: dict[str, Any], results: dict[str, Result], tgs: list[dict[st
 
     for name, section in (("rfid", _rfid), ("tap", _tap), ("process", _process), ("idle", _idle),
                           ("replay", _replay), ("meter", _meter), ("ocpp_peer", _peer), ("status_page", _status_page),
-                          ("safety", _safety)):
+                          ("safety", _safety), ("mcsp_server", _mcsp_server)):
         r = results.get(name)
         if r is None:
             continue
@@ -356,6 +356,127 @@ def _safety(r: Result) -> list[str]:
     titles["event_loop_block"] = "event loop blocked (process exits 70)"
     rows = [[titles.get(name, name), f["median_s"], f["max_s"], f["trials"]] for name, f in r.figures.items()]
     return _table(["failure", "median s", "worst s", "trials"], rows)
+
+
+def _lat(x: dict[str, Any] | None) -> str:
+    if not x or not x.get("n"):
+        return "-"
+    return f"{x['p50_ms']:.1f} / {x['p95_ms']:.1f} / {x['p99_ms']:.1f} / {x['max_ms']:.0f}"
+
+
+def _ok(t: dict[str, Any] | None) -> str:
+    if not t:
+        return "-"
+    return f"{t['ok']}/{t['sent']}" + ("" if t["all_ok"] else " (NOT all OK)")
+
+
+def _mcsp_server(r: Result) -> list[str]:
+    """Capacity of `station mcsp-server`; the sizing paragraph is computed from the same figures."""
+    f = r.figures
+    beat = f.get("setup", {}).get("heartbeat_every_s", 10)
+    held = f.get("held", {})
+    L = [f"### Stations held: one connection each, a HEARTBEAT every {beat:g} s", ""]
+    rows = []
+    for n, x in held.items():
+        rows.append([n, x["connected"], _ok(x["every_heartbeat"]), x["heartbeat_latency"].get("p95_ms"),
+                     x["no_station"]["server_pct_of_one_core"], x["beating"]["server_pct_of_one_core"],
+                     x["quiet"]["server_pct_of_one_core"], f"**{x['pct_of_one_core_at_60s_heartbeats']}**",
+                     x["cpu_ms_per_heartbeat"],
+                     f"{x['rss_mib_before_connections']} / {x['rss_mib_connected']} / {x['rss_mib']}",
+                     x["open_fds"], x["beating"]["bench_pct_of_one_core"]])
+    L += _table(["stations", "connected", "heartbeats OK/sent", "heartbeat p95 ms", "server % core, no station",
+                 f"server % core, beating every {beat:g} s", "server % core, quiet", "server % core at 60 s heartbeats",
+                 "CPU ms/heartbeat", "RSS MiB: none / all connected / end", "server fds", "load generator % core"], rows)
+    s = f.get("sessions", {})
+    if s:
+        bg = next(iter(s.values()))["background_stations"]
+        L += [f"### Sessions per second: START then END back to back, {bg} stations beating every {beat:g} s in "
+              "the background", ""]
+        L += _table(["stations in the loop", "sessions/s", "START p50/p95/p99/max ms", "END p50/p95/p99/max ms",
+                     "server % core", "server CPU ms/session", "START, END OK/sent", "background heartbeats OK/sent",
+                     "background heartbeat p95 ms", "load generator % core", "ledger after: closed / right energy / open"],
+                    [[k, x["sessions_per_s"], _lat(x["start_latency"]), _lat(x["end_latency"]),
+                      x["server_pct_of_one_core"], x["server_cpu_ms_per_session"], f"{_ok(x['start'])}, {_ok(x['end'])}",
+                      _ok(x["background_heartbeats"]), x["background_heartbeat_latency"].get("p95_ms"),
+                      x["bench_pct_of_one_core"], f"{x['ledger']['closed']} / "
+                      f"{x['ledger']['closed'] - x['ledger']['closed_with_wrong_energy']} / {x['ledger']['open']}"]
+                     for k, x in s.items()])
+    age = f.get("ledger_age", {})
+    if age:
+        L += ["### Ledger age: one station's sessions on a ledger that already holds many", ""]
+        L += _table(["closed sessions in the ledger", "file MiB", "sessions/s", "START p50/p95/p99/max ms",
+                     "END p50/p95/p99/max ms", "server CPU ms/session", "all OK"],
+                    [[n, x["ledger_mib"], x["sessions_per_s"], _lat(x["start_latency"]), _lat(x["end_latency"]),
+                      x["server_cpu_ms_per_session"], x["all_ok"]] for n, x in age.items()])
+    lk = f.get("lockout")
+    L += ["### Lockout attempt: silent connections from another address", ""]
+    if lk:
+        L += _table(["attacker connections (127.0.0.2)", "opened / closed by the server / refused", "victim sessions",
+                     "served every session", "connect + HEARTBEAT p50/p95/p99/max ms", "START p50/p95/p99/max ms",
+                     "END p50/p95/p99/max ms", "server % core", "server fds at end"],
+                    [[lk["attacker_connections"], f"{lk['attacker']['opened']} / {lk['attacker']['closed_by_server']} / "
+                      f"{lk['attacker']['connect_failed']}", lk["sessions"], lk["served_every_session"],
+                      _lat(lk["connect_heartbeat_latency"]), _lat(lk["start_latency"]), _lat(lk["end_latency"]),
+                      lk["server_pct_of_one_core"], lk["open_fds_at_end"]]])
+        L += ["The victim opens a new connection for each session (a station whose link just dropped) from its own "
+              "address, while the attacker keeps its connections open without a word, opening each again as soon "
+              "as the server closes it; the server runs with its default --max-connections.", ""]
+    else:
+        L += ["Not measured: the server has no connection policy (`--max-connections`) yet.", ""]
+    L += ["### Sizing a server", ""] + _mcsp_sizing(f) + [""]
+    return L
+
+
+def _mcsp_sizing(f: dict[str, Any]) -> list[str]:
+    held = f.get("held", {})
+    if not held:
+        return []
+    ns = sorted(held, key=int)
+    n, x = ns[-1], held[ns[-1]]
+    pct = x["pct_of_one_core_at_60s_heartbeats"]
+    out = [f"**One server process holds {n} stations at {pct} % of one core and {x['rss_mib_connected']} MiB RSS** "
+           f"(each station its own connection, heartbeats every 60 s, on this machine)."]
+    if len(ns) > 1:
+        lo = held[ns[0]]
+        slope = (pct - lo["pct_of_one_core_at_60s_heartbeats"]) / (int(n) - int(ns[0])) * 100
+        mib = (x["rss_mib_connected"] - x["rss_mib_before_connections"]) / int(n) * 1024
+        out.append(f"Each further 100 stations cost about {slope:.2f} % of a core and each station about {mib:.0f} KiB; "
+                   f"the server alone idles at {x['no_station']['server_pct_of_one_core']} %. Nearly all of it is "
+                   f"for connections that say nothing (the quiet column); a heartbeat costs {x['cpu_ms_per_heartbeat']} "
+                   "ms of CPU.")
+    s = f.get("sessions", {})
+    if s:
+        best = max(s, key=lambda k: s[k]["sessions_per_s"])
+        y = s[best]
+        floor = f.get("commit_floor", {})
+        c = floor.get("commit_latency", {})
+        bound = ("CPU: one event loop, one core" if y["server_pct_of_one_core"] >= 75
+                 else "not the server's CPU (below 75 % of a core)")
+        out.append(f"Sessions: at most {y['sessions_per_s']} sessions/s (START + END) with {best} stations in a "
+                   f"closed loop, the server at {y['server_pct_of_one_core']} % of one core, "
+                   f"{y['server_cpu_ms_per_session']} ms of CPU per session: the limit is {bound}. The ledger commits "
+                   f"each write with an fsync (SQLite WAL, synchronous=FULL, as deployed): two a session (START, END), "
+                   f"one a heartbeat; one commit took {c.get('p50_ms')} ms (p50, {c.get('p95_ms')} ms p95) on this "
+                   f"machine's {floor.get('filesystem', '?')} disk. On a slow disk (an SD card: milliseconds to tens "
+                   "of milliseconds per fsync) the fsync is the limit, and every station waits for it, since the "
+                   "server writes from its one event loop. A building's stations start a few sessions an hour each: "
+                   "held connections size a server, not sessions per second.")
+    age = f.get("ledger_age", {})
+    if len(age) > 1:
+        big = max(age, key=int)
+        a0, a1 = age[min(age, key=int)], age[big]
+        out.append(f"The ledger's age matters: with {int(big):,} closed sessions in it a START takes "
+                   f"{a1['start_latency']['p50_ms']} ms (p50) against {a0['start_latency']['p50_ms']} ms on an empty "
+                   f"one, and a session {a1['server_cpu_ms_per_session']} ms of CPU against "
+                   f"{a0['server_cpu_ms_per_session']}.")
+    k: dict[str, Any] = next(iter(s.values()))["memory"] if s else {}
+    per_beat = x.get("rss_kib_per_heartbeat", 0)
+    if k.get("kib_per_request", 0) > 0.2 and per_beat > 0.1:
+        per_day = int(n) * 24 * 60 * per_beat / 1024
+        out.append(f"Memory grows with every request and does not come back: {k['kib_per_request']} KiB per request "
+                   f"in the sessions run, {per_beat} KiB per heartbeat with {n} stations; at that rate {n} stations "
+                   f"heartbeating every 60 s add about {per_day:.0f} MiB a day.")
+    return [" ".join(out)]
 
 
 def _findings(results: dict[str, Result]) -> list[str]:
