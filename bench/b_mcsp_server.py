@@ -88,7 +88,7 @@ async def held(tmp: Path, n: int, beat_s: float, quiet_s: float, settle_s: float
         beating = await window(server, beat_s)
         during, beats.window = beats.window, Tally()
         beats.beating = False
-        await asyncio.sleep(1.0)  # heartbeats in flight finish
+        await asyncio.sleep(settle_s)  # heartbeats in flight finish
         quiet = await window(server, quiet_s)
         per_beat = max(0.0, beating["server_pct_of_one_core"] - quiet["server_pct_of_one_core"])
         out: dict[str, Any] = {

@@ -47,3 +47,30 @@ def test_meter_wire_figures():
     chars = w["bytes_out"] + w["bytes_in"] + 7 * len(sdm.plan)
     assert w["bus_ms"] == round(chars * 11 / 9600 * 1000, 1)
     assert b_meter.wire(sdm.plan, 19200)["bus_ms"] < w["bus_ms"]
+
+
+def test_mcsp_server_bench_gets_every_reply_and_the_ledger_agrees(tmp_path):
+    """The MCSP server bench in miniature: a real `station mcsp-server` process, 10 stations held
+    and 2 doing sessions back to back; every reply OK, and the ledger (read with SQL, not through
+    the server) holds exactly the sessions the stations saw accepted, with their energy."""
+    from bench import b_mcsp_server, mcsp_load
+
+    mcsp_load.raise_nofile()
+    mcsp_load.write_tags(tmp_path / "tags.toml")
+
+    async def main():
+        held = await b_mcsp_server.held(tmp_path / "held", 10, beat_s=1.0, quiet_s=0.5, settle_s=0.3,
+                                        max_connections=None)
+        sessions = await b_mcsp_server.sessions(tmp_path / "sessions", 2, background=5, seconds=1.0, settle_s=0.3,
+                                                max_connections=None)
+        return held, sessions
+
+    held, sessions = asyncio.run(main())
+    assert held["connected"] == 10
+    assert held["every_heartbeat"]["all_ok"] and held["every_heartbeat"]["sent"] >= 10  # one on each connect
+    assert held["rss_mib_connected"] > 0 and held["open_fds"] >= 10
+    assert sessions["sessions"] > 0
+    assert sessions["start"]["all_ok"] and sessions["end"]["all_ok"] and sessions["connect"]["all_ok"]
+    assert sessions["every_background_heartbeat"]["all_ok"]
+    assert sessions["ledger"] == {"closed": sessions["sessions"], "open": 0, "superseded": 0,
+                                  "closed_with_wrong_energy": 0}
