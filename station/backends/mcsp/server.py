@@ -25,6 +25,11 @@ Rules it implements (docs/mcsp.md is normative):
   record: energy = Meter-Stop - Meter-Start.
 * Every reply ends with an empty line and carries `Time` (the server's
   UTC clock); replies to START and END echo `Session-Key`.
+* Connections are admitted by admission.py's policy (docs/mcsp.md §9.1): a
+  valid request within 10 s of accept, then at least every 15 min; one
+  address cannot take the table; a station that spoke is never pushed out
+  by one that did not. The serial transport drops a message left
+  unfinished for FRAME_GAP_S and answers noise with few 400s.
 
 Tags file (TOML)::
 
@@ -574,7 +579,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--cert", metavar="FILE", help="TLS certificate chain (serves tls:// with --key)")
     p.add_argument("--key", metavar="FILE", help="TLS private key")
     p.add_argument("--max-connections", type=int, default=MAX_CONNECTIONS, metavar="N",
-                   help=f"TCP connections served at once (default {MAX_CONNECTIONS}); see docs/mcsp.md §9")
+                   help=f"TCP connections served at once (default {MAX_CONNECTIONS}); docs/mcsp.md §9.1")
     p.add_argument("--log-tags", action="store_true", help="log id tags in full (default: masked; the printed "
                    "session lines and the database always keep them)")
     return p
