@@ -511,7 +511,9 @@ class McspServer:
                 if loop.time() >= at:
                     self.tally.note(why, slot.peer)
                     return
-                data = await link.read(min(at - loop.time(), 5.0))
+                # One wait to the deadline, no polling slices: only this loop moves the deadline
+                # (a valid request), and the policy closes a connection by cancelling its task.
+                data = await link.read(at - loop.time())
                 if data is not None:
                     conn.receive_data(data)
                 continue
