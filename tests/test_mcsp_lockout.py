@@ -14,6 +14,8 @@ import random
 
 import pytest
 import serial
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from mcsp_support import FakeStation, PtyBridge, item, session
 
 from station.backends.mcsp import codec
@@ -100,6 +102,37 @@ def test_limits_reject_nonsense():
         ConnectionLimits(max_connections=0)
     with pytest.raises(ValueError):
         ConnectionLimits(first_request_s=0)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.tuples(st.sampled_from(["admit", "speak", "close"]), st.integers(0, 5), st.integers(0, 40)),
+                max_size=120))
+def test_the_table_keeps_its_bounds_under_any_sequence(ops):
+    lim = ConnectionLimits(max_connections=10, max_per_peer=4, max_unproven_per_peer=2, stale_s=50.0)
+    table = Admission(lim)
+    now = 0.0
+    for op, peer, pick in ops:
+        now += 1.0
+        live = table.slots()
+        if op == "admit":
+            spoken = {s for s in live if s.proven and now - (s.last_valid or 0) < lim.stale_s}
+            verdict = table.admit(f"10.0.0.{peer}", now)
+            for victim, why in verdict.evicted:
+                assert victim not in table.slots()
+                if why in (EVICTED_PEER, EVICTED_FULL):
+                    assert not victim.proven  # only connections that never spoke are pushed out...
+                assert victim not in spoken  # ...and never a station heard from recently
+            assert (verdict.slot is None) == (verdict.refused is not None)
+        elif live and op == "speak":
+            table.valid_request(live[pick % len(live)], now)
+        elif live:
+            table.release(live[pick % len(live)])
+        slots = table.slots()
+        assert len(slots) <= lim.max_connections
+        for p in {s.peer for s in slots}:
+            mine = [s for s in slots if s.peer == p]
+            assert len(mine) <= lim.max_per_peer
+            assert sum(1 for s in mine if not s.proven) <= lim.max_unproven_per_peer
 
 
 # --- floods over TCP -----------------------------------------------------------------------------

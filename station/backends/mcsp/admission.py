@@ -101,11 +101,16 @@ class Verdict:
 
 
 class Admission:
-    """The connection table. Times are the caller's monotonic clock (the event loop's)."""
+    """The connection table. Times are the caller's monotonic clock (the event loop's).
+
+    A new connection costs O(1) work plus its address's own connections: an accept flood must
+    not make every accept scan the whole table."""
 
     def __init__(self, limits: ConnectionLimits | None = None) -> None:
         self.limits = limits or ConnectionLimits()
-        self._slots: dict[Slot, None] = {}  # in accept order: the first unproven is the oldest
+        self._slots: dict[Slot, None] = {}
+        self._unproven: dict[Slot, None] = {}  # in accept order: the first is the oldest
+        self._by_peer: dict[str, dict[Slot, None]] = {}
 
     def __len__(self) -> int:
         return len(self._slots)
@@ -116,16 +121,14 @@ class Admission:
     def admit(self, peer: str, now: float) -> Verdict:
         lim = self.limits
         evicted: list[tuple[Slot, str]] = []
-        mine = [s for s in self._slots if s.peer == peer]
+        mine = self._by_peer.get(peer, {})
+        unproven = [s for s in mine if not s.proven]
         if len(mine) >= lim.max_per_peer:
-            oldest = next((s for s in mine if not s.proven), None)
-            if oldest is None:
+            if not unproven:
                 return Verdict(None, refused=REFUSED_PEER)
-            evicted.append((oldest, EVICTED_PEER))
-        else:
-            unproven = [s for s in mine if not s.proven]
-            if len(unproven) >= lim.max_unproven_per_peer:
-                evicted.append((unproven[0], EVICTED_PEER))
+            evicted.append((unproven[0], EVICTED_PEER))
+        elif len(unproven) >= lim.max_unproven_per_peer:
+            evicted.append((unproven[0], EVICTED_PEER))
         for slot, _ in evicted:
             self.release(slot)
         if len(self._slots) >= lim.max_connections:
@@ -135,11 +138,12 @@ class Admission:
             self.release(victim[0])
             evicted.append(victim)
         slot = Slot(peer, now)
-        self._slots[slot] = None
+        self._slots[slot] = self._unproven[slot] = None
+        self._by_peer.setdefault(peer, {})[slot] = None
         return Verdict(slot, evicted)
 
     def _make_room(self, now: float) -> tuple[Slot, str] | None:
-        oldest = next((s for s in self._slots if not s.proven), None)
+        oldest = next(iter(self._unproven), None)
         if oldest is not None:
             return oldest, EVICTED_FULL
         quiet = min(self._slots, key=lambda s: s.last_valid or 0.0)
@@ -148,10 +152,16 @@ class Admission:
         return None
 
     def release(self, slot: Slot) -> None:
-        self._slots.pop(slot, None)
+        if self._slots.pop(slot, 0) is None:  # it was there
+            self._unproven.pop(slot, None)
+            mine = self._by_peer[slot.peer]
+            del mine[slot]
+            if not mine:
+                del self._by_peer[slot.peer]
 
     def valid_request(self, slot: Slot, now: float) -> None:
         slot.last_valid = now
+        self._unproven.pop(slot, None)
 
     def expires(self, slot: Slot) -> tuple[float, str]:
         """(monotonic time, reason): when the connection is closed unless a valid request comes."""
