@@ -1,10 +1,9 @@
 """Limits: bounded caches, a queue that never drops a transaction message, bounded lines and
-messages on every link, and a reference server that cannot be starved by idle connections."""
+messages on every link. (The reference server's connection policy: test_mcsp_lockout.py.)"""
 
 from __future__ import annotations
 
 import asyncio
-import logging
 import time
 
 import pytest
@@ -172,29 +171,3 @@ async def closed(reader: asyncio.StreamReader) -> bool:
         return await asyncio.wait_for(reader.read(100), 10) == b""
     except ConnectionResetError:
         return True
-
-
-async def test_server_closes_idle_connections_and_caps_their_number(caplog):
-    caplog.set_level(logging.INFO, logger="station.backends.mcsp.server")
-    server = McspServer(tags={}, idle_timeout_s=0.3, max_clients=3)
-    await server.start()
-    conns = []
-    try:
-        for _ in range(5):
-            reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
-            writer.write(b"MMETERING/1.0 HEART")  # a trickle that never completes a request
-            conns.append((reader, writer))
-        # Beyond max_clients a connection is closed at once; the others once idle for too long.
-        for reader, _ in conns:
-            assert await closed(reader)
-        assert [r.getMessage() for r in caplog.records].count("connection refused: 3 connections already open") == 2
-        assert any("without a complete request" in r.getMessage() for r in caplog.records)
-        # Then a real station is served again.
-        reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
-        conns.append((reader, writer))
-        writer.write(codec.encode_request(codec.request("HEARTBEAT", name="Tankstelle1")))
-        assert (await asyncio.wait_for(reader.read(4096), 10)).startswith(b"MMETERING/1.0 OK")
-    finally:
-        for _, writer in conns:
-            writer.close()
-        await server.close()

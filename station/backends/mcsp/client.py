@@ -439,7 +439,7 @@ class McspBackend(OnlineBackend):
         """Send one request and return its reply. Raises BackendOffline when there is none."""
         async with self._lock:
             for attempt in (1, 2):
-                reused = self._link is not None
+                reused = self._link is not None and not self._link.peer_closed()
                 await self._ensure_link()
                 try:
                     reply = await self._roundtrip(req)
@@ -469,6 +469,10 @@ class McspBackend(OnlineBackend):
         raise AssertionError("unreachable")
 
     async def _ensure_link(self) -> None:
+        if self._link is not None and self._link.peer_closed():
+            # The server closed it while we were quiet (its idle rule, docs/mcsp.md §9): a
+            # fresh connection, before a request is lost on this one.
+            await self._drop_link("the server had closed it", force=True)
         if self._link is not None:
             return
         try:

@@ -263,8 +263,9 @@ class Connection:
 
     @property
     def in_message(self) -> bool:
-        """A message has begun and is not complete (or a partial line is buffered)."""
-        return self._state in (_State.LENGTH, _State.HEADERS) or bool(self._buffer)
+        """A message has begun and is not complete, or a partial line is buffered, or the rest of
+        a too-long line is still being dropped."""
+        return self._state in (_State.LENGTH, _State.HEADERS) or bool(self._buffer) or self._drop_partial
 
     @property
     def partial_line(self) -> bool:
@@ -308,6 +309,17 @@ class Connection:
             self._buffer.clear()
             self._drop_partial = True
         self._state = _State.CLOSED if self._eof and not self._buffer else _State.IDLE
+        self._skipping = True
+
+    def discard_partial(self) -> None:
+        """Drop a message or line left unfinished (a serial peer fell silent in the middle) and
+        skip input up to the next start line, as after resync()."""
+        self._buffer.clear()
+        self._reset_message()
+        self._error = None
+        self._overlong = self._drop_partial = False
+        if self._state is not _State.CLOSED:
+            self._state = _State.IDLE
         self._skipping = True
 
     def abandon(self) -> None:

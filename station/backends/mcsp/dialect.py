@@ -97,6 +97,11 @@ class LineParser:
         self._buffer.clear()
         self._drop = False
 
+    @property
+    def partial(self) -> bool:
+        """A line has begun and not ended (or the rest of a too-long one is being dropped)."""
+        return bool(self._buffer) or self._drop
+
     def next_line(self) -> str | None:
         while True:
             end = self._buffer.find(b"\n")
@@ -121,12 +126,29 @@ class LineParser:
 
 
 class LineReader:
-    """The next line from a link within a time limit. A line the parser refuses is logged
-    (prefixed with `who`) and skipped."""
+    """The next line from a link within a time limit. A line the parser refuses is skipped and
+    logged (prefixed with `who`): the first at once, then the count once a minute, so line
+    noise or a flood of bytes on the line cannot flood the log."""
+
+    LOG_EVERY_S = 60.0
+    GAP_S = 2.0  # silence inside a line after which its start is dropped (a peer sends a line at once)
 
     def __init__(self, who: str) -> None:
         self.who = who
         self.parser = LineParser()
+        self.refused = 0  # lines refused since start
+        self._unlogged = 0
+        self._logged_at: float | None = None
+        self._last_data = 0.0
+
+    def _refused(self, exc: DialectError, now: float) -> None:
+        self.refused += 1
+        if self._logged_at is None or now - self._logged_at >= self.LOG_EVERY_S:
+            more = f" (and {self._unlogged} more refused lines since the last report)" if self._unlogged else ""
+            log.warning("%s: %s%s", self.who, exc, more)
+            self._logged_at, self._unlogged = now, 0
+        else:
+            self._unlogged += 1
 
     async def next(self, link: Link, timeout: float | None) -> str | None:
         """The next line, or None when none came within `timeout` s (None: wait for ever).
@@ -137,15 +159,21 @@ class LineReader:
             try:
                 line = self.parser.next_line()
             except DialectError as exc:
-                log.warning("%s: %s", self.who, exc)
+                self._refused(exc, loop.time())
                 continue
             if line is not None:
                 return line
+            if self.parser.partial and loop.time() - self._last_data >= self.GAP_S:
+                # Without this, the rest of a line that never ended would swallow the peer's
+                # next line (e.g. "Abrechnung auf" after a burst of noise).
+                self._refused(DialectError(f"unfinished line dropped after {self.GAP_S:g} s of silence"), loop.time())
+                self.parser.clear()
             wait = 1.0 if end is None else end - loop.time()
             if wait <= 0:
                 return None
-            data = await link.read(wait)
+            data = await link.read(min(wait, self.GAP_S) if self.parser.partial else wait)
             if data:
+                self._last_data = loop.time()
                 self.parser.feed(data)
 
 

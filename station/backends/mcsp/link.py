@@ -44,6 +44,10 @@ class Link:
     async def discard_input(self) -> None:
         """Drop whatever arrived unasked (a late reply on a serial line)."""
 
+    def peer_closed(self) -> bool:
+        """The peer has closed the link (seen without reading: nothing unread is left)."""
+        return False
+
     async def close(self) -> None:
         raise NotImplementedError
 
@@ -57,6 +61,9 @@ class StreamLink(Link):
     async def write(self, data: bytes) -> None:
         self.writer.write(data)
         await self.writer.drain()
+
+    def peer_closed(self) -> bool:
+        return self.reader.at_eof() or self.writer.is_closing()
 
     async def read(self, timeout: float) -> bytes | None:
         try:

@@ -25,6 +25,11 @@ Rules it implements (docs/mcsp.md is normative):
   record: energy = Meter-Stop - Meter-Start.
 * Every reply ends with an empty line and carries `Time` (the server's
   UTC clock); replies to START and END echo `Session-Key`.
+* Connections are admitted by admission.py's policy (docs/mcsp.md §9.1): a
+  valid request within 10 s of accept, then at least every 15 min; one
+  address cannot take the table; a station that spoke is never pushed out
+  by one that did not. The serial transport drops a message left
+  unfinished for FRAME_GAP_S and answers noise with few 400s.
 
 Tags file (TOML)::
 
@@ -54,6 +59,7 @@ from typing import Any, TextIO
 from station import privacy
 from station.aio import cancel_and_wait, stop_on_signals
 from station.backends.mcsp import codec
+from station.backends.mcsp.admission import MALFORMED, MAX_CONNECTIONS, Admission, ConnectionLimits, Slot, Tally
 from station.backends.mcsp.codec import CLOSED, NEED_DATA, Connection, Reply, Request, Role
 from station.backends.mcsp.link import Link, SerialLink, StreamLink
 from station.core.tags import normalize_tag
@@ -62,8 +68,9 @@ from station.errors import ProtocolError
 log = logging.getLogger(__name__)
 
 DEFAULT_LISTEN = "127.0.0.1:4711"
-MAX_CLIENTS = 256  # TCP connections served at once; more are closed at once (one per station is normal)
-IDLE_TIMEOUT_S = 900.0  # a TCP connection without a complete request for this long is closed
+FRAME_GAP_S = 2.0  # serial: silence inside a message after which its start is dropped (a station sends at once)
+ERROR_REPLY_GAP_S = 1.0  # serial: at most one 400 per this long (the line is shared with the station's replies)
+TALLY_PERIOD_S = 60.0  # closed connections and dropped input are summed up in one log line this often
 
 
 @dataclass(frozen=True)
@@ -245,7 +252,7 @@ class McspServer:
                  baudrate: int = 19200, ssl_context: ssl.SSLContext | None = None,
                  meter: Callable[[str], float] | None = None, now: Callable[[], str] = _utc_now,
                  out: TextIO | None = None, on_session_end: Callable[[SessionRecord], None] | None = None,
-                 max_clients: int = MAX_CLIENTS, idle_timeout_s: float | None = IDLE_TIMEOUT_S) -> None:
+                 limits: ConnectionLimits | None = None) -> None:
         self.tags: dict[str, TagEntry] | None = None
         if tags is not None:
             self.tags = {normalize_tag(t): (e if isinstance(e, TagEntry) else TagEntry(e)) for t, e in tags.items()}
@@ -257,14 +264,17 @@ class McspServer:
         self.now = now
         self.out = out
         self.on_session_end = on_session_end
-        # Limits against a hostile or broken peer (the codec bounds lines and messages):
-        self.max_clients, self.idle_timeout_s = max_clients, idle_timeout_s
+        # Against a hostile or broken peer on the building network (the codec bounds lines and
+        # messages; admission.py explains the connection policy):
+        self.admission = Admission(limits)
+        self.tally = Tally(TALLY_PERIOD_S)
         self.requests: list[Request] = []  # every request handled, in order (tests, debugging)
         self.fail_next: list[Reply] = []  # replies to give instead of handling (tests of error paths)
         self._server: asyncio.Server | None = None
         self._serial_task: asyncio.Task | None = None
         self._serial_link: SerialLink | None = None
-        self._clients: set[asyncio.Task] = set()
+        self._clients: dict[Slot, asyncio.Task] = {}
+        self._tally_task: asyncio.Task | None = None
 
     # ------------------------------------------------------------------ protocol logic
     def handle(self, req: Request) -> Reply:
@@ -394,16 +404,21 @@ class McspServer:
     async def start(self) -> None:
         if self.serial is not None:
             self._serial_link = await asyncio.to_thread(SerialLink.open, self.serial, self.baudrate)
-            self._serial_task = asyncio.create_task(self._serve_link(self._serial_link), name="mcsp-serial")
+            self._serial_task = asyncio.create_task(self._serve_serial(self._serial_link), name="mcsp-serial")
             log.info("MCSP server on serial %s at %d baud", self.serial, self.baudrate)
-            return
-        self._server = await asyncio.start_server(self._accept, self.host, self._port, ssl=self.ssl_context)
-        log.info("MCSP server listening on %s", self.url)
+        else:
+            # TLS is started per connection in _accept, inside the connection's slot, so a handshake
+            # that never comes is bound by the first-request time like any silent connection.
+            self._server = await asyncio.start_server(self._accept, self.host, self._port, backlog=512)
+            log.info("MCSP server listening on %s", self.url)
+        self._tally_task = asyncio.create_task(self._flush_tally(), name="mcsp-server-tally")
 
     async def stop(self) -> None:
         if self._server is not None:
             self._server.close()
-        await cancel_and_wait(*self._clients, self._serial_task)
+        await cancel_and_wait(*self._clients.values(), self._serial_task, self._tally_task)
+        self.tally.flush()
+        self._tally_task = None
         if self._server is not None:
             try:
                 async with asyncio.timeout(2.0):
@@ -430,59 +445,121 @@ class McspServer:
         if self._server is None and self._serial_task is None:
             await self.start()
 
+    async def _flush_tally(self) -> None:
+        while True:
+            await asyncio.sleep(self.tally.period_s)
+            self.tally.flush()
+
     async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        # No await before start_tls below: the peer's first bytes must not reach the plain reader.
         task = asyncio.current_task()
         assert task is not None
-        link = StreamLink(reader, writer, "tls" if self.ssl_context else "tcp")
-        if len(self._clients) >= self.max_clients:
-            log.warning("connection refused: %d connections already open", len(self._clients))
-            await link.close()
+        loop = asyncio.get_running_loop()
+        peername = writer.get_extra_info("peername")
+        peer = str(peername[0]) if peername else "?"
+        verdict = self.admission.admit(peer, loop.time())
+        for victim, why in verdict.evicted:
+            self.tally.note(why, victim.peer)
+            self._clients.pop(victim).cancel()
+        slot = verdict.slot
+        if slot is None:
+            assert verdict.refused is not None
+            self.tally.note(verdict.refused, peer)
+            writer.transport.abort()  # no goodbye: nothing was asked
             return
-        self._clients.add(task)
+        self._clients[slot] = task
+        link = StreamLink(reader, writer, "tls" if self.ssl_context else "tcp")
         try:
-            await self._serve_link(link)
+            if self.ssl_context is not None:
+                at, why = self.admission.expires(slot)
+                try:
+                    async with asyncio.timeout_at(at):
+                        await writer.start_tls(self.ssl_context)
+                except TimeoutError:
+                    self.tally.note(why, peer)
+                    return
+            await self._serve_tcp(link, slot)
         except (OSError, ssl.SSLError) as exc:
-            log.info("connection ended: %s", exc)
+            log.debug("connection from %s ended: %s", peer, exc)
         except asyncio.CancelledError:
-            # The server is stopping and closed this connection. Ending the task normally
-            # keeps asyncio's stream callback from logging the cancellation as an error.
-            await link.close()
+            # The server is stopping, or the policy made room: ending the task normally keeps
+            # asyncio's stream callback from logging the cancellation as an error.
+            pass
         finally:
-            self._clients.discard(task)
+            if self._clients.get(slot) is task:
+                del self._clients[slot]
+            self.admission.release(slot)
             await link.close()
 
-    async def _serve_link(self, link: Link) -> None:
-        """Requests in, replies out, until the peer closes (TCP). A serial line never closes:
-        after a broken request it answers 400 and resynchronizes at the next start line."""
+    async def _serve_tcp(self, link: Link, slot: Slot) -> None:
+        """Requests in, replies out, until the peer closes, breaks §2 (400, then closed: the stream
+        is out of step), or the connection policy's time is up for it (admission.py)."""
         conn = Connection(Role.SERVER)
         loop = asyncio.get_running_loop()
-        last_request = loop.time()
         while True:
             try:
                 event = conn.next_event()
             except ProtocolError as exc:
-                log.warning("bad request: %s", exc)
-                bad = codec.error(400, f"Malformed request: {exc}"[:200])
-                await link.write(codec.encode_reply(Reply(bad.status, bad.headers.plus(time=self.now()))))
-                if link.reconnects:
-                    return  # TCP: the stream is out of step; the station reconnects
-                conn.resync()
-                continue
+                self.tally.note(MALFORMED, slot.peer)
+                log.debug("bad request from %s: %s", slot.peer, exc)
+                await link.write(self._bad_request(exc))
+                return
             if event is CLOSED:
                 return
             if event is NEED_DATA:
-                if link.reconnects and self.idle_timeout_s is not None \
-                        and loop.time() - last_request > self.idle_timeout_s:
-                    # Idle, or trickling bytes without ever completing a request: free the slot.
-                    log.info("closing a connection without a complete request for %.0f s", self.idle_timeout_s)
+                at, why = self.admission.expires(slot)
+                if loop.time() >= at:
+                    self.tally.note(why, slot.peer)
                     return
-                data = await link.read(1.0)
+                # One wait to the deadline, no polling slices: only this loop moves the deadline
+                # (a valid request), and the policy closes a connection by cancelling its task.
+                data = await link.read(at - loop.time())
                 if data is not None:
                     conn.receive_data(data)
                 continue
             assert isinstance(event, Request)
-            last_request = loop.time()
+            reply = self.handle(event)
+            if reply.ok or reply.code not in (400, 405, 407):
+                self.admission.valid_request(slot, loop.time())
+            await link.write(conn.send(reply))
+
+    async def _serve_serial(self, link: Link) -> None:
+        """A serial line never closes. After a broken request the server answers 400 and skips to
+        the next start line; a message left unfinished for FRAME_GAP_S is dropped, so a station's
+        next request is not read as its continuation; line noise (no start line) and a flood of
+        broken requests get at most one 400 per ERROR_REPLY_GAP_S."""
+        conn = Connection(Role.SERVER)
+        loop = asyncio.get_running_loop()
+        last_byte = last_error_reply = -ERROR_REPLY_GAP_S
+        while True:
+            try:
+                event = conn.next_event()
+            except ProtocolError as exc:
+                self.tally.note("serial: malformed request or line noise", self.serial or "serial")
+                log.debug("bad request on %s: %s", self.serial, exc)
+                conn.resync()
+                if loop.time() - last_error_reply >= ERROR_REPLY_GAP_S:
+                    last_error_reply = loop.time()
+                    await link.write(self._bad_request(exc))
+                continue
+            if event is CLOSED:
+                return
+            if event is NEED_DATA:
+                if conn.in_message and loop.time() - last_byte >= FRAME_GAP_S:
+                    self.tally.note(f"serial: unfinished message dropped after {FRAME_GAP_S:g} s of silence",
+                                    self.serial or "serial")
+                    conn.discard_partial()
+                data = await link.read(FRAME_GAP_S if conn.in_message else 1.0)
+                if data:
+                    last_byte = loop.time()
+                    conn.receive_data(data)
+                continue
+            assert isinstance(event, Request)
             await link.write(conn.send(self.handle(event)))
+
+    def _bad_request(self, exc: ProtocolError) -> bytes:
+        bad = codec.error(400, f"Malformed request: {exc}"[:200])
+        return codec.encode_reply(Reply(bad.status, bad.headers.plus(time=self.now())))
 
 
 # --------------------------------------------------------------------------- CLI
@@ -503,9 +580,27 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--db", metavar="FILE", default="mcsp-sessions.db", help="SQLite file (default ./mcsp-sessions.db)")
     p.add_argument("--cert", metavar="FILE", help="TLS certificate chain (serves tls:// with --key)")
     p.add_argument("--key", metavar="FILE", help="TLS private key")
+    p.add_argument("--max-connections", type=int, default=MAX_CONNECTIONS, metavar="N",
+                   help=f"TCP connections served at once (default {MAX_CONNECTIONS}); docs/mcsp.md §9.1")
     p.add_argument("--log-tags", action="store_true", help="log id tags in full (default: masked; the printed "
                    "session lines and the database always keep them)")
     return p
+
+
+def _enough_file_descriptors(connections: int) -> None:
+    """Every connection is a file descriptor. With the soft limit below the table, accept() would
+    fail (EMFILE) before the policy could make room, and asyncio stops accepting for a while:
+    raise it up to the hard limit, and say so if even that is too low."""
+    import resource
+
+    want = connections + 64  # the ledger, the listening socket, logs
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft != resource.RLIM_INFINITY and soft < want:
+        new = want if hard == resource.RLIM_INFINITY else min(want, hard)
+        resource.setrlimit(resource.RLIMIT_NOFILE, (new, hard))
+        if new < want:
+            log.warning("only %d file descriptors allowed (ulimit -n): fewer than --max-connections %d needs",
+                        new, connections)
 
 
 async def serve(server: McspServer, stop: asyncio.Event | None = None) -> None:
@@ -538,13 +633,18 @@ def main(argv: Iterable[str] | None = None) -> int:
         if not host or not port.isdigit():
             print(f"station mcsp-server: --listen wants HOST:PORT, got {args.listen!r}", file=sys.stderr)
             return 2
+    if args.max_connections < 1:
+        print("station mcsp-server: --max-connections must be at least 1", file=sys.stderr)
+        return 2
     if bool(args.cert) != bool(args.key):
         print("station mcsp-server: --cert and --key go together", file=sys.stderr)
         return 2
     try:
         ctx = _server_ssl(args.cert, args.key) if args.cert else None
         server = McspServer(tags=tags, stations=stations, db=args.db, host=host, port=int(port), serial=args.serial,
-                            baudrate=args.baudrate, ssl_context=ctx, out=sys.stdout)
+                            baudrate=args.baudrate, ssl_context=ctx, out=sys.stdout,
+                            limits=ConnectionLimits(max_connections=args.max_connections))
+        _enough_file_descriptors(args.max_connections)
         asyncio.run(serve(server))
     except (OSError, ssl.SSLError, sqlite3.Error) as exc:
         print(f"station mcsp-server: {exc}", file=sys.stderr)
