@@ -34,7 +34,9 @@ same directory, measured in this process.
 from __future__ import annotations
 
 import asyncio
+import json
 import os
+import signal
 import sqlite3
 import subprocess
 import tempfile
@@ -42,7 +44,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from bench.common import Result
+from bench.common import PYTHON, ROOT, Result, proc_cpu_s, sim_env
 from bench.mcsp_load import (
     ENERGY_WH,
     HEARTBEAT_S,
@@ -217,42 +219,24 @@ async def ledger_age(tmp: Path, n: int, seconds: float, max_connections: int | N
 
 
 # ---------------------------------------------------------------------------- 4. lockout attempt
-async def attacker(port: int, stop: asyncio.Event, counts: dict[str, int]) -> None:
-    """One silent connection from ATTACKER, opened again whenever the server closes it."""
-    while not stop.is_set():
-        try:
-            async with asyncio.timeout(10):
-                reader, writer = await asyncio.open_connection("127.0.0.1", port, local_addr=(ATTACKER, 0))
-        except (OSError, TimeoutError):
-            counts["connect_failed"] += 1
-            await asyncio.sleep(0.2)
-            continue
-        counts["opened"] += 1
-        read = asyncio.ensure_future(reader.read(1))
-        halt = asyncio.ensure_future(stop.wait())
-        try:
-            await asyncio.wait({read, halt}, return_when=asyncio.FIRST_COMPLETED)
-            if read.done():
-                counts["closed_by_server"] += 1
-        finally:
-            read.cancel()
-            halt.cancel()
-            writer.close()
-
-
 async def lockout(tmp: Path, attackers: int, seconds: float, max_connections: int | None) -> dict[str, Any]:
+    """One station, a new connection per session, while bench/mcsp_flood.py holds `attackers` silent ones."""
     server = Server(tmp, max_connections)
     await server.start()
-    stop = asyncio.Event()
-    counts = {"opened": 0, "closed_by_server": 0, "connect_failed": 0}
-    tasks = [asyncio.create_task(attacker(server.port, stop, counts)) for _ in range(attackers)]
+    flood = None
+    if attackers:
+        flood = await asyncio.create_subprocess_exec(PYTHON, "-m", "bench.mcsp_flood", str(server.port),
+                                                     str(attackers), ATTACKER, stdout=asyncio.subprocess.PIPE,
+                                                     env=sim_env(), cwd=str(ROOT))
     connects, starts, ends = Tally(), Tally(), Tally()
     out: dict[str, Any] = {"attacker_connections": attackers, "attacker_address": ATTACKER,
                            "max_connections": max_connections or "default"}
     victim = Station("Bench-V", source(0))
     try:
-        await asyncio.sleep(min(5.0, seconds / 3))  # the attacker takes what it can
+        if flood is not None:
+            await asyncio.sleep(min(5.0, seconds / 3))  # the attacker takes what it can
         c0, w0 = server.cpu_s(), time.monotonic()
+        a0 = proc_cpu_s(flood.pid) if flood is not None else 0.0
         pairs = 0
         while time.monotonic() - w0 < seconds:  # a new connection per session: a station whose link dropped
             if await victim.connect(server.port, connects):
@@ -267,14 +251,18 @@ async def lockout(tmp: Path, attackers: int, seconds: float, max_connections: in
             "start_latency": latency(starts.seconds), "end_latency": latency(ends.seconds),
             "served_every_session": pairs > 0 and all(t.sent == t.ok for t in (connects, starts, ends)),
             "server_pct_of_one_core": round((server.cpu_s() - c0) / wall * 100, 1),
-            "attacker": dict(counts), "open_fds_at_end": len(os.listdir(f"/proc/{server.pid}/fd")),
+            "attacker_pct_of_one_core": round((proc_cpu_s(flood.pid) - a0) / wall * 100, 1) if flood else 0.0,
+            "open_fds_at_end": len(os.listdir(f"/proc/{server.pid}/fd")),
         })
         out.update(server.memory())
     finally:
-        stop.set()
-        await asyncio.gather(*tasks, return_exceptions=True)
         await victim.close()
+        if flood is not None:
+            flood.send_signal(signal.SIGTERM)
+            text, _ = await flood.communicate()
+            out["attacker"] = json.loads(text or b"{}")
         await server.stop()
+    out.setdefault("attacker", {"opened": 0, "closed_by_server": 0, "connect_failed": 0})
     return out
 
 
@@ -302,7 +290,7 @@ def run(quick: bool) -> Result:
     policy = "--max-connections" in server_options()
     if quick:
         ns, ks, ages, background, attackers = [20, 60], [1, 4], [0, 20_000], 20, 60
-        beat_s, quiet_s, sess_s, settle_s = 3.0, 2.0, 2.0, 0.5
+        beat_s, quiet_s, sess_s, settle_s = 2.0, 1.5, 2.0, 0.5
     else:
         ns, ks, ages, background, attackers = [100, 250, 500, 1000], [1, 8, 32], [0, 100_000, 1_000_000], 250, 500
         beat_s, quiet_s, sess_s, settle_s = 30.0, 15.0, 15.0, 2.0
@@ -324,7 +312,9 @@ def run(quick: bool) -> Result:
                                                               cap) for k in ks}
             res.figures["ledger_age"] = {str(n): await ledger_age(tmp / f"age-{n}", n, sess_s / 2, cap) for n in ages}
             if policy:
-                res.figures["lockout"] = await lockout(tmp / "lockout", attackers, sess_s, None)
+                # The server's default --max-connections, as an installation runs it; first without an attack.
+                res.figures["lockout"] = {str(a): await lockout(tmp / f"lockout-{a}", a, sess_s, None)
+                                          for a in (0, attackers)}
 
     asyncio.run(main())
     res.figures["setup"] = {"heartbeat_every_s": HEARTBEAT_S, "tags": TAGS, "max_connections": cap,

@@ -411,16 +411,18 @@ def _mcsp_server(r: Result) -> list[str]:
     lk = f.get("lockout")
     L += ["### Lockout attempt: silent connections from another address", ""]
     if lk:
-        L += _table(["attacker connections (127.0.0.2)", "opened / closed by the server / refused", "victim sessions",
+        L += _table(["silent connections from 127.0.0.2", "opened / closed by the server / refused", "victim sessions",
                      "served every session", "connect + HEARTBEAT p50/p95/p99/max ms", "START p50/p95/p99/max ms",
-                     "END p50/p95/p99/max ms", "server % core", "server fds at end"],
-                    [[lk["attacker_connections"], f"{lk['attacker']['opened']} / {lk['attacker']['closed_by_server']} / "
-                      f"{lk['attacker']['connect_failed']}", lk["sessions"], lk["served_every_session"],
-                      _lat(lk["connect_heartbeat_latency"]), _lat(lk["start_latency"]), _lat(lk["end_latency"]),
-                      lk["server_pct_of_one_core"], lk["open_fds_at_end"]]])
+                     "END p50/p95/p99/max ms", "server % core", "attacker process % core", "server fds at end"],
+                    [[a, f"{x['attacker']['opened']} / {x['attacker']['closed_by_server']} / "
+                      f"{x['attacker']['connect_failed']}", x["sessions"], x["served_every_session"],
+                      _lat(x["connect_heartbeat_latency"]), _lat(x["start_latency"]), _lat(x["end_latency"]),
+                      x["server_pct_of_one_core"], x.get("attacker_pct_of_one_core"), x["open_fds_at_end"]]
+                     for a, x in lk.items()])
         L += ["The victim opens a new connection for each session (a station whose link just dropped) from its own "
               "address, while the attacker keeps its connections open without a word, opening each again as soon "
-              "as the server closes it; the server runs with its default --max-connections.", ""]
+              "as the server closes it (bench/mcsp_flood.py, a process of its own); the server runs with its default "
+              "--max-connections. The first row is the same victim without an attack.", ""]
     else:
         L += ["Not measured: the server has no connection policy (`--max-connections`) yet.", ""]
     L += ["### Sizing a server", ""] + _mcsp_sizing(f) + [""]
@@ -440,10 +442,12 @@ def _mcsp_sizing(f: dict[str, Any]) -> list[str]:
         lo = held[ns[0]]
         slope = (pct - lo["pct_of_one_core_at_60s_heartbeats"]) / (int(n) - int(ns[0])) * 100
         mib = (x["rss_mib_connected"] - x["rss_mib_before_connections"]) / int(n) * 1024
-        out.append(f"Each further 100 stations cost about {slope:.2f} % of a core and each station about {mib:.0f} KiB; "
-                   f"the server alone idles at {x['no_station']['server_pct_of_one_core']} %. Nearly all of it is "
-                   f"for connections that say nothing (the quiet column); a heartbeat costs {x['cpu_ms_per_heartbeat']} "
-                   "ms of CPU.")
+        quiet = x["quiet"]["server_pct_of_one_core"]
+        where = ("most of it for connections that say nothing (the quiet column)" if quiet > pct / 2 else
+                 f"most of it for the heartbeats, {x['cpu_ms_per_heartbeat']} ms of CPU each (parsing, the reply, a "
+                 f"ledger write with its fsync); connections that say nothing cost {quiet} % (the quiet column)")
+        out.append(f"Each further 100 stations cost about {slope:.2f} % of a core and each station about {mib:.0f} KiB "
+                   f"of RSS, {where}; the server alone idles at {x['no_station']['server_pct_of_one_core']} %.")
     s = f.get("sessions", {})
     if s:
         best = max(s, key=lambda k: s[k]["sessions_per_s"])
@@ -465,7 +469,10 @@ def _mcsp_sizing(f: dict[str, Any]) -> list[str]:
     if len(age) > 1:
         big = max(age, key=int)
         a0, a1 = age[min(age, key=int)], age[big]
-        out.append(f"The ledger's age matters: with {int(big):,} closed sessions in it a START takes "
+        grows = a1["start_latency"]["p50_ms"] > 5 * a0["start_latency"]["p50_ms"]
+        out.append(("The ledger's age matters (each START searches the sessions table for open sessions of its key "
+                    "and its station, and that search grows with the table): " if grows else "Ledger age: ") +
+                   f"with {int(big):,} closed sessions in it a START takes "
                    f"{a1['start_latency']['p50_ms']} ms (p50) against {a0['start_latency']['p50_ms']} ms on an empty "
                    f"one, and a session {a1['server_cpu_ms_per_session']} ms of CPU against "
                    f"{a0['server_cpu_ms_per_session']}.")
