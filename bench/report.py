@@ -161,7 +161,7 @@ def markdown(info: dict[str, Any], results: dict[str, Result], tgs: list[dict[st
         ["load average at start", info["loadavg_at_start"]], ["run time", f"{info.get('total_seconds')} s"],
     ] + ([["merged", info["merged"]]] if info.get("merged") else []))
     L += ["How to rerun (from the repository root, with the development environment of the README):", "",
-          "    python -m bench            # full: about 10 minutes, 25 taps per backend, 60 s CPU windows",
+          "    python -m bench            # full: about 30 minutes, 25 taps per backend, 60 s CPU windows",
           "    python -m bench --quick    # under a minute: fewer samples, short windows (noisier)",
           "    python -m bench --only rfid,meter   # a subset; see python -m bench --help", "",
           "The OCPP peer comparison installs `em-ocpp-chargepoint-simulator` with npm into bench/node/ "

@@ -1,6 +1,6 @@
 """The one entry point: run every benchmark, write docs/benchmarks.md and bench/results.json.
 
-    python -m bench            # full run (about 10 minutes on a 2-core machine)
+    python -m bench            # full run (about 30 minutes on a 2-core machine)
     python -m bench --quick    # smoke run, under a minute, same figures with fewer samples
     python bench/run.py --only rfid,meter
 
