@@ -44,7 +44,7 @@ async def backend_rig(kind: str) -> AsyncIterator[tuple[dict[str, Any], Any]]:
     if kind == "mcsp":
         from station.backends.mcsp.server import McspServer
 
-        server = McspServer(tags=dict(TAGS))
+        server = McspServer(tags=dict(TAGS), keep_requests=None)  # b_replay checks every request's order
         await server.start()
         try:
             yield {"backend.kind": "mcsp", "backend.mcsp.url": server.url}, server

@@ -15,7 +15,7 @@ from mcsp_support import PtyBridge
 
 from station.backends.mcsp import codec
 from station.backends.mcsp.codec import Request
-from station.backends.mcsp.server import McspServer, MeterUnreadable, TagEntry, load_tags, main
+from station.backends.mcsp.server import Ledger, McspServer, MeterUnreadable, TagEntry, load_tags, main
 
 ROOT = Path(__file__).resolve().parents[1]
 TAG = "16AC936B1692E73A"
@@ -253,3 +253,31 @@ def test_station_cli_passes_options_to_mcsp_server(tmp_path, capsys):
     except SystemExit as exc:
         code = exc.code
     assert code == 2 and "station mcsp-server: " in capsys.readouterr().err
+
+
+# --- a server that runs for years -------------------------------------------------------------
+
+def test_start_finds_open_sessions_by_index_also_in_a_ledger_from_before_the_indexes(tmp_path):
+    db = tmp_path / "ledger.db"
+    old = Ledger(db)
+    old.db.execute("DROP INDEX sessions_open_by_tag")
+    old.db.execute("DROP INDEX sessions_open_by_station")
+    old.close()
+    ledger = Ledger(db)  # opening adds them
+    try:
+        for query, args in (("tag_norm = ? AND state = 'open' ORDER BY id DESC LIMIT 1", ("X",)),
+                            ("station = ? AND state = 'open'", ("S",))):
+            [plan] = [row[3] for row in ledger.db.execute(f"EXPLAIN QUERY PLAN SELECT id FROM sessions WHERE {query}",
+                                                          args)]
+            assert plan.startswith("SEARCH sessions USING INDEX sessions_open_by_"), plan  # not "SCAN sessions"
+    finally:
+        ledger.close()
+
+
+def test_the_request_log_keeps_only_the_last_requests():
+    server = McspServer(tags={TAG: "A"}, keep_requests=3)
+    for n in range(20):
+        server.handle(codec.request("HEARTBEAT", name=f"Tankstelle{n}"))
+    assert 3 <= len(server.requests) <= 6
+    assert server.requests[-1].get("Name") == "Tankstelle19"
+    assert [r.get("Name") for r in server.requests] == [f"Tankstelle{n}" for n in range(20 - len(server.requests), 20)]
