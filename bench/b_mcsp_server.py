@@ -177,6 +177,35 @@ async def sessions(tmp: Path, k: int, background: int, seconds: float, settle_s:
     return out
 
 
+# ---------------------------------------------------------------------------- memory over a long run
+async def memory_run(tmp: Path, k: int, windows: int, window_s: float, max_connections: int | None) -> dict[str, Any]:
+    """`k` stations doing sessions back to back for `windows` windows; the server's RSS after each.
+    The server keeps bounded state (the last requests, SQLite's page cache) that fills during the
+    first tens of thousands of requests; growth that goes on in the later windows is growth
+    without bound. A short window cannot tell the two apart."""
+    server = Server(tmp, max_connections)
+    await server.start()
+    st = [Station(f"Bench-M{i:02d}", source(i)) for i in range(k)]
+    connects, starts, ends = Tally(), Tally(), Tally()
+    series: list[dict[str, Any]] = []
+    try:
+        await connect_all(st, server.port, connects)
+        pairs = 0
+        for _ in range(windows):
+            end = time.monotonic() + window_s
+            pairs += sum(await asyncio.gather(*(session_loop(s, tag(i), end, starts, ends) for i, s in enumerate(st))))
+            series.append({"sessions": pairs, "requests": starts.sent + ends.sent + connects.sent,
+                           "rss_mib": server.memory()["rss_mib"]})
+    finally:
+        await asyncio.gather(*(s.close() for s in st))
+        await server.stop()
+    mid, last = series[len(series) // 2 - 1], series[-1]
+    return {"stations": k, "series": series,
+            "all_ok": all(t.sent == t.ok for t in (connects, starts, ends)),
+            "kib_per_request_second_half": round((last["rss_mib"] - mid["rss_mib"]) * 1024
+                                                 / max(1, last["requests"] - mid["requests"]), 4)}
+
+
 # ---------------------------------------------------------------------------- 3. ledger age
 def prefill(db: Path, n: int) -> float:
     """`n` closed sessions in a ledger made by the server's own schema; MiB of the file."""
@@ -310,6 +339,8 @@ def run(quick: bool) -> Result:
                                    for n in ns}
             res.figures["sessions"] = {str(k): await sessions(tmp / f"sessions-{k}", k, background, sess_s, settle_s,
                                                               cap) for k in ks}
+            res.figures["memory_run"] = await memory_run(tmp / "memory", 8, 4 if quick else 10,
+                                                         1.0 if quick else 8.0, cap)
             res.figures["ledger_age"] = {str(n): await ledger_age(tmp / f"age-{n}", n, sess_s / 2, cap) for n in ages}
             if policy:
                 # The server's default --max-connections, as an installation runs it; first without an attack.

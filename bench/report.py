@@ -476,13 +476,16 @@ def _mcsp_sizing(f: dict[str, Any]) -> list[str]:
                    f"{a1['start_latency']['p50_ms']} ms (p50) against {a0['start_latency']['p50_ms']} ms on an empty "
                    f"one, and a session {a1['server_cpu_ms_per_session']} ms of CPU against "
                    f"{a0['server_cpu_ms_per_session']}.")
-    k: dict[str, Any] = next(iter(s.values()))["memory"] if s else {}
-    per_beat = x.get("rss_kib_per_heartbeat", 0)
-    if k.get("kib_per_request", 0) > 0.2 and per_beat > 0.1:
-        per_day = int(n) * 24 * 60 * per_beat / 1024
-        out.append(f"Memory grows with every request and does not come back: {k['kib_per_request']} KiB per request "
-                   f"in the sessions run, {per_beat} KiB per heartbeat with {n} stations; at that rate {n} stations "
-                   f"heartbeating every 60 s add about {per_day:.0f} MiB a day.")
+    m = f.get("memory_run")
+    if m:
+        rss = ", ".join(f"{w['rss_mib']}" for w in m["series"])
+        first, last = m["series"][0], m["series"][-1]
+        growth = m["kib_per_request_second_half"]
+        verdict = "Memory grows without bound: " if growth > 0.02 else "Memory is bounded: "
+        out.append(f"{verdict}over {last['sessions']:,} sessions ({last['requests']:,} requests) from {m['stations']} "
+                   f"stations, the RSS after each window was {rss} MiB (from {first['sessions']:,} sessions on); in the "
+                   f"second half it changed by {growth} KiB per request"
+                   f"{'' if m['all_ok'] else ' (NOT every request was answered OK)'}.")
     return [" ".join(out)]
 
 
