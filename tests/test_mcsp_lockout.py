@@ -10,7 +10,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import random
+import socket
 
 import pytest
 import serial
@@ -316,6 +318,49 @@ async def test_idle_time_counts_from_the_last_valid_request_and_trickled_bytes_d
         for _, writer in (silent, station):
             writer.close()
     finally:
+        await server.stop()
+
+
+async def test_a_peer_that_never_reads_its_replies_loses_its_connection_and_its_file_descriptor():
+    # Pipelined requests whose replies are never read: the server's writes block on TCP flow
+    # control. The deadline covers writes too, and a policy close aborts instead of waiting for
+    # a flush that never comes (found by a red-team run: the sockets outlived their slots until
+    # accept() failed with EMFILE).
+    server = McspServer(tags={}, stations={"Tankstelle1": "s3cret-s3cret-s3cret"},
+                        limits=ConnectionLimits(first_request_s=1.0))
+    await server.start()
+    assert server._server is not None
+    for listening in server._server.sockets:  # small send buffers (inherited): writes block soon, as
+        listening.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)  # over a slow link
+    fds = lambda: len(os.listdir("/proc/self/fd"))  # noqa: E731
+    baseline = fds()
+    loop = asyncio.get_running_loop()
+    blob = codec.encode_request(codec.request("HEARTBEAT", name="Tankstelle1", auth="wrong")) * 100_000  # 407s
+
+    async def flood(sock: socket.socket) -> None:
+        with contextlib.suppress(OSError):
+            await loop.sock_sendall(sock, blob)  # blocks once the server stops reading: fine
+
+    socks, senders = [], []
+    try:
+        for _ in range(20):
+            sock = socket.socket()
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+            sock.bind(("127.0.0.2", 0))
+            sock.setblocking(False)
+            await loop.sock_connect(sock, ("127.0.0.1", server.port))
+            socks.append(sock)
+            senders.append(asyncio.create_task(flood(sock)))
+        await until(lambda: len(server.admission) == 0 and not server._clients, 30, "every connection closed")
+        # the server's side of each socket is gone: only our own 20 remain above the baseline
+        await until(lambda: fds() <= baseline + len(socks), 30, "the server's sockets released")
+        assert server.tally.total[LATE] + server.tally.total[EVICTED_PEER] == 20
+    finally:
+        for task in senders:
+            task.cancel()
+        await asyncio.gather(*senders, return_exceptions=True)
+        for sock in socks:
+            sock.close()
         await server.stop()
 
 

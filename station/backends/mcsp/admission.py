@@ -57,6 +57,7 @@ EVICTED_STALE = "closed to make room: quiet for minutes"
 REFUSED_PEER = "refused: too many from one address"
 REFUSED_FULL = "refused: full of active stations"
 MALFORMED = "closed: malformed request"
+NOT_READ = "closed: its replies were not read"
 
 
 @dataclass(frozen=True)

@@ -81,7 +81,13 @@ class StreamLink(Link):
             async with asyncio.timeout(2.0):
                 await self.writer.wait_closed()
         except (TimeoutError, OSError, ssl.SSLError):
-            pass
+            # A peer that does not read keeps a gracefully closing socket open for ever (asyncio
+            # waits to flush the unsent bytes): drop it.
+            self.abort()
+
+    def abort(self) -> None:
+        """Close at once, discarding unsent bytes (the peer sees a reset)."""
+        self.writer.transport.abort()
 
 
 class SerialLink(Link):

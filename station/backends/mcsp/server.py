@@ -59,7 +59,15 @@ from typing import Any, TextIO
 from station import privacy
 from station.aio import cancel_and_wait, stop_on_signals
 from station.backends.mcsp import codec
-from station.backends.mcsp.admission import MALFORMED, MAX_CONNECTIONS, Admission, ConnectionLimits, Slot, Tally
+from station.backends.mcsp.admission import (
+    MALFORMED,
+    MAX_CONNECTIONS,
+    NOT_READ,
+    Admission,
+    ConnectionLimits,
+    Slot,
+    Tally,
+)
 from station.backends.mcsp.codec import CLOSED, NEED_DATA, Connection, Reply, Request, Role
 from station.backends.mcsp.link import Link, SerialLink, StreamLink
 from station.core.tags import normalize_tag
@@ -72,6 +80,7 @@ FRAME_GAP_S = 2.0  # serial: silence inside a message after which its start is d
 ERROR_REPLY_GAP_S = 1.0  # serial: at most one 400 per this long (the line is shared with the station's replies)
 REQUESTS_KEPT = 1000  # McspServer.requests keeps the last this many (up to twice as many between trims)
 TALLY_PERIOD_S = 60.0  # closed connections and dropped input are summed up in one log line this often
+WRITE_S = 10.0  # a reply the peer has not taken (TCP flow control) within this long ends its connection
 
 
 @dataclass(frozen=True)
@@ -479,16 +488,16 @@ class McspServer:
             return
         self._clients[slot] = task
         link = StreamLink(reader, writer, "tls" if self.ssl_context else "tcp")
+        graceful = False
         try:
-            if self.ssl_context is not None:
-                at, why = self.admission.expires(slot)
-                try:
-                    async with asyncio.timeout_at(at):
-                        await writer.start_tls(self.ssl_context)
-                except TimeoutError:
-                    self.tally.note(why, peer)
-                    return
-            await self._serve_tcp(link, slot)
+            # One deadline for everything the connection does, handshake, reads and writes: a peer
+            # that never reads its replies blocks a write, not only a read.
+            async with asyncio.timeout_at(self.admission.expires(slot)[0]) as deadline:
+                if self.ssl_context is not None:
+                    await writer.start_tls(self.ssl_context)
+                graceful = await self._serve_tcp(link, slot, deadline)
+        except TimeoutError:
+            self.tally.note(self.admission.expires(slot)[1], peer)
         except (OSError, ssl.SSLError) as exc:
             log.debug("connection from %s ended: %s", peer, exc)
         except asyncio.CancelledError:
@@ -499,11 +508,17 @@ class McspServer:
             if self._clients.get(slot) is task:
                 del self._clients[slot]
             self.admission.release(slot)
-            await link.close()
+            if graceful:
+                await link.close()  # bounded: aborted if the peer does not take the last bytes
+            else:
+                # Closed by the policy: no goodbye. A graceful close would keep the socket (and
+                # its file descriptor) until a peer that never reads took the unsent replies.
+                link.abort()
 
-    async def _serve_tcp(self, link: Link, slot: Slot) -> None:
-        """Requests in, replies out, until the peer closes, breaks §2 (400, then closed: the stream
-        is out of step), or the connection policy's time is up for it (admission.py)."""
+    async def _serve_tcp(self, link: StreamLink, slot: Slot, deadline: asyncio.Timeout) -> bool:
+        """Requests in, replies out, until the peer closes or breaks §2 (400, then closed: the
+        stream is out of step); True then (a graceful close). Each valid request moves the
+        `deadline` (admission.py); a reply the peer does not take within WRITE_S ends it (False)."""
         conn = Connection(Role.SERVER)
         loop = asyncio.get_running_loop()
         while True:
@@ -512,18 +527,11 @@ class McspServer:
             except ProtocolError as exc:
                 self.tally.note(MALFORMED, slot.peer)
                 log.debug("bad request from %s: %s", slot.peer, exc)
-                await link.write(self._bad_request(exc))
-                return
+                return await self._reply(link, slot, self._bad_request(exc))
             if event is CLOSED:
-                return
+                return True
             if event is NEED_DATA:
-                at, why = self.admission.expires(slot)
-                if loop.time() >= at:
-                    self.tally.note(why, slot.peer)
-                    return
-                # One wait to the deadline, no polling slices: only this loop moves the deadline
-                # (a valid request), and the policy closes a connection by cancelling its task.
-                data = await link.read(at - loop.time())
+                data = await link.read(3600.0)  # the deadline, not this, ends a quiet connection
                 if data is not None:
                     conn.receive_data(data)
                 continue
@@ -531,7 +539,18 @@ class McspServer:
             reply = self.handle(event)
             if reply.ok or reply.code not in (400, 405, 407):
                 self.admission.valid_request(slot, loop.time())
-            await link.write(conn.send(reply))
+                deadline.reschedule(self.admission.expires(slot)[0])
+            if not await self._reply(link, slot, conn.send(reply)):
+                return False
+
+    async def _reply(self, link: StreamLink, slot: Slot, data: bytes) -> bool:
+        try:
+            async with asyncio.timeout(WRITE_S):
+                await link.write(data)
+            return True
+        except TimeoutError:
+            self.tally.note(NOT_READ, slot.peer)
+            return False
 
     async def _serve_serial(self, link: Link) -> None:
         """A serial line never closes. After a broken request the server answers 400 and skips to
