@@ -27,6 +27,7 @@ from station.backends.mcsp.admission import (
     EVICTED_STALE,
     IDLE,
     LATE,
+    NOT_READ,
     REFUSED_FULL,
     REFUSED_PEER,
     Admission,
@@ -321,13 +322,15 @@ async def test_idle_time_counts_from_the_last_valid_request_and_trickled_bytes_d
         await server.stop()
 
 
-async def test_a_peer_that_never_reads_its_replies_loses_its_connection_and_its_file_descriptor():
+async def test_a_peer_that_never_reads_its_replies_loses_its_connection_and_its_file_descriptor(monkeypatch):
     # Pipelined requests whose replies are never read: the server's writes block on TCP flow
-    # control. The deadline covers writes too, and a policy close aborts instead of waiting for
-    # a flush that never comes (found by a red-team run: the sockets outlived their slots until
-    # accept() failed with EMFILE).
-    server = McspServer(tags={}, stations={"Tankstelle1": "s3cret-s3cret-s3cret"},
-                        limits=ConnectionLimits(first_request_s=1.0))
+    # control. A reply not taken within WRITE_S ends the connection, and a policy close aborts
+    # instead of waiting for a flush that never comes (found by a red-team run: the sockets
+    # outlived their slots until accept() failed with EMFILE).
+    from station.backends.mcsp import server as server_mod
+
+    monkeypatch.setattr(server_mod, "WRITE_S", 1.0)
+    server = McspServer(tags={})
     await server.start()
     assert server._server is not None
     for listening in server._server.sockets:  # small send buffers (inherited): writes block soon, as
@@ -335,7 +338,7 @@ async def test_a_peer_that_never_reads_its_replies_loses_its_connection_and_its_
     fds = lambda: len(os.listdir("/proc/self/fd"))  # noqa: E731
     baseline = fds()
     loop = asyncio.get_running_loop()
-    blob = codec.encode_request(codec.request("HEARTBEAT", name="Tankstelle1", auth="wrong")) * 100_000  # 407s
+    blob = codec.encode_request(codec.request("HEARTBEAT", name="Tankstelle1")) * 100_000  # valid, OK each
 
     async def flood(sock: socket.socket) -> None:
         with contextlib.suppress(OSError):
@@ -354,7 +357,7 @@ async def test_a_peer_that_never_reads_its_replies_loses_its_connection_and_its_
         await until(lambda: len(server.admission) == 0 and not server._clients, 30, "every connection closed")
         # the server's side of each socket is gone: only our own 20 remain above the baseline
         await until(lambda: fds() <= baseline + len(socks), 30, "the server's sockets released")
-        assert server.tally.total[LATE] + server.tally.total[EVICTED_PEER] == 20
+        assert server.tally.total[NOT_READ] == 20
     finally:
         for task in senders:
             task.cancel()
@@ -362,6 +365,81 @@ async def test_a_peer_that_never_reads_its_replies_loses_its_connection_and_its_
         for sock in socks:
             sock.close()
         await server.stop()
+
+
+async def test_an_unproven_connection_gets_three_refusals_then_is_closed_and_stations_are_served():
+    # Found by a red-team run: 8 connections pipelining HEARTBEATs with a wrong secret (407, never
+    # proven) held the event loop for seconds per station request. Now each such connection gets
+    # three refusals, and the server yields between requests.
+    server = McspServer(tags={TAG: "Apartment 3"}, stations={"Tankstelle1": "s3cret-s3cret-s3cret"})
+    await server.start()
+    wrong = codec.encode_request(codec.request("HEARTBEAT", name="Tankstelle1", auth="wrong")) * 2000
+    counts: list[int] = []
+
+    async def pipeline() -> None:
+        while True:
+            reader, writer = await asyncio.open_connection("127.0.0.1", server.port, local_addr=("127.0.0.2", 0))
+            writer.write(wrong)
+            got = b""
+            with contextlib.suppress(ConnectionError):
+                while chunk := await reader.read(65536):
+                    got += chunk
+            counts.append(got.count(b"Code: 407"))
+            writer.close()
+
+    attackers = [asyncio.create_task(pipeline()) for _ in range(8)]
+    backend = station_backend(server.url, secret="s3cret-s3cret-s3cret")
+    try:
+        await until(lambda: len(counts) >= 16, 30, "pipelining connections closed")
+        await backend.start(FakeStation())
+        assert await backend.wait_ready(30)
+        await run_sessions(backend, 5)
+    finally:
+        for task in attackers:
+            task.cancel()
+        await asyncio.gather(*attackers, return_exceptions=True)
+        await backend.close()
+        await server.stop()
+    assert set(counts) == {3}, counts  # three answers each, of the 2000 asked
+    assert len([r for r in server.sessions() if r.state == "closed"]) == 5
+
+
+def test_heartbeats_write_the_ledger_at_most_every_30_s_and_made_up_names_are_bounded(monkeypatch):
+    from station.backends.mcsp import server as server_mod
+
+    clock = iter(f"2026-11-28T10:00:{n:02d}Z" for n in range(60))
+    server = McspServer(tags={}, now=lambda: next(clock))
+    beat = lambda name, status=None: server.handle(codec.request("HEARTBEAT", name=name, status=status))  # noqa: E731
+    last_seen = lambda name: server.ledger.db.execute(  # noqa: E731
+        "SELECT last_seen, status FROM stations WHERE name = ?", (name,)).fetchone()
+    beat("Tankstelle1", "Available")
+    first = tuple(last_seen("Tankstelle1"))
+    beat("Tankstelle1", "Available")  # the same, seconds later: no write
+    assert tuple(last_seen("Tankstelle1")) == first
+    beat("Tankstelle1", "Charging")  # a new status is written at once
+    assert last_seen("Tankstelle1")["status"] == "Charging" and last_seen("Tankstelle1")["last_seen"] != first[0]
+    monkeypatch.setattr(server_mod, "STATIONS_SEEN_MAX", 5)
+    for n in range(10):
+        beat(f"Made-up-{n}")
+    assert server.ledger.db.execute("SELECT COUNT(*) FROM stations").fetchone()[0] == 5
+    server.ledger.close()
+
+
+async def test_failed_accepts_are_counted_in_the_summary_not_logged_one_by_one():
+    from station.backends.mcsp.server import _count_accept_errors
+
+    server = McspServer(tags={})
+    loop = asyncio.get_running_loop()
+    before = loop.get_exception_handler()
+    try:
+        _count_accept_errors(server)
+        for _ in range(3):
+            loop.call_exception_handler({"message": "socket.accept() out of system resource",
+                                         "exception": OSError(24, "Too many open files")})
+        assert server.tally.total["accept failed: out of file descriptors"] == 3
+    finally:
+        loop.set_exception_handler(before)
+        server.ledger.close()
 
 
 async def test_a_station_without_heartbeats_reconnects_when_the_server_closed_its_quiet_connection():

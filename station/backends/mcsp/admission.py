@@ -58,6 +58,7 @@ REFUSED_PEER = "refused: too many from one address"
 REFUSED_FULL = "refused: full of active stations"
 MALFORMED = "closed: malformed request"
 NOT_READ = "closed: its replies were not read"
+REFUSED_REPEATEDLY = "closed: refused requests before any valid one"
 
 
 @dataclass(frozen=True)

@@ -49,6 +49,7 @@ import logging
 import sqlite3
 import ssl
 import sys
+import time
 import tomllib
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
@@ -63,6 +64,7 @@ from station.backends.mcsp.admission import (
     MALFORMED,
     MAX_CONNECTIONS,
     NOT_READ,
+    REFUSED_REPEATEDLY,
     Admission,
     ConnectionLimits,
     Slot,
@@ -81,6 +83,9 @@ ERROR_REPLY_GAP_S = 1.0  # serial: at most one 400 per this long (the line is sh
 REQUESTS_KEPT = 1000  # McspServer.requests keeps the last this many (up to twice as many between trims)
 TALLY_PERIOD_S = 60.0  # closed connections and dropped input are summed up in one log line this often
 WRITE_S = 10.0  # a reply the peer has not taken (TCP flow control) within this long ends its connection
+REFUSALS_BEFORE_VALID = 3  # 400/405/407 replies an unproven connection gets before it is closed
+SEEN_EVERY_S = 30.0  # a station's last_seen is written at most this often (unless its status changes)
+STATIONS_SEEN_MAX = 10_000  # names recorded by HEARTBEAT per run (bounds a flood of made-up names)
 
 
 @dataclass(frozen=True)
@@ -292,6 +297,7 @@ class McspServer:
         self._serial_link: SerialLink | None = None
         self._clients: dict[Slot, asyncio.Task] = {}
         self._tally_task: asyncio.Task | None = None
+        self._seen: dict[str, tuple[float, str | None]] = {}  # name -> (monotonic s, status) last written
 
     # ------------------------------------------------------------------ protocol logic
     def handle(self, req: Request) -> Reply:
@@ -327,11 +333,25 @@ class McspServer:
             if secret is not None and not hmac.compare_digest((req.get("Auth") or "").encode(), secret.encode()):
                 return codec.error(407, "Station not authenticated")
         if req.action == codec.HEARTBEAT:
-            self.ledger.seen(name, self.now(), req.get("Status"))
+            self._record_seen(name, req.get("Status"))
             return codec.ok()
         if req.action == codec.START:
             return self._start(req, name)
         return self._end(req, name)
+
+    def _record_seen(self, name: str, status: str | None) -> None:
+        """Note a station alive in the ledger, at most every SEEN_EVERY_S unless its status
+        changed: every write is an fsync on the event loop, and without a [stations] table any
+        name may come, so at most STATIONS_SEEN_MAX names a run are recorded."""
+        now = time.monotonic()
+        last = self._seen.get(name)
+        if last is None and len(self._seen) >= STATIONS_SEEN_MAX:
+            self.tally.note(f"heartbeat not recorded: {STATIONS_SEEN_MAX} station names already", name)
+            return
+        if last is not None and now - last[0] < SEEN_EVERY_S and status in (None, last[1]):
+            return
+        self._seen[name] = (now, status if status is not None else last[1] if last else None)
+        self.ledger.seen(name, self.now(), status)
 
     def _start(self, req: Request, name: str) -> Reply:
         key, skey = req.headers["Key"], req.get("Session-Key")
@@ -428,7 +448,7 @@ class McspServer:
         else:
             # TLS is started per connection in _accept, inside the connection's slot, so a handshake
             # that never comes is bound by the first-request time like any silent connection.
-            self._server = await asyncio.start_server(self._accept, self.host, self._port, backlog=512)
+            self._server = await asyncio.start_server(self._accept, self.host, self._port, backlog=128)
             log.info("MCSP server listening on %s", self.url)
         self._tally_task = asyncio.create_task(self._flush_tally(), name="mcsp-server-tally")
 
@@ -521,6 +541,7 @@ class McspServer:
         `deadline` (admission.py); a reply the peer does not take within WRITE_S ends it (False)."""
         conn = Connection(Role.SERVER)
         loop = asyncio.get_running_loop()
+        refusals = 0
         while True:
             try:
                 event = conn.next_event()
@@ -540,8 +561,18 @@ class McspServer:
             if reply.ok or reply.code not in (400, 405, 407):
                 self.admission.valid_request(slot, loop.time())
                 deadline.reschedule(self.admission.expires(slot)[0])
+            elif not slot.proven:
+                refusals += 1
             if not await self._reply(link, slot, conn.send(reply)):
                 return False
+            if refusals >= REFUSALS_BEFORE_VALID:
+                # A station gets its 407 once and waits (backoff); a peer that goes on asking
+                # costs the server work without ever becoming a station.
+                self.tally.note(REFUSED_REPEATEDLY, slot.peer)
+                return True
+            # Pipelined requests are all in the buffer already, so neither the read nor the
+            # write above gives way: yield, or one connection holds the loop for all of them.
+            await asyncio.sleep(0)
 
     async def _reply(self, link: StreamLink, slot: Slot, data: bytes) -> bool:
         try:
@@ -617,24 +648,39 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _enough_file_descriptors(connections: int) -> None:
-    """Every connection is a file descriptor. With the soft limit below the table, accept() would
-    fail (EMFILE) before the policy could make room, and asyncio stops accepting for a while:
-    raise it up to the hard limit, and say so if even that is too low."""
+    """Every connection is a file descriptor, and asyncio accepts a backlog's worth of
+    connections in one go before the policy sees any. With the soft limit near the table size
+    (systemd gives a service 1024), a connect-and-reset storm makes accept() fail (EMFILE) and
+    pauses accepting: raise the soft limit to the hard one, and say so if even that is low."""
     import resource
 
-    want = connections + 64  # the ledger, the listening socket, logs
+    want = connections + 4 * 128 + 64  # the table, a few backlogs in flight, the ledger and logs
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    if soft != resource.RLIM_INFINITY and soft < want:
-        new = want if hard == resource.RLIM_INFINITY else min(want, hard)
-        resource.setrlimit(resource.RLIMIT_NOFILE, (new, hard))
-        if new < want:
-            log.warning("only %d file descriptors allowed (ulimit -n): fewer than --max-connections %d needs",
-                        new, connections)
+    if soft != hard:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    if hard != resource.RLIM_INFINITY and hard < want:
+        log.warning("only %d file descriptors allowed (ulimit -n): fewer than --max-connections %d needs (%d)",
+                    hard, connections, want)
+
+
+def _count_accept_errors(server: McspServer) -> None:
+    """asyncio logs every failed accept() with a traceback: under a storm, thousands of lines.
+    Count them in the server's once-a-minute summary instead."""
+    loop = asyncio.get_running_loop()
+
+    def handler(loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
+        if str(context.get("message", "")).startswith("socket.accept() out of system resource"):
+            server.tally.note("accept failed: out of file descriptors", "server")
+        else:
+            loop.default_exception_handler(context)
+
+    loop.set_exception_handler(handler)
 
 
 async def serve(server: McspServer, stop: asyncio.Event | None = None) -> None:
     stop = stop or asyncio.Event()
     stop_on_signals(stop)
+    _count_accept_errors(server)
     await server.start()
     print(f"MCSP server on {server.serial or server.url}; sessions are printed as they end", flush=True)
     try:
