@@ -11,7 +11,8 @@ the moment it connects. So:
    formed, a known action and, when the server lists its stations, from a
    listed, authenticated station (answered with anything but 400, 405 or
    407). An unproven connection has `first_request_s` (10 s) from its accept,
-   TLS handshake included; then it is closed.
+   TLS handshake included; then it is closed. (The server also closes it
+   after three refused requests: server.REFUSALS_BEFORE_VALID.)
 2. A *proven* connection stays open between requests for `idle_s` (15 min)
    after its last valid request; the station's heartbeat (every 60 s) keeps
    it. Trickled bytes or broken requests do not extend it.
