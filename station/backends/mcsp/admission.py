@@ -30,17 +30,13 @@ A host that never sends a valid request thus holds at most 8 slots, each for
 at most 10 s, and never pushes out a station that has spoken. Rule 4 keeps
 the table open to stations even when many addresses flood it.
 
-`Admission` keeps the table and decides; the server does the closing.
-`Tally` turns a flood of closed connections into one log line a minute.
+`Admission` keeps the table and decides; the server does the closing (and
+counts the closes in a tally.Tally, one log line a minute).
 """
 
 from __future__ import annotations
 
-import logging
-from collections import Counter
 from dataclasses import dataclass, field
-
-log = logging.getLogger(__name__)
 
 MAX_CONNECTIONS = 256
 MAX_PER_PEER = 64
@@ -49,7 +45,7 @@ FIRST_REQUEST_S = 10.0
 IDLE_S = 900.0
 STALE_S = 180.0
 
-# Why a connection was closed or refused (the Tally's keys)
+# Why a connection was closed or refused (the server's tally keys)
 LATE = "closed: no valid request in time"
 IDLE = "closed: idle too long"
 EVICTED_PEER = "closed: too many unproven from one address"
@@ -171,37 +167,3 @@ class Admission:
         if slot.last_valid is None:
             return slot.opened + self.limits.first_request_s, LATE
         return slot.last_valid + self.limits.idle_s, IDLE
-
-
-class Tally:
-    """Closed and refused connections, logged without flooding the log: the first one after a
-    quiet period at once (WARNING), the rest summed up once per `period_s` by `flush`."""
-
-    def __init__(self, period_s: float = 60.0) -> None:
-        self.period_s = period_s
-        self.reasons: Counter[str] = Counter()
-        self.peers: Counter[str] = Counter()
-        self.total: Counter[str] = Counter()  # since start (tests, the bench)
-        self._quiet = True
-
-    def note(self, reason: str, peer: str) -> None:
-        self.total[reason] += 1
-        if self._quiet:
-            self._quiet = False
-            log.warning("MCSP server: %s (%s); more of these are summed up every %.0f s", reason, peer,
-                        self.period_s)
-            return
-        self.reasons[reason] += 1
-        self.peers[peer] += 1
-
-    def flush(self) -> None:
-        """Log what was noted since the last flush; called every `period_s`."""
-        if not self.reasons:
-            self._quiet = True  # nothing in a whole period: the next one is logged at once
-            return
-        n = sum(self.reasons.values())
-        why = ", ".join(f"{r} {c}" for r, c in self.reasons.most_common())
-        who = ", ".join(f"{p} {c}" for p, c in self.peers.most_common(5))
-        log.warning("MCSP server, last %.0f s: %d more (%s); from %s", self.period_s, n, why, who)
-        self.reasons.clear()
-        self.peers.clear()

@@ -50,6 +50,7 @@ from station.aio import cancel_and_wait
 from station.backends.mcsp.codec import RemoteProtocolError
 from station.backends.mcsp.link import Link, SerialLink
 from station.backends.mcsp.online import OnlineBackend
+from station.backends.mcsp.tally import Tally
 from station.core.model import AuthResult, AuthStatus, DeliveryResult, MessageKind, OutboxItem, Session
 from station.core.ports import StationControl
 from station.core.tags import parse_uid
@@ -136,19 +137,13 @@ class LineReader:
     def __init__(self, who: str) -> None:
         self.who = who
         self.parser = LineParser()
-        self.refused = 0  # lines refused since start
-        self._unlogged = 0
-        self._logged_at: float | None = None
+        self.tally = Tally(who, self.LOG_EVERY_S)
         self._last_data = 0.0
 
-    def _refused(self, exc: DialectError, now: float) -> None:
-        self.refused += 1
-        if self._logged_at is None or now - self._logged_at >= self.LOG_EVERY_S:
-            more = f" (and {self._unlogged} more refused lines since the last report)" if self._unlogged else ""
-            log.warning("%s: %s%s", self.who, exc, more)
-            self._logged_at, self._unlogged = now, 0
-        else:
-            self._unlogged += 1
+    @property
+    def refused(self) -> int:
+        """Lines refused since start."""
+        return sum(self.tally.total.values())
 
     async def next(self, link: Link, timeout: float | None) -> str | None:
         """The next line, or None when none came within `timeout` s (None: wait for ever).
@@ -159,14 +154,14 @@ class LineReader:
             try:
                 line = self.parser.next_line()
             except DialectError as exc:
-                self._refused(exc, loop.time())
+                self.tally.note(str(exc), now=loop.time())
                 continue
             if line is not None:
                 return line
             if self.parser.partial and loop.time() - self._last_data >= self.GAP_S:
                 # Without this, the rest of a line that never ended would swallow the peer's
                 # next line (e.g. "Abrechnung auf" after a burst of noise).
-                self._refused(DialectError(f"unfinished line dropped after {self.GAP_S:g} s of silence"), loop.time())
+                self.tally.note(f"unfinished line dropped after {self.GAP_S:g} s of silence", now=loop.time())
                 self.parser.clear()
             wait = 1.0 if end is None else end - loop.time()
             if wait <= 0:

@@ -68,10 +68,10 @@ from station.backends.mcsp.admission import (
     Admission,
     ConnectionLimits,
     Slot,
-    Tally,
 )
 from station.backends.mcsp.codec import CLOSED, NEED_DATA, Connection, Reply, Request, Role
 from station.backends.mcsp.link import Link, SerialLink, StreamLink
+from station.backends.mcsp.tally import Tally
 from station.core.tags import normalize_tag
 from station.errors import ProtocolError
 
@@ -286,7 +286,7 @@ class McspServer:
         # Against a hostile or broken peer on the building network (the codec bounds lines and
         # messages; admission.py explains the connection policy):
         self.admission = Admission(limits)
-        self.tally = Tally(TALLY_PERIOD_S)
+        self.tally = Tally("MCSP server", TALLY_PERIOD_S)
         # The requests handled, in order (tests, debugging): the last `keep_requests` of them (None:
         # all). Bounded by default: a server holding 1000 stations gets 1000 heartbeats a minute.
         self.requests: list[Request] = []
