@@ -151,12 +151,15 @@ class Admission:
         return None
 
     def release(self, slot: Slot) -> None:
-        if self._slots.pop(slot, 0) is None:  # it was there
-            self._unproven.pop(slot, None)
-            mine = self._by_peer[slot.peer]
-            del mine[slot]
-            if not mine:
-                del self._by_peer[slot.peer]
+        """Forget a connection (twice is harmless: an evicted connection's task releases it again)."""
+        if slot not in self._slots:
+            return
+        del self._slots[slot]
+        self._unproven.pop(slot, None)
+        mine = self._by_peer[slot.peer]
+        del mine[slot]
+        if not mine:
+            del self._by_peer[slot.peer]
 
     def valid_request(self, slot: Slot, now: float) -> None:
         slot.last_valid = now

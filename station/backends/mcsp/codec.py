@@ -315,12 +315,8 @@ class Connection:
         """Drop a message or line left unfinished (a serial peer fell silent in the middle) and
         skip input up to the next start line, as after resync()."""
         self._buffer.clear()
-        self._reset_message()
-        self._error = None
         self._overlong = self._drop_partial = False
-        if self._state is not _State.CLOSED:
-            self._state = _State.IDLE
-        self._skipping = True
+        self.resync()
 
     def abandon(self) -> None:
         """STATION: give up waiting for the outstanding reply (timeout). Buffered input is

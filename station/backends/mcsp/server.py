@@ -350,7 +350,9 @@ class McspServer:
             return
         if last is not None and now - last[0] < SEEN_EVERY_S and status in (None, last[1]):
             return
-        self._seen[name] = (now, status if status is not None else last[1] if last else None)
+        if status is None and last is not None:
+            status = last[1]  # the status the ledger keeps (seen() leaves it as it was)
+        self._seen[name] = (now, status)
         self.ledger.seen(name, self.now(), status)
 
     def _start(self, req: Request, name: str) -> Reply:
@@ -590,7 +592,7 @@ class McspServer:
         broken requests get at most one 400 per ERROR_REPLY_GAP_S."""
         conn = Connection(Role.SERVER)
         loop = asyncio.get_running_loop()
-        last_byte = last_error_reply = -ERROR_REPLY_GAP_S
+        last_byte, last_error_reply = 0.0, -ERROR_REPLY_GAP_S
         while True:
             try:
                 event = conn.next_event()
