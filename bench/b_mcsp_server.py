@@ -209,7 +209,7 @@ async def memory_run(tmp: Path, k: int, windows: int, window_s: float, max_conne
 # ---------------------------------------------------------------------------- 3. ledger age
 def prefill(db: Path, n: int) -> float:
     """`n` closed sessions in a ledger made by the server's own schema; MiB of the file."""
-    from station.backends.mcsp.server import Ledger
+    from station.servers.mcsp import Ledger
 
     ledger = Ledger(db)
     rows = ((f"old{i:09d}", f"Bench-H{i % 250:04d}", tag(i % TAGS), tag(i % TAGS), f"Apartment {i % TAGS + 1}",

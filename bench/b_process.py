@@ -187,11 +187,11 @@ FLOOR = {
     "asyncio + cryptography (x509, rsa, ec)": "import asyncio, cryptography.x509, "
                                               "cryptography.hazmat.primitives.asymmetric.rsa, "
                                               "cryptography.hazmat.primitives.asymmetric.ec",
-    "import station.daemon + sim (local)": "import station.daemon, station.sim.world, station.sim.meter_server, "
+    "import station.daemon + sim (local)": "import station.daemon, station.sim.world, station.emulated.meter_server, "
                                            "station.hardware.rfid, station.backends.local",
-    "+ mcsp backend": "import station.daemon, station.sim.world, station.sim.meter_server, station.hardware.rfid, "
+    "+ mcsp backend": "import station.daemon, station.sim.world, station.emulated.meter_server, station.hardware.rfid, "
                       "station.backends.mcsp.client",
-    "+ ocpp backend": "import station.daemon, station.sim.world, station.sim.meter_server, station.hardware.rfid, "
+    "+ ocpp backend": "import station.daemon, station.sim.world, station.emulated.meter_server, station.hardware.rfid, "
                       "station.backends.ocpp16.chargepoint",
 }
 

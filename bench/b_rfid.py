@@ -1,6 +1,6 @@
 """Benchmark 1: the RFID idle poll, station reader vs stock `SimpleMFRC522().read_id_no_block()`.
 
-Both run on the same register-level MFRC522 emulator (station.sim.mfrc522chip)
+Both run on the same register-level MFRC522 emulator (station.emulated.mfrc522chip)
 behind the fake spidev, with the real `mfrc522` 0.0.7 library. Per poll we
 count SPI transactions (`chip.transfers`) and CPU time of the polling
 thread (`time.thread_time`). The emulator's own share of that CPU (Python
@@ -44,8 +44,8 @@ class TimedChip:
 
 
 def _setup(realtime: bool) -> tuple[Any, TimedChip]:
-    from station.sim import fakegpio, fakespi, install
-    from station.sim.mfrc522chip import MFRC522Chip
+    from station.emulated import fakegpio, fakespi, install
+    from station.emulated.mfrc522chip import MFRC522Chip
 
     install.install()
     fakegpio.reset()
@@ -79,8 +79,8 @@ def _measure(poll, chip: Any, timed: TimedChip, n: int) -> dict[str, Any]:
 
 
 def _ours(realtime: bool, n: int, present: bool) -> dict[str, Any]:
+    from station.emulated import fakegpio
     from station.hardware.rfid import Mfrc522Reader
-    from station.sim import fakegpio
 
     chip, timed = _setup(realtime)
     fakegpio.setmode(fakegpio.BCM)
@@ -123,7 +123,7 @@ def run(quick: bool) -> Result:
         figures[f"stock_empty_{mode}"] = _stock(rt, n_stock, present=False)
     figures["ours_card_present"] = _ours(False, n_ours // 3, present=True)
     figures["stock_card_present"] = _stock(False, n_ours // 3, present=True)
-    from station.sim import fakegpio, fakespi
+    from station.emulated import fakegpio, fakespi
 
     fakegpio.reset()  # the stock library set BOARD numbering; leave the emulators as found
     fakespi.reset()

@@ -48,7 +48,7 @@ class _Stamps(logging.Handler):
 
 
 def _contactor_change_after(t0: float, pin: int, level: int) -> float | None:
-    from station.sim import fakegpio
+    from station.emulated import fakegpio
 
     for at, p, lv in list(fakegpio.history):
         if p == pin and lv == level and at >= t0:

@@ -2,7 +2,7 @@
 
     python -m bench.meter_proc --model SDM630 --state-dir DIR
 
-Runs `station.sim.meter_server.EmulatedMeter` (pymodbus RTU server over TCP,
+Runs `station.emulated.meter_server.EmulatedMeter` (pymodbus RTU server over TCP,
 `socket://`) and a control port taking one command per line: `flowing 0|1`,
 `load W`, `advance WH`. Prints `PORT <client port> <control port>` on stdout
 once serving, then runs until stdin closes.
@@ -23,7 +23,7 @@ import sys
 
 
 async def _main(args: argparse.Namespace) -> None:
-    from station.sim.meter_server import EmulatedMeter
+    from station.emulated.meter_server import EmulatedMeter
 
     meter = EmulatedMeter(args.model, state_dir=args.state_dir, link="socket", baudrate=args.baudrate)
     port = await meter.start()

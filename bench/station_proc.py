@@ -33,7 +33,7 @@ async def _main(args: argparse.Namespace) -> int:
 
     if args.remote_meter:
         from bench.meter_proc import RemoteMeter
-        from station.sim import meter_server
+        from station.emulated import meter_server
 
         port, ctl = args.remote_meter
         meter_server.EmulatedMeter = lambda *a, **kw: RemoteMeter(port, int(ctl))  # type: ignore[misc,assignment]
@@ -48,7 +48,7 @@ async def _main(args: argparse.Namespace) -> int:
     timed = None
     if station.world is not None and station.world.chip is not None:
         from bench.b_rfid import TimedChip
-        from station.sim import fakespi
+        from station.emulated import fakespi
 
         timed = TimedChip(station.world.chip)
         fakespi.attach(cfg.rfid.spi_bus, cfg.rfid.spi_device, timed)

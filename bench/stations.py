@@ -42,7 +42,7 @@ async def backend_rig(kind: str) -> AsyncIterator[tuple[dict[str, Any], Any]]:
         yield {"backend.kind": "local", "backend.local.tags": dict(TAGS)}, None
         return
     if kind == "mcsp":
-        from station.backends.mcsp.server import McspServer
+        from station.servers.mcsp import McspServer
 
         server = McspServer(tags=dict(TAGS), keep_requests=None)  # b_replay checks every request's order
         await server.start()

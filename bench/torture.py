@@ -65,8 +65,8 @@ if str(ROOT) not in sys.path:
 
 from bench.torture_ocpp import LedgerCS  # noqa: E402
 from station.aio import cancel_and_wait  # noqa: E402
-from station.backends.mcsp.server import McspServer  # noqa: E402
 from station.hardware.meters.models import get_model, registered_wh  # noqa: E402
+from station.servers.mcsp import McspServer  # noqa: E402
 
 TAGS = {"D64FC93B": "Apartment 2", "04A2B3C4D5E6F7": "Apartment 3", "A1B2C3D4": "Apartment 4"}
 UNKNOWN = "6AC32B40"

@@ -187,7 +187,7 @@ def cmd_meter_read(args: argparse.Namespace) -> int:
 
 
 def cmd_mcsp_server(args: argparse.Namespace) -> int:
-    from station.backends.mcsp.server import main as server_main
+    from station.servers.mcsp.cli import main as server_main
 
     return server_main(args.rest)
 
@@ -278,7 +278,7 @@ def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     if argv[:1] == ["mcsp-server"]:
         # The reference server parses its own options (argparse's REMAINDER would not pass them).
-        from station.backends.mcsp.server import main as server_main
+        from station.servers.mcsp.cli import main as server_main
 
         setup_logging("INFO")
         return server_main(argv[1:])

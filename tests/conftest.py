@@ -8,7 +8,7 @@ import pytest
 @pytest.fixture
 def fake_gpio():
     """The emulated RPi.GPIO, reset and in BCM mode (as station.hardware.gpio.load_gpio leaves it)."""
-    from station.sim import fakegpio
+    from station.emulated import fakegpio
 
     fakegpio.reset()
     fakegpio.setmode(fakegpio.BCM)
@@ -18,14 +18,14 @@ def fake_gpio():
 
 @pytest.fixture
 def fake_i2c(monkeypatch):
-    """The real RPLCD on the emulated I2C bus (station.sim.hd44780), its sleeps patched out.
+    """The real RPLCD on the emulated I2C bus (station.emulated.hd44780), its sleeps patched out.
 
     Yields the hd44780 module: `fake_i2c.attach_lcd(bus, address, cols, rows)`.
     """
     import RPLCD.common
     import RPLCD.i2c
 
-    from station.sim import hd44780
+    from station.emulated import hd44780
 
     monkeypatch.setattr(RPLCD.i2c, "SMBus", hd44780.FakeSMBus)
     monkeypatch.setattr(RPLCD.common, "msleep", lambda ms: None)
@@ -41,8 +41,8 @@ def mfrc522_chip():
 
     GPIO (no numbering mode set) and SPI are reset around the test.
     """
-    from station.sim import fakegpio, fakespi, install
-    from station.sim.mfrc522chip import MFRC522Chip
+    from station.emulated import fakegpio, fakespi, install
+    from station.emulated.mfrc522chip import MFRC522Chip
 
     install.install()
     fakegpio.reset()

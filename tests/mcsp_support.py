@@ -11,9 +11,9 @@ import tty
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from station.backends.mcsp.server import McspServer
 from station.clock import Clock
 from station.core.model import MessageKind, OutboxItem, Session
+from station.servers.mcsp import McspServer
 from station.supervisor import Supervisor
 
 

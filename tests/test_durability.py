@@ -16,9 +16,9 @@ from datetime import UTC, datetime
 
 import pytest
 
-from station.backends.mcsp.server import McspServer
 from station.clock import MONO_PREFIX, Clock, parse_iso
 from station.errors import StationError, StorageError
+from station.servers.mcsp import McspServer
 from station.sim.world import SimWorld
 from station.store import Store
 from tests.stations import CARD, CARD7, TAGS, lcd, running_station, state_is, until

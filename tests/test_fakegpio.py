@@ -6,8 +6,8 @@ from __future__ import annotations
 
 import pytest
 
+from station.emulated import fakegpio as GPIO
 from station.hardware.inputs import GpioInputs
-from station.sim import fakegpio as GPIO
 
 
 @pytest.fixture

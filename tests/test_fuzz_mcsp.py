@@ -20,14 +20,14 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from mcsp_support import PtyBridge, item, session
 
+from station.backends.evcs.dialect import EvcsSerialBackend
 from station.backends.mcsp import codec
 from station.backends.mcsp.client import McspBackend
 from station.backends.mcsp.codec import CLOSED, NEED_DATA, Connection, Role
-from station.backends.mcsp.dialect import EvcsSerialBackend
-from station.backends.mcsp.server import McspServer
 from station.backoff import Backoff
 from station.core.model import AuthStatus, MessageKind
 from station.errors import BackendOffline, ProtocolError
+from station.servers.mcsp import McspServer
 
 TIMEOUT_S = 0.3
 SLACK_S = 3.0

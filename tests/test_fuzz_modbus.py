@@ -18,10 +18,10 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from station.core.model import MeterReading
+from station.emulated.meter_server import EmulatedMeter
 from station.errors import MeterError
 from station.hardware.meter import ModbusMeter
 from station.hardware.meters.models import get_model
-from station.sim.meter_server import EmulatedMeter
 
 TIMEOUT_S = 0.15
 SLACK_S = 2.0  # scheduling on a slow, busy CI machine; a hang would be far beyond it

@@ -9,12 +9,12 @@ import time
 import pytest
 
 from station.backends.mcsp import codec, dialect
-from station.backends.mcsp.server import McspServer
 from station.clock import Clock
 from station.core.delivery import Deliverer
 from station.core.model import DeliveryResult, MessageKind, OutboxItem, Session
 from station.core.ports import Backend
 from station.errors import BackendOffline
+from station.servers.mcsp import McspServer
 from station.store import Store
 from tests.stations import until
 

@@ -16,10 +16,10 @@ from station.backends.mcsp import client as client_mod
 from station.backends.mcsp import codec
 from station.backends.mcsp.client import ERROR_RULES, McspBackend, rule_for
 from station.backends.mcsp.codec import Connection, Reply, Request, Role
-from station.backends.mcsp.server import McspServer
 from station.backoff import Backoff
 from station.core.model import AuthStatus, ConnectorStatus, MessageKind, StatusReport
 from station.errors import BackendOffline
+from station.servers.mcsp import McspServer
 from tests.stations import until
 
 TAG = "16AC936B1692E73A"

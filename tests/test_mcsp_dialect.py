@@ -12,8 +12,7 @@ from hypothesis import strategies as st
 from mcsp_support import FakeStation, PtyBridge, item, session
 
 from station import config as configmod
-from station.backends.mcsp import dialect as dialect_mod
-from station.backends.mcsp.dialect import (
+from station.backends.evcs.dialect import (
     DialectError,
     EvcsSerialBackend,
     LineParser,
@@ -24,9 +23,10 @@ from station.backends.mcsp.dialect import (
     parse_server_line,
     parse_station_line,
 )
-from station.backends.mcsp.runevcs import MeterFailure, Runevcs2018
+from station.backends.evcs import dialect as dialect_mod
 from station.core.model import AuthStatus, MessageKind
 from station.errors import BackendOffline
+from station.servers.evcs2018 import MeterFailure, Runevcs2018
 from tests.stations import until
 
 TAG = "d64fc93b"  # as the station's reader might format it (rfid.uid_case = "lower")

@@ -8,8 +8,8 @@ from contextlib import asynccontextmanager
 
 from mcsp_support import PtyBridge
 
-from station.backends.mcsp.runevcs import Runevcs2018
-from station.backends.mcsp.server import McspServer
+from station.servers.evcs2018 import Runevcs2018
+from station.servers.mcsp import McspServer
 from tests.stations import CARD, CARD7, TAGS, UNKNOWN, lcd, running_station, state_is, until
 
 MCSP = {"backend.kind": "mcsp", "station.name": "Tankstelle1", "backend.mcsp.heartbeat_s": 5.0,

@@ -1,5 +1,5 @@
 """One host on the building network cannot lock the stations out of the MCSP reference server
-(issue 15; the policy is in station/backends/mcsp/admission.py and docs/mcsp.md §9).
+(issue 15; the policy is in station/servers/mcsp/admission.py and docs/mcsp.md §9).
 
 The flood tests run hundreds of silent and half-frame connections from other loopback source
 addresses (127.0.0.0/8 is all loopback; the server binds 127.0.0.1 only) while the station's own
@@ -21,7 +21,11 @@ from hypothesis import strategies as st
 from mcsp_support import FakeStation, PtyBridge, item, session
 
 from station.backends.mcsp import codec
-from station.backends.mcsp.admission import (
+from station.backends.mcsp.client import McspBackend
+from station.backoff import Backoff
+from station.core.model import MessageKind
+from station.servers.mcsp import McspServer
+from station.servers.mcsp.admission import (
     EVICTED_FULL,
     EVICTED_PEER,
     EVICTED_STALE,
@@ -33,10 +37,6 @@ from station.backends.mcsp.admission import (
     Admission,
     ConnectionLimits,
 )
-from station.backends.mcsp.client import McspBackend
-from station.backends.mcsp.server import McspServer
-from station.backoff import Backoff
-from station.core.model import MessageKind
 from tests.stations import until
 
 TAG = "16AC936B1692E73A"
@@ -139,9 +139,9 @@ def test_the_table_keeps_its_bounds_under_any_sequence(ops):
 
 
 def test_a_tally_logs_the_first_at_once_then_one_line_a_period(caplog):
-    from station.backends.mcsp.tally import Tally
+    from station.tally import Tally
 
-    caplog.set_level(logging.WARNING, logger="station.backends.mcsp.tally")
+    caplog.set_level(logging.WARNING, logger="station.tally")
     tally = Tally("reader", period_s=60.0)
     for n in range(100):  # within the first minute: one line
         tally.note("line too long", now=float(n) / 10)
@@ -345,7 +345,7 @@ async def test_a_peer_that_never_reads_its_replies_loses_its_connection_and_its_
     # control. A reply not taken within WRITE_S ends the connection, and a policy close aborts
     # instead of waiting for a flush that never comes (found by a red-team run: the sockets
     # outlived their slots until accept() failed with EMFILE).
-    from station.backends.mcsp import server as server_mod
+    from station.servers.mcsp import server as server_mod
 
     monkeypatch.setattr(server_mod, "WRITE_S", 1.0)
     server = McspServer(tags={})
@@ -423,7 +423,7 @@ async def test_an_unproven_connection_gets_three_refusals_then_is_closed_and_sta
 
 
 def test_heartbeats_write_the_ledger_at_most_every_30_s_and_made_up_names_are_bounded(monkeypatch):
-    from station.backends.mcsp import server as server_mod
+    from station.servers.mcsp import service as server_mod
 
     clock = iter(f"2026-11-28T10:00:{n:02d}Z" for n in range(60))
     server = McspServer(tags={}, now=lambda: next(clock))
@@ -444,7 +444,7 @@ def test_heartbeats_write_the_ledger_at_most_every_30_s_and_made_up_names_are_bo
 
 
 async def test_failed_accepts_are_counted_in_the_summary_not_logged_one_by_one():
-    from station.backends.mcsp.server import _count_accept_errors
+    from station.servers.mcsp.cli import _count_accept_errors
 
     server = McspServer(tags={})
     loop = asyncio.get_running_loop()
@@ -511,8 +511,8 @@ async def test_serial_server_drops_a_half_frame_and_survives_a_flood_of_bytes(ca
 
 
 async def test_the_2018_dialect_listener_survives_noise_and_a_line_that_never_ends(caplog):
-    from station.backends.mcsp.dialect import EvcsSerialBackend
-    from station.backends.mcsp.runevcs import Runevcs2018
+    from station.backends.evcs.dialect import EvcsSerialBackend
+    from station.servers.evcs2018 import Runevcs2018
 
     caplog.set_level(logging.WARNING, logger="station.backends.mcsp")
     bridge = PtyBridge()

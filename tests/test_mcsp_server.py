@@ -15,7 +15,8 @@ from mcsp_support import PtyBridge
 
 from station.backends.mcsp import codec
 from station.backends.mcsp.codec import Request
-from station.backends.mcsp.server import Ledger, McspServer, MeterUnreadable, TagEntry, load_tags, main
+from station.servers.mcsp import Ledger, McspServer, MeterUnreadable, TagEntry, load_tags
+from station.servers.mcsp.cli import main
 
 ROOT = Path(__file__).resolve().parents[1]
 TAG = "16AC936B1692E73A"
@@ -218,7 +219,7 @@ def test_cli_serves_records_and_prints_sessions(tmp_path):
     tags.write_text(f'"{TAG}" = "Apartment 3"\n')
     db = tmp_path / "sessions.db"
     env = dict(os.environ, PYTHONPATH=str(ROOT))
-    proc = subprocess.Popen([sys.executable, "-m", "station.backends.mcsp.server", "--listen", "127.0.0.1:0", "--tags",
+    proc = subprocess.Popen([sys.executable, "-m", "station.servers.mcsp", "--listen", "127.0.0.1:0", "--tags",
                              str(tags), "--db", str(db)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env,
                             text=True)
     try:

@@ -24,10 +24,10 @@ from pymodbus.constants import ExcCodes
 from pymodbus.server import ModbusSerialServer
 from pymodbus.simulator import DataType, SimData, SimDevice
 
+from station.emulated.meter_server import PtyBridge
 from station.errors import MeterError
 from station.hardware.meter import ModbusMeter, cli_read
 from station.hardware.meters.models import MODELS
-from station.sim.meter_server import PtyBridge
 
 ADDRESS = 7
 

@@ -16,10 +16,10 @@ import pytest
 import station
 from station.core.meterguard import MeterGuard
 from station.core.ports import Meter
+from station.emulated.meter_server import STATE_FILE, EmulatedMeter
 from station.errors import MeterError
 from station.hardware.meter import ModbusMeter, cli_read
 from station.hardware.meters.models import MODELS
-from station.sim.meter_server import STATE_FILE, EmulatedMeter
 
 # Independent of models.py: the energy register's step (Wh) and per-phase energy presence.
 ENERGY_STEP_WH = {"SDM630": 1, "SDM72D-M": 1, "SDM120": 1, "ABB-B23": 10, "WE-514": 10, "WE-516": 1, "EM24": 100,
@@ -360,7 +360,7 @@ async def test_three_phase_split_sums_to_the_total():
 
 
 async def test_energy_flows_while_the_emulated_contactor_is_closed(fake_gpio):
-    from station.sim.meter_server import follow_contactor
+    from station.emulated.meter_server import follow_contactor
 
     clock = FakeClock()
     em = EmulatedMeter("SDM630", clock=clock, tick_s=None)
@@ -409,7 +409,7 @@ async def test_value_is_persisted_before_it_is_visible(tmp_path, monkeypatch):
 
 SIGKILL_SCRIPT = """
 import asyncio, sys
-from station.sim.meter_server import EmulatedMeter
+from station.emulated.meter_server import EmulatedMeter
 
 async def main():
     em = EmulatedMeter("SDM630", state_dir=sys.argv[1], tick_s=0.01)

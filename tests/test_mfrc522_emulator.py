@@ -7,8 +7,8 @@ import logging
 import pytest
 
 from station.core.tags import simple_mfrc522_number
-from station.sim import fakegpio, fakespi
-from station.sim.mfrc522chip import (
+from station.emulated import fakegpio, fakespi
+from station.emulated.mfrc522chip import (
     ACTIVE,
     HALT,
     IDLE,

@@ -10,8 +10,8 @@ import pytest
 from mcsp_support import FakeStation
 
 from station.backends.mcsp.client import McspBackend
-from station.backends.mcsp.server import McspServer
 from station.backoff import Backoff
+from station.servers.mcsp import McspServer
 from tests.stations import CARD, TAGS, lcd, running_station, state_is, until
 
 

@@ -1,7 +1,7 @@
 """Modbus RTU done right: the silence between frames measured on a real pty, a bad CRC told
 apart from silence, the OS error of a port that does not open, RS-485 direction control.
 
-The meter side is pymodbus' own RTU server (station.sim.meter_server.EmulatedMeter) and the
+The meter side is pymodbus' own RTU server (station.emulated.meter_server.EmulatedMeter) and the
 station side the real ModbusMeter adapter; nothing of either is mocked. Timing assertions
 are lower bounds only (the specification's minimum), never upper bounds.
 """
@@ -19,10 +19,10 @@ import pytest
 import serial
 import serial.serialposix
 
+from station.emulated.meter_server import EmulatedMeter
 from station.errors import MeterError
 from station.hardware import rtu
 from station.hardware.meter import ModbusMeter
-from station.sim.meter_server import EmulatedMeter
 
 
 def gaps_after_replies(events: list[tuple[str, float]]) -> list[float]:

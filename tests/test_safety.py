@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 from stations import CARD, UNKNOWN, lcd, running_station, state_is, until
 
-from station.sim import fakegpio
+from station.emulated import fakegpio
 from station.store import Store
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -13,12 +13,12 @@ from pki_support import mcsp_pki
 
 from station import config as configmod
 from station import privacy, security
+from station.backends.link import client_tls_context
 from station.backends.mcsp import codec
 from station.backends.mcsp.client import McspBackend
-from station.backends.mcsp.link import client_tls_context
-from station.backends.mcsp.server import McspServer
 from station.backoff import Backoff
 from station.errors import BackendOffline, ConfigError
+from station.servers.mcsp import McspServer
 from tests.stations import CARD, CARD7, TAGS, running_station, state_is, until
 
 TAG = "16AC936B1692E73A"
@@ -213,7 +213,7 @@ async def test_a_whole_sessions_logs_hold_no_full_tag(tmp_path, caplog):
             assert form not in text, f"{form} in the log"
     assert "card tapped: …" + CARD[-2:] in text  # the reader's line, masked
     assert any("session" in r.getMessage() and "…" in r.getMessage() for r in caplog.records
-               if r.name.startswith("station.backends.mcsp.server"))
+               if r.name.startswith("station.servers.mcsp"))
 
 
 async def test_installers_can_log_tags_in_full(tmp_path, caplog):
@@ -223,7 +223,7 @@ async def test_installers_can_log_tags_in_full(tmp_path, caplog):
 
 
 def test_dialect_lines_of_other_stations_are_logged_masked():
-    from station.backends.mcsp.dialect import DialectError, LineParser, _loggable
+    from station.backends.evcs.dialect import DialectError, LineParser, _loggable
 
     assert _loggable("Tag ID = D6 4F C9 3B") == "Tag ID = …3B"
     assert _loggable("LADER 2 lebt") == "LADER 2 lebt"

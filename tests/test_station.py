@@ -10,7 +10,7 @@ import subprocess
 import pytest
 
 from station.cli import main
-from station.sim import fakegpio
+from station.emulated import fakegpio
 from tests.stations import CARD, CARD7, UNKNOWN, lcd, make_config, running_station, state_is, until
 
 

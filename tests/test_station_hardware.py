@@ -3,7 +3,7 @@ read by polling where edge detection fails, the strict GPIO left as a Pi would l
 
 from __future__ import annotations
 
-from station.sim import fakegpio
+from station.emulated import fakegpio
 from tests.stations import CARD, running_station, state_is
 
 

@@ -13,7 +13,7 @@ if TYPE_CHECKING:
 MODULES = {
     "local": "station.backends.local",
     "mcsp": "station.backends.mcsp.client",
-    "evcs-serial": "station.backends.mcsp.dialect",
+    "evcs-serial": "station.backends.evcs.dialect",
     "ocpp": "station.backends.ocpp16.chargepoint",
 }
 

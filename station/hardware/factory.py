@@ -58,7 +58,7 @@ def effective_pins(config: Config) -> Pins:
 async def build_hardware(config: Config, world: Any = None) -> Hardware:
     gpio = load_gpio(config.hardware.mode)
     if config.hardware.mode == "sim":
-        from station.sim import fakegpio
+        from station.emulated import fakegpio
 
         fakegpio.fail_edge_detection(not config.sim.gpio_edge_detection)
     pins = effective_pins(config)

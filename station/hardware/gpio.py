@@ -2,7 +2,7 @@
 
 Adapters receive the module object and never import RPi.GPIO themselves, so
 the same adapter code runs on a Pi (RPi.GPIO, or rpi-lgpio on a Pi 5, which
-provides the same API) and in simulation (station.sim.fakegpio). Pins are
+provides the same API) and in simulation (station.emulated.fakegpio). Pins are
 BCM numbers everywhere. Nobody calls `GPIO.cleanup()`: it would release
 pins other parts still drive (and let the contactor relay float).
 """
@@ -18,7 +18,7 @@ from station.errors import HardwareError
 def load_gpio(mode: str) -> ModuleType:
     """The RPi.GPIO module in BCM mode, warnings off. `mode` is "pi" or "sim"."""
     if mode == "sim":
-        from station.sim.install import install
+        from station.emulated.install import install
 
         install()
     elif mode != "pi":

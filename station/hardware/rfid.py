@@ -477,8 +477,8 @@ def cli_read(config: Any, timeout: float = 30.0, out: TextIO | None = None) -> i
     rfid = config.rfid
     timer: threading.Timer | None = None
     if config.hardware.mode == "sim":
-        from station.sim import fakespi, install
-        from station.sim.mfrc522chip import MFRC522Chip
+        from station.emulated import fakespi, install
+        from station.emulated.mfrc522chip import MFRC522Chip
 
         install.install()
         if fakespi.attached(rfid.spi_bus, rfid.spi_device) is None:

@@ -65,7 +65,7 @@ async def prepare(path: str | None, state_dir: str | None, scenario: bool = Fals
     `sim`: `sim.*` switches to turn on (the emulated inputs a scenario's steps need)."""
     if path is not None:
         return simulation_config(path, state_dir, scenario, status_page, sim), None
-    from station.backends.mcsp.server import McspServer
+    from station.servers.mcsp import McspServer
 
     cfg = simulation_config(None, state_dir, scenario, status_page, sim)
     os.makedirs(cfg.station.state_dir, exist_ok=True)

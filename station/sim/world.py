@@ -63,10 +63,10 @@ class SimWorld:
         return world
 
     async def _build(self) -> None:
+        from station.emulated import fakegpio, fakespi, hd44780
+        from station.emulated.meter_server import EmulatedMeter
+        from station.emulated.mfrc522chip import MFRC522Chip
         from station.hardware.gpio import load_gpio
-        from station.sim import fakegpio, fakespi, hd44780
-        from station.sim.meter_server import EmulatedMeter
-        from station.sim.mfrc522chip import MFRC522Chip
 
         cfg = self.config
         self._gpio = load_gpio("sim")
@@ -97,7 +97,7 @@ class SimWorld:
     # ------------------------------------------------------------------ wiring
     @property
     def contactor_closed(self) -> bool:
-        from station.sim import fakegpio
+        from station.emulated import fakegpio
 
         level = fakegpio.level(self.pins.contactor)
         if level is None:
@@ -118,7 +118,7 @@ class SimWorld:
         self._update()
 
     def _update(self) -> None:
-        from station.sim import fakegpio
+        from station.emulated import fakegpio
 
         closed = (self.contactor_closed or self.welded) and not self.stuck_open
         car = self.plugged or self.pins.ev is None
@@ -202,7 +202,7 @@ class SimWorld:
         await asyncio.sleep(self.config.rfid.absent_s + 2 * self.config.rfid.poll_interval_s)
 
     def plug(self, plugged: bool = True) -> None:
-        from station.sim import fakegpio
+        from station.emulated import fakegpio
 
         self.plugged = plugged
         if self.pins.ev is not None:
@@ -210,7 +210,7 @@ class SimWorld:
         self._update()
 
     async def press_stop(self, hold_s: float = 0.2) -> None:
-        from station.sim import fakegpio
+        from station.emulated import fakegpio
 
         if self.pins.stop is None:
             raise RuntimeError("this station has no stop button (sim.stop_button_input = false)")
@@ -252,7 +252,7 @@ class SimWorld:
                 self.station.deliverer.wake()
 
     async def close(self) -> None:
-        from station.sim import fakespi, hd44780
+        from station.emulated import fakespi, hd44780
 
         if self.meter is not None:
             await self.meter.stop()

@@ -51,10 +51,10 @@ from typing import Any
 
 from station import privacy
 from station.aio import cancel_and_wait
+from station.backends.link import Link, open_link, parse_url
 from station.backends.mcsp import codec
 from station.backends.mcsp.codec import CLOSED, Connection, Reply, Request, Role
-from station.backends.mcsp.link import Link, open_link, parse_url
-from station.backends.mcsp.online import OnlineBackend
+from station.backends.online import OnlineBackend
 from station.backoff import Backoff
 from station.clock import iso
 from station.core.model import AuthResult, AuthStatus, DeliveryResult, MessageKind, OutboxItem, Session, StatusReport

@@ -9,7 +9,7 @@ No model has code of its own. Two generic routines work from that data:
 * `decode(model, blocks)` turns the registers read from a real meter into a
   `MeterReading` (station/hardware/meter.py);
 * `encode(model, values)` turns the emulated meter's state into registers
-  (station/sim/meter_server.py).
+  (station/emulated/meter_server.py).
 
 Because both ends share this one description, a test of "the real pymodbus
 client against the emulated meter" cannot find a wrong map: a misreading

@@ -1,6 +1,6 @@
 """An emulated `RPi.GPIO` module: the same API, pins held in memory, as strict as the real one.
 
-Installed in `sys.modules` as `RPi.GPIO` by station.sim.install, so the
+Installed in `sys.modules` as `RPi.GPIO` by station.emulated.install, so the
 mfrc522 library and our own adapters run unchanged. Like gpiozero's mock pin
 factory it has handles for tests and demos: `drive(pin, level)` plays the
 outside world on an input, `level(pin)` reads what an output drives, and

@@ -27,7 +27,7 @@ is a 2-line controller whose rows 3 and 4 continue lines 1 and 2 at offset
 Reads (RW = 1) are not modelled: RPLCD never reads, and the latch is ignored.
 
 Devices live in a module-level registry keyed by (bus, address). `FakeSMBus`
-(installed as `RPLCD.i2c.SMBus` by station.sim.install) forwards bytes to
+(installed as `RPLCD.i2c.SMBus` by station.emulated.install) forwards bytes to
 the registered device; an address with nothing attached raises
 `OSError(121, 'Remote I/O error')`, as the Linux i2c-dev driver does when
 no device acknowledges.

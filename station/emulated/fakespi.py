@@ -1,10 +1,10 @@
 """An emulated `spidev` module: SPI buses that lead to emulated chips.
 
-Installed in `sys.modules` as `spidev` by station.sim.install, so the
+Installed in `sys.modules` as `spidev` by station.emulated.install, so the
 mfrc522 library and our reader run unchanged. A chip is anything with a
 `transfer(data: list[int]) -> list[int]` method (one chip-select cycle:
 the bytes shifted out on MOSI in, the bytes shifted in on MISO out); the
-MFRC522 emulator in station.sim.mfrc522chip is one.
+MFRC522 emulator in station.emulated.mfrc522chip is one.
 
 What it reproduces of the real module (py-spidev 3.x on a Pi):
 

@@ -30,7 +30,7 @@ this module lives with:
 
 `LineParser` (no I/O) splits bytes into lines with a length limit;
 `LineReader` reads them from a link within a time limit; the `parse_*`
-functions read single lines. The 2018 server side is emulated in runevcs.py
+functions read single lines. The 2018 server side is emulated in station/servers/evcs2018.py
 on the same pieces.
 
 The heartbeat loop is a critical loop of the station's supervisor: it
@@ -47,14 +47,13 @@ from typing import Any
 
 from station import privacy
 from station.aio import cancel_and_wait
-from station.backends.mcsp.codec import RemoteProtocolError
-from station.backends.mcsp.link import Link, SerialLink
-from station.backends.mcsp.online import OnlineBackend
-from station.backends.mcsp.tally import Tally
+from station.backends.link import Link, SerialLink
+from station.backends.online import OnlineBackend
 from station.core.model import AuthResult, AuthStatus, DeliveryResult, MessageKind, OutboxItem, Session
 from station.core.ports import StationControl
 from station.core.tags import parse_uid
-from station.errors import BackendOffline
+from station.errors import BackendOffline, ProtocolError
+from station.tally import Tally
 
 log = logging.getLogger(__name__)
 
@@ -78,8 +77,11 @@ _ALIVE = re.compile(r"LADER (\d{1,2}) lebt")
 _TAG = re.compile(r"Tag ID\s*=\s*(.+)")
 
 
-class DialectError(RemoteProtocolError):
+class DialectError(ProtocolError):
     """The serial peer sent something the 2018 dialect does not have."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, remote=True)
 
 
 class LineParser:

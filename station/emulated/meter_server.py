@@ -53,7 +53,7 @@ reply, as on a shared bus.
 `ModbusSerialServer` must be constructed inside a running event loop, and
 so must `EmulatedMeter`; call its methods from that loop's thread.
 `follow_contactor(meter, pin, active_low)` wires `set_flowing` to the
-emulated contactor output (station.sim.fakegpio).
+emulated contactor output (station.emulated.fakegpio).
 """
 
 from __future__ import annotations
@@ -478,13 +478,13 @@ class EmulatedMeter:
 def follow_contactor(meter: EmulatedMeter, pin: int, active_low: bool = False) -> None:
     """Let current flow exactly while the emulated contactor output is closed.
 
-    Hooks `station.sim.fakegpio.on_output`: when the contactor pin changes, the
+    Hooks `station.emulated.fakegpio.on_output`: when the contactor pin changes, the
     meter's `set_flowing` follows (in the meter's event loop, also when the pin
     is driven from another thread).
     """
     import threading
 
-    from station.sim import fakegpio
+    from station.emulated import fakegpio
 
     loop = meter._loop
     loop_thread = threading.get_ident()  # called from inside the loop, like the constructor

@@ -19,7 +19,7 @@ def install() -> None:
     global _installed
     if _installed:
         return
-    from station.sim import fakegpio, fakespi
+    from station.emulated import fakegpio, fakespi
 
     rpi = types.ModuleType("RPi")
     rpi.GPIO = fakegpio  # type: ignore[attr-defined]
@@ -32,7 +32,7 @@ def install() -> None:
     try:
         import RPLCD.i2c
 
-        from station.sim.hd44780 import FakeSMBus
+        from station.emulated.hd44780 import FakeSMBus
 
         RPLCD.i2c.SMBus = FakeSMBus
     except ImportError:  # RPLCD not installed: the LCD adapter says so when used

@@ -416,7 +416,7 @@ class MFRC522Chip:
             return False
         if self.reset_pin is None:
             return True
-        from station.sim import fakegpio
+        from station.emulated import fakegpio
 
         if fakegpio.level(self.reset_pin) != fakegpio.HIGH:
             self._in_reset = True

@@ -28,8 +28,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from station.aio import cancel_and_wait
-from station.backends.mcsp.dialect import LineReader, parse_station_line
-from station.backends.mcsp.link import SerialLink
+from station.backends.evcs.dialect import LineReader, parse_station_line
+from station.backends.link import SerialLink
 
 log = logging.getLogger(__name__)
 

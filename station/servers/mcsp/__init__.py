@@ -1,0 +1,17 @@
+"""The MCSP/1.0 reference server (the mmetering side): `station mcsp-server`, embedded by `station simulate`.
+
+    tags.py       the tags file: tag -> apartment, and the stations that may connect
+    ledger.py     the sessions in SQLite
+    service.py    the protocol logic: one request in, one reply out
+    admission.py  the connection policy, without I/O (docs/mcsp.md §9.1)
+    server.py     the logic on TCP (TLS) and serial transports
+    cli.py        the program
+"""
+
+from station.servers.mcsp.ledger import Ledger, SessionRecord, format_session
+from station.servers.mcsp.server import McspServer
+from station.servers.mcsp.service import MeterUnreadable, Service
+from station.servers.mcsp.tags import TagEntry, load_tags
+
+__all__ = ["Ledger", "McspServer", "MeterUnreadable", "Service", "SessionRecord", "TagEntry", "format_session",
+           "load_tags"]

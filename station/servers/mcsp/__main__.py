@@ -1,0 +1,7 @@
+"""`python -m station.servers.mcsp`: the reference server (as `station mcsp-server`)."""
+
+import sys
+
+from station.servers.mcsp.cli import main
+
+sys.exit(main())
