@@ -23,7 +23,7 @@ waits until nothing is left undelivered). Then the checks, at the backend's
 end. With `--backend ocpp` the backend is a strict OCPP 1.6 central system we
 did not write (ocpp-rpc in strict mode, tests/peers/ledger_cs.js) and the
 checks are bench/torture_ocpp.py's. With `--backend mcsp` it is the MCSP
-reference server (station.backends.mcsp.server, McspServer) on 127.0.0.1, in
+reference server (station.servers.mcsp, McspServer) on 127.0.0.1, in
 this process, with its ledger in SQLite, and the checks are:
 
 * every session the journal holds (active or stopped) is closed in the
