@@ -112,7 +112,9 @@ SCHEMA: dict[str, Key] = {
     "meter.model": Key(_STR, "SDM630", (
         "Meter model (register map); docs/hardware.md describes each. EM24 is the current Carlo Gavazzi map "
         "(kWh total at 0x34), EM24-OLD the 'PFA, PFB & X models' map (0x3E); the station warns at start when "
-        "the total is far from the sum of the phases."), choices=MODEL_NAMES),
+        "the total is far from the sum of the phases. SDM72D-M-V1 is the version 1 meter (energy and total power "
+        "only), SDM72D-M-V2 the SDM72D-M-2; SDM72D-M (earlier releases) means SDM72D-M-V2; `station meter read` "
+        "names the other when one fails."), choices=MODEL_NAMES),
     "meter.port": Key(_STR, "/dev/ttyAMA0",
         "Serial device, pyserial URL (socket://HOST:PORT for RTU over TCP) or tcp://HOST:PORT (Modbus TCP)."),
     "meter.address": Key(_INT, 1, "Modbus device address.", min=1, max=247),
