@@ -200,6 +200,10 @@ SCHEMA: dict[str, Key] = {
     "sim.gpio_edge_detection": Key(_BOOL, True, (
         "Emulate a kernel on which RPi.GPIO edge detection works; false makes add_event_detect fail "
         "(\"Failed to add edge detection\"), so the stop button is read by polling alone.")),
+    "sim.gpio_library": Key(_STR, "rpi-lgpio", (
+        "Which RPi.GPIO provider the emulated GPIO behaves as where they differ (errors, debounce): "
+        "'rpi-lgpio' (what scripts/install-pi installs on every Pi; its failures raise lgpio.error) "
+        "or 'RPi.GPIO' (the original)."), choices=("rpi-lgpio", "RPi.GPIO")),
     "sim.meter_link": Key(_STR, "socket",
         "How the emulated meter is reached: 'socket' (RTU over TCP on loopback) or 'pty' (a pseudo-terminal pair).",
         choices=("socket", "pty")),

@@ -15,6 +15,8 @@ from __future__ import annotations
 
 from types import ModuleType
 
+from station.hardware.gpio import setup_pin
+
 
 class GpioContactor:
     """The `Contactor` port on BCM `pin`, with an optional feedback input on `feedback_pin`."""
@@ -24,12 +26,12 @@ class GpioContactor:
         self.gpio, self.pin, self.active_low = gpio, pin, active_low
         self.feedback_pin, self.feedback_active_low = feedback_pin, feedback_active_low
         self.closed = False
-        gpio.setup(pin, gpio.OUT, initial=self._level(False))
+        setup_pin(gpio, pin, "contactor relay", gpio.OUT, initial=self._level(False))
         if feedback_pin is not None:
             # An aux contact that pulls low gets a pull-up, and the other way round,
             # so a broken wire reads "open" rather than floating.
             pull = gpio.PUD_UP if feedback_active_low else gpio.PUD_DOWN
-            gpio.setup(feedback_pin, gpio.IN, pull_up_down=pull)
+            setup_pin(gpio, feedback_pin, "contactor auxiliary contact", gpio.IN, pull_up_down=pull)
 
     def _level(self, closed: bool) -> int:
         return self.gpio.HIGH if closed != self.active_low else self.gpio.LOW

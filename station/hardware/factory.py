@@ -56,11 +56,12 @@ def effective_pins(config: Config) -> Pins:
 
 
 async def build_hardware(config: Config, world: Any = None) -> Hardware:
-    gpio = load_gpio(config.hardware.mode)
     if config.hardware.mode == "sim":
         from station.emulated import fakegpio
 
+        fakegpio.emulate(config.sim.gpio_library)
         fakegpio.fail_edge_detection(not config.sim.gpio_edge_detection)
+    gpio = load_gpio(config.hardware.mode)
     pins = effective_pins(config)
     closers: list = []
 
