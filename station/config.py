@@ -108,6 +108,10 @@ SCHEMA: dict[str, Key] = {
         "I2C address of the PCF8574 (0x27 or 0x3F usually; `i2cdetect -y 1` lists it).", min=0x03, max=0x77, hex=True),
     "lcd.cols": Key(_INT, 16, "Columns.", choices=(16, 20)),
     "lcd.rows": Key(_INT, 2, "Rows.", choices=(2, 4)),
+    "lcd.refresh_s": Key(_NUM, 60.0, (
+        "Every this often the LCD controller is resynchronised and the whole screen rewritten, so that "
+        "garbage from interference (no I2C error) is gone within this time; also 1 s after each switch of "
+        "the contactor. 0 = never."), "s", 0, 3600),
     # --- meter -------------------------------------------------------------------
     "meter.model": Key(_STR, "SDM630", (
         "Meter model (register map); docs/hardware.md describes each. EM24 is the current Carlo Gavazzi map "

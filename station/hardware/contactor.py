@@ -13,9 +13,13 @@ in station/core/faults.py compares command and contact on every poll.
 
 from __future__ import annotations
 
+import logging
+from collections.abc import Callable
 from types import ModuleType
 
 from station.hardware.gpio import setup_pin
+
+log = logging.getLogger(__name__)
 
 
 class GpioContactor:
@@ -26,6 +30,8 @@ class GpioContactor:
         self.gpio, self.pin, self.active_low = gpio, pin, active_low
         self.feedback_pin, self.feedback_active_low = feedback_pin, feedback_active_low
         self.closed = False
+        # Called after each switch (the LCD refreshes soon after: the switching garbles it most).
+        self.on_switch: Callable[[], None] | None = None
         setup_pin(gpio, pin, "contactor relay", gpio.OUT, initial=self._level(False))
         if feedback_pin is not None:
             # An aux contact that pulls low gets a pull-up, and the other way round,
@@ -38,7 +44,12 @@ class GpioContactor:
 
     def set(self, closed: bool) -> None:
         self.gpio.output(self.pin, self._level(closed))
-        self.closed = closed
+        switched, self.closed = closed != self.closed, closed
+        if switched and self.on_switch is not None:
+            try:
+                self.on_switch()
+            except Exception:  # noqa: BLE001 - a listener must never keep the contactor from switching
+                log.exception("contactor switch listener failed")
 
     def feedback(self) -> bool | None:
         """True when the auxiliary contact reports the contactor closed; None without one."""

@@ -81,8 +81,11 @@ async def build_hardware(config: Config, world: Any = None) -> Hardware:
     closers.append(leds.close)
 
     lcd = config.lcd
-    display = LcdDisplay(lcd.i2c_bus, lcd.address, lcd.cols, lcd.rows) if lcd.enabled else NullDisplay(lcd.cols, lcd.rows)
+    display = (LcdDisplay(lcd.i2c_bus, lcd.address, lcd.cols, lcd.rows, refresh_s=lcd.refresh_s) if lcd.enabled
+               else NullDisplay(lcd.cols, lcd.rows))
     closers.append(display.close)
+    if isinstance(display, LcdDisplay):
+        contactor.on_switch = display.refresh_soon
 
     m = config.meter
     port = world.meter_port if world is not None else m.port
