@@ -84,6 +84,13 @@ SCHEMA: dict[str, Key] = {
     "rfid.uid_separator": Key(_STR, "", "Separator between UID bytes in the id tag (e.g. '' or ' ' or ':').", max=3),
     "rfid.uid_byte_order": Key(_STR, "forward",
         "'forward' = byte 0 first (OCPP's recommendation), 'reverse' = last byte first.", choices=("forward", "reverse")),
+    "rfid.antenna_gain_db": Key(_INT, 33, (
+        "Receiver gain of the MFRC522 (RFCfgReg RxGain): 33 is the chip's default; clone modules with a weak "
+        "antenna often need 43 or 48. `station rfid read --scan-gain` shows which gains read your cards."),
+        "dB", choices=(18, 23, 33, 38, 43, 48)),
+    "rfid.spi_speed_hz": Key(_INT, 1_000_000, (
+        "SPI clock to the MFRC522. The chip allows up to 10 MHz; lower it (e.g. 500000) for long or noisy wires "
+        "between the Pi and the reader."), "Hz", 50_000, 10_000_000),
     # --- contactor ---------------------------------------------------------------
     "contactor.pin": Key(_INT, 17, "BCM pin driving the contactor relay.", min=0, max=27),
     "contactor.active_low": Key(_BOOL, False, "The relay closes when the pin is low."),

@@ -70,7 +70,8 @@ async def build_hardware(config: Config, world: Any = None) -> Hardware:
         from station.hardware.rfid import Mfrc522Reader
 
         r = config.rfid
-        reader = Mfrc522Reader(r.spi_bus, r.spi_device, r.reset_pin, r.poll_interval_s, r.absent_s)
+        reader = Mfrc522Reader(r.spi_bus, r.spi_device, r.reset_pin, r.poll_interval_s, r.absent_s,
+                               spi_speed_hz=r.spi_speed_hz, antenna_gain_db=r.antenna_gain_db)
 
     contactor = GpioContactor(gpio, pins.contactor, pins.contactor_active_low, pins.feedback, pins.feedback_active_low)
     inputs = GpioInputs(gpio, pins.ev, pins.ev_active_low, pins.stop, pins.stop_active_low)
