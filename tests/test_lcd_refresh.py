@@ -99,8 +99,11 @@ def test_no_refresh_when_disabled(fake_i2c):
     clock = Clock()
     disp = LcdDisplay(1, ADDR, 16, 2, background=False, refresh_s=0, clock=clock)
     disp.show(SCREEN)
+    lcd.interfere("chars")
     clock.t += 1e6
+    disp.refresh_soon()
     assert disp.refresh_if_due() is False and disp.refreshes == 0
+    assert lcd.text() != padded(SCREEN, 16)
     disp.close()
 
 
