@@ -148,11 +148,13 @@ def cmd_sessions(args: argparse.Namespace) -> int:
 
 
 def cmd_rfid_read(args: argparse.Namespace) -> int:
-    from station.hardware.rfid import cli_read
+    from station.hardware.rfid_tool import cli_read, cli_scan_gain
 
     cfg = _load(args.config) if args.config else configmod.defaults({"hardware.mode": args.mode or _guess_mode()})
     if cfg.hardware.mode == "pi":
         _check_pi_libraries(cfg)
+    if args.scan_gain:
+        return cli_scan_gain(cfg, args.timeout)
     return cli_read(cfg, args.timeout)
 
 
@@ -248,6 +250,8 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("-c", "--config", help="take the reader's SPI position, reset pin and id tag format from this config")
     r.add_argument("--timeout", type=float, default=30.0, help="seconds to wait for a card (default 30)")
     r.add_argument("--mode", choices=("pi", "sim"), help="hardware mode without a config (default: pi on a Raspberry Pi)")
+    r.add_argument("--scan-gain", action="store_true",
+                   help="with a card held on the reader, try every receiver gain and name the lowest that reads it")
     r.set_defaults(func=cmd_rfid_read)
 
     s = sub.add_parser("meter", help="kWh meter tools")

@@ -84,6 +84,13 @@ SCHEMA: dict[str, Key] = {
     "rfid.uid_separator": Key(_STR, "", "Separator between UID bytes in the id tag (e.g. '' or ' ' or ':').", max=3),
     "rfid.uid_byte_order": Key(_STR, "forward",
         "'forward' = byte 0 first (OCPP's recommendation), 'reverse' = last byte first.", choices=("forward", "reverse")),
+    "rfid.antenna_gain_db": Key(_INT, 33, (
+        "Receiver gain of the MFRC522 (RFCfgReg RxGain): 33 is the chip's default; clone modules with a weak "
+        "antenna often need 43 or 48. `station rfid read --scan-gain` shows which gains read your cards."),
+        "dB", choices=(18, 23, 33, 38, 43, 48)),
+    "rfid.spi_speed_hz": Key(_INT, 1_000_000, (
+        "SPI clock to the MFRC522. The chip allows up to 10 MHz; lower it (e.g. 500000) for long or noisy wires "
+        "between the Pi and the reader."), "Hz", 50_000, 10_000_000),
     # --- contactor ---------------------------------------------------------------
     "contactor.pin": Key(_INT, 17, "BCM pin driving the contactor relay.", min=0, max=27),
     "contactor.active_low": Key(_BOOL, False, "The relay closes when the pin is low."),
@@ -108,11 +115,17 @@ SCHEMA: dict[str, Key] = {
         "I2C address of the PCF8574 (0x27 or 0x3F usually; `i2cdetect -y 1` lists it).", min=0x03, max=0x77, hex=True),
     "lcd.cols": Key(_INT, 16, "Columns.", choices=(16, 20)),
     "lcd.rows": Key(_INT, 2, "Rows.", choices=(2, 4)),
+    "lcd.refresh_s": Key(_NUM, 60.0, (
+        "Every this often the LCD controller is resynchronised and the whole screen rewritten, so that "
+        "garbage from interference (no I2C error) is gone within this time; also 1 s after each switch of "
+        "the contactor. 0 = never."), "s", 0, 3600),
     # --- meter -------------------------------------------------------------------
     "meter.model": Key(_STR, "SDM630", (
         "Meter model (register map); docs/hardware.md describes each. EM24 is the current Carlo Gavazzi map "
         "(kWh total at 0x34), EM24-OLD the 'PFA, PFB & X models' map (0x3E); the station warns at start when "
-        "the total is far from the sum of the phases."), choices=MODEL_NAMES),
+        "the total is far from the sum of the phases. SDM72D-M-V1 is the version 1 meter (energy and total power "
+        "only), SDM72D-M-V2 the SDM72D-M-2; SDM72D-M (earlier releases) means SDM72D-M-V2; `station meter read` "
+        "names the other when one fails."), choices=MODEL_NAMES),
     "meter.port": Key(_STR, "/dev/ttyAMA0",
         "Serial device, pyserial URL (socket://HOST:PORT for RTU over TCP) or tcp://HOST:PORT (Modbus TCP)."),
     "meter.address": Key(_INT, 1, "Modbus device address.", min=1, max=247),
@@ -198,6 +211,10 @@ SCHEMA: dict[str, Key] = {
     "sim.gpio_edge_detection": Key(_BOOL, True, (
         "Emulate a kernel on which RPi.GPIO edge detection works; false makes add_event_detect fail "
         "(\"Failed to add edge detection\"), so the stop button is read by polling alone.")),
+    "sim.gpio_library": Key(_STR, "rpi-lgpio", (
+        "Which RPi.GPIO provider the emulated GPIO behaves as where they differ (errors, debounce): "
+        "'rpi-lgpio' (what scripts/install-pi installs on every Pi; its failures raise lgpio.error) "
+        "or 'RPi.GPIO' (the original)."), choices=("rpi-lgpio", "RPi.GPIO")),
     "sim.meter_link": Key(_STR, "socket",
         "How the emulated meter is reached: 'socket' (RTU over TCP on loopback) or 'pty' (a pseudo-terminal pair).",
         choices=("socket", "pty")),

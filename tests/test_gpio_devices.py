@@ -121,12 +121,12 @@ def test_ev_connected_active_low_and_high(fake_gpio):
 def test_stop_button_held_and_short_press_latched(fake_gpio):
     inputs = GpioInputs(fake_gpio, stop_pin=STOP, stop_active_low=True)
     assert inputs.stop_pressed() is False
-    fake_gpio.drive(STOP, 0)
+    fake_gpio.drive(STOP, 0, at=10.0)
     assert inputs.stop_pressed() is True  # held
-    fake_gpio.drive(STOP, 1)
+    fake_gpio.drive(STOP, 1, at=10.3)
     assert inputs.stop_pressed() is False  # released, the press was already seen
-    fake_gpio.drive(STOP, 0)
-    fake_gpio.drive(STOP, 1)  # a press between two polls
+    fake_gpio.drive(STOP, 0, at=11.0)
+    fake_gpio.drive(STOP, 1, at=11.03)  # a 30 ms press between two polls
     assert inputs.stop_pressed() is True
     assert inputs.stop_pressed() is False
     inputs.close()

@@ -97,18 +97,39 @@ SDM630 = (4, [(0x0000, 0x0180)], table(
             power_phase_w=(2350.5, 2188.0, 2541.0), energy_phase_wh=(4_000_111, 4_100_222, 4_245_345),
             frequency_hz=49.98))
 
-# Eastron SDM72D-M(-2) manual, part 3: the same input registers, no per-phase energy; 30 parameters a read.
-SDM72DM = (4, [(0x0000, 0x0180)], table(
-    (0x00, f32(229.8)), (0x02, f32(230.4)), (0x04, f32(231.1)),
-    (0x06, f32(10.25)), (0x08, f32(9.5)), (0x0A, f32(11.0)),
-    (0x0C, f32(2350.5)), (0x0E, f32(2188.0)), (0x10, f32(2541.0)),
-    (0x34, f32(7079.5)), (0x46, f32(50.01)),
-    (0x48, f32(8765.432)),  # total import kWh  <- billed
-    (0x4A, f32(12.5)),  # total export kWh
-    (0x156, f32(8777.932)),  # total kWh
+# Eastron SDM72D-M-2 user manual V1.1 (B+G e-tech), part 3, input registers (FC04): the SDM630's
+# instantaneous registers, no per-phase energy; "restricted to 30 parameters or less".
+SDM72DM_V2 = (4, [(0x0000, 0x0180)], table(
+    (0x00, f32(229.8)), (0x02, f32(230.4)), (0x04, f32(231.1)),  # 30001.. V L1-L3
+    (0x06, f32(10.25)), (0x08, f32(9.5)), (0x0A, f32(11.0)),  # 30007.. A L1-L3
+    (0x0C, f32(2350.5)), (0x0E, f32(2188.0)), (0x10, f32(2541.0)),  # 30013.. W L1-L3
+    (0x34, f32(7079.5)), (0x46, f32(50.01)),  # 30053 total system power, 30071 Hz
+    (0x48, f32(8765.432)),  # 30073 total import kWh  <- billed
+    (0x4A, f32(12.5)),  # 30075 total export kWh
+    (0x156, f32(8777.932)),  # 30343 total kWh
     (0x180 - 2, f32(99.0)),  # resettable counters live higher up: never read
 ), 60, dict(energy_wh=8_765_432, power_w=7079.5, voltage_v=(229.8, 230.4, 231.1), current_a=(10.25, 9.5, 11.0),
             power_phase_w=(2350.5, 2188.0, 2541.0), energy_phase_wh=(), frequency_hz=50.01))
+
+# Eastron "SDM72D-M Modbus Protocol" V1.1 (the version 1 meter; also B+G e-tech's SDM72D-M user
+# manual V1.5, page 14): NINE input registers, nothing else. "Each request for data must be
+# restricted to 30 parameters or less." A read that touches any other register is refused with
+# exception code 2 (the sixth element: the registers that exist).
+_V1_WORDS = table(
+    (0x34, f32(7079.5)),  # 30053 total system power
+    (0x48, f32(8765.432)),  # 30073 total import kWh  <- billed
+    (0x4A, f32(12.5)),  # 30075 total export kWh
+    (0x156, f32(8777.932)),  # 30343 total kWh (import + export)
+    (0x180, f32(1234.5)),  # 30385 resettable total active energy
+    (0x184, f32(1222.0)),  # 30389 resettable import active energy
+    (0x186, f32(12.5)),  # 30391 resettable export active energy
+    (0x500, f32(7079.5)),  # 31281 total import active power
+    (0x502, f32(0.0)),  # 31283 total export active power
+)
+SDM72DM_V1 = (4, [(0x0000, 0x0600)], _V1_WORDS, 60,
+              dict(energy_wh=8_765_432, power_w=7079.5, voltage_v=(), current_a=(), power_phase_w=(),
+                   energy_phase_wh=(), frequency_hz=None),
+              frozenset(_V1_WORDS))
 
 # Eastron SDM120-Modbus / SDM230-Modbus: one phase; 0x34 (total system power) does not exist.
 SDM120 = (4, [(0x0000, 0x0034), (0x0046, 0x0060)], table(
@@ -217,7 +238,8 @@ EM24_OLD = (4, [(0x0000, 0x0060)], table(
             power_phase_w=(2350.5, 2188.0, 2541.0), energy_phase_wh=(4_000_100, 4_100_200, 4_245_300),
             frequency_hz=49.9))
 
-TABLES = {"SDM630": SDM630, "SDM72D-M": SDM72DM, "SDM120": SDM120, "ABB-B23": ABB, "WE-514": WE514,
+TABLES = {"SDM630": SDM630, "SDM72D-M-V1": SDM72DM_V1, "SDM72D-M-V2": SDM72DM_V2, "SDM120": SDM120, "ABB-B23": ABB,
+          "WE-514": WE514,
           "WE-516": WE516, "EM24": EM24_CURRENT, "EM24-OLD": EM24_OLD}
 
 
@@ -230,7 +252,8 @@ async def served(spec: tuple, *, device_id: int = ADDRESS,
                  max_read: int | None = None) -> AsyncIterator[tuple[str, list[tuple[int, int]]]]:
     """pymodbus' RTU server with the table, on one end of a pty pair; yields the other end's path
     and the list of (start, count) reads the server was asked for."""
-    fc, regions, words, doc_max_read, _expected = spec
+    fc, regions, words, doc_max_read, _expected = spec[:5]
+    existing = spec[5] if len(spec) > 5 else None  # a meter that refuses registers it lacks
     max_read = max_read or doc_max_read
     reads: list[tuple[int, int]] = []
     blocks = [SimData(a, values=[words.get(r, 0) for r in range(a, end)], datatype=DataType.REGISTERS)
@@ -243,6 +266,8 @@ async def served(spec: tuple, *, device_id: int = ADDRESS,
         reads.append((address, count))
         if count > max_read:
             return ExcCodes.ILLEGAL_VALUE  # the documents' limit: the meter refuses longer reads
+        if existing is not None and any(r not in existing for r in range(address, address + count)):
+            return ExcCodes.ILLEGAL_ADDRESS  # exception code 2: a register this meter does not have
         return None
 
     bridge = PtyBridge(asyncio.get_running_loop())
@@ -321,3 +346,64 @@ async def test_meter_read_warns_about_a_wrong_map(capsys):
     captured = capsys.readouterr()
     assert code == 0
     assert "warning:" in captured.err and "wrong meter.model" in captured.err
+
+
+# -- the two SDM72D-M versions ---------------------------------------------------------------
+
+
+async def test_sdm72dm_v1_refuses_the_v2_map_and_the_error_names_v1():
+    """The V2 map's first read starts at 0x00, which a version 1 meter does not have."""
+    async with served(SDM72DM_V1) as (port, reads):
+        meter = ModbusMeter("SDM72D-M-V2", port, ADDRESS, timeout_s=2.0)
+        try:
+            with pytest.raises(MeterError, match="exception code 2") as exc:
+                await meter.read()
+        finally:
+            await meter.close()
+    assert reads and reads[0][0] == 0x00
+    assert exc.value.kind == "exception" and "SDM72D-M-V1" in exc.value.hint
+
+
+async def test_sdm72dm_v1_reads_only_registers_it_has():
+    async with served(SDM72DM_V1) as (port, reads):
+        meter = ModbusMeter("SDM72D-M-V1", port, ADDRESS, timeout_s=2.0)
+        try:
+            for _ in range(3):
+                await meter.read()
+                await meter.read(full=False)
+        finally:
+            await meter.close()
+    assert {a for a, _ in reads} <= {0x34, 0x48}
+    assert all(r in SDM72DM_V1[5] for a, n in reads for r in range(a, a + n))
+
+
+def test_the_old_name_is_the_v2_map():
+    assert ModbusMeter("SDM72D-M", "/dev/null").model == "SDM72D-M-V2"
+    assert ModbusMeter("sdm72d_m", "/dev/null").model == "SDM72D-M-V2"
+
+
+async def test_meter_read_suggests_v1_when_the_v2_map_fails(capsys):
+    async with served(SDM72DM_V1) as (port, _reads):
+        code = await cli_read("SDM72D-M", port, ADDRESS, 9600, "N", False, timeout_s=2.0)
+    err = capsys.readouterr().err
+    assert code == 1
+    assert "exception code 2" in err
+    assert "meter.model = SDM72D-M-V1" in err and "8765.432 kWh" in err
+
+
+async def test_meter_read_suggests_v2_when_v1_is_configured_on_a_v2_meter(capsys):
+    async with served(SDM72DM_V2) as (port, _reads):
+        code = await cli_read("SDM72D-M-V1", port, ADDRESS, 9600, "N", False, timeout_s=2.0)
+    captured = capsys.readouterr()
+    assert code == 0
+    assert "8765.432 kWh" in captured.out
+    assert "meter.model = SDM72D-M-V2" in captured.err
+
+
+async def test_meter_read_json_carries_the_suggestion(capsys):
+    import json
+
+    async with served(SDM72DM_V1) as (port, _reads):
+        code = await cli_read("SDM72D-M-V2", port, ADDRESS, 9600, "N", True, timeout_s=2.0)
+    doc = json.loads(capsys.readouterr().out)
+    assert code == 1 and doc["kind"] == "exception" and doc["suggest_model"] == "SDM72D-M-V1"

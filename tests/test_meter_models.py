@@ -22,19 +22,24 @@ from station.hardware.meters.models import (
 
 # Written down independently of models.py: the number of reads per reading and the
 # energy register's step in Wh for each model.
-EXPECTED_REQUESTS = {"SDM630": 3, "SDM72D-M": 2, "SDM120": 2, "ABB-B23": 3, "WE-514": 2, "WE-516": 2, "EM24": 2,
+EXPECTED_REQUESTS = {"SDM630": 3, "SDM72D-M-V1": 2, "SDM72D-M-V2": 2,
+                     "SDM120": 2, "ABB-B23": 3, "WE-514": 2, "WE-516": 2, "EM24": 2,
                      "EM24-OLD": 6}
-ENERGY_STEP_WH = {"SDM630": 1, "SDM72D-M": 1, "SDM120": 1, "ABB-B23": 10, "WE-514": 10, "WE-516": 1, "EM24": 100,
+ENERGY_STEP_WH = {"SDM630": 1, "SDM72D-M-V1": 1, "SDM72D-M-V2": 1,
+                  "SDM120": 1, "ABB-B23": 10, "WE-514": 10, "WE-516": 1, "EM24": 100,
                   "EM24-OLD": 100}
 # Registers per request the manufacturers' documents allow (docs/hardware.md).
-MAX_READ = {"SDM630": 80, "SDM72D-M": 60, "SDM120": 80, "ABB-B23": 125, "WE-514": 125, "WE-516": 125, "EM24": 50,
+MAX_READ = {"SDM630": 80, "SDM72D-M-V1": 60, "SDM72D-M-V2": 60,
+            "SDM120": 80, "ABB-B23": 125, "WE-514": 125, "WE-516": 125, "EM24": 50,
             "EM24-OLD": 11}
 
 
 def test_model_names_match_the_config_choices():
     from station.config import SCHEMA
+    from station.hardware.meters.catalogue import ALIASES
 
-    assert set(MODELS) == set(SCHEMA["meter.model"].choices)
+    assert set(MODELS) | set(ALIASES) == set(SCHEMA["meter.model"].choices)
+    assert ALIASES == {"SDM72D-M": "SDM72D-M-V2"}  # the name of earlier releases keeps its map
 
 
 @pytest.mark.parametrize("name", sorted(MODELS))

@@ -16,7 +16,8 @@ from station.core.ports import RfidReader
 from station.core.tags import format_uid, normalize_tag, parse_uid, simple_mfrc522_number
 from station.emulated import fakegpio, fakespi
 from station.emulated.mfrc522chip import MFRC522Chip
-from station.hardware.rfid import Mfrc522Reader, TapDebouncer, cli_read, uid_formats
+from station.hardware.rfid import Mfrc522Reader, TapDebouncer
+from station.hardware.rfid_tool import cli_read, uid_formats
 
 UID4 = bytes.fromhex("D64FC93B")
 UID4B = bytes.fromhex("402BC36A")

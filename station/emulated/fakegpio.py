@@ -29,6 +29,27 @@ which works here does not fail on a Pi:
 RuntimeError("Failed to add edge detection"), as it does with RPi.GPIO on
 kernels without the sysfs GPIO interface: the code's polling fallback runs.
 
+Two libraries provide this API on a Pi, and they fail differently. Every Pi
+runs rpi-lgpio (scripts/install-pi), so the simulator emulates it by default
+(`emulate("rpi-lgpio")`, config `sim.gpio_library`):
+
+* its errors from below come from lgpio as `lgpio.error`, a plain Exception
+  subclass and not RuntimeError (here: `error`, the class of the emulated
+  lgpio, station.emulated.fakelgpio), raised where rpi-lgpio 0.6 lets them
+  through: `setmode()` when the gpiochip does not open (`fail_chip_open()`,
+  "can not open gpiochip"), `setup()` of a line another consumer holds
+  (`hold(pin)`, "GPIO busy"), `add_event_detect()` when the edge request is
+  refused (`fail_edge_detection()`, "GPIO busy");
+* its debounce is lgpio's: an edge is reported once no other edge of the
+  requested kind followed within `bouncetime` (and, for BOTH, only if it
+  differs from the last one reported), `bouncetime` after it; RPi.GPIO's
+  instead calls back at the first edge and ignores edges for `bouncetime`
+  after each call. With a bouncetime, pending lgpio reports are delivered by
+  a timer, or by `settle()` when a test set the clock (`set_clock`).
+
+Under "RPi.GPIO" two processes may share a pin (no busy lines) and a failing
+chip shows up as RPi.GPIO's RuntimeError at the first `setup()`.
+
 Constants are those of RPi.GPIO 0.7.1.
 """
 
@@ -37,6 +58,9 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+from station.emulated.fakelgpio import error
 
 BOARD = 10
 BCM = 11
@@ -63,19 +87,41 @@ _direction: dict[int, int] = {}  # BCM gpio -> IN / OUT, for channels set up by 
 _driven: dict[int, int] = {}  # outputs: the level driven
 _outside: dict[int, int] = {}  # the outside world's level on a pin (drive())
 _pull: dict[int, int] = {}
-_callbacks: dict[int, tuple[int, list[Callable[[int], None]]]] = {}
+LIBRARIES = ("RPi.GPIO", "rpi-lgpio")
+
+
+@dataclass
+class _Detect:
+    """Edge detection on one pin: the requested edge, the bouncetime and the debounce state."""
+
+    edge: int
+    callbacks: list[Callable[[int], None]]
+    bounce_s: float | None = None
+    last_call: float | None = None  # RPi.GPIO: time of the last callback
+    pending: tuple[float, int] | None = None  # rpi-lgpio: (time, level) of the edge not yet reported
+    reported: int | None = None  # rpi-lgpio: the last level reported
+
+
+_callbacks: dict[int, _Detect] = {}
 _edge_fails = False
+_chip_fails = False
+_held: set[int] = set()
+_library = "RPi.GPIO"
+_clock: Callable[[], float] = time.monotonic
+_manual_clock = False
 history: list[tuple[float, int, int]] = []
 cleanup_calls: list[object] = []
 _listeners: list[Callable[[int, int], None]] = []
 
 
 def reset() -> None:
-    """Forget every pin (between tests)."""
-    global _mode, _edge_fails
+    """Forget every pin (between tests); back to RPi.GPIO's behaviour and the real clock."""
+    global _mode, _edge_fails, _chip_fails, _library, _clock, _manual_clock
     with _lock:
         _mode = None
-        _edge_fails = False
+        _edge_fails = _chip_fails = False
+        _library, _clock, _manual_clock = "RPi.GPIO", time.monotonic, False
+        _held.clear()
         _direction.clear()
         _driven.clear()
         _outside.clear()
@@ -86,10 +132,41 @@ def reset() -> None:
         _listeners.clear()
 
 
+def emulate(library: str) -> None:
+    """Behave as "RPi.GPIO" (0.7.1) or "rpi-lgpio" (0.6 on lgpio) where the two differ."""
+    global _library
+    if library not in LIBRARIES:
+        raise ValueError(f"the emulated GPIO library is one of {LIBRARIES}, not {library!r}")
+    _library = library
+
+
+def library() -> str:
+    return _library
+
+
+def set_clock(clock: Callable[[], float]) -> None:
+    """Take time from `clock` (seconds); pending lgpio reports then wait for `settle()`."""
+    global _clock, _manual_clock
+    _clock, _manual_clock = clock, True
+
+
 def fail_edge_detection(fail: bool = True) -> None:
-    """Make `add_event_detect` fail as on kernels without edge detection support."""
+    """Make `add_event_detect` fail as on kernels without edge detection support (RPi.GPIO) or
+    as a refused edge request does under rpi-lgpio."""
     global _edge_fails
     _edge_fails = fail
+
+
+def fail_chip_open(fail: bool = True) -> None:
+    """The GPIO chip cannot be opened (no /dev/gpiochip access; RPi.GPIO: no /dev/mem)."""
+    global _chip_fails
+    _chip_fails = fail
+
+
+def hold(pin: int, held: bool = True) -> None:
+    """Another consumer (the kernel's SPI or I2C, a second process) holds the line."""
+    with _lock:
+        (_held.add if held else _held.discard)(pin)
 
 
 def setwarnings(flag: bool) -> None:
@@ -103,6 +180,8 @@ def setmode(mode: int) -> None:
             raise ValueError("A different mode has already been set!")
         if mode not in (BOARD, BCM):
             raise ValueError("An invalid mode was passed to setmode()")
+        if _chip_fails and _library == "rpi-lgpio":
+            raise error("can not open gpiochip")  # gpiochip_open, first thing rpi-lgpio's setmode does
         _mode = mode
 
 
@@ -153,6 +232,10 @@ def setup(channel: int | Sequence[int], direction: int, pull_up_down: int = PUD_
     for ch in pins:
         with _lock:
             gpio = _gpio(ch)
+            if _chip_fails:  # only RPi.GPIO gets here with a failing chip (rpi-lgpio failed in setmode)
+                raise RuntimeError("No access to /dev/mem.  Try running as root!")
+            if gpio in _held and _library == "rpi-lgpio":
+                raise error("GPIO busy")  # gpio_claim_input/output: the kernel refuses a second consumer
             _pull[gpio] = pull_up_down
             if direction == OUT:
                 # RPi.GPIO writes `initial` (0 or 1) before switching to output; without it the
@@ -259,8 +342,11 @@ def add_event_detect(channel: int, edge: int, callback: Callable[[int], None] | 
         if gpio in _callbacks:
             raise RuntimeError("Conflicting edge detection already enabled for this GPIO channel")
         if _edge_fails:
+            if _library == "rpi-lgpio":
+                raise error("GPIO busy")  # lgpio.gpio_claim_alert raises before rpi-lgpio checks
             raise RuntimeError("Failed to add edge detection")
-        _callbacks[gpio] = (edge, [callback] if callback else [])
+        _callbacks[gpio] = _Detect(edge, [callback] if callback else [],
+                                   None if bouncetime is None else bouncetime / 1000, reported=_input_level(gpio))
 
 
 def add_event_callback(channel: int, callback: Callable[[int], None]) -> None:
@@ -272,7 +358,7 @@ def add_event_callback(channel: int, callback: Callable[[int], None]) -> None:
             raise RuntimeError("You must setup() the GPIO channel as an input first")
         if gpio not in _callbacks:
             raise RuntimeError("Add event detection using add_event_detect first before adding a callback")
-        _callbacks[gpio][1].append(callback)
+        _callbacks[gpio].callbacks.append(callback)
 
 
 def remove_event_detect(channel: int) -> None:
@@ -288,19 +374,63 @@ def gpio_function(channel: int) -> int:
 # --- handles for tests, the scenario runner and the terminal view (BCM numbers) ------------
 
 
-def drive(pin: int, level: int | bool) -> None:
-    """The outside world sets the level of a pin (a switch, a contact); edges reach callbacks."""
+def drive(pin: int, level: int | bool, at: float | None = None) -> None:
+    """The outside world sets the level of a pin (a switch, a contact) at time `at` (default: now);
+    edges reach callbacks as the emulated library delivers them (see the module docstring)."""
     level = int(bool(level))
     with _lock:
+        now = _clock() if at is None else at
         old = _input_level(pin) if _direction.get(pin) == IN else _outside.get(pin)
         _outside[pin] = level
-        edge_cb = _callbacks.get(pin) if _direction.get(pin) == IN else None
+        detect = _callbacks.get(pin) if _direction.get(pin) == IN else None
+        calls: list[Callable[[int], None]] = []
+        if detect is not None and old != level and _wanted(detect.edge, level):
+            calls = _edge(pin, detect, level, now)
         channel = _channel(pin)
-    if edge_cb and old != level:
-        edge, cbs = edge_cb
-        if edge == BOTH or (edge == RISING and level) or (edge == FALLING and not level):
-            for cb in list(cbs):
-                cb(channel)
+    for cb in calls:
+        cb(channel)
+
+
+def _wanted(edge: int, level: int) -> bool:
+    return edge == BOTH or (edge == RISING and bool(level)) or (edge == FALLING and not level)
+
+
+def _edge(pin: int, d: _Detect, level: int, now: float) -> list[Callable[[int], None]]:
+    """The callbacks an edge causes now (called with the lock held)."""
+    if d.bounce_s is None:
+        return list(d.callbacks)
+    if _library == "RPi.GPIO":  # event_gpio.c: call at once, then ignore edges for bouncetime
+        if d.last_call is not None and now - d.last_call <= d.bounce_s:
+            return []
+        d.last_call = now
+        return list(d.callbacks)
+    calls = _due(d, now)  # lgpio: the pending edge is reported if it stayed alone long enough
+    d.pending = (now, level)
+    if not _manual_clock:
+        timer = threading.Timer(d.bounce_s + 0.002, settle)
+        timer.daemon = True
+        timer.start()
+    return calls
+
+
+def _due(d: _Detect, now: float) -> list[Callable[[int], None]]:
+    if d.pending is None or d.bounce_s is None or now - d.pending[0] <= d.bounce_s:
+        return []
+    level = d.pending[1]
+    d.pending = None
+    if d.edge == BOTH and d.reported == level:
+        return []
+    d.reported = level
+    return list(d.callbacks)
+
+
+def settle(now: float | None = None) -> None:
+    """Deliver the lgpio reports that are due by `now` (its alert thread does this every few ms)."""
+    with _lock:
+        t = _clock() if now is None else now
+        due = [(_channel(pin), cb) for pin, d in list(_callbacks.items()) for cb in _due(d, t)]
+    for channel, cb in due:
+        cb(channel)
 
 
 def level(pin: int) -> int | None:

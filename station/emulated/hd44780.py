@@ -26,6 +26,14 @@ is a 2-line controller whose rows 3 and 4 continue lines 1 and 2 at offset
 `cols` (0x14 and 0x54 on a 20x4), which is what `text()` reads back.
 Reads (RW = 1) are not modelled: RPLCD never reads, and the latch is ignored.
 
+Interference (`interfere(kind)`): what a switching contactor next to the
+cable does to the module without any I2C error. "nibble" clocks one spurious
+nibble into the controller (the 4-bit interface is then out of step and every
+later byte lands as two half-bytes of different bytes), "reset" is a brown-out
+of the controller (power-on state: 8-bit mode, display off, blank), "shift" a
+stray display-shift instruction, "chars" a few characters overwritten,
+"off" a stray display-off. `garble(seed)` does a random few of them.
+
 Devices live in a module-level registry keyed by (bus, address). `FakeSMBus`
 (installed as `RPLCD.i2c.SMBus` by station.emulated.install) forwards bytes to
 the registered device; an address with nothing attached raises
@@ -296,6 +304,40 @@ class EmulatedLcd:
         if col < 0:
             return 0x67 if line == 0 else 0x27
         return line + col
+
+    # --- interference ---------------------------------------------------------------------
+    INTERFERENCE = ("nibble", "reset", "shift", "chars", "off")
+
+    def interfere(self, kind: str, seed: int = 0) -> None:
+        """Garble the module as electrical interference does, without an I2C error (see module doc)."""
+        import random
+
+        rnd = random.Random(seed)
+        with self._lock:
+            if kind == "nibble":
+                self._latch(rnd.randrange(16), rnd.random() < 0.5, False)
+            elif kind == "reset":
+                self.power_cycle()
+            elif kind == "shift":
+                self._execute(0x18 | (0x04 if rnd.random() < 0.5 else 0), False)  # display shift left/right
+            elif kind == "chars":
+                for _ in range(3):
+                    self.ddram[self.ddram_address(rnd.randrange(self.rows), rnd.randrange(self.cols))] = \
+                        rnd.choice(b"#%&*@")
+            elif kind == "off":
+                self._execute(0x08, False)
+            else:
+                raise ValueError(f"interference is one of {self.INTERFERENCE}, not {kind!r}")
+
+    def garble(self, seed: int) -> list[str]:
+        """A random one to three kinds of interference; returns which."""
+        import random
+
+        rnd = random.Random(seed)
+        kinds = rnd.sample(self.INTERFERENCE, rnd.randint(1, 3))
+        for i, kind in enumerate(kinds):
+            self.interfere(kind, seed * 10 + i)
+        return kinds
 
     # --- what the eye sees --------------------------------------------------------------
     def ddram_address(self, row: int, col: int) -> int:

@@ -19,8 +19,11 @@ def install() -> None:
     global _installed
     if _installed:
         return
-    from station.emulated import fakegpio, fakespi
+    from station.emulated import fakegpio, fakelgpio, fakespi
 
+    # rpi-lgpio's errors from below are lgpio's: the emulated GPIO raises the emulated lgpio's
+    # class, and `import lgpio` (station.hardware.gpio.gpio_errors) finds it.
+    sys.modules.setdefault("lgpio", fakelgpio)
     rpi = types.ModuleType("RPi")
     rpi.GPIO = fakegpio  # type: ignore[attr-defined]
     sys.modules["RPi"] = rpi

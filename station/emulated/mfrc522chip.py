@@ -29,7 +29,13 @@ Registers with behaviour (all others simply store what is written):
   sends the FIFO as a frame), TxControlReg 0x14 bits 0-1 the antenna
   drivers (no field, no card), ModeReg 0x11 bits 0-1 the CRC preset
   (0x6363 for CRC_A), TModeReg 0x2A bit 7 TAuto with the timer prescaler
-  and TReloadReg, VersionReg 0x37.
+  and TReloadReg, VersionReg 0x37, RFCfgReg 0x26 bits 6-4 RxGain (the
+  receiver's gain: 000 18 dB, 001 23, 010 18, 011 23, 100 33 (the reset
+  value 0x48), 101 38, 110 43, 111 48 dB; NXP MFRC522 datasheet 9.3.3.6).
+- A card's answer is heard only if the receiver's gain is at least the
+  card's `min_gain_db` (a small or distant card, a clone module's weak
+  antenna): otherwise the card still answers and changes state, but the
+  chip hears nothing and the timer runs out, as on a real module.
 - A frame a card answers: the answer goes to the FIFO, RxLastBits is
   set, CommIrqReg gets TxIRq and RxIRq, never TimerIRq (with TAuto the
   real timer stops when the answer starts). A frame nobody answers: TxIRq
@@ -37,32 +43,8 @@ Registers with behaviour (all others simply store what is written):
   timeout with `realtime_timer=True`). Without TAuto nothing ends the
   wait, as on the real chip.
 
-Cards follow the ISO 14443-3 state model, which is what produces the
-behaviour the libraries are known for:
-
-    IDLE  --REQA/WUPA-->  READY  --SELECT (UID complete)-->  ACTIVE --HLTA--> HALT
-    HALT  --WUPA only-->  READY*  (the * states fall back to HALT, not IDLE)
-
-Any frame a state does not expect sends the card back to IDLE (HALT from
-the * states) without an answer. So a card left on the reader by a library
-that never halts it answers only every second REQA: the first REQA takes it
-to READY, the library stops after ANTICOLL (or SELECT), and the next REQA is
-unexpected there. WUPA plus HLTA after every read (what our reader does)
-makes a held card answer every poll.
-
-Cascade levels: 4-byte UIDs answer ANTICOLL `93 20` with UID0..3 + BCC;
-7- and 10-byte UIDs answer with the cascade tag 0x88 + three UID bytes at
-the first (and second) level, and SAK bit 2 says "UID not complete". BCC is
-the XOR of the four bytes; CRC_A (preset 0x6363) protects SELECT, its SAK
-answer, READ, WRITE and HLTA.
-
-MIFARE Classic 1K memory (64 blocks of 16 bytes) with keys in the sector
-trailers: MFAuthent with the right key A or B (and the UID's last four
-bytes) sets MFCrypto1On; a wrong key leaves the card silent (TimerIRq) and
-sends it back to IDLE. Crypto itself is not emulated: while the card is
-authenticated it expects MFCrypto1On, and a frame sent without it (after
-StopCrypto1) is noise to the card. Cards with SAK 0x00 (Ultralight-like)
-read and write without authentication.
+Cards (the ISO 14443-3 state model, cascade levels, MIFARE Classic memory) are in
+station/emulated/iso14443.py.
 
 Thread safety: every SPI transaction and every card handle runs under one
 lock, so a reader thread can poll while a test presents cards.
@@ -72,13 +54,24 @@ from __future__ import annotations
 
 import threading
 import time
-from dataclasses import dataclass, field
+
+from station.emulated.iso14443 import (  # noqa: F401 - re-exported: tests and tools import them from here
+    ACTIVE,
+    HALT,
+    IDLE,
+    READY,
+    Card,
+    crc_a,
+    with_crc,
+)
 
 # Registers
 COMMAND, COMM_IEN, DIV_IEN, COMM_IRQ, DIV_IRQ, ERROR, STATUS1, STATUS2 = range(1, 9)
 FIFO_DATA, FIFO_LEVEL, WATER_LEVEL, CONTROL, BIT_FRAMING, COLL = range(9, 15)
 MODE, TX_MODE, RX_MODE, TX_CONTROL = 0x11, 0x12, 0x13, 0x14
 CRC_RESULT_H, CRC_RESULT_L = 0x21, 0x22
+RF_CFG = 0x26
+RX_GAIN_DB = (18, 23, 18, 23, 33, 38, 43, 48)  # RFCfgReg bits 6-4
 T_MODE, T_PRESCALER, T_RELOAD_H, T_RELOAD_L = 0x2A, 0x2B, 0x2C, 0x2D
 VERSION = 0x37
 
@@ -92,13 +85,6 @@ CRC_IRQ = 0x04  # DivIrqReg
 BUFFER_OVFL = 0x10  # ErrorReg
 MF_CRYPTO1_ON = 0x08  # Status2Reg
 
-# ISO 14443A / MIFARE frames
-REQA, WUPA, HLTA = 0x26, 0x52, 0x50
-SEL_CL = (0x93, 0x95, 0x97)
-CASCADE_TAG = 0x88
-MF_READ, MF_WRITE, MF_AUTH_A, MF_AUTH_B = 0x30, 0xA0, 0x60, 0x61
-ACK, NAK_INVALID, NAK_NOT_ALLOWED = 0x0A, 0x00, 0x04
-
 FIFO_SIZE = 64
 CLOCK_HZ = 13_560_000
 
@@ -108,207 +94,6 @@ _RESET_VALUES = {
     0x1C: 0x62, 0x1F: 0xEB, CRC_RESULT_H: 0xFF, CRC_RESULT_L: 0xFF, 0x24: 0x26, 0x26: 0x48,
     0x27: 0x88, 0x28: 0x20, 0x29: 0x20,
 }
-
-
-def crc_a(data: bytes | list[int], preset: int = 0x6363) -> int:
-    """ISO/IEC 14443-3 CRC_A (as the chip computes it with ModeReg CRCPreset 01).
-
-    Transmitted low byte first: HLTA is `50 00 57 CD`, READ block 0 `30 00 02 A8`.
-    """
-    crc = preset
-    for byte in data:
-        byte ^= crc & 0xFF
-        byte = (byte ^ (byte << 4)) & 0xFF
-        crc = ((crc >> 8) ^ (byte << 8) ^ (byte << 3) ^ (byte >> 4)) & 0xFFFF
-    return crc
-
-
-def with_crc(data: bytes | list[int]) -> bytes:
-    crc = crc_a(data)
-    return bytes(data) + bytes([crc & 0xFF, crc >> 8])
-
-
-def _crc_ok(frame: bytes) -> bool:
-    return len(frame) >= 3 and with_crc(frame[:-2]) == frame
-
-
-def _xor(data: bytes) -> int:
-    out = 0
-    for b in data:
-        out ^= b
-    return out
-
-
-IDLE, READY, ACTIVE, HALT = "IDLE", "READY", "ACTIVE", "HALT"
-
-DEFAULT_TRAILER = bytes([0xFF] * 6 + [0xFF, 0x07, 0x80, 0x69] + [0xFF] * 6)
-
-
-@dataclass(eq=False)
-class Card:
-    """One ISO 14443A card: a UID of 4, 7 or 10 bytes and, for MIFARE Classic 1K, 64 blocks.
-
-    `sak` 0x08 is MIFARE Classic 1K (authentication needed); 0x00 an
-    Ultralight-like card without authentication. `uid_reads` counts how
-    often a reader got the card's whole UID (ANTICOLL answered at its last cascade level).
-    """
-
-    uid: bytes
-    sak: int = 0x08
-    blocks: list[bytearray] = field(default_factory=list)
-    state: str = IDLE
-    halted_before: bool = False  # the READY*/ACTIVE* states of ISO 14443-3
-    level: int = 0  # cascade level (0-based) the card expects next in READY
-    auth_sector: int | None = None
-    write_pending: int | None = None
-    uid_reads: int = 0
-    requests_answered: int = 0
-
-    def __post_init__(self) -> None:
-        self.uid = bytes(self.uid)
-        if len(self.uid) not in (4, 7, 10):
-            raise ValueError(f"an ISO 14443A UID has 4, 7 or 10 bytes, got {len(self.uid)}: {self.uid.hex().upper()}")
-        if self.uid[0] == CASCADE_TAG and len(self.uid) == 4:
-            raise ValueError("a 4-byte UID cannot start with the cascade tag 0x88")
-        if not self.blocks:
-            self.blocks = [bytearray(16) for _ in range(64)]
-            for trailer in range(3, 64, 4):
-                self.blocks[trailer][:] = DEFAULT_TRAILER
-            head = self.uid + (bytes([_xor(self.uid)]) if len(self.uid) == 4 else b"")
-            self.blocks[0][: len(head) + 3] = head + bytes([self.sak]) + self.atqa
-        self.blocks = [bytearray(b) for b in self.blocks]
-
-    @property
-    def atqa(self) -> bytes:
-        # Bits 7-6 of the first byte: UID size single/double/triple; bit 2: bit-frame anticollision.
-        return bytes([0x04 | {4: 0x00, 7: 0x40, 10: 0x80}[len(self.uid)], 0x00])
-
-    @property
-    def levels(self) -> list[bytes]:
-        """The four UID bytes each cascade level carries (with the cascade tag where needed)."""
-        u = self.uid
-        if len(u) == 4:
-            return [u]
-        if len(u) == 7:
-            return [bytes([CASCADE_TAG]) + u[:3], u[3:7]]
-        return [bytes([CASCADE_TAG]) + u[:3], bytes([CASCADE_TAG]) + u[3:6], u[6:10]]
-
-    @property
-    def needs_auth(self) -> bool:
-        return bool(self.sak & 0x08)
-
-    # --- air interface -------------------------------------------------------------
-
-    def power_off(self) -> None:
-        """The field went away: the card forgets everything but its memory."""
-        self.state, self.halted_before, self.level = IDLE, False, 0
-        self.auth_sector = self.write_pending = None
-
-    def _fall_back(self) -> None:
-        """An unexpected frame: back to IDLE, or HALT if the card had been halted."""
-        self.state = HALT if self.halted_before else IDLE
-        self.level = 0
-        self.auth_sector = self.write_pending = None
-
-    def receive(self, frame: bytes, tx_last_bits: int, crypto_on: bool) -> tuple[bytes, int] | None:
-        """One frame from the reader. Returns (answer, valid bits in its last byte; 0 = all 8) or None."""
-        if self.state == HALT:
-            if len(frame) == 1 and tx_last_bits == 7 and frame[0] == WUPA:
-                return self._answer_request(halted=True)
-            return None
-        if self.state == IDLE:
-            if len(frame) == 1 and tx_last_bits == 7 and frame[0] in (REQA, WUPA):
-                return self._answer_request(halted=False)
-            return None
-        if tx_last_bits not in (0, 8):  # a short frame in READY/ACTIVE: REQA/WUPA are unexpected here
-            self._fall_back()
-            return None
-        if self.state == READY:
-            return self._ready(frame)
-        return self._active(frame, crypto_on)
-
-    def _answer_request(self, halted: bool) -> tuple[bytes, int]:
-        self.state, self.halted_before, self.level = READY, halted, 0
-        self.requests_answered += 1
-        return self.atqa, 0
-
-    def _ready(self, frame: bytes) -> tuple[bytes, int] | None:
-        if len(frame) >= 2 and frame[0] in SEL_CL:
-            level = SEL_CL.index(frame[0])
-            levels = self.levels
-            # A reader may restart the loop at level 1; other levels must come in order.
-            if level < len(levels) and level in (0, self.level):
-                self.level = level
-                known = levels[level]
-                if frame[1] == 0x20 and len(frame) == 2:  # ANTICOLL: "tell me your bytes"
-                    if level == len(levels) - 1:
-                        self.uid_reads += 1
-                    return known + bytes([_xor(known)]), 0
-                if frame[1] == 0x70 and len(frame) == 9 and _crc_ok(frame):  # SELECT
-                    if frame[2:7] != known + bytes([_xor(known)]):
-                        return None  # another card's UID: stay READY, silent
-                    if level == len(levels) - 1:
-                        self.state = ACTIVE
-                        return with_crc([self.sak]), 0
-                    self.level = level + 1
-                    return with_crc([0x04]), 0  # cascade bit: UID not complete
-                if 0x20 < frame[1] < 0x70:  # bit-oriented anticollision: only needed with several cards
-                    return None
-        self._fall_back()
-        return None
-
-    def _active(self, frame: bytes, crypto_on: bool) -> tuple[bytes, int] | None:
-        if self.auth_sector is not None and not crypto_on:
-            self._fall_back()  # plain text to an authenticated card is noise to it
-            return None
-        if self.write_pending is not None:
-            block, self.write_pending = self.write_pending, None
-            if len(frame) == 18 and _crc_ok(frame):
-                self.blocks[block][:] = frame[:16]
-                return bytes([ACK]), 4
-            self._fall_back()
-            return None
-        if not _crc_ok(frame):
-            self._fall_back()  # transmission error
-            return None
-        cmd = frame[0]
-        if cmd == HLTA and frame[:2] == bytes([HLTA, 0x00]):
-            self.state, self.halted_before, self.level = HALT, True, 0
-            self.auth_sector = self.write_pending = None
-            return None
-        if cmd in (MF_READ, MF_WRITE) and len(frame) == 4:
-            block = frame[1]
-            if block >= len(self.blocks):
-                self._fall_back()
-                return bytes([NAK_INVALID]), 4
-            if self.needs_auth and self.auth_sector != block // 4:
-                self._fall_back()
-                return bytes([NAK_NOT_ALLOWED]), 4
-            if cmd == MF_READ:
-                data = bytearray(self.blocks[block])
-                if self.needs_auth and block % 4 == 3:
-                    data[0:6] = bytes(6)  # key A never reads back
-                return with_crc(bytes(data)), 0
-            if block == 0:  # the manufacturer block is read-only
-                self._fall_back()
-                return bytes([NAK_NOT_ALLOWED]), 4
-            self.write_pending = block
-            return bytes([ACK]), 4
-        self._fall_back()
-        return None
-
-    def authenticate(self, mode: int, block: int, key: bytes, uid4: bytes) -> bool:
-        """MFAuthent: True when the card accepts the key (the chip then sets MFCrypto1On)."""
-        if self.state != ACTIVE or mode not in (MF_AUTH_A, MF_AUTH_B) or block >= len(self.blocks):
-            self._fall_back()
-            return False
-        trailer = self.blocks[block // 4 * 4 + 3]
-        expected = bytes(trailer[0:6]) if mode == MF_AUTH_A else bytes(trailer[10:16])
-        if key != expected or uid4 != self.uid[-4:]:
-            self._fall_back()
-            return False
-        self.auth_sector = block // 4
-        return True
 
 
 class MFRC522Chip:
@@ -342,9 +127,12 @@ class MFRC522Chip:
 
     # --- handles ------------------------------------------------------------------------
 
-    def present(self, uid: bytes, sak: int = 0x08, blocks: list[bytes] | None = None) -> Card:
-        """Put a card on the reader (replacing any other); it stays until remove()."""
-        card = Card(bytes(uid), sak=sak, blocks=[bytearray(b) for b in blocks] if blocks else [])
+    def present(self, uid: bytes, sak: int = 0x08, blocks: list[bytes] | None = None,
+                min_gain_db: int = 18) -> Card:
+        """Put a card on the reader (replacing any other); it stays until remove(). Its answers
+        are heard only with the receiver gain at `min_gain_db` or more."""
+        card = Card(bytes(uid), sak=sak, blocks=[bytearray(b) for b in blocks] if blocks else [],
+                    min_gain_db=min_gain_db)
         with self._lock:
             self._card, self._tap_until = card, None
         return card
@@ -364,10 +152,10 @@ class MFRC522Chip:
             card.power_off()
         return card
 
-    def tap(self, uid: bytes, hold_s: float = 0.3, sak: int = 0x08) -> Card:
+    def tap(self, uid: bytes, hold_s: float = 0.3, sak: int = 0x08, min_gain_db: int = 18) -> Card:
         """Present a card as a person taps it: it leaves by itself once a reader
         has read its whole UID and `hold_s` has passed (so a slow poller still sees it)."""
-        card = self.present(uid, sak=sak)
+        card = self.present(uid, sak=sak, min_gain_db=min_gain_db)
         with self._lock:
             self._tap_until = time.monotonic() + hold_s
         return card
@@ -382,6 +170,12 @@ class MFRC522Chip:
         """A power-on reset of the chip (registers to reset values; the card loses the field)."""
         with self._lock:
             self._power_on_reset()
+
+    @property
+    def rx_gain_db(self) -> int:
+        """The receiver gain RFCfgReg selects now."""
+        with self._lock:
+            return RX_GAIN_DB[(self._regs[RF_CFG] >> 4) & 0x07]
 
     def register(self, reg: int) -> int:
         """Peek at a register without side effects (for tests)."""
@@ -543,6 +337,8 @@ class MFRC522Chip:
         self._regs[COMM_IRQ] |= TX_IRQ
         card = self._card_in_field()
         answer = card.receive(frame, tx_last_bits, self._crypto) if card and frame else None
+        if answer is not None and card is not None and RX_GAIN_DB[(self._regs[RF_CFG] >> 4) & 0x07] < card.min_gain_db:
+            answer = None  # the card answered, too weakly for this receiver gain: nothing is heard
         if not receive:
             return
         if answer is None:

@@ -13,7 +13,13 @@ in station/core/faults.py compares command and contact on every poll.
 
 from __future__ import annotations
 
+import logging
+from collections.abc import Callable
 from types import ModuleType
+
+from station.hardware.gpio import setup_pin
+
+log = logging.getLogger(__name__)
 
 
 class GpioContactor:
@@ -24,19 +30,26 @@ class GpioContactor:
         self.gpio, self.pin, self.active_low = gpio, pin, active_low
         self.feedback_pin, self.feedback_active_low = feedback_pin, feedback_active_low
         self.closed = False
-        gpio.setup(pin, gpio.OUT, initial=self._level(False))
+        # Called after each switch (the LCD refreshes soon after: the switching garbles it most).
+        self.on_switch: Callable[[], None] | None = None
+        setup_pin(gpio, pin, "contactor relay", gpio.OUT, initial=self._level(False))
         if feedback_pin is not None:
             # An aux contact that pulls low gets a pull-up, and the other way round,
             # so a broken wire reads "open" rather than floating.
             pull = gpio.PUD_UP if feedback_active_low else gpio.PUD_DOWN
-            gpio.setup(feedback_pin, gpio.IN, pull_up_down=pull)
+            setup_pin(gpio, feedback_pin, "contactor auxiliary contact", gpio.IN, pull_up_down=pull)
 
     def _level(self, closed: bool) -> int:
         return self.gpio.HIGH if closed != self.active_low else self.gpio.LOW
 
     def set(self, closed: bool) -> None:
         self.gpio.output(self.pin, self._level(closed))
-        self.closed = closed
+        switched, self.closed = closed != self.closed, closed
+        if switched and self.on_switch is not None:
+            try:
+                self.on_switch()
+            except Exception:  # noqa: BLE001 - a listener must never keep the contactor from switching
+                log.exception("contactor switch listener failed")
 
     def feedback(self) -> bool | None:
         """True when the auxiliary contact reports the contactor closed; None without one."""

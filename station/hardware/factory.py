@@ -56,11 +56,12 @@ def effective_pins(config: Config) -> Pins:
 
 
 async def build_hardware(config: Config, world: Any = None) -> Hardware:
-    gpio = load_gpio(config.hardware.mode)
     if config.hardware.mode == "sim":
         from station.emulated import fakegpio
 
+        fakegpio.emulate(config.sim.gpio_library)
         fakegpio.fail_edge_detection(not config.sim.gpio_edge_detection)
+    gpio = load_gpio(config.hardware.mode)
     pins = effective_pins(config)
     closers: list = []
 
@@ -69,7 +70,8 @@ async def build_hardware(config: Config, world: Any = None) -> Hardware:
         from station.hardware.rfid import Mfrc522Reader
 
         r = config.rfid
-        reader = Mfrc522Reader(r.spi_bus, r.spi_device, r.reset_pin, r.poll_interval_s, r.absent_s)
+        reader = Mfrc522Reader(r.spi_bus, r.spi_device, r.reset_pin, r.poll_interval_s, r.absent_s,
+                               spi_speed_hz=r.spi_speed_hz, antenna_gain_db=r.antenna_gain_db)
 
     contactor = GpioContactor(gpio, pins.contactor, pins.contactor_active_low, pins.feedback, pins.feedback_active_low)
     inputs = GpioInputs(gpio, pins.ev, pins.ev_active_low, pins.stop, pins.stop_active_low)
@@ -80,8 +82,11 @@ async def build_hardware(config: Config, world: Any = None) -> Hardware:
     closers.append(leds.close)
 
     lcd = config.lcd
-    display = LcdDisplay(lcd.i2c_bus, lcd.address, lcd.cols, lcd.rows) if lcd.enabled else NullDisplay(lcd.cols, lcd.rows)
+    display = (LcdDisplay(lcd.i2c_bus, lcd.address, lcd.cols, lcd.rows, refresh_s=lcd.refresh_s) if lcd.enabled
+               else NullDisplay(lcd.cols, lcd.rows))
     closers.append(display.close)
+    if isinstance(display, LcdDisplay):
+        contactor.on_switch = display.refresh_soon
 
     m = config.meter
     port = world.meter_port if world is not None else m.port

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from types import ModuleType
 
 from station.core.ports import LedPattern
+from station.hardware.gpio import setup_pin
 
 GREEN, YELLOW, RED, BLUE = "green", "yellow", "red", "blue"
 
@@ -75,8 +76,8 @@ class GpioLeds:
         self._wake = threading.Event()
         self._thread: threading.Thread | None = None
         self._generation = 0
-        for pin in self.pins.values():
-            gpio.setup(pin, gpio.OUT, initial=self._level(False))
+        for name, pin in self.pins.items():
+            setup_pin(gpio, pin, f"{name} LED", gpio.OUT, initial=self._level(False))
 
     def _level(self, on: bool) -> int:
         return self.gpio.HIGH if on != self.active_low else self.gpio.LOW

@@ -57,6 +57,7 @@ import json
 import logging
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TextIO
 from urllib.parse import urlsplit
@@ -313,12 +314,18 @@ class ModbusMeter:
 
     def _exception_hint(self, code: object) -> str:
         hint = f"the meter answered but refused the read: is it a {self.model}"
+        others = " or ".join(self.model_data.other_versions)
         if code == 2:
-            return hint + "? (code 2: no such register)"
+            hint += "? (code 2: no such register"
+            if others:
+                hint += f"; the same meter is sold with another register map: try meter.model = {others}"
+            return hint + ")"
         if code == 3:
             hint += "? (code 3: a read longer than it allows"
             if self.model == "EM24":
-                hint += "; an EM24 with the older map allows 11 registers: try meter.model = EM24-OLD"
+                hint += "; an EM24 with the older map allows 11 registers"
+            if others:
+                hint += f": try meter.model = {others}"
             return hint + ")"
         return hint + "?"
 
@@ -390,12 +397,11 @@ def reading_table(meter: ModbusMeter, r: MeterReading) -> str:
     if r.frequency_hz is not None:
         lines.append(f"Frequency {r.frequency_hz:.2f} Hz")
     names = [f"L{i + 1}" for i in range(m.phases)]
-    lines.append("          " + "".join(f"{n:>12}" for n in names))
-    rows = [("Voltage V", r.voltage_v, 1), ("Current A", r.current_a, 3)]
-    if r.power_phase_w:
-        rows.append(("Power W", r.power_phase_w, 1))
-    if r.energy_phase_wh:
-        rows.append(("Energy Wh", r.energy_phase_wh, 0))
+    rows = [(title, vals, digits) for title, vals, digits in (
+        ("Voltage V", r.voltage_v, 1), ("Current A", r.current_a, 3), ("Power W", r.power_phase_w, 1),
+        ("Energy Wh", r.energy_phase_wh, 0)) if vals]  # a model without a quantity (SDM72D-M-V1) skips its row
+    if rows:
+        lines.append("          " + "".join(f"{n:>12}" for n in names))
     for title, vals, digits in rows:
         lines.append(f"{title:<10}" + "".join(f"{_fmt(v, digits):>12}" for v in vals))
     return "\n".join(lines)
@@ -432,24 +438,74 @@ async def cli_read(
             print(f"error: {text}" + (f"\n  {hint}" if hint else ""), file=err)
         return 1
 
+    def open_meter(name: str) -> ModbusMeter:
+        return ModbusMeter(name, port, address, baudrate, parity, stopbits, timeout_s,
+                           turnaround_s=turnaround_s, rs485_rts=rs485_rts)
+
     try:
-        meter = ModbusMeter(model, port, address, baudrate, parity, stopbits, timeout_s,
-                            turnaround_s=turnaround_s, rs485_rts=rs485_rts)
+        meter = open_meter(model)
     except (KeyError, ValueError) as exc:
         return fail(str(exc.args[0] if exc.args else exc), "usage", "")
     try:
         reading = await meter.read()
     except MeterError as exc:
-        return fail(str(exc), exc.kind, exc.hint)
+        found = await _other_version(meter, open_meter) if exc.kind in ("exception", "decode") else None
+        if found is None:
+            return fail(str(exc), exc.kind, exc.hint)
+        name, r = found
+        advice = f"this meter answers as {name} ({r.energy_wh / 1000:.3f} kWh import): set meter.model = {name}"
+        if as_json:
+            print(json.dumps({"error": str(exc), "kind": exc.kind, "hint": advice, "suggest_model": name}), file=out)
+            return 1
+        return fail(str(exc), exc.kind, advice)
     finally:
         await meter.close()
+    richer = await _richer_version(meter, reading, open_meter)
     if as_json:
         doc = reading_json(meter.model, address, reading)
         if meter.map_warning:
             doc["warning"] = meter.map_warning
+        if richer:
+            doc["suggest_model"] = richer
         print(json.dumps(doc), file=out)
     else:
         if meter.map_warning:
             print(f"warning: {meter.map_warning}", file=err)
+        if richer:
+            extra = ", ".join(sorted(get_model(richer).measurands - meter.measurands))
+            print(f"note: this meter also answers the {richer} map, which reads more ({extra}): "
+                  f"set meter.model = {richer}", file=err)
         print(reading_table(meter, reading), file=out)
     return 0
+
+
+async def _other_version(meter: ModbusMeter, open_meter: Callable[[str], ModbusMeter]) -> tuple[str, MeterReading] | None:
+    """The first other register map of the same meter (`other_versions`) that reads, with its reading."""
+    for name in meter.model_data.other_versions:
+        other = open_meter(name)
+        try:
+            return name, await other.read()
+        except MeterError:
+            continue
+        finally:
+            await other.close()
+    return None
+
+
+async def _richer_version(meter: ModbusMeter, reading: MeterReading,
+                          open_meter: Callable[[str], ModbusMeter]) -> str | None:
+    """Another map of the same meter that reads more quantities and reads here (with the same
+    energy register): the installer chose the smaller map (an SDM72D-M-V1 set on a -V2)."""
+    for name in meter.model_data.other_versions:
+        if not get_model(name).measurands > meter.measurands:
+            continue
+        other = open_meter(name)
+        try:
+            r = await other.read()
+        except MeterError:
+            continue
+        finally:
+            await other.close()
+        if r.energy_wh == reading.energy_wh:
+            return name
+    return None

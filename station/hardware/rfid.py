@@ -52,16 +52,14 @@ The worker never dies on an exception: callback errors are logged too.
 from __future__ import annotations
 
 import logging
-import queue
-import sys
 import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, TextIO
+from typing import Any
 
 from station import privacy
-from station.core.tags import format_tag, format_uid, simple_mfrc522_number
+from station.core.tags import format_uid
 from station.errors import ReaderError
 
 log = logging.getLogger(__name__)
@@ -70,6 +68,7 @@ log = logging.getLogger(__name__)
 _COMMAND, _COMM_IRQ, _ERROR, _FIFO_DATA, _FIFO_LEVEL = 0x01, 0x04, 0x06, 0x09, 0x0A
 _CONTROL, _BIT_FRAMING, _TX_CONTROL = 0x0C, 0x0D, 0x14
 _T_MODE, _T_PRESCALER, _T_RELOAD_H, _T_RELOAD_L, _VERSION = 0x2A, 0x2B, 0x2C, 0x2D, 0x37
+_RF_CFG = 0x26  # RFCfgReg: bits 6-4 RxGain, the receiver's voltage gain (datasheet 9.3.3.6)
 _CMD_IDLE, _CMD_TRANSCEIVE = 0x00, 0x0C
 _TX_IRQ, _RX_IRQ, _TIMER_IRQ = 0x40, 0x20, 0x01
 _ERRORS = 0x1B  # BufferOvfl, CollErr, ParityErr, ProtocolErr
@@ -90,6 +89,12 @@ _WUPA, _HLTA = 0x52, 0x50
 _SEL = (0x93, 0x95, 0x97)
 _CASCADE_TAG = 0x88
 _MIN_MISSES = 2
+
+# RxGain codes (RFCfgReg bits 6-4) by gain in dB; 010 and 011 repeat 18 and 23 dB. The reset value
+# 0x48 is 33 dB. Clone modules with a weak antenna often read only at 43 or 48 dB.
+RX_GAIN_CODES: dict[int, int] = {18: 0b000, 23: 0b001, 33: 0b100, 38: 0b101, 43: 0b110, 48: 0b111}
+GAINS_DB: tuple[int, ...] = tuple(RX_GAIN_CODES)
+SPI_MAX_HZ = 10_000_000  # "SPI ... up to 10 Mbit/s" (datasheet 8.1.2)
 
 
 def _crc_a(data: bytes) -> bytes:
@@ -168,9 +173,15 @@ class Mfrc522Reader:
         *,
         fault_retry_s: float = 1.0,
         spi_speed_hz: int = 1_000_000,
+        antenna_gain_db: int = 33,
     ) -> None:
         if reset_pin is None or reset_pin < 0:
             raise ValueError("the MFRC522 reset pin must be given explicitly (BCM number)")
+        if antenna_gain_db not in RX_GAIN_CODES:
+            raise ValueError(f"MFRC522 receiver gain must be one of {GAINS_DB} dB, got {antenna_gain_db}")
+        if not 0 < spi_speed_hz <= SPI_MAX_HZ:
+            raise ValueError(f"MFRC522 SPI speed must be at most {SPI_MAX_HZ} Hz, got {spi_speed_hz}")
+        self.antenna_gain_db = antenna_gain_db
         self.bus, self.device, self.reset_pin = bus, device, reset_pin
         self.poll_interval_s = poll_interval_s
         self.absent_s = absent_s
@@ -301,21 +312,39 @@ class Mfrc522Reader:
         return list(answer[1:])
 
     def _configure(self) -> None:
-        """Our timer on top of the library's init, then check that the chip took it."""
+        """Our timer and receiver gain on top of the library's init, then check that the chip took them."""
         self._write(_T_MODE, _T_MODE_VALUE)
         self._write(_T_PRESCALER, _T_PRESCALER_VALUE)
         self._write(_T_RELOAD_H, _T_RELOAD >> 8)
         self._write(_T_RELOAD_L, _T_RELOAD & 0xFF)
-        version, t_mode, prescaler, reload_l, tx_control = self._read(_VERSION, _T_MODE, _T_PRESCALER, _T_RELOAD_L, _TX_CONTROL)
+        self._set_gain(self.antenna_gain_db)
+        version, t_mode, prescaler, reload_l, tx_control, rf_cfg = self._read(
+            _VERSION, _T_MODE, _T_PRESCALER, _T_RELOAD_L, _TX_CONTROL, _RF_CFG)
         self._check_version(version)
-        if (t_mode, prescaler, reload_l) != (_T_MODE_VALUE, _T_PRESCALER_VALUE, _T_RELOAD & 0xFF) or tx_control & 0x03 != 0x03:
+        timer = (t_mode, prescaler, reload_l) == (_T_MODE_VALUE, _T_PRESCALER_VALUE, _T_RELOAD & 0xFF)
+        if not timer or tx_control & 0x03 != 0x03 or (rf_cfg >> 4) & 0x07 != RX_GAIN_CODES[self.antenna_gain_db]:
             raise ReaderError(
                 f"MFRC522 on SPI {self.bus}.{self.device} did not take its configuration "
-                f"(TModeReg 0x{t_mode:02X}, TxControlReg 0x{tx_control:02X}): check the wiring"
+                f"(TModeReg 0x{t_mode:02X}, TxControlReg 0x{tx_control:02X}, RFCfgReg 0x{rf_cfg:02X}): check the wiring"
             )
         if self.version != version:
             log.info("MFRC522 on SPI %d.%d, version 0x%02X", self.bus, self.device, version)
         self.version = version
+
+    def set_gain(self, gain_db: int) -> None:
+        """Change the receiver gain now (`station rfid read --scan-gain` tries each)."""
+        if gain_db not in RX_GAIN_CODES:
+            raise ValueError(f"MFRC522 receiver gain must be one of {GAINS_DB} dB, got {gain_db}")
+        self.antenna_gain_db = gain_db
+        if self._lib is not None:
+            self._set_gain(gain_db)
+
+    def _set_gain(self, gain_db: int) -> None:
+        """RxGain through the library's own register access (Read_/Write_MFRC522), keeping the
+        register's reserved bits (7 and 3-0) as the chip has them."""
+        lib = self._lib
+        rf_cfg = lib.Read_MFRC522(lib.RFCfgReg)
+        lib.Write_MFRC522(lib.RFCfgReg, (rf_cfg & 0x8F) | RX_GAIN_CODES[gain_db] << 4)
 
     def _check_version(self, version: int) -> None:
         if version in (0x00, 0xFF):
@@ -399,7 +428,7 @@ class Mfrc522Reader:
                 self.open()
                 uid = self.poll()
             except Exception as exc:  # noqa: BLE001 - the worker must outlive any failure
-                self._report_fault(self._describe(exc))
+                self._report_fault(self.describe_fault(exc))
                 self.close()
                 self._stop.wait(self.fault_retry_s)
                 continue
@@ -430,7 +459,7 @@ class Mfrc522Reader:
         except Exception:  # noqa: BLE001
             log.exception("RFID fault handler failed")
 
-    def _describe(self, exc: Exception) -> str:
+    def describe_fault(self, exc: Exception) -> str:
         node = f"/dev/spidev{self.bus}.{self.device}"
         if isinstance(exc, FileNotFoundError):
             return f"no SPI device {node}: enable SPI (dtparam=spi=on in config.txt, or raspi-config)"
@@ -439,90 +468,3 @@ class Mfrc522Reader:
         if isinstance(exc, ReaderError):
             return str(exc)
         return f"RFID reader on {node}: {type(exc).__name__}: {exc}"
-
-
-# --- `station rfid read` -----------------------------------------------------------------
-
-DEMO_UID = bytes.fromhex("D64FC93B")
-DEMO_DELAY_S = 1.0
-
-
-def uid_formats(uid: bytes, config: Any | None = None) -> list[tuple[str, str]]:
-    """(label, text) for every form of a UID an installer may need to type into a backend."""
-    rows: list[tuple[str, str]] = []
-    if config is not None:
-        rows.append(("id tag as configured", format_tag(uid, config)))
-    for order in ("forward", "reverse"):
-        label_order = "byte 0 first" if order == "forward" else "last byte first"
-        for case in ("upper", "lower"):
-            for sep, sep_name in (("", "no separator"), (":", "':'"), (" ", "' '")):
-                rows.append((f"hex {case}, {sep_name}, {label_order}", format_uid(uid, case, sep, order)))
-    rows.append(("decimal, byte 0 first", str(int.from_bytes(uid, "big"))))
-    rows.append(("decimal, last byte first", str(int.from_bytes(uid, "little"))))
-    rows.append(("SimpleMFRC522 read_id() number", str(simple_mfrc522_number(uid))))
-    return rows
-
-
-def cli_read(config: Any, timeout: float = 30.0, out: TextIO | None = None) -> int:
-    """`station rfid read [--timeout S]`: wait for a card and print its UID in every format.
-
-    Returns 0 when a card was read, 1 on timeout or when the reader fails
-    (the message says which and how to fix it). In `hardware.mode = "sim"`
-    the emulated chip is installed and, if no emulated chip is attached at
-    the configured SPI position yet, one is attached and a demo card
-    (D6 4F C9 3B) is tapped on it after one second; the output says so.
-    A chip attached beforehand (by a test or the simulator) is used as it is.
-    """
-    out = out or sys.stdout
-    rfid = config.rfid
-    timer: threading.Timer | None = None
-    if config.hardware.mode == "sim":
-        from station.emulated import fakespi, install
-        from station.emulated.mfrc522chip import MFRC522Chip
-
-        install.install()
-        if fakespi.attached(rfid.spi_bus, rfid.spi_device) is None:
-            chip = MFRC522Chip()
-            fakespi.attach(rfid.spi_bus, rfid.spi_device, chip)
-            timer = threading.Timer(DEMO_DELAY_S, chip.tap, args=(DEMO_UID,))
-            timer.daemon = True
-            print(
-                f"hardware.mode = sim: emulated MFRC522; a demo card ({format_uid(DEMO_UID, separator=' ')}) "
-                f"will be tapped in {DEMO_DELAY_S:g} s.",
-                file=out,
-            )
-    events: queue.Queue[tuple[str, Any]] = queue.Queue()
-    reader = Mfrc522Reader(rfid.spi_bus, rfid.spi_device, rfid.reset_pin, rfid.poll_interval_s, rfid.absent_s)
-    print(f"Hold a card to the reader on SPI {rfid.spi_bus}.{rfid.spi_device} (waiting up to {timeout:g} s) ...",
-          file=out, flush=True)
-    reader.start(on_tap=lambda uid: events.put(("tap", uid)), on_fault=lambda text: events.put(("fault", text)))
-    if timer is not None:
-        timer.start()
-    try:
-        deadline = time.monotonic() + timeout
-        while True:
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                print(f"No card seen within {timeout:g} s. Hold the card flat on the reader's antenna and try again.", file=out)
-                return 1
-            try:
-                kind, value = events.get(timeout=remaining)
-            except queue.Empty:
-                continue
-            if kind == "fault" and value is not None:
-                print(f"RFID reader fault: {value}", file=out)
-                return 1
-            if kind == "tap":
-                uid: bytes = value
-                sak = reader.last_sak
-                kind_text = f", SAK 0x{sak:02X}" if sak is not None else ""
-                print(f"Card UID: {len(uid)} bytes{kind_text}", file=out)
-                rows = uid_formats(uid, config)
-                width = max(len(label) for label, _ in rows)
-                for label, text in rows:
-                    print(f"  {label:<{width}}  {text}", file=out)
-                return 0
-    finally:
-        if timer is not None:
-            timer.cancel()
-        reader.stop()
