@@ -86,6 +86,7 @@ class McspServer(Service):
             self._server.close()
         await cancel_and_wait(*self._clients.values(), self._serial_task, self._tally_task)
         self.tally.flush()
+        self.refusal_tally.flush()
         self._tally_task = None
         if self._server is not None:
             try:
@@ -117,6 +118,7 @@ class McspServer(Service):
         while True:
             await asyncio.sleep(self.tally.period_s)
             self.tally.flush()
+            self.refusal_tally.flush()
 
     async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         # No await before start_tls below: the peer's first bytes must not reach the plain reader.
