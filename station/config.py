@@ -428,6 +428,8 @@ def load(path: str | Path) -> Config:
         raise ConfigError(file, None, "not UTF-8 text") from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(file, None, f"not valid TOML: {exc}") from None
+    except RecursionError:  # tomllib recurses once per level of nested arrays and tables
+        raise ConfigError(file, None, "not valid TOML: arrays or tables nested too deeply") from None
     return from_dict(data, file)
 
 
