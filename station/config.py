@@ -189,6 +189,14 @@ SCHEMA: dict[str, Key] = {
     "backend.ocpp.ca_file": Key(_STR, None, "CA file to verify the central system (wss://).", optional=True),
     "backend.ocpp.cert_file": Key(_STR, None, "Station certificate (profile 3).", optional=True),
     "backend.ocpp.key_file": Key(_STR, None, "Station private key (profile 3).", optional=True),
+    # --- firmware updates (OCPP SignedUpdateFirmware / UpdateFirmware) -------------
+    "firmware.signing_ca_file": Key(_STR, None, (
+        "PEM file of the root certificate(s) that sign firmware releases (the manufacturer's); a release is installed "
+        "only with a signature that chains to one of them. Unset: every firmware update is refused. Roots a central "
+        "system installs over OCPP (ManufacturerRootCertificate) are never trusted for firmware."), optional=True),
+    "firmware.allow_unsigned": Key(_BOOL, False, (
+        "DANGEROUS: install unsigned releases from UpdateFirmware (security profile 0 only). Whoever runs the central "
+        "system, or poses as it on the network, can then run any code as the station. Only on a closed test bench.")),
     # --- status page -------------------------------------------------------------
     "status_page.enabled": Key(_BOOL, False,
         "Serve a read-only status page (state, LCD text, meter, backend link and queue, last sessions, recent faults) over "
@@ -437,6 +445,8 @@ def load(path: str | Path) -> Config:
         raise ConfigError(file, None, "not UTF-8 text") from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(file, None, f"not valid TOML: {exc}") from None
+    except RecursionError:  # tomllib recurses once per level of nested arrays and tables
+        raise ConfigError(file, None, "not valid TOML: arrays or tables nested too deeply") from None
     return from_dict(data, file)
 
 

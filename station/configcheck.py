@@ -43,6 +43,7 @@ def findings(cfg: Config, read_files: bool = True) -> list[Finding]:
     out += _ocpp(cfg, read_files)
     out += _mcsp(cfg, read_files)
     out += _status_page(cfg, read_files)
+    out += _firmware(cfg, read_files)
     if cfg.station.log_tags:
         out.append(Finding("hint", "station.log_tags", "id tags are logged in full; they are personal data "
                                                        "(which apartment charged when): switch it off once the cards are paired"))
@@ -135,6 +136,35 @@ def _status_page(cfg: Config, read_files: bool) -> list[Finding]:
         out.append(Finding("hint", "status_page.listen",
                            "the page speaks plain HTTP: the password crosses the network unencrypted (HTTP Basic). "
                            "Use it on a LAN you trust, or reach it through an SSH tunnel or a VPN"))
+    return out
+
+
+def _firmware(cfg: Config, read_files: bool) -> list[Finding]:
+    """Firmware is code: who may sign it, and the dangerous unsigned switch."""
+    if cfg.backend.kind != "ocpp":
+        return []
+    f = cfg.firmware
+    out = []
+    if f.allow_unsigned:
+        if cfg.backend.ocpp.security_profile >= 1:
+            out.append(Finding("hint", "firmware.allow_unsigned",
+                               "has no effect under security profile 1-3: only signed firmware is taken there"))
+        else:
+            out.append(Finding("warning", "firmware.allow_unsigned",
+                               "DANGEROUS: the central system, or anyone who can pose as it on this network (profile 0 "
+                               "has no authentication), can install any code on the station. Switch it off outside "
+                               "a closed test bench; use SignedUpdateFirmware with firmware.signing_ca_file"))
+    if f.signing_ca_file and read_files:
+        try:
+            text = Path(f.signing_ca_file).read_bytes()
+        except OSError as exc:
+            out.append(Finding("error", "firmware.signing_ca_file",
+                               f"cannot read {f.signing_ca_file}: {exc.strerror or exc} (every firmware update will be "
+                               "refused)"))
+        else:
+            if b"-----BEGIN CERTIFICATE-----" not in text:
+                out.append(Finding("error", "firmware.signing_ca_file",
+                                   f"{f.signing_ca_file} holds no PEM certificate (every firmware update will be refused)"))
     return out
 
 

@@ -4,9 +4,15 @@ Only what a read-only page needs: GET and HEAD, one request per connection
 (`Connection: close`), no request bodies, no chunked encoding, no
 keep-alive. Everything is bounded so that nobody on the network can tie the
 station up with it: the request head (8 KiB), the time to send it (10 s),
-the time to take the answer (10 s), and the number of connections served at
-once (16; one more gets 503 and is closed). A handler that raises gets a 500
-and a log line; the station goes on.
+the time to take the answer (10 s), and the connections held at once, by the
+policy of station/admission.py: 16 in all, 4 per address that have not sent
+their whole request head yet (its next one closes its oldest such) and 8 per
+address in all; when all 16 are taken, a newcomer closes the oldest that has
+not finished its request head. So a host that opens slow connections holds 4
+of them and never keeps another client out; only 16 requests being answered
+at once make a newcomer wait for 503. Closes are reported to `note` (the
+status page counts them into one log line a minute). A handler that raises
+gets a 500 and a log line; the station goes on.
 
 Standard library only: the station's dependencies stay as they are.
 """
@@ -20,6 +26,8 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from urllib.parse import unquote, urlsplit
 
+from station.admission import Admission, ConnectionLimits, Slot
+
 log = logging.getLogger(__name__)
 
 REASONS = {200: "OK", 204: "No Content", 400: "Bad Request", 401: "Unauthorized", 404: "Not Found",
@@ -30,6 +38,8 @@ MAX_HEAD = 8192
 HEAD_TIMEOUT_S = 10.0
 WRITE_TIMEOUT_S = 10.0
 MAX_CLIENTS = 16
+MAX_SLOW_PER_PEER = 4  # connections of one address whose request head has not arrived yet
+MAX_PER_PEER = 8
 
 
 @dataclass
@@ -58,13 +68,16 @@ def text(status: int, message: str, headers: dict[str, str] | None = None) -> Re
 
 class HttpServer:
     def __init__(self, host: str, port: int, handler: Handler, *, base_headers: dict[str, str] | None = None,
-                 max_clients: int = MAX_CLIENTS) -> None:
+                 max_clients: int = MAX_CLIENTS, note: Callable[[str, str], None] | None = None) -> None:
         self.host, self.port = host, port
         self.handler = handler
         self.base_headers = base_headers or {}
-        self.max_clients = max_clients
+        self.admission = Admission(ConnectionLimits(max_connections=max_clients, max_per_peer=MAX_PER_PEER,
+                                                    max_unproven_per_peer=MAX_SLOW_PER_PEER,
+                                                    first_request_s=HEAD_TIMEOUT_S))
+        self.note = note or (lambda reason, peer: None)
         self._server: asyncio.Server | None = None
-        self._clients: set[asyncio.Task] = set()
+        self._clients: dict[Slot, asyncio.Task] = {}
 
     async def start(self) -> None:
         """Bind and listen. Raises OSError (address in use, not available)."""
@@ -75,25 +88,37 @@ class HttpServer:
         if self._server is not None:
             self._server.close()
             self._server = None
-        for task in list(self._clients):
+        tasks = list(self._clients.values())
+        for task in tasks:
             task.cancel()
-        await asyncio.gather(*self._clients, return_exceptions=True)
+        await asyncio.gather(*tasks, return_exceptions=True)
 
     async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         task = asyncio.current_task()
         assert task is not None
-        if len(self._clients) >= self.max_clients:
-            await self._send(writer, text(503, "busy, try again"), head_only=False)
-            return
-        self._clients.add(task)
-        try:
-            await self._serve(reader, writer)
-        finally:
-            self._clients.discard(task)
-
-    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         peer = writer.get_extra_info("peername")
         address = str(peer[0]) if isinstance(peer, tuple) else "?"
+        verdict = self.admission.admit(address, asyncio.get_running_loop().time())
+        for victim, why in verdict.evicted:
+            self.note(why, victim.peer)
+            self._clients.pop(victim).cancel()
+        if verdict.slot is None:
+            self.note(verdict.refused or "refused", address)
+            await self._send(writer, text(503, "busy, try again"), head_only=False)
+            return
+        slot = verdict.slot
+        self._clients[slot] = task
+        try:
+            await self._serve(reader, writer, address, slot)
+        except asyncio.CancelledError:
+            writer.transport.abort()  # closed by the policy (or the page closing): no goodbye
+            raise
+        finally:
+            self._clients.pop(slot, None)
+            self.admission.release(slot)
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, address: str,
+                     slot: Slot) -> None:
         try:
             async with asyncio.timeout(HEAD_TIMEOUT_S):
                 head = await reader.readuntil(b"\r\n\r\n")
@@ -106,6 +131,7 @@ class HttpServer:
         except (asyncio.IncompleteReadError, ConnectionError):
             writer.close()
             return
+        self.admission.valid_request(slot, asyncio.get_running_loop().time())  # a whole head: no longer "slow"
         request = parse_head(head, address)
         if isinstance(request, Response):
             await self._send(writer, request, head_only=False)

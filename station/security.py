@@ -68,7 +68,7 @@ def permission_problems(config: Any) -> list[str]:
     password_file = _get(config, "status_page.password_file")
     if password_file:
         out += _secret_file(Path(password_file), "the status page's password (status_page.password_file)")
-    for name in ("backend.mcsp.ca_file", "backend.ocpp.ca_file", "backend.ocpp.cert_file"):
+    for name in ("backend.mcsp.ca_file", "backend.ocpp.ca_file", "backend.ocpp.cert_file", "firmware.signing_ca_file"):
         path = _get(config, name)
         if path:
             out += _trust_file(Path(path), name)

@@ -56,12 +56,27 @@ def _csv_value(value: Any) -> Any:
     return "" if value is None else value
 
 
+# A spreadsheet takes a cell that starts with one of these as a formula (OWASP, "CSV Injection"), and the
+# id tag and the backend's session id are text a backend chose: `=HYPERLINK(...)` would run when the
+# operator opens the export. The full-width forms are there for spreadsheets that treat them alike.
+FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r", "\uff1d", "\uff0b", "\uff0d", "\uff20")
+
+
+def spreadsheet_safe(value: Any) -> Any:
+    """A text cell a spreadsheet would run as a formula gets a leading ' (shown as text, the OWASP rule).
+
+    Only text is touched: the numeric columns are numbers and stay numbers (none is ever negative)."""
+    if isinstance(value, str) and value.startswith(FORMULA_STARTS):
+        return "'" + value
+    return value
+
+
 def to_csv(table: list[dict[str, Any]]) -> str:
     out = io.StringIO()
     w = csv.DictWriter(out, fieldnames=FIELDS, extrasaction="ignore", lineterminator="\r\n")
     w.writeheader()
     for row in table:
-        w.writerow({k: _csv_value(row.get(k)) for k in FIELDS})
+        w.writerow({k: spreadsheet_safe(_csv_value(row.get(k))) for k in FIELDS})
     return out.getvalue()
 
 

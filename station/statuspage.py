@@ -17,13 +17,16 @@ Read-only, entirely: no request changes anything in the station, with or
 without a password (v1 has no action at all; GET and HEAD are the only
 methods answered). With `status_page.password_file` (or `password`) every
 request needs HTTP Basic (`status_page.user`), compared in constant time;
-repeated failures from one address are answered 429 for a minute. Without
+failures are bounded per address and overall, without locking out a device
+that signed in before (pageauth.py), and counted into one log line a minute
+(tally.Tally). Without
 a password the page is open to whoever reaches the address and shows id
 tags masked (a tag is enough to clone a card, docs/security.md); with a
 password they are shown in full. A password file that cannot be read keeps
 the page off (it never falls back to no password).
 
-Cost: nothing runs between requests (no timer, no polling); a request reads
+Cost: nothing runs between requests (no polling; a timer only to log the
+minute's summary after refusals); a request reads
 the charger's state in memory and the journal through a read-only SQLite
 connection of its own, in a worker thread, so neither blocks the charger.
 If the address cannot be bound (the network is not up yet after a power
@@ -41,7 +44,6 @@ from __future__ import annotations
 import asyncio
 import base64
 import hashlib
-import hmac
 import ipaddress
 import json
 import logging
@@ -57,7 +59,9 @@ from station import __version__, privacy, sessionlist
 from station.config import split_listen
 from station.configcheck import read_password
 from station.httpd import HttpServer, Request, Response, text
+from station.pageauth import PasswordGuard
 from station.store import DB_NAME, _session
+from station.tally import Tally
 
 log = logging.getLogger(__name__)
 
@@ -66,8 +70,7 @@ LAST_SESSIONS = 10
 CSV_SESSIONS = 1000
 LAST_FAULTS = 10
 RETRY_BIND_S = 30.0
-FAILURES_ALLOWED = 5  # wrong passwords per address within FAILURE_WINDOW_S before 429
-FAILURE_WINDOW_S = 60.0
+TALLY_PERIOD_S = 60.0  # wrong passwords, lockouts and closed connections: one log line this often
 
 STYLE = """
 body{font-family:system-ui,sans-serif;margin:0;padding:12px;background:#f4f5f7;color:#1d2430;max-width:720px}
@@ -98,10 +101,11 @@ class StatusPage:
         page = station.config.status_page
         self.host, self.port = split_listen(page.listen)
         self.user = page.user
-        self._digest: bytes | None = None  # sha256 of "user:password"; None = no password
+        self._guard: PasswordGuard | None = None  # None = no password
         self._server: HttpServer | None = None
         self._task: asyncio.Task | None = None
-        self._failures: dict[str, list[float]] = {}
+        self.tally = Tally("status page", TALLY_PERIOD_S, log)
+        self._flush_timer: asyncio.TimerHandle | None = None
         self._db: sqlite3.Connection | None = None
         self._db_lock = threading.Lock()
         self._names = _own_names()
@@ -117,7 +121,7 @@ class StatusPage:
 
     @property
     def protected(self) -> bool:
-        return self._digest is not None
+        return self._guard is not None
 
     async def start(self) -> None:
         """Serve, or keep trying in the background; never raises (the station charges without it)."""
@@ -132,12 +136,12 @@ class StatusPage:
                           "password it was configured with)", exc)
                 return
         if password is not None:
-            self._digest = hashlib.sha256(f"{self.user}:{password}".encode()).digest()
+            self._guard = PasswordGuard(self.user, password)
         if not await self._bind(first=True):
             self._task = self.station.supervisor.spawn(self._keep_binding(), "status-page-bind")
 
     async def _bind(self, first: bool) -> bool:
-        server = HttpServer(self.host, self.port, self.handle, base_headers=SECURITY_HEADERS)
+        server = HttpServer(self.host, self.port, self.handle, base_headers=SECURITY_HEADERS, note=self.note)
         try:
             await server.start()
         except OSError as exc:
@@ -156,7 +160,22 @@ class StatusPage:
             if await self._bind(first=False):
                 return
 
+    def note(self, reason: str, source: str) -> None:
+        """Count a refusal into the tally; the summary line follows within TALLY_PERIOD_S (no timer otherwise)."""
+        self.tally.note(reason, source)
+        if self._flush_timer is None:
+            self._flush_timer = asyncio.get_running_loop().call_later(TALLY_PERIOD_S, self._flush)
+
+    def _flush(self) -> None:
+        self.tally.flush()
+        self._flush_timer = None if self.tally.quiet else \
+            asyncio.get_running_loop().call_later(TALLY_PERIOD_S, self._flush)
+
     async def close(self) -> None:
+        if self._flush_timer is not None:
+            self._flush_timer.cancel()
+            self._flush_timer = None
+        self.tally.flush()
         if self._task is not None:
             self._task.cancel()
             await asyncio.gather(self._task, return_exceptions=True)
@@ -172,11 +191,24 @@ class StatusPage:
     async def handle(self, request: Request) -> Response:
         if not self._host_allowed(request.headers.get("host", "")):
             return text(421, "this station answers only to its own address")
-        if self._digest is not None:
-            refused = self._check_auth(request)
-            if refused is not None:
-                return refused
-        full = self._digest is not None
+        if self._guard is None:
+            return await self._route(request, False)
+        verdict = self._guard.check(request.headers.get("authorization", ""), request.headers.get("cookie", ""),
+                                    request.peer, time.monotonic())
+        if verdict.reason is not None:
+            self.note(verdict.reason, request.peer)
+        if verdict.status == 429:
+            return text(429, "too many wrong passwords; a device that signed in here before is let in, others wait",
+                        {"Retry-After": str(verdict.retry_after)})
+        if verdict.status == 401:
+            realm = f"station {self.station.config.station.name}".replace('"', "'")
+            return text(401, "password required", {"WWW-Authenticate": f'Basic realm="{realm}", charset="UTF-8"'})
+        response = await self._route(request, True)
+        if verdict.set_cookie:
+            response.headers["Set-Cookie"] = self._guard.set_cookie_header()
+        return response
+
+    async def _route(self, request: Request, full: bool) -> Response:
         if request.path == "/":
             snap = await self.snapshot(full)
             return Response(200, render_html(snap).encode(), "text/html; charset=utf-8")
@@ -200,27 +232,6 @@ class StatusPage:
             return True
         except ValueError:
             return name in self._names
-
-    def _check_auth(self, request: Request) -> Response | None:
-        now = time.monotonic()
-        recent = [t for t in self._failures.get(request.peer, []) if now - t < FAILURE_WINDOW_S]
-        if len(recent) >= FAILURES_ALLOWED:
-            return text(429, "too many wrong passwords; wait a minute", {"Retry-After": str(int(FAILURE_WINDOW_S))})
-        given = _basic_credentials(request.headers.get("authorization", ""))
-        assert self._digest is not None
-        if given is not None and hmac.compare_digest(hashlib.sha256(given).digest(), self._digest):
-            self._failures.pop(request.peer, None)
-            return None
-        if given is not None:
-            recent.append(now)
-            if len(self._failures) > 256:  # bounded: forget the oldest addresses
-                self._failures.pop(next(iter(self._failures)))
-            self._failures[request.peer] = recent
-            level = logging.WARNING if len(recent) in (1, FAILURES_ALLOWED) else logging.DEBUG
-            log.log(level, "status page: wrong user or password from %s (%d in the last minute)",
-                    request.peer, len(recent))
-        realm = f"station {self.station.config.station.name}".replace('"', "'")
-        return text(401, "password required", {"WWW-Authenticate": f'Basic realm="{realm}", charset="UTF-8"'})
 
     # ------------------------------------------------------------------ the facts
     async def snapshot(self, full_tags: bool) -> dict[str, Any]:
@@ -297,16 +308,6 @@ def _fault(row: dict[str, Any]) -> dict[str, Any]:
         flowed = row["cleared_wh"] - row["raised_wh"]
     return {"at": row["raised_at"], "source": row["source"], "code": row["vendor"] or row["code"], "text": row["text"],
             "cleared_at": row["cleared_at"], "energy_wh": flowed}
-
-
-def _basic_credentials(header: str) -> bytes | None:
-    scheme, _, token = header.partition(" ")
-    if scheme.lower() != "basic" or not token:
-        return None
-    try:
-        return base64.b64decode(token.strip(), validate=True)
-    except ValueError:
-        return None
 
 
 def _own_names() -> set[str]:

@@ -17,13 +17,19 @@ log = logging.getLogger(__name__)
 
 
 class Tally:
-    def __init__(self, who: str, period_s: float = 60.0) -> None:
+    def __init__(self, who: str, period_s: float = 60.0, logger: logging.Logger | None = None) -> None:
         self.who, self.period_s = who, period_s
+        self.log = logger or log  # the lines go out under the listener's own logger when it gives one
         self.reasons: Counter[str] = Counter()  # since the last flush
         self.sources: Counter[str] = Counter()
         self.total: Counter[str] = Counter()  # since start (tests, the bench)
         self._quiet = True
         self._flushed_at: float | None = None
+
+    @property
+    def quiet(self) -> bool:
+        """Nothing noted since the last flush that found nothing (the next note is logged at once)."""
+        return self._quiet
 
     def note(self, reason: str, source: str = "", now: float | None = None) -> None:
         """One more; `now` (monotonic s) lets a caller without a periodic task flush lazily."""
@@ -31,7 +37,7 @@ class Tally:
         if self._quiet:
             self._quiet = False
             self._flushed_at = now
-            log.warning("%s: %s%s; more of these are summed up every %.0f s", self.who, reason,
+            self.log.warning("%s: %s%s; more of these are summed up every %.0f s", self.who, reason,
                         f" ({source})" if source else "", self.period_s)
             return
         self.reasons[reason] += 1
@@ -51,7 +57,7 @@ class Tally:
         if len(self.reasons) > 5:
             why += f", {len(self.reasons) - 5} other reasons"
         who = ", ".join(f"{p} {c}" for p, c in self.sources.most_common(5))
-        log.warning("%s, last %.0f s: %d more (%s)%s", self.who, self.period_s, n, why,
+        self.log.warning("%s, last %.0f s: %d more (%s)%s", self.who, self.period_s, n, why,
                     f"; from {who}" if who else "")
         self.reasons.clear()
         self.sources.clear()

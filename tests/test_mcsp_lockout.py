@@ -1,5 +1,5 @@
 """One host on the building network cannot lock the stations out of the MCSP reference server
-(issue 15; the policy is in station/servers/mcsp/admission.py and docs/mcsp.md §9).
+(issue 15; the policy is in station/admission.py and docs/mcsp.md §9).
 
 The flood tests run hundreds of silent and half-frame connections from other loopback source
 addresses (127.0.0.0/8 is all loopback; the server binds 127.0.0.1 only) while the station's own
@@ -20,12 +20,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from mcsp_support import FakeStation, PtyBridge, item, session
 
-from station.backends.mcsp import codec
-from station.backends.mcsp.client import McspBackend
-from station.backoff import Backoff
-from station.core.model import MessageKind
-from station.servers.mcsp import McspServer
-from station.servers.mcsp.admission import (
+from station.admission import (
     EVICTED_FULL,
     EVICTED_PEER,
     EVICTED_STALE,
@@ -37,6 +32,11 @@ from station.servers.mcsp.admission import (
     Admission,
     ConnectionLimits,
 )
+from station.backends.mcsp import codec
+from station.backends.mcsp.client import McspBackend
+from station.backoff import Backoff
+from station.core.model import MessageKind
+from station.servers.mcsp import McspServer
 from tests.stations import until
 
 TAG = "16AC936B1692E73A"

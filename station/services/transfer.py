@@ -15,12 +15,11 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-import shutil
 import ssl
 import urllib.parse
 from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, BinaryIO
 
 from station.services.lazy import lazy
 
@@ -34,6 +33,7 @@ else:  # used only while a transfer runs: imported then, not at start
 log = logging.getLogger(__name__)
 
 TIMEOUT_S = 60.0
+CHUNK = 64 * 1024
 # An upload refused for lack of rights (FTP 530 not logged in, 550 no access; HTTP 401, 403).
 _PERMISSION = ("530", "550", "401", "403")
 
@@ -53,32 +53,52 @@ def _opener(scheme: str, ca_file: str | None) -> _request.OpenerDirector:
     return _request.build_opener(*handlers)
 
 
-def _download(url: str, dest: Path, ca_file: str | None, timeout: float) -> Path:
+def _copy(response: BinaryIO, out: BinaryIO, max_bytes: int | None) -> None:
+    """Copy at most `max_bytes` (a central system must not fill the disk the journal is written to)."""
+    total = 0
+    while chunk := response.read(CHUNK):
+        total += len(chunk)
+        if max_bytes is not None and total > max_bytes:
+            raise ValueError(f"the file is larger than {max_bytes} bytes")
+        out.write(chunk)
+
+
+def _download(url: str, dest: Path, ca_file: str | None, timeout: float, max_bytes: int | None = None) -> Path:
     scheme = urllib.parse.urlsplit(url).scheme.lower()
     if scheme not in ("http", "https", "ftp"):
         raise ValueError(f"unsupported scheme {scheme!r}")
     dest.parent.mkdir(parents=True, exist_ok=True)
     tmp = dest.with_name(dest.name + ".part")
-    with _opener(scheme, ca_file).open(url, timeout=timeout) as response, open(tmp, "wb") as out:
-        shutil.copyfileobj(response, out)
+    try:
+        with _opener(scheme, ca_file).open(url, timeout=timeout) as response, open(tmp, "wb") as out:
+            _copy(response, out, max_bytes)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
     os.replace(tmp, dest)
     return dest
 
 
-async def download(url: str, directory: Path, ca_file: str | None = None, timeout: float = TIMEOUT_S) -> Path:
-    """Fetch `url` into `directory`, keeping the file name of the URL path."""
-    name = Path(urllib.parse.unquote(urllib.parse.urlsplit(url).path)).name or "firmware.bin"
-    return await asyncio.to_thread(_download, url, directory / name, ca_file, timeout)
+def _file_name(url: str) -> str:
+    name = Path(urllib.parse.unquote(urllib.parse.urlsplit(url).path)).name
+    return name if name not in ("", ".", "..") else "firmware.bin"
+
+
+async def download(url: str, directory: Path, ca_file: str | None = None, timeout: float = TIMEOUT_S,
+                   max_bytes: int | None = None) -> Path:
+    """Fetch `url` into `directory`, keeping the file name of the URL path; at most `max_bytes`."""
+    return await asyncio.to_thread(_download, url, directory / _file_name(url), ca_file, timeout, max_bytes)
 
 
 async def download_retrying(url: str, directory: Path, *, ca_file: str | None, tries: int, pause: float,
-                            before_try: Callable[[], Awaitable[object]], what: str = "firmware") -> Path | None:
+                            before_try: Callable[[], Awaitable[object]], what: str = "firmware",
+                            max_bytes: int | None = None) -> Path | None:
     """`tries` downloads `pause` s apart, `before_try()` (e.g. a Downloading notice) before each.
     None when every try failed."""
     for n in range(tries):
         await before_try()
         try:
-            return await download(url, directory, ca_file=ca_file)
+            return await download(url, directory, ca_file=ca_file, max_bytes=max_bytes)
         except Exception as exc:
             log.warning("%s download %d of %d failed: %s", what, n + 1, tries, exc)
             if n + 1 < tries:

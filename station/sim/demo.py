@@ -92,6 +92,8 @@ def simulation_config(path: str | None, state_dir: str | None, scenario: bool = 
             raise configmod.ConfigError(path, None, f"cannot read: {exc.strerror or exc}") from None
         except tomllib.TOMLDecodeError as exc:
             raise configmod.ConfigError(path, None, f"not valid TOML: {exc}") from None
+        except RecursionError:  # tomllib recurses once per level of nesting
+            raise configmod.ConfigError(path, None, "not valid TOML: arrays or tables nested too deeply") from None
         source = path
         _emulate_wired_inputs(data)
     data.setdefault("hardware", {})["mode"] = "sim"

@@ -141,6 +141,8 @@ def load(path: str | Path) -> Scenario:
         raise ScenarioError(f"{path}: cannot read: {exc.strerror or exc}") from None
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
         raise ScenarioError(f"{path}: not valid TOML: {exc}") from None
+    except RecursionError:  # tomllib recurses once per level of nesting
+        raise ScenarioError(f"{path}: not valid TOML: arrays or tables nested too deeply") from None
     return parse(data, str(path))
 
 

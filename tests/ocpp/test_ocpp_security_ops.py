@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 from conftest import Rig
+from firmware_support import RELEASE_MODULE
 from strict_peer import TimedCS
 from test_ocpp_security_profiles import KEY, profile_config
 from test_ocpp_tc_firmware import WHEEL, _Handler, in_seconds, make_wheel
@@ -39,8 +40,10 @@ def served(tmp_path, pki):
     server.server_close()
 
 
-async def fw_rig(rig_factory, cs, tmp_path, **kw):
-    rig = await rig_factory(cs.url, {"MeterValueSampleInterval": 0}, **kw)
+async def fw_rig(rig_factory, cs, tmp_path, pki, extra: dict | None = None, **kw):
+    """A charge point whose firmware signing root is the test manufacturer's (firmware.signing_ca_file)."""
+    extra = {"firmware.signing_ca_file": pki.path("mfr-ca.pem"), **(extra or {})}
+    rig = await rig_factory(cs.url, {"MeterValueSampleInterval": 0}, extra=extra, **kw)
     target = tmp_path / "site-packages"
     rig.backend.pip_command = [sys.executable, "-m", "pip", "install", "--no-input", "--no-deps", "--no-index",
                                "--disable-pip-version-check", "--target", str(target)]
@@ -68,7 +71,7 @@ async def signed_statuses(cs: TimedCS, ends: set[str], request_id: int, timeout:
 
 async def test_TC_080_secure_firmware_update(strict_factory, rig_factory, served, pki, tmp_path):
     cs = await strict_factory({})
-    rig = await fw_rig(rig_factory, cs, tmp_path)
+    rig = await fw_rig(rig_factory, cs, tmp_path, pki)
     assert (await cs.command("InstallCertificate", {"certificateType": "ManufacturerRootCertificate",
                                                      "certificate": pki.mfr.pem}))["status"] == "Accepted"
     answer = await cs.command("SignedUpdateFirmware", {"requestId": 42, "retries": 1,
@@ -76,7 +79,7 @@ async def test_TC_080_secure_firmware_update(strict_factory, rig_factory, served
     assert answer["status"] == "Accepted"
     seen = await signed_statuses(cs, {"Installed", "InstallationFailed", "InvalidSignature", "DownloadFailed"}, 42)
     assert seen == ["Downloading", "Downloaded", "SignatureVerified", "Installing", "Installed"]
-    assert (rig.target / "stationfw_test" / "__init__.py").exists()
+    assert (rig.target / RELEASE_MODULE).exists()
     await cs.call_from_cp("SecurityEventNotification", lambda p: p["type"] == "FirmwareUpdated")
     for _ in range(100):
         if ("reset", False) in rig.station.calls:
@@ -92,7 +95,7 @@ async def test_TC_080_secure_firmware_update(strict_factory, rig_factory, served
 
 async def test_TC_081_secure_firmware_update_invalid_signature(strict_factory, rig_factory, served, pki, tmp_path):
     cs = await strict_factory({})
-    rig = await fw_rig(rig_factory, cs, tmp_path)
+    rig = await fw_rig(rig_factory, cs, tmp_path, pki)
     await cs.command("InstallCertificate", {"certificateType": "ManufacturerRootCertificate", "certificate": pki.mfr.pem})
     forged = pki.sign_firmware(b"some other file")
     answer = await cs.command("SignedUpdateFirmware", {"requestId": 7, "firmware": firmware(served, pki, signature=forged)})
@@ -101,21 +104,23 @@ async def test_TC_081_secure_firmware_update_invalid_signature(strict_factory, r
     assert seen == ["Downloading", "Downloaded", "InvalidSignature"]
     event = await cs.call_from_cp("SecurityEventNotification", lambda p: p["type"] == "InvalidFirmwareSignature")
     assert WHEEL in event["techInfo"]
-    assert not (rig.target / "stationfw_test").exists()
+    assert not (rig.target / RELEASE_MODULE).exists()
     assert ("reset", False) not in rig.station.calls
     assert cs.failures() == []
 
 
 async def test_signed_firmware_with_an_untrusted_signing_certificate(strict_factory, rig_factory, served, pki,
                                                                       tmp_path):
-    """L01.FR.23/24: the signing certificate is checked first: InvalidCertificate and a security event."""
+    """L01.FR.23/24: the signing certificate is checked first: InvalidCertificate and a security event.
+    Trusted is the installer's firmware.signing_ca_file only, never a root the central system installed."""
     cs = await strict_factory({})
-    await fw_rig(rig_factory, cs, tmp_path)
+    await fw_rig(rig_factory, cs, tmp_path, pki)
     fw = firmware(served, pki)
-    # no manufacturer root installed yet
-    assert (await cs.command("SignedUpdateFirmware", {"requestId": 1, "firmware": fw}))["status"] == "InvalidCertificate"
-    await cs.command("InstallCertificate", {"certificateType": "ManufacturerRootCertificate", "certificate": pki.mfr.pem})
     fw["signingCertificate"] = (pki.dir / "station.pem").read_text()  # signed by the CPO CA, not the manufacturer
+    assert (await cs.command("SignedUpdateFirmware", {"requestId": 1, "firmware": fw}))["status"] == "InvalidCertificate"
+    # the CPO CA installed as a manufacturer root over OCPP: still not a firmware signing root
+    assert (await cs.command("InstallCertificate", {"certificateType": "ManufacturerRootCertificate",
+                                                     "certificate": pki.cpo.pem}))["status"] == "Accepted"
     assert (await cs.command("SignedUpdateFirmware", {"requestId": 2, "firmware": fw}))["status"] == "InvalidCertificate"
     await cs.call_from_cp("SecurityEventNotification", lambda p: p["type"] == "InvalidFirmwareSigningCertificate")
     assert cs.calls("SignedFirmwareStatusNotification") == []
@@ -125,7 +130,7 @@ async def test_signed_firmware_with_an_untrusted_signing_certificate(strict_fact
 async def test_secure_firmware_download_failed_and_unsigned_update_refused(strict_factory, rig_factory, served, pki,
                                                                             tmp_path):
     cs = await strict_factory({"password": KEY})
-    await fw_rig(rig_factory, cs, tmp_path, extra=profile_config(cs, 1))
+    await fw_rig(rig_factory, cs, tmp_path, pki, extra=profile_config(cs, 1))
     await cs.command("InstallCertificate", {"certificateType": "ManufacturerRootCertificate", "certificate": pki.mfr.pem})
     fw = firmware(served, pki)
     fw["location"] = "http://127.0.0.1:9/missing.whl"

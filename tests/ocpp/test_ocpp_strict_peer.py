@@ -25,7 +25,8 @@ async def test_full_session_against_strict_central_system(strict_cs, sim_factory
     cs = strict_cs
     s = await sim_factory(cs.url, {"MeterValueSampleInterval": 10, "ClockAlignedDataInterval": 15,
                                    "MeterValuesSampledData": "Energy.Active.Import.Register,Power.Active.Import,"
-                                                             "Voltage,Current.Import"})
+                                                             "Voltage,Current.Import"},
+                            **{"firmware.allow_unsigned": True})  # an unsigned UpdateFirmware is sent below
     await s.online()
     connected = await cs.wait(lambda e: e["event"] == "connected")
     assert connected["identity"] == "CP1" and connected["protocol"] == "ocpp1.6"

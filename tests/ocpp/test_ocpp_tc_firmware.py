@@ -1,26 +1,28 @@
 """FirmwareManagement compliance cases against local HTTP and FTP servers on 127.0.0.1.
 
-The firmware is a real (tiny) wheel, installed by the real pip into a target
-directory of the test instead of the running environment.
+The firmware is a real (tiny) wheel of the `station` distribution, installed by
+the real pip into a target directory of the test instead of the running
+environment. Unsigned UpdateFirmware needs `firmware.allow_unsigned` (off by
+default); tests/ocpp/test_ocpp_hostile_firmware.py has what it refuses.
 """
 
 from __future__ import annotations
 
 import asyncio
-import base64
-import hashlib
 import http.server
 import sys
 import tarfile
 import threading
-import zipfile
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
+from firmware_support import RELEASE, RELEASE_MODULE, wheel
 from ocpp.v16 import call
 
-WHEEL = "stationfw_test-1.0-py3-none-any.whl"
+UNSIGNED = {"firmware.allow_unsigned": True}
+
+WHEEL = RELEASE
 
 
 def in_seconds(s: float) -> str:
@@ -28,21 +30,7 @@ def in_seconds(s: float) -> str:
 
 
 def make_wheel(path: Path) -> Path:
-    files = {
-        "stationfw_test/__init__.py": b"VERSION = '1.0'\n",
-        "stationfw_test-1.0.dist-info/METADATA": b"Metadata-Version: 2.1\nName: stationfw-test\nVersion: 1.0\n",
-        "stationfw_test-1.0.dist-info/WHEEL": b"Wheel-Version: 1.0\nGenerator: test\nRoot-Is-Purelib: true\nTag: py3-none-any\n",
-    }
-    record = []
-    for name, data in files.items():
-        digest = base64.urlsafe_b64encode(hashlib.sha256(data).digest()).rstrip(b"=").decode()
-        record.append(f"{name},sha256={digest},{len(data)}")
-    record.append("stationfw_test-1.0.dist-info/RECORD,,")
-    with zipfile.ZipFile(path, "w") as z:
-        for name, data in files.items():
-            z.writestr(name, data)
-        z.writestr("stationfw_test-1.0.dist-info/RECORD", "\n".join(record) + "\n")
-    return path
+    return wheel(path)
 
 
 class _Handler(http.server.SimpleHTTPRequestHandler):
@@ -103,7 +91,7 @@ def ftp_url(files_dir):
 
 @pytest.fixture
 async def fw_sim(csms, sim_factory, tmp_path):
-    s = await sim_factory(csms.url)
+    s = await sim_factory(csms.url, **UNSIGNED)
     await s.online()
     target = tmp_path / "site"
     s.backend.pip_command = [sys.executable, "-m", "pip", "install", "--no-input", "--no-deps", "--no-index",
@@ -129,7 +117,7 @@ async def test_TC_044_1_firmware_update_download_and_install_http(csms, fw_sim, 
     await csms.call(call.UpdateFirmware(location=f"{http_url}/{WHEEL}", retrieve_date=in_seconds(0)))
     seen = await firmware_statuses(csms, {"Installed", "InstallationFailed", "DownloadFailed"})
     assert seen == ["Downloading", "Downloaded", "Installing", "Installed"]
-    assert (fw_sim.target / "stationfw_test" / "__init__.py").exists()
+    assert (fw_sim.target / RELEASE_MODULE).exists()
     assert await wait_exit(fw_sim) == "soft"  # restarted onto the new release
 
 
@@ -140,7 +128,7 @@ async def test_TC_044_1_firmware_update_over_ftp_at_retrieve_date(csms, fw_sim, 
     assert seen == ["Downloading", "Downloaded", "Installing", "Installed"]
     first = next(r for r in csms.received if r.action == "FirmwareStatusNotification")
     assert first.at - t0 >= 0.3  # waited for retrieveDate
-    assert (fw_sim.target / "stationfw_test" / "__init__.py").exists()
+    assert (fw_sim.target / RELEASE_MODULE).exists()
 
 
 async def test_TC_044_2_firmware_update_download_failed(csms, fw_sim, http_url):
@@ -205,7 +193,7 @@ async def test_TC_044_1_firmware_update_over_https(csms, sim_factory, files_dir,
     server.socket = ctx.wrap_socket(server.socket, server_side=True)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     try:
-        s = await sim_factory(csms.url, **{"backend.ocpp.ca_file": str(ca)})
+        s = await sim_factory(csms.url, **{"backend.ocpp.ca_file": str(ca)}, **UNSIGNED)
         await s.online()
         target = tmp_path / "site"
         s.backend.pip_command = [sys.executable, "-m", "pip", "install", "--no-input", "--no-deps", "--no-index",
@@ -214,7 +202,7 @@ async def test_TC_044_1_firmware_update_over_https(csms, sim_factory, files_dir,
         await csms.call(call.UpdateFirmware(location=url, retrieve_date=in_seconds(0)))
         seen = await firmware_statuses(csms, {"Installed", "InstallationFailed", "DownloadFailed"})
         assert seen == ["Downloading", "Downloaded", "Installing", "Installed"]
-        assert (target / "stationfw_test" / "__init__.py").exists()
+        assert (target / RELEASE_MODULE).exists()
     finally:
         server.shutdown()
         server.server_close()

@@ -280,8 +280,13 @@ class CoreHandlers:
     @on("UpdateFirmware")
     def on_update_firmware(self, location: str, retrieve_date: str, retries: int | None = None,
                            retry_interval: int | None = None, **_: Any) -> Answer:
-        if self.b.security.profile >= 1:
-            # L01.FR.20: with the security extension in use only signed firmware is taken.
+        # Installing code is running code: unsigned only where the installer said so (docs/security.md), and
+        # never with the security extension in use (L01.FR.20).
+        profile = self.b.security.profile
+        if profile >= 1 or not self.b.config.firmware.allow_unsigned:
+            why = f"security profile {profile}" if profile >= 1 else "firmware.allow_unsigned is off"
+            log.warning("unsigned UpdateFirmware refused (%s)", why)
+            self.b.security.event("InvalidFirmwareSignature", f"unsigned UpdateFirmware refused ({why})")
             raise RpcError("NotSupported", "unsigned firmware is not accepted: use SignedUpdateFirmware")
         self.b.jobs.update_firmware(location, retrieve_date, retries, retry_interval)
         return {}

@@ -6,16 +6,22 @@ reported and how:
 
 * UpdateFirmware (FirmwareManagement): FirmwareStatusNotification Downloading,
   Downloaded / DownloadFailed, Installing, Installed / InstallationFailed; a
-  final status that could not be sent is sent after the next boot.
+  final status that could not be sent is sent after the next boot. Only with
+  `firmware.allow_unsigned` (handlers.py refuses it otherwise).
 * GetDiagnostics: DiagnosticsStatusNotification Uploading, Uploaded /
   UploadFailed.
 * SignedUpdateFirmware (security whitepaper L01): SignedFirmwareStatusNotification
-  with the requestId for every step, the signature check in between; an end
-  state that could not be sent is sent after the next boot.
+  with the requestId for every step, the signature check in between
+  (against `firmware.signing_ca_file` only), then the release's contents
+  (InstallVerificationFailed); an end state that could not be sent is sent
+  after the next boot.
 * GetLog (N01): LogStatusNotification Uploading, Uploaded / UploadFailure /
   PermissionDenied.
 * SignCertificate (A02): a new key and a CSR.
 
+A release is read once into memory after the download: the bytes whose
+signature and contents are checked are the bytes pip installs
+(station/services/firmware.py says what is checked and how pip runs).
 Installing waits for a running transaction to end (installing restarts the
 station) and then resets the station through the core. Jobs outlive a
 connection: they are started with the station's `spawn`, not the peer's.
@@ -91,10 +97,40 @@ class Jobs:
             self._tx_ended.clear()
             await sleep_or_event(self._tx_ended, 1.0)
 
-    async def _install(self, path: Path) -> tuple[bool, str]:
-        ok, output = await firmware.install(path, self.b.pip_command)
+    async def _read_release(self, path: Path) -> bytes | None:
+        """The downloaded file's bytes, read once (what is checked is what is installed); None if unreadable."""
+        try:
+            data = await asyncio.to_thread(path.read_bytes)
+        except OSError as exc:
+            log.error("firmware %s cannot be read: %s", path.name, exc)
+            data = None
+        _unlink(path)
+        return data
+
+    def _refused(self, name: str, data: bytes) -> str | None:
+        """Why a release must not be installed (logged at ERROR), or None. Runs nothing of it."""
+        try:
+            firmware.check_release(data)
+        except firmware.FirmwareRefused as exc:
+            log.error("firmware %s refused, not installed: %s", name, exc)
+            return str(exc)
+        return None
+
+    def check_signing_certificate(self, pem_text: str) -> None:
+        """L01.FR.22: the signing certificate chains to the installer's firmware root. Raises CertificateError.
+
+        Only `firmware.signing_ca_file` is trusted: a ManufacturerRootCertificate the central system installed
+        would let a hostile central system vouch for its own code."""
+        signing = certs.load_pems(pem_text)
+        if len(signing) != 1:
+            raise certs.CertificateError("exactly one signing certificate expected (no intermediates)")
+        roots = firmware.signing_roots(self.b.config.firmware.signing_ca_file)
+        certs.verify_chain(signing, roots, certs.now_utc(), "firmware signing certificate")
+
+    async def _install(self, name: str, data: bytes) -> tuple[bool, str]:
+        ok, output = await firmware.install(data, self.b.work_dir / "firmware", self.b.pip_command)
         if ok:
-            self.b.security.event("FirmwareUpdated", f"{path.name} installed")
+            self.b.security.event("FirmwareUpdated", f"{name} installed")
         else:
             log.error("firmware installation failed: %s", output)
         return ok, output
@@ -122,15 +158,18 @@ class Jobs:
         tries, pause = self._tries(retries, retry_interval)
         path = await transfer.download_retrying(location, self.b.work_dir / "firmware",
                                                 ca_file=self.b.ca_file, tries=tries, pause=pause,
-                                                before_try=lambda: self.firmware_notice("Downloading"))
+                                                before_try=lambda: self.firmware_notice("Downloading"),
+                                                max_bytes=firmware.MAX_BYTES)
         if path is None:
             await self.firmware_notice("DownloadFailed")
             self.firmware_status = "Idle"
             return
         await self.firmware_notice("Downloaded")
+        data = await self._read_release(path)
         await self._no_transaction()
         await self.firmware_notice("Installing")
-        ok, _ = await self._install(path)
+        # a release that is not a clean station wheel is refused by firmware.install: InstallationFailed (TC_044_3)
+        ok, _ = await self._install(path.name, data) if data is not None else (False, "")
         await self.firmware_notice("Installed" if ok else "InstallationFailed")
         self.firmware_status = "Idle"
         if ok:
@@ -208,7 +247,6 @@ class Jobs:
 
     async def _signed_update(self, request_id: int, fw: dict[str, Any], retries: int | None,
                              retry_interval: int | None) -> None:
-        signing = certs.load_pems(fw["signingCertificate"])[0]
         if (parse_iso(fw["retrieveDateTime"]) - self.b.now()).total_seconds() > 0:
             await self.signed_notice("DownloadScheduled", request_id)
             await self._sleep_until(fw["retrieveDateTime"])
@@ -216,28 +254,35 @@ class Jobs:
         path = await transfer.download_retrying(fw["location"], self.b.work_dir / "firmware",
                                                 ca_file=self.b.ca_file, tries=tries, pause=pause,
                                                 before_try=lambda: self.signed_notice("Downloading", request_id),
-                                                what="signed firmware")
+                                                what="signed firmware", max_bytes=firmware.MAX_BYTES)
         if path is None:
             await self.signed_notice("DownloadFailed", request_id)
             return
         await self.signed_notice("Downloaded", request_id)
+        data = await self._read_release(path)
         try:
-            data = await asyncio.to_thread(path.read_bytes)
+            if data is None:
+                raise certs.CertificateError("the downloaded file cannot be read")
+            # the certificate again (it may have expired, or the root been replaced, since the request)
+            self.check_signing_certificate(fw["signingCertificate"])
+            signing = certs.load_pems(fw["signingCertificate"])[0]
             certs.verify_signature(signing, data, certs.decode_signature(fw["signature"]))
-        except (certs.CertificateError, OSError) as exc:
+        except certs.CertificateError as exc:
             log.error("firmware %s refused: %s", path.name, exc)
             self.b.security.event("InvalidFirmwareSignature", f"{path.name}: {exc}")
             await self.signed_notice("InvalidSignature", request_id)
-            _unlink(path)
             return
         await self.signed_notice("SignatureVerified", request_id)
+        if self._refused(path.name, data):
+            await self.signed_notice("InstallVerificationFailed", request_id)
+            return
         install_at = fw.get("installDateTime")
         if install_at and (parse_iso(install_at) - self.b.now()).total_seconds() > 0:
             await self.signed_notice("InstallScheduled", request_id)  # L01.FR.16
             await self._sleep_until(install_at)
         await self._no_transaction()  # L01.FR.06
         await self.signed_notice("Installing", request_id)
-        ok, _ = await self._install(path)
+        ok, _ = await self._install(path.name, data)
         await self.signed_notice("Installed" if ok else "InstallationFailed", request_id)
         if ok:
             await self._restart()

@@ -157,11 +157,7 @@ class SecurityHandlers:
     def on_signed_update_firmware(self, request_id: int, firmware: dict[str, Any], retries: int | None = None,
                                   retry_interval: int | None = None, **_: Any) -> Answer:
         try:
-            signing = certs.load_pems(firmware["signingCertificate"])
-            if len(signing) != 1:
-                raise certs.CertificateError("exactly one signing certificate expected (no intermediates)")
-            certs.verify_chain(signing, self.b.security.certs.installed(certs.MANUFACTURER_ROOT), certs.now_utc(),
-                         "firmware signing certificate")
+            self.b.jobs.check_signing_certificate(firmware["signingCertificate"])
         except certs.CertificateError as exc:
             log.error("SignedUpdateFirmware refused: %s", exc)
             self.b.security.event("InvalidFirmwareSigningCertificate", str(exc))

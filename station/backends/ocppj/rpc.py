@@ -28,6 +28,14 @@ tasks once the answer is sent; that is where follow-up CALLs belong.
 Outgoing: one CALL in flight (a lock). Every CALL gets a fresh unique id; a
 CALLRESULT/CALLERROR whose id is not the one in flight is logged and
 dropped. Nothing here ends the receive loop but the connection closing.
+
+Nesting is bounded: a frame whose arrays and objects nest deeper than
+MAX_DEPTH (far beyond any OCPP message) is refused before anything walks it
+recursively (the schema check, the handlers): the formation code of the
+dialect for a CALL (FormationViolation in 1.6, FormatViolation in 2.0.1),
+dropped otherwise. json.loads itself gives up past the interpreter's
+recursion limit (100,000 levels in a 200 KB frame); that RecursionError is
+caught and answered the same way.
 Tasks are started through the `spawn` function the owner passes (the
 station's supervisor) and are cancelled when the connection ends.
 """
@@ -53,6 +61,7 @@ from .schema import Dialect
 log = logging.getLogger(__name__)
 
 CALL, CALLRESULT, CALLERROR = 2, 3, 4
+MAX_DEPTH = 32  # levels of arrays and objects in a frame (the frame itself is one); OCPP needs fewer than 10
 _CALL_ID = re.compile(r'^\s*\[\s*2\s*,\s*"((?:[^"\\]|\\.){1,36})"')
 _CAMEL = re.compile(r"([a-z0-9])([A-Z])")
 
@@ -103,6 +112,20 @@ class RpcError(Exception):
     def __init__(self, code: str, description: str = "", details: dict[str, Any] | None = None) -> None:
         self.code, self.description, self.details = code, description, details or {}
         super().__init__(f"{code}: {description}")
+
+
+def nested_deeper_than(value: object, limit: int) -> bool:
+    """True if arrays and objects nest more than `limit` levels deep. Iterative: no recursion to exhaust."""
+    stack: list[tuple[object, int]] = [(value, 1)]
+    while stack:
+        node, depth = stack.pop()
+        children = node.values() if isinstance(node, dict) else node if isinstance(node, list) else None
+        if children is None:
+            continue
+        if depth > limit:
+            return True
+        stack.extend((child, depth + 1) for child in children if isinstance(child, (dict, list)))
+    return False
 
 
 def snake(name: str) -> str:
@@ -193,10 +216,17 @@ class Peer:
             except UnicodeDecodeError:
                 await self._unparseable(data.decode("latin-1"), "frame is not UTF-8")
                 return
+        too_deep = f"frame nested deeper than {MAX_DEPTH} levels"
         try:
             msg = json.loads(raw)
+        except RecursionError:
+            await self._unparseable(raw, too_deep, self.dialect.formation)
+            return
         except ValueError:
             await self._unparseable(raw, "frame is not JSON")
+            return
+        if nested_deeper_than(msg, MAX_DEPTH):
+            await self._unparseable(raw, too_deep, self.dialect.formation)
             return
         if not isinstance(msg, list) or not msg or not isinstance(msg[0], int) or isinstance(msg[0], bool):
             log.warning("%s: ignoring a frame that is not an OCPP-J message: %.200s", self.name, self._mask(raw))
@@ -229,12 +259,12 @@ class Peer:
             except Exception:
                 log.exception("%s: on_invalid hook failed", self.name)
 
-    async def _unparseable(self, text: str, problem: str) -> None:
+    async def _unparseable(self, text: str, problem: str, code: str = "GenericError") -> None:
         # OCPP-J leaves this open: answer when the id can still be read, else drop.
         self._invalid(problem)
         found = _CALL_ID.match(text)
         if found and not self.ignore_calls:
-            await self._send_error(found.group(1), "GenericError", problem)
+            await self._send_error(found.group(1), code, problem)
         else:
             log.warning("%s: ignoring a frame: %s: %.200r", self.name, problem, self._mask(text))
 

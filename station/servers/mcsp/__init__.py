@@ -3,8 +3,7 @@
     tags.py       the tags file: tag -> apartment, and the stations that may connect
     ledger.py     the sessions in SQLite
     service.py    the protocol logic: one request in, one reply out
-    admission.py  the connection policy, without I/O (docs/mcsp.md §9.1)
-    server.py     the logic on TCP (TLS) and serial transports
+    server.py     the logic on TCP (TLS) and serial transports, admitted by station/admission.py
     cli.py        the program
 """
 

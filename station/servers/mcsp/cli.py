@@ -17,8 +17,8 @@ from collections.abc import Iterable
 from typing import Any
 
 from station import privacy
+from station.admission import MAX_CONNECTIONS, ConnectionLimits
 from station.aio import stop_on_signals
-from station.servers.mcsp.admission import MAX_CONNECTIONS, ConnectionLimits
 from station.servers.mcsp.server import McspServer
 from station.servers.mcsp.tags import load_tags
 

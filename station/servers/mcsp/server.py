@@ -2,7 +2,7 @@
 
 `McspServer` is the protocol logic (service.py) served over asyncio: one
 codec `Connection` per accepted socket, or one for a station on a serial
-line. Connections are admitted by admission.py's policy (docs/mcsp.md §9.1):
+line. Connections are admitted by station/admission.py's policy (docs/mcsp.md §9.1):
 a valid request within 10 s of accept, then at least every 15 min; one
 address cannot take the table; a station that spoke is never pushed out by
 one that did not. The serial transport drops a message left unfinished for
@@ -18,12 +18,12 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import TextIO
 
+from station.admission import MALFORMED, NOT_READ, REFUSED_REPEATEDLY, Admission, ConnectionLimits, Slot
 from station.aio import cancel_and_wait
 from station.backends.link import Link, SerialLink, StreamLink
 from station.backends.mcsp import codec
 from station.backends.mcsp.codec import CLOSED, NEED_DATA, Connection, Reply, Request, Role
 from station.errors import ProtocolError
-from station.servers.mcsp.admission import MALFORMED, NOT_READ, REFUSED_REPEATEDLY, Admission, ConnectionLimits, Slot
 from station.servers.mcsp.ledger import SessionRecord
 from station.servers.mcsp.service import REQUESTS_KEPT, Service, _utc_now
 from station.servers.mcsp.tags import TagEntry
@@ -50,7 +50,7 @@ class McspServer(Service):
         self.host, self._port, self.serial, self.baudrate = host, port, serial, baudrate
         self.ssl_context = ssl_context
         # Against a hostile or broken peer on the building network (the codec bounds lines and
-        # messages; admission.py explains the connection policy):
+        # messages; station/admission.py explains the connection policy):
         self.admission = Admission(limits)
         self._server: asyncio.Server | None = None
         self._serial_task: asyncio.Task | None = None
@@ -86,6 +86,7 @@ class McspServer(Service):
             self._server.close()
         await cancel_and_wait(*self._clients.values(), self._serial_task, self._tally_task)
         self.tally.flush()
+        self.refusal_tally.flush()
         self._tally_task = None
         if self._server is not None:
             try:
@@ -117,6 +118,7 @@ class McspServer(Service):
         while True:
             await asyncio.sleep(self.tally.period_s)
             self.tally.flush()
+            self.refusal_tally.flush()
 
     async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         # No await before start_tls below: the peer's first bytes must not reach the plain reader.
@@ -167,7 +169,7 @@ class McspServer(Service):
     async def _serve_tcp(self, link: StreamLink, slot: Slot, deadline: asyncio.Timeout) -> bool:
         """Requests in, replies out, until the peer closes or breaks §2 (400, then closed: the
         stream is out of step); True then (a graceful close). Each valid request moves the
-        `deadline` (admission.py); a reply the peer does not take within WRITE_S ends it (False)."""
+        `deadline` (station/admission.py); a reply the peer does not take within WRITE_S ends it (False)."""
         conn = Connection(Role.SERVER)
         loop = asyncio.get_running_loop()
         refusals = 0

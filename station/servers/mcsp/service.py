@@ -5,10 +5,14 @@ and serial transports, cli.py is `station mcsp-server`, `station simulate`
 embeds the server. docs/mcsp.md is normative; the rules implemented here:
 
 * START: 407 for an unknown or unauthenticated station (only when the tags
-  file lists stations), 401 for an unknown key, 403 for a key restricted to
-  other stations, 409 when the key has an open session at another station,
-  503 when the server's own meter cannot be read. A START whose Session-Key
-  is known returns the same session: never a second one.
+  file lists stations; one message for both, so that station names cannot
+  be enumerated), 401 for an unknown key, 403 for a key restricted to other
+  stations, 409 when the key has an open session at another station, 503
+  when the server's own meter cannot be read, and 503 to a station that had
+  too many STARTs refused within a minute (refusals.py: tag guessing). A
+  START whose Session-Key is known returns the same session: never a
+  second one. Refusals (401, 403, 407) are counted per station into one log
+  line a minute (`refusal_tally`), so an operator sees a guessing station.
 * A new START at a station that still has an open session closes that one
   as "superseded" (a station charges one car at a time; the old one was
   abandoned, e.g. its END was refused).
@@ -24,6 +28,7 @@ from __future__ import annotations
 
 import hmac
 import logging
+import secrets
 import time
 from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
@@ -35,6 +40,7 @@ from station.backends.mcsp import codec
 from station.backends.mcsp.codec import Reply, Request
 from station.core.tags import normalize_tag
 from station.servers.mcsp.ledger import Ledger, SessionRecord, format_session
+from station.servers.mcsp.refusals import BUSY_MESSAGE, RefusalBudget
 from station.servers.mcsp.tags import TagEntry
 from station.tally import Tally
 
@@ -76,6 +82,11 @@ class Service:
         self.out = out
         self.on_session_end = on_session_end
         self.tally = Tally("MCSP server", TALLY_PERIOD_S)
+        self.refusals = RefusalBudget()
+        self.refusal_tally = Tally("MCSP server refusals", TALLY_PERIOD_S, log)  # flushed with `tally`
+        self.monotonic: Callable[[], float] = time.monotonic
+        # compared against the Auth of a name that is not listed: the same work as for a wrong secret
+        self._unknown_station_secret = secrets.token_hex(32).encode()
         # The requests handled, in order (tests, debugging): the last `keep_requests` of them (None:
         # all). Bounded by default: a server holding 1000 stations gets 1000 heartbeats a minute.
         self.requests: list[Request] = []
@@ -111,10 +122,12 @@ class Service:
             return codec.error(400, f"Malformed request: {problem}")
         name = req.headers["Name"]
         if self.stations is not None:
-            if name not in self.stations:
-                return codec.error(407, "Station is not registered")
-            secret = self.stations[name]
-            if secret is not None and not hmac.compare_digest((req.get("Auth") or "").encode(), secret.encode()):
+            # One answer, and the same work, for an unknown name and a wrong or missing secret.
+            secret = self.stations.get(name)
+            expected = secret.encode() if secret is not None else self._unknown_station_secret
+            matches = hmac.compare_digest((req.get("Auth") or "").encode(), expected)
+            if not (matches or (secret is None and name in self.stations)):
+                self.refusal_tally.note("407 station not authenticated", name)
                 return codec.error(407, "Station not authenticated")
         if req.action == codec.HEARTBEAT:
             self._record_seen(name, req.get("Status"))
@@ -148,13 +161,17 @@ class Service:
                 if known.station != name or normalize_tag(known.tag) != tag_norm:
                     return codec.error(400, "Malformed request: Session-Key belongs to another session")
                 return codec.ok(session_id=known.id)  # a repeated START: the same session
+        busy = self.refusals.over(name, self.monotonic())
+        if busy is not None:  # a guessing station learns nothing more for a while (refusals.py)
+            self.refusal_tally.note(f"503: {busy}", name)
+            return codec.error(503, BUSY_MESSAGE)
         apartment = None
         if self.tags is not None:
             entry = self.tags.get(tag_norm)
             if entry is None:
-                return codec.error(401, "Key is not registered")
+                return self._refuse(name, 401, "Key is not registered")
             if entry.stations is not None and name not in entry.stations:
-                return codec.error(403, "Key is not allowed at this station")
+                return self._refuse(name, 403, "Key is not allowed at this station")
             apartment = entry.apartment
         other = self.ledger.open_for_tag(tag_norm)
         if other is not None and other.station != name:
@@ -171,6 +188,11 @@ class Service:
             server_meter_start=server_meter, received_start=now)
         log.info("session %d opened: %s at %s", session_id, privacy.tag(key), name)
         return codec.ok(session_id=session_id)
+
+    def _refuse(self, name: str, code: int, message: str) -> Reply:
+        self.refusals.refused(name, self.monotonic())
+        self.refusal_tally.note(f"{code} {message.lower()}", name)
+        return codec.error(code, message)
 
     def _end(self, req: Request, name: str) -> Reply:
         sid, skey = req.get("Session-Id"), req.get("Session-Key")

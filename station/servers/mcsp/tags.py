@@ -29,6 +29,8 @@ def load_tags(path: str | Path) -> tuple[dict[str, TagEntry], dict[str, str | No
         data = tomllib.loads(Path(path).read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
         raise ValueError(f"{path}: {exc}") from None
+    except RecursionError:  # tomllib recurses once per level of nesting
+        raise ValueError(f"{path}: arrays or tables nested too deeply") from None
     stations: dict[str, str | None] | None = None
     tags: dict[str, TagEntry] = {}
     for name, value in data.items():

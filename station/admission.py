@@ -1,4 +1,9 @@
-"""Who may hold a connection to the MCSP reference server: the connection policy, without I/O.
+"""Who may hold a connection to a listener anyone can reach: the connection policy, without I/O.
+
+Two listeners use it: the MCSP reference server (the policy below was made
+for it) and the status page (httpd.py: a connection is proven once its
+request head has arrived, so the connections a newcomer closes are those
+that never finished a request, from its own address first).
 
 The server runs on a building's network, where any device can reach it. A
 connection table that anyone can fill locks every station out of billing
