@@ -131,7 +131,6 @@ class HttpServer:
         except (asyncio.IncompleteReadError, ConnectionError):
             writer.close()
             return
-        self.admission.valid_request(slot, asyncio.get_running_loop().time())  # a whole head: no longer "slow"
         request = parse_head(head, address)
         if isinstance(request, Response):
             await self._send(writer, request, head_only=False)
@@ -144,6 +143,10 @@ class HttpServer:
         except Exception:
             log.exception("status page: %s %s failed", request.method, request.path)
             response = text(500, "internal error (see the station's log)")
+        # Answered: no longer "unfinished". A request the handler holds (a password check waiting out
+        # a spent budget, pageauth.py) stays unfinished until then, so the policy may close it for a
+        # newer request of its address (the owner behind the guesser's NAT).
+        self.admission.valid_request(slot, asyncio.get_running_loop().time())
         log.debug("status page: %s %s %s -> %d", address, request.method, request.path, response.status)
         await self._send(writer, response, head_only=request.method == "HEAD")
 

@@ -193,12 +193,19 @@ class StatusPage:
             return text(421, "this station answers only to its own address")
         if self._guard is None:
             return await self._route(request, False)
-        verdict = self._guard.check(request.headers.get("authorization", ""), request.headers.get("cookie", ""),
-                                    request.peer, time.monotonic())
+        authorization, cookie = request.headers.get("authorization", ""), request.headers.get("cookie", "")
+        verdict = self._guard.check(authorization, cookie, request.peer, time.monotonic())
+        if verdict.hold_s:
+            # A budget is spent and this client has no device cookie: the password is checked after
+            # the hold (pageauth.py says why). Until then the request counts as unfinished, so a new
+            # request from the same address closes the oldest held one (httpd.py).
+            await asyncio.sleep(verdict.hold_s)
+            verdict = self._guard.check(authorization, cookie, request.peer, time.monotonic(), held=True)
         if verdict.reason is not None:
             self.note(verdict.reason, request.peer)
         if verdict.status == 429:
-            return text(429, "too many wrong passwords; a device that signed in here before is let in, others wait",
+            return text(429, "too many wrong passwords; a device that signed in here before is let in at once, "
+                             "a right password from another after a wait",
                         {"Retry-After": str(verdict.retry_after)})
         if verdict.status == 401:
             realm = f"station {self.station.config.station.name}".replace('"', "'")
