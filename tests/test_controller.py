@@ -247,3 +247,26 @@ async def test_phoenix_setup_puts_the_enable_under_modbus_control():
         assert await cli_setup("EV-CC-AC1-M3", line.bus.port, BOARD, out=io.StringIO()) == 0
         assert line.board.eeprom[4000] == 3 and line.board.eeprom_writes == {4000: 1}
         assert [(w.function_code, w.address) for w in line.bus.writes] == [(6, 4000)]
+
+
+async def test_the_station_command_reads_and_sets_up_a_board(capsys):
+    import json
+
+    from station.cli import main
+
+    async with Line(installed=False) as line:
+        port = line.bus.port
+        loop = asyncio.get_running_loop()
+        code = await loop.run_in_executor(None, main, ["controller", "read", "--model", "evse-din", "--port", port,
+                                                       "--address", str(BOARD), "--json"])
+        doc = json.loads(capsys.readouterr().out)
+        assert code == 0 and doc["car_state"] == "A" and "setup_problem" in doc and line.bus.writes == []
+        code = await loop.run_in_executor(None, main, ["controller", "setup", "--model", "EVSE-DIN", "--port", port,
+                                                       "--address", str(BOARD)])
+        assert code == 0 and "2 setting(s) written" in capsys.readouterr().out
+        code = await loop.run_in_executor(None, main, ["controller", "read", "--model", "EVSE-DIN", "--port", port,
+                                                       "--address", str(BOARD)])
+        assert code == 0 and "Car        A" in capsys.readouterr().out
+        code = await loop.run_in_executor(None, main, ["controller", "read", "--model", "EVSE-DIN", "--port", port,
+                                                       "--address", "9", "--timeout", "0.3", "--json"])
+        assert code == 1 and json.loads(capsys.readouterr().out)["kind"] in ("timeout", "exception")
