@@ -152,8 +152,12 @@ class Sharing:
         return cap
 
     def committed(self, name: str) -> float:
-        """What `name` may be offering right now: the larger of its last report and its last cap."""
+        """What `name` may be offering right now: the larger of its last report and its last cap.
+        Without a session a station offers nothing it was not given: a report of a station that
+        never had a cap (a made-up name, a confused device) cannot take the others' current."""
         s = self.stations[name]
+        if not s.active:
+            return min(s.offered_a, s.cap_a or 0.0)
         return max(s.offered_a, s.cap_a or 0.0)
 
     def _choose(self, shared: dict[str, StationLoad], slots: int, now: float) -> list[str]:
