@@ -67,7 +67,8 @@ class StationLoad:
 
 
 def _floor(amps: float) -> float:
-    return math.floor(amps / STEP_A + 1e-9) * STEP_A
+    """Rounded down to the step (0.1 A), as a clean decimal."""
+    return round(math.floor(amps / STEP_A + 1e-9) * STEP_A, 1)
 
 
 class Sharing:
@@ -169,34 +170,25 @@ class Sharing:
 
         order = sorted(shared, key=key)
         chosen = order[:slots]
-        for name in order:
+        for i, name in enumerate(order):
             s = shared[name]
-            if name in chosen and s.slot_since is None:
+            if i < slots and s.slot_since is None:
                 s.slot_since, s.waiting_since = now, None
-            elif name not in chosen and s.slot_since is not None:
+            elif i >= slots and s.slot_since is not None:
                 s.slot_since, s.waiting_since = None, now
         return chosen
 
     def _fill(self, shared: dict[str, StationLoad], chosen: list[str], available: float) -> dict[str, float]:
-        """The minimum each, then the rest equally up to each one's demand."""
+        """The minimum each, then the rest equally up to each one's demand (water filling: the
+        smallest demands are met first, the others share what is left equally)."""
         targets = {name: 0.0 for name in shared}
-        if not chosen:
-            return targets
         room = available - self.min_current_a * len(chosen)
-        level = {name: self.min_current_a for name in chosen}
-        open_ = [n for n in chosen if self.demand(shared[n]) > self.min_current_a]
-        while room > 1e-9 and open_:
-            share = room / len(open_)
-            for name in list(open_):
-                give = min(share, self.demand(shared[name]) - level[name])
-                level[name] += give
-                room -= give
-                if level[name] >= self.demand(shared[name]) - 1e-9:
-                    open_.remove(name)
-            if share * len(open_) <= 1e-9:
-                break
-        for name in chosen:
-            targets[name] = _floor(level[name])
+        wants = sorted(chosen, key=lambda n: self.demand(shared[n]))
+        for i, name in enumerate(wants):
+            share = room / (len(wants) - i)
+            extra = min(share, self.demand(shared[name]) - self.min_current_a)
+            room -= extra
+            targets[name] = _floor(self.min_current_a + extra)
         return targets
 
     def committed_a(self) -> float:
