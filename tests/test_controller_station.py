@@ -95,3 +95,12 @@ async def test_the_real_rs485_devices_in_simulation(tmp_path):
         await meter.stop()
         await line.stop()
         await asyncio.sleep(0)
+
+
+async def test_the_terminal_view_shows_the_pilot(tmp_path):
+    from station.sim.tui import render
+
+    async with running_station(tmp_path, WITH_CONTROLLER) as st:
+        st.world.plug()
+        text = render(st, color=False)
+    assert "pilot      state B, offered 0 A" in text

@@ -184,3 +184,13 @@ def test_the_station_reads_the_cap_or_ignores_it(raw, kept):
     assert site.take(codec.ok(current_limit=raw)) == kept
     assert site.take(codec.ok()) is None and site.cap_a == kept  # a reply without a cap changes nothing
     assert site.take(codec.error(500, "x", current_limit="10")) is None  # only OK replies carry caps
+
+
+def test_the_server_command_takes_a_site_limit(capsys):
+    from station.servers.mcsp.cli import build_parser, main, site_sharing
+
+    sharing = site_sharing(build_parser().parse_args(["--site-limit-a", "63", "--rotation-s", "300"]))
+    assert sharing is not None and sharing.site_limit_a == 63 and sharing.rotation_s == 300 and sharing.min_current_a == 6
+    assert site_sharing(build_parser().parse_args([])) is None
+    assert main(["--site-limit-a", "5"]) == 2  # below the minimum current: no station could ever charge
+    assert "--min-current-a" in capsys.readouterr().err

@@ -17,6 +17,15 @@ A disagreement that lasts longer than the settle time is a fault:
 
 The settle time covers the contactor's own mechanics (tens of ms) and the
 debounce of its auxiliary contact; the timer restarts at every command.
+
+A disagreement ends only when the contact has agreed for a whole settle time
+without a break, not at the first agreeing sample: a welded contact that
+chatters (closed 0.3 s, open 0.1 s, again and again) would otherwise restart
+the timer at every open reading and never be reported. The fault is declared
+on a disagreeing sample taken at least `settle_s` after the disagreement
+began. A contact that agrees for `settle_s` at a stretch between its wrong
+readings is forgiven each time: that is the one pattern this rule does not
+report, and a contact that is right most of the time is not welded.
 """
 
 from __future__ import annotations
@@ -106,23 +115,24 @@ class ContactorWatch:
         if commanded != self._commanded:  # a new command: its settle time starts now
             self._commanded = commanded
             self._mismatch_since = None
+            self._agree_since = None
             self.followed = False
         if contact is None:
             return self._settle(ContactorVerdict.OK)
         if contact == commanded:
-            self._mismatch_since = None
             self.followed = True
-            if self.verdict is ContactorVerdict.OK:
-                return None
             if self._agree_since is None:
                 self._agree_since = now
-            if now - self._agree_since < self.recover_s:
+            agreed = now - self._agree_since
+            if self._mismatch_since is not None and agreed >= self.settle_s:
+                self._mismatch_since = None  # the disagreement is over: it agreed a whole settle time
+            if self.verdict is ContactorVerdict.OK or agreed < self.recover_s:
                 return None
             return self._settle(ContactorVerdict.OK)
         self._agree_since = None
         if self._mismatch_since is None:
             # A disagreement must last: a contactor takes tens of ms to move, and its
-            # auxiliary contact bounces.
+            # auxiliary contact bounces. Brief agreements in between do not restart it.
             self._mismatch_since = now
         if now - self._mismatch_since < self.settle_s:
             return None
@@ -137,5 +147,4 @@ class ContactorWatch:
         if verdict is self.verdict:
             return None
         self.verdict = verdict
-        self._agree_since = None
         return verdict
