@@ -143,6 +143,14 @@ async def test_evse_din_sets_the_current_with_fc16_on_register_1000_only():
     assert writes == [(16, 1000, [10]), (16, 1000, [10]), (16, 1000, [0]), (16, 1000, [0]), (16, 1000, [16])]
 
 
+def test_the_offer_is_whole_amps_between_the_minimum_and_the_maximum():
+    ctl = ModbusController("EVSE-DIN", "/dev/null", ADDRESS, min_current_a=6.5, max_current_a=16.5)
+    assert [ctl.clamp(a) for a in (0, 6.4, 6.7, 7.2, 16.4, 17, float("nan"), float("inf"))] == \
+        [0, 0, 0, 7, 16, 16, 0, 16]  # 6.7 rounds down to 6, below the minimum: nothing; inf: no limit
+    with pytest.raises(ValueError):
+        ModbusController("EV-CC-AC1-M3", "/dev/null", ADDRESS, max_current_a=80)  # more than it can signal
+
+
 async def test_the_strict_board_refuses_fc6_and_the_adapter_never_sends_it():
     async with served(CHARGING_16A, refuse_fc6=True) as (port, writes):
         client = AsyncModbusSerialClient(port, framer=FramerType.RTU, timeout=2.0)

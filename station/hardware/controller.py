@@ -229,11 +229,12 @@ class ModbusController:
         return decode_phoenix(blocks[0], blocks[1][0], bool(blocks[2][0]), self._setpoint, self.firmware, taken_at=now)
 
     def clamp(self, amps: float) -> float:
-        """What `set_current(amps)` offers: at most max_current_a, below min_current_a nothing,
-        rounded down to whole amps (a board's step; never more than asked)."""
-        if not math.isfinite(amps) or amps < self.min_current_a:
-            return 0.0
-        return float(math.floor(min(amps, self.max_current_a)))
+        """What `set_current(amps)` offers: at most max_current_a, rounded down to whole amps (a
+        board's step; never more than asked), and nothing when that is below min_current_a."""
+        if math.isnan(amps):
+            return 0.0  # (infinity: no limit, so the installation's maximum)
+        value = float(math.floor(min(amps, self.max_current_a)))
+        return value if value >= self.min_current_a else 0.0
 
     async def set_current(self, amps: float) -> float:
         """Offer `amps` per phase (clamped by `clamp`); 0 = no charging. Returns what was set."""
