@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import asyncio
 
+import pytest
+
 from station.core.model import CarState
 from station.emulated.bus import EmulatedBus
 from station.emulated.car import Car
@@ -104,3 +106,27 @@ async def test_the_terminal_view_shows_the_pilot(tmp_path):
         st.world.plug()
         text = render(st, color=False)
     assert "pilot      state B, offered 0 A" in text
+
+
+async def test_the_worlds_controller_faults_and_car(tmp_path):
+    from station.core.model import ControllerFault
+    from station.errors import ControllerError
+
+    async with running_station(tmp_path, {**WITH_CONTROLLER, "sim.car_phases": 1, "sim.cable_a": 20}) as st:
+        world, ctl = st.world, st.hardware.controller
+        world.plug()
+        assert world.car.phases == 1 and world.controller.cable_a == 20
+        world.inject("rcd-tripped")
+        assert ControllerFault.RESIDUAL_CURRENT in (await ctl.read()).faults
+        world.car_diode_fault()
+        assert ControllerFault.DIODE_CHECK in (await ctl.read()).faults
+        world.car_diode_fault(False)
+        world.clear()
+        assert not (await ctl.read()).faulted
+        world.inject("controller-silent")
+        with pytest.raises(ControllerError):
+            await ctl.read()
+        world.clear()
+        world.controller.setpoint = 10
+        world.inject("controller-restart")
+        assert (await ctl.read()).setpoint_a == 0  # from its EEPROM: 0 after setup
