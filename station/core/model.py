@@ -203,7 +203,6 @@ class ControllerFault(str, Enum):
     """What a charge controller reports as wrong, in words every board can be mapped to."""
 
     RESIDUAL_CURRENT = "residual_current"  # the residual current monitor tripped
-    RCD_SELF_TEST = "rcd_self_test"  # the residual current monitor failed its own test
     DIODE_CHECK = "diode_check"  # no diode in the vehicle's pilot circuit
     VENTILATION_REQUIRED = "ventilation_required"  # the car asks for ventilation (state D), not permitted
     CABLE = "cable"  # the proximity pilot reads an invalid or rejected cable
