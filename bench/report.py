@@ -184,7 +184,8 @@ def markdown(info: dict[str, Any], results: dict[str, Result], tgs: list[dict[st
 
     for name, section in (("rfid", _rfid), ("tap", _tap), ("process", _process), ("idle", _idle),
                           ("replay", _replay), ("meter", _meter), ("ocpp_peer", _peer), ("status_page", _status_page),
-                          ("safety", _safety), ("mcsp_server", _mcsp_server)):
+                          ("safety", _safety), ("mcsp_server", _mcsp_server), ("controller", _rows),
+                          ("sharing", _sharing)):
         r = results.get(name)
         if r is None:
             continue
@@ -299,6 +300,25 @@ def _meter(r: Result) -> list[str]:
     return _table(["model", "full plan (address+count)", "full: requests / bytes out / in", "full bus ms 9600",
                    "full bus ms 19200", "core: requests / out / in", "core bus ms 9600", "core bus ms 19200",
                    "CPU ms/sample full", "CPU ms/sample core"], rows)
+
+
+def _rows(r: Result) -> list[str]:
+    """A benchmark whose figures are a list of rows (dicts with the same keys)."""
+    rows = r.figures.get("rows", [])
+    if not rows:
+        return []
+    header = list(rows[0])
+    return _table(header, [[row.get(k, "-") for k in header] for row in rows])
+
+
+def _sharing(r: Result) -> list[str]:
+    f = r.figures
+    return _table(["event", "median s", "worst s"], [
+        ["a session starts (the others give up current first)", f["start"]["p50_s"], f["start"]["max_s"]],
+        ["a session ends", f["stop"]["p50_s"], f["stop"]["max_s"]],
+    ]) + ["", f"Heartbeat every {f['heartbeat_s']} s while sharing; {f['trials']} evenings of 8 starts and 8 ends; "
+          f"peak of all offers together {f['peak_offered_a']} A. CPU of one decision (`grant`): "
+          + ", ".join(f"{k}: {v} µs" for k, v in f["grant_us"].items()) + "."]
 
 
 def _peer(r: Result) -> list[str]:

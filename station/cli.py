@@ -188,6 +188,32 @@ def cmd_meter_read(args: argparse.Namespace) -> int:
                                 rs485_rts=args.rs485_rts))
 
 
+def cmd_controller_read(args: argparse.Namespace) -> int:
+    from station.hardware.controller import cli_read
+
+    return asyncio.run(cli_read(args.model, args.port, args.address, args.baudrate, args.parity.upper(), args.json,
+                                stopbits=args.stopbits, timeout_s=args.timeout, rs485_rts=args.rs485_rts))
+
+
+def cmd_controller_setup(args: argparse.Namespace) -> int:
+    from station.hardware.controller_setup import cli_setup
+
+    return asyncio.run(cli_setup(args.model, args.port, args.address, baudrate=args.baudrate,
+                                 parity=args.parity.upper(), stopbits=args.stopbits, timeout_s=args.timeout))
+
+
+def _controller_link_arguments(p: argparse.ArgumentParser) -> None:
+    from station.hardware.controllers.models import MODEL_NAMES
+
+    p.add_argument("--model", required=True, help="one of " + ", ".join(MODEL_NAMES) + " (any case)")
+    p.add_argument("--port", required=True, help="device, socket://HOST:PORT or tcp://HOST:PORT")
+    p.add_argument("--address", type=int, required=True, help="the controller's Modbus address")
+    p.add_argument("--baudrate", type=int, default=9600)
+    p.add_argument("--parity", type=str.upper, choices=("N", "E", "O"), default="N")
+    p.add_argument("--stopbits", type=int, choices=(1, 2), default=1)
+    p.add_argument("--timeout", type=float, default=1.0, help="reply timeout per request in seconds (default 1)")
+
+
 def cmd_mcsp_server(args: argparse.Namespace) -> int:
     from station.servers.mcsp.cli import main as server_main
 
@@ -271,6 +297,19 @@ def build_parser() -> argparse.ArgumentParser:
     m.add_argument("--rs485-rts", action="store_true", help="switch the RS-485 driver with RTS (kernel RS-485 mode)")
     m.add_argument("--json", action="store_true", help="print the reading, or the error, as JSON")
     m.set_defaults(func=cmd_meter_read)
+
+    s = sub.add_parser("controller", help="charge controller (control pilot board) tools")
+    cs = s.add_subparsers(dest="controller_command", required=True)
+    c = cs.add_parser("read", help="one reading of a charge controller (reads only, writes nothing)")
+    _controller_link_arguments(c)
+    c.add_argument("--rs485-rts", action="store_true", help="switch the RS-485 driver with RTS (kernel RS-485 mode)")
+    c.add_argument("--json", action="store_true", help="print the reading, or the error, as JSON")
+    c.set_defaults(func=cmd_controller_read)
+    c = cs.add_parser("setup", help="configure the board once: Modbus control on, no current after its own restart",
+                      description="Write the board's non-volatile settings the station needs (docs/hardware.md 6), "
+                                  "only those that differ: a value already there is never rewritten.")
+    _controller_link_arguments(c)
+    c.set_defaults(func=cmd_controller_setup)
 
     s = sub.add_parser("mcsp-server", help="the MCSP reference server (mmetering side)", add_help=False)
     s.add_argument("rest", nargs=argparse.REMAINDER)

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from station.errors import ConfigError
+from station.hardware.controllers.models import MODEL_NAMES as CONTROLLER_NAMES
 from station.hardware.meters.models import MODEL_NAMES
 
 
@@ -71,6 +72,10 @@ SCHEMA: dict[str, Key] = {
         "'pi' drives the real hardware; 'sim' runs the same drivers against emulated chips.", choices=("pi", "sim")),
     "hardware.gpio_chip": Key(_STR, "RPi.GPIO",
         "GPIO module (RPi.GPIO API; rpi-lgpio provides it on a Pi 5).", choices=("RPi.GPIO",)),
+    "hardware.emulate_bus": Key(_BOOL, True, (
+        "With hardware.mode = 'sim': emulate the RS-485 devices (meter, charge controller). false talks to the real "
+        "ones on meter.port (and controller.port) while the reader, GPIO and LCD stay emulated: checking the RS-485 "
+        "wiring from a laptop with a USB adapter. No effect with hardware.mode = 'pi'.")),
     # --- RFID --------------------------------------------------------------------
     "rfid.enabled": Key(_BOOL, True, "Whether an MFRC522 reader is fitted."),
     "rfid.spi_bus": Key(_INT, 0, "SPI bus of the MFRC522.", min=0, max=6),
@@ -146,6 +151,26 @@ SCHEMA: dict[str, Key] = {
     "meter.max_power_w": Key(_NUM, None,
         "Largest plausible power; energy jumps beyond it are rejected (default: the model's rating).",
         "W", 100, 1e6, optional=True),
+    # --- charge controller (control pilot) ----------------------------------------
+    "controller.model": Key(_STR, "none", (
+        "Charge controller (IEC 61851 control pilot board) on Modbus: 'none' is a station without one (the plug "
+        "switch and the meter tell what the car does); docs/hardware.md describes each model."),
+        choices=("none", *CONTROLLER_NAMES)),
+    "controller.address": Key(_INT, 2,
+        "Modbus address of the controller; on the meter's line it must differ from meter.address.", min=1, max=247),
+    "controller.max_current_a": Key(_NUM, 16.0,
+        "The installation's rating per phase (cable, breaker, contactor): never offered more.", "A", 6, 80),
+    "controller.min_current_a": Key(_NUM, 6.0,
+        "The least current offered (IEC 61851: 6 A); a limit below it pauses charging.", "A", 6, 80),
+    "controller.poll_interval_s": Key(_NUM, 1.0, "How often the controller is read.", "s", 0.2, 10),
+    "controller.port": Key(_STR, None, (
+        "The controller's own serial port, when it has a line of its own. Default: the meter's line (meter.port and "
+        "its settings): one bus, one request at a time."), optional=True),
+    "controller.baudrate": Key(_INT, 9600, "Baud rate, with controller.port only (the meter's line has meter.baudrate).",
+        "baud", choices=(1200, 2400, 4800, 9600, 19200, 38400, 57600, 115200)),
+    "controller.parity": Key(_STR, "N", "Parity, with controller.port only.", choices=("N", "E", "O")),
+    "controller.stopbits": Key(_INT, 1, "Stop bits, with controller.port only.", choices=(1, 2)),
+    "controller.timeout_s": Key(_NUM, 0.5, "Reply timeout per request, with controller.port only.", "s", 0.05, 10),
     # --- backend -----------------------------------------------------------------
     "backend.kind": Key(_STR, "local",
         "Which backend authorizes and receives sessions.", choices=("local", "mcsp", "evcs-serial", "ocpp")),
@@ -211,7 +236,9 @@ SCHEMA: dict[str, Key] = {
     "status_page.password": Key(_STR, None,
         "The password itself, when not in password_file (this file must then be mode 600 or 640).", optional=True),
     # --- simulation ----------------------------------------------------------------
-    "sim.load_w": Key(_NUM, 7400.0, "Power the emulated car draws while the contactor is closed.", "W", 0, 50000),
+    "sim.load_w": Key(_NUM, 7400.0,
+        "Power the emulated car draws while the contactor is closed (without a charge controller; with one, the car "
+        "draws what the pilot offers, see sim.car_*).", "W", 0, 50000),
     "sim.ev_connected_input": Key(_BOOL, False, "Emulate an EV-connected input (on inputs.ev_connected_pin, default BCM 22)."),
     "sim.stop_button_input": Key(_BOOL, False, "Emulate a stop button (on inputs.stop_button_pin, default BCM 27)."),
     "sim.contactor_feedback": Key(_BOOL, True,
@@ -223,6 +250,11 @@ SCHEMA: dict[str, Key] = {
         "Which RPi.GPIO provider the emulated GPIO behaves as where they differ (errors, debounce): "
         "'rpi-lgpio' (what scripts/install-pi installs on every Pi; its failures raise lgpio.error) "
         "or 'RPi.GPIO' (the original)."), choices=("rpi-lgpio", "RPi.GPIO")),
+    "sim.car_phases": Key(_INT, 3, "With a charge controller: phases the emulated car charges on.", choices=(1, 3)),
+    "sim.car_max_current_a": Key(_NUM, 16.0,
+        "With a charge controller: the most the emulated car's on-board charger draws per phase.", "A", 0, 80),
+    "sim.cable_a": Key(_INT, 32, "With a charge controller: the emulated cable's rating (proximity pilot).", "A",
+        choices=(13, 20, 32, 63)),
     "sim.meter_link": Key(_STR, "socket",
         "How the emulated meter is reached: 'socket' (RTU over TCP on loopback) or 'pty' (a pseudo-terminal pair).",
         choices=("socket", "pty")),

@@ -44,6 +44,7 @@ def findings(cfg: Config, read_files: bool = True) -> list[Finding]:
     out += _mcsp(cfg, read_files)
     out += _status_page(cfg, read_files)
     out += _firmware(cfg, read_files)
+    out += _controller(cfg)
     if cfg.station.log_tags:
         out.append(Finding("hint", "station.log_tags", "id tags are logged in full; they are personal data "
                                                        "(which apartment charged when): switch it off once the cards are paired"))
@@ -165,6 +166,37 @@ def _firmware(cfg: Config, read_files: bool) -> list[Finding]:
             if b"-----BEGIN CERTIFICATE-----" not in text:
                 out.append(Finding("error", "firmware.signing_ca_file",
                                    f"{f.signing_ca_file} holds no PEM certificate (every firmware update will be refused)"))
+    return out
+
+
+def _controller(cfg: Config) -> list[Finding]:
+    """The charge controller: its currents, its address on the meter's line, the emulated bus."""
+    from station.hardware.controllers.models import get_model
+
+    out = []
+    c = cfg.controller
+    if cfg.hardware.mode == "pi" and not cfg.hardware.emulate_bus:
+        out.append(Finding("hint", "hardware.emulate_bus", "has no effect with hardware.mode = \"pi\" (the devices "
+                                                           "are always the real ones)"))
+    if c.model == "none":
+        return out
+    board = get_model(c.model)
+    if c.min_current_a > c.max_current_a:
+        out.append(Finding("error", "controller.min_current_a",
+                           f"{c.min_current_a:g} A is above controller.max_current_a ({c.max_current_a:g} A): no current "
+                           "could ever be offered"))
+    if c.max_current_a > board.max_current_a:
+        out.append(Finding("error", "controller.max_current_a",
+                           f"{c.max_current_a:g} A is more than the {board.name} can signal ({board.max_current_a} A)"))
+    shared = c.port is None or c.port == cfg.meter.port
+    if shared and c.address == cfg.meter.address:
+        out.append(Finding("error", "controller.address",
+                           f"{c.address} is also meter.address, on the same line: both devices would answer every "
+                           "request. Give one of them another address (the meter's setup menu, or the board's)"))
+    if c.port is not None and c.port == cfg.meter.port:
+        out.append(Finding("hint", "controller.port",
+                           "is the meter's port: the controller shares the meter's line and its settings "
+                           "(controller.baudrate, parity, stopbits and timeout_s are not used)"))
     return out
 
 

@@ -25,19 +25,29 @@ class HardwareError(StationError):
     """A hardware port failed (bus error, missing device)."""
 
 
-class MeterError(HardwareError):
-    """The kWh meter did not answer or answered nonsense.
+class ModbusError(HardwareError):
+    """A Modbus device did not answer or answered nonsense (the meter, the charge controller).
 
     `kind` tells the failures apart: "port" (the serial port or socket cannot be
     opened), "timeout" (no reply at all), "crc" (a reply with a wrong checksum),
     "garbled" (bytes that are no Modbus frame), "exception" (a Modbus exception
     reply), "decode" (registers that make no reading), "other". `hint` is what to
-    check next, for people (may be empty).
+    check next, for people (may be empty). `code` is the Modbus exception code of
+    an "exception" (else None).
     """
 
-    def __init__(self, message: str, *, kind: str = "other", hint: str = "") -> None:
-        self.kind, self.hint = kind, hint
+    def __init__(self, message: str, *, kind: str = "other", hint: str = "", code: int | None = None) -> None:
+        self.kind, self.hint, self.code = kind, hint, code
         super().__init__(message)
+
+
+class MeterError(ModbusError):
+    """The kWh meter did not answer or answered nonsense (see ModbusError for `kind` and `hint`)."""
+
+
+class ControllerError(ModbusError):
+    """The charge controller (control pilot board) did not answer, answered nonsense, or refused
+    a request (see ModbusError for `kind` and `hint`)."""
 
 
 class ReaderError(HardwareError):

@@ -74,3 +74,22 @@ def test_mcsp_server_bench_gets_every_reply_and_the_ledger_agrees(tmp_path):
     assert sessions["every_background_heartbeat"]["all_ok"]
     assert sessions["ledger"] == {"closed": sessions["sessions"], "open": 0, "superseded": 0,
                                   "closed_with_wrong_energy": 0}
+
+
+def test_controller_bench_wire_figures():
+    from bench import b_controller
+
+    # EVSE-DIN poll: one read of 8 registers: 8 bytes out, 21 back, two silences
+    assert b_controller.wire_ms([(8, 21)], 9600) == round((8 + 21 + 7) * 11 / 9600 * 1000, 1)
+    row = asyncio.run(b_controller._measure("EVSE-DIN", 19200, 3, full=False))
+    assert row["p50_ms"] > 0 and row["silence_ms"] == round(3.5 * 10 / 19200 * 1000, 2)
+
+
+def test_sharing_bench_never_above_the_limit():
+    import random
+
+    from bench import b_sharing
+
+    starts, stops, peak = b_sharing._simulate(random.Random(1), 10.0)
+    assert len(starts) == len(stops) == b_sharing.N
+    assert peak <= b_sharing.LIMIT + 1e-9 and all(t >= 0 for t in starts + stops)

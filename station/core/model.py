@@ -10,7 +10,8 @@ way h11 keeps its events apart from its state machine and its connection).
 A tap becomes an `AuthResult`; an accepted one a `Session` in the journal; a
 start, stop or meter sample an `OutboxItem` that the deliverer hands to the
 backend, which answers with a `DeliveryResult`. The connector's state leaves
-the station as a `StatusReport`. The meter's values travel as `MeterReading`.
+the station as a `StatusReport`. The meter's values travel as `MeterReading`,
+the charge controller's (the car's control pilot) as `ControllerReading`.
 """
 
 from __future__ import annotations
@@ -165,3 +166,86 @@ class Fault:
     code: str  # OCPP ChargePointErrorCode, e.g. "PowerMeterFailure", "OtherError"
     text: str  # for the log, the status line and the LCD
     vendor: str | None = None  # vendorErrorCode, e.g. "ContactorWelded"
+
+
+# --- the car's own signal: the control pilot (IEC 61851-1) ----------------------------------------
+
+
+class CarState(str, Enum):
+    """The vehicle's state on the control pilot (IEC 61851-1), as a charge controller reports it.
+
+    The letters are the standard's; each board encodes them its own way (a number, two ASCII
+    characters), and its adapter turns them into these.
+    """
+
+    A = "A"  # no vehicle connected (+12 V on the pilot)
+    B = "B"  # vehicle connected, not asking for current (+9 V)
+    C = "C"  # vehicle asks for current: charging (+6 V)
+    D = "D"  # charging with ventilation required (+3 V)
+    E = "E"  # pilot short-circuited or no supply: an error
+    F = "F"  # the charge controller is not available (-12 V): a fault
+    UNKNOWN = "unknown"  # a code the adapter does not know
+
+    @property
+    def plugged(self) -> bool | None:
+        """A car is connected (B, C, D), not (A), or the pilot cannot tell (E, F, unknown)."""
+        if self in (CarState.B, CarState.C, CarState.D):
+            return True
+        return False if self is CarState.A else None
+
+    @property
+    def requesting(self) -> bool:
+        """The car asks for current (C, D)."""
+        return self in (CarState.C, CarState.D)
+
+
+class ControllerFault(str, Enum):
+    """What a charge controller reports as wrong, in words every board can be mapped to."""
+
+    RESIDUAL_CURRENT = "residual_current"  # the residual current monitor tripped
+    DIODE_CHECK = "diode_check"  # no diode in the vehicle's pilot circuit
+    VENTILATION_REQUIRED = "ventilation_required"  # the car asks for ventilation (state D), not permitted
+    CABLE = "cable"  # the proximity pilot reads an invalid or rejected cable
+    PILOT = "pilot"  # the control pilot reads an invalid value
+    CONTACTOR = "contactor"  # the board's own contactor monitoring
+    UNAVAILABLE = "unavailable"  # the board reports itself not available (state F)
+    OTHER = "other"  # the board says "failure" without saying which
+
+
+@dataclass(frozen=True)
+class ControllerReading:
+    """One reading of the charge controller. Currents are amps per phase.
+
+    `offered_a` is what the pilot tells the car now (0: no PWM, the car must not draw);
+    `setpoint_a` what the station set, as the board holds it (after a restart of the board
+    it is the board's own start-up value); `cable_limit_a` the cable's rating from the
+    proximity pilot (None: no cable or not measured, e.g. a tethered cable). `detail` gives
+    the board's own codes for the log and the installer.
+    """
+
+    car_state: CarState
+    offered_a: float = 0.0
+    setpoint_a: float | None = None
+    cable_limit_a: float | None = None
+    faults: frozenset[ControllerFault] = frozenset()
+    relay_closed: bool | None = None
+    firmware: str | None = None
+    detail: str = ""
+    taken_at: float = 0.0  # time.monotonic() when read
+
+    @property
+    def faulted(self) -> bool:
+        """The board reports a fault (or the pilot is in state E or F): the car must not charge."""
+        return bool(self.faults) or self.car_state in (CarState.E, CarState.F)
+
+    def to_json(self) -> dict:
+        return {
+            "car_state": self.car_state.value,
+            "offered_a": self.offered_a,
+            "setpoint_a": self.setpoint_a,
+            "cable_limit_a": self.cable_limit_a,
+            "faults": sorted(f.value for f in self.faults),
+            "relay_closed": self.relay_closed,
+            "firmware": self.firmware,
+            "detail": self.detail,
+        }

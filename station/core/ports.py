@@ -16,7 +16,8 @@ simulated station exercises the real driver code.
 
 Threading contract: `RfidReader.start` runs a worker thread and calls
 `on_tap` from it; everything else is called from the asyncio loop and must
-return quickly (GPIO and LCD writes are microseconds; the meter is async).
+return quickly (GPIO and LCD writes are microseconds; the meter and the
+charge controller are async).
 
 Backends
 --------
@@ -48,6 +49,7 @@ from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 from station.core.model import (
     AuthResult,
+    ControllerReading,
     DeliveryResult,
     MeterReading,
     OutboxItem,
@@ -112,6 +114,43 @@ class Contactor(Protocol):
 
 
 @runtime_checkable
+class ChargeController(Protocol):
+    """A charge controller: the control-pilot board (IEC 61851-1) that tells the car how many
+    amps per phase it may draw, and reports what the car does. Protocol-neutral: the adapter
+    knows the board's registers, the core sees amps and `ControllerReading`s.
+
+    `read()` and `set_current()` raise station.errors.ControllerError when the board does not
+    answer or refuses. `set_current(amps)` offers at most `max_current_a` (the installation's
+    rating, whatever is asked); a value below `min_current_a` (IEC 61851: 6 A is the least a
+    pilot can signal) offers nothing, as 0 does: the car must stop drawing. It returns the amps
+    actually set. Writing is done only in the board's volatile memory (RAM): an adapter never
+    writes the board's EEPROM.
+
+    `setup_problem` is None, or why the board's own settings are unsafe or wrong for the
+    station (it would charge at full current after a restart of its own, Modbus control is
+    off...), found at the first read; `station controller setup` fixes those.
+    """
+
+    model: str
+    address: int
+    min_current_a: float
+    max_current_a: float
+    firmware: str | None  # known after the first read
+    setup_problem: str | None
+    can_wake: bool  # wake() can interrupt the pilot to wake a sleeping car
+
+    async def read(self) -> ControllerReading: ...
+
+    async def set_current(self, amps: float) -> float:
+        """Offer `amps` per phase (clamped as above); 0 = no charging. Returns what was set."""
+
+    async def wake(self) -> bool:
+        """Interrupt the pilot briefly to wake a car that fell asleep; False where the board cannot."""
+
+    async def close(self) -> None: ...
+
+
+@runtime_checkable
 class Inputs(Protocol):
     """Optional digital inputs. Absent inputs read None."""
 
@@ -164,6 +203,9 @@ class Hardware:
     display: Display
     meter: Meter
     closers: list[Callable[[], object]] = field(default_factory=list)
+    # The control-pilot board, when one is fitted (controller.model); None: the plug switch
+    # and the meter tell what the car does, as before.
+    controller: ChargeController | None = None
 
 
 class StationControl(Protocol):

@@ -2,25 +2,20 @@
 
 Theory of operation
 -------------------
-`EmulatedMeter` runs pymodbus' `ModbusSerialServer` with RTU framing, so the
-station's real `ModbusMeter` (pymodbus client) talks to it exactly as to a
-meter on RS-485. The link is either
-
-* `link="socket"`: RTU over TCP on 127.0.0.1, ephemeral port; the client
-  port is `socket://127.0.0.1:PORT` (pymodbus turns a `socket://` server
-  port into a TCP listener, pyserial's URL handler opens it on the client);
-* `link="tcp"`: Modbus TCP (MBAP framing), for the client's `tcp://` ports;
-* `link="pty"`: two pseudo-terminal pairs bridged inside the event loop; the
-  server opens one slave, the client gets the other slave's device path
-  (`/dev/pts/N`), a real tty, as a USB RS-485 adapter would be. Our own
-  handles on both slaves stay open so that the masters never see EIO (and
-  never spin) while no client has its end open.
+`EmulatedMeter` is a device on an emulated RS-485 line (station/emulated/
+bus.py: pymodbus' `ModbusSerialServer` with RTU framing), so the station's
+real `ModbusMeter` (pymodbus client) talks to it exactly as to a meter on
+RS-485. Given a `bus`, it answers there at its address, beside the other
+devices (the charge controller); without one it has a line of its own, made
+from `link` ("socket": RTU over TCP on loopback, the client port
+`socket://127.0.0.1:PORT`; "tcp": Modbus TCP; "pty": a pseudo-terminal pair,
+a real tty as a USB RS-485 adapter would be).
 
 Registers are built from the same `MeterModel` the client decodes with
 (`models.encode`): the data store is pymodbus' simulator (`SimDevice` /
 `SimData`, the 4-block form so that only the model's function code has
 registers: a client using FC3 on an FC4 meter gets "illegal address", as
-from the real one). `SimData` cannot compute values, so the device's
+from the real one; writes are refused). `SimData` cannot compute values, so the device's
 `action` hook (called by pymodbus for every request) first integrates the
 load up to now (`tick`), then writes the current values into the register
 block in place before pymodbus answers. Gaps inside a request group read 0.
@@ -48,7 +43,7 @@ current one. `set_dead(b)` and `set_garbage(b)` are the older spellings of the
 same. `set_latency(s)` makes a slow meter, and `glitch_energy(wh, reads=1)`
 shows a spurious energy value in the next reads (the "180 kWh, 5000 kWh,
 180 kWh" case; not persisted). Requests for other device addresses get no
-reply, as on a shared bus.
+reply from the meter, as on a shared bus.
 
 `ModbusSerialServer` must be constructed inside a running event loop, and
 so must `EmulatedMeter`; call its methods from that loop's thread.
@@ -63,16 +58,14 @@ import json
 import logging
 import os
 import time
-import tty
 from collections.abc import Callable
 from pathlib import Path
 from typing import Literal
 
-from pymodbus import FramerType
 from pymodbus.constants import ExcCodes
-from pymodbus.server import ModbusSerialServer, ModbusTcpServer
 from pymodbus.simulator import DataType, SimData, SimDevice
 
+from station.emulated.bus import EmulatedBus, PtyBridge  # noqa: F401 - PtyBridge re-exported for tests
 from station.hardware.meters.models import MeterModel, MeterValues, encode, get_model, registered_wh
 
 log = logging.getLogger("station.sim.meter")
@@ -81,53 +74,6 @@ STATE_FILE = "sim-meter.json"
 NOMINAL_V = 230.0
 Fault = Literal["silent", "bad-crc"] | None
 FAULTS: tuple[Fault, ...] = ("silent", "bad-crc", None)
-
-
-class PtyBridge:
-    """Two pty pairs whose masters are joined by the event loop: A <-> B.
-
-    `server_path` and `client_path` are the two slave devices (real ttys). Every
-    chunk that crosses the bridge is passed to `tap(direction, data, t)` if set,
-    with direction "to_server" or "to_client" and t = time.monotonic() when it
-    was read: tests timestamp the frames on the wire with it.
-    """
-
-    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
-        self.loop = loop
-        self.tap: Callable[[str, bytes, float], None] | None = None
-        self.ma, self.sa = os.openpty()
-        self.mb, self.sb = os.openpty()
-        for fd in (self.ma, self.sa, self.mb, self.sb):
-            tty.setraw(fd)
-        for fd in (self.ma, self.mb):
-            os.set_blocking(fd, False)
-        self.server_path = os.ttyname(self.sa)
-        self.client_path = os.ttyname(self.sb)
-        loop.add_reader(self.ma, self._pump, self.ma, self.mb)
-        loop.add_reader(self.mb, self._pump, self.mb, self.ma)
-
-    def _pump(self, src: int, dst: int) -> None:
-        try:
-            data = os.read(src, 4096)
-        except (BlockingIOError, InterruptedError):
-            return
-        except OSError:  # EIO cannot happen while we hold the slaves; be safe anyway
-            return
-        if self.tap is not None:
-            self.tap("to_client" if src == self.ma else "to_server", data, time.monotonic())
-        try:
-            os.write(dst, data)
-        except OSError:
-            pass  # a full tty buffer drops bytes, like a line with nobody listening
-
-    def close(self) -> None:
-        for fd in (self.ma, self.mb):
-            self.loop.remove_reader(fd)
-        for fd in (self.ma, self.sa, self.mb, self.sb):
-            try:
-                os.close(fd)
-            except OSError:
-                pass
 
 
 class EmulatedMeter:
@@ -149,11 +95,14 @@ class EmulatedMeter:
         clock: Callable[[], float] = time.monotonic,
         baudrate: int = 9600,
         parity: str = "N",
+        bus: EmulatedBus | None = None,
     ) -> None:
         self._loop = asyncio.get_running_loop()
         self.model: MeterModel = get_model(model) if isinstance(model, str) else model
         self.address = address
-        self.link = link
+        self._own_bus = bus is None
+        self.bus = bus or EmulatedBus(link, host=host, tcp_port=tcp_port, baudrate=baudrate, parity=parity)
+        self.link = self.bus.link
         self._clock = clock
         self._tick_s = tick_s
         self._state_path = Path(state_dir) / STATE_FILE if state_dir is not None else None
@@ -177,35 +126,13 @@ class EmulatedMeter:
         self.requests = 0  # read requests answered or deliberately not answered
         self.replies = 0  # frames actually sent
         self.reply_bytes = 0
-        # the pymodbus server
-        self._bridge: PtyBridge | None = None
-        self._server: ModbusSerialServer | ModbusTcpServer
-        if link == "tcp":
-            self._server = ModbusTcpServer(
-                self._device(), framer=FramerType.SOCKET, address=(host, tcp_port), trace_packet=self._trace
-            )
-        elif link in ("socket", "pty"):
-            if link == "socket":
-                server_port = f"socket://{host}:{tcp_port}"
-            else:
-                self._bridge = PtyBridge(self._loop)
-                server_port = self._bridge.server_path
-            self._server = ModbusSerialServer(
-                self._device(),
-                framer=FramerType.RTU,
-                port=server_port,
-                baudrate=baudrate,
-                parity=parity,
-                trace_packet=self._trace,
-            )
-        else:
-            raise ValueError(f"link must be 'socket', 'pty' or 'tcp', not {link!r}")
+        self.bus.attach(self)
         self.port: str = ""  # the client's port, set by start()
         self._ticker: asyncio.Task | None = None
         self._save()  # the file exists from the start
 
     # -- pymodbus data store ----------------------------------------------------------
-    def _device(self) -> SimDevice:
+    def simdevice(self) -> SimDevice:
         # Every register a full or a core read asks for (a real meter has the registers
         # between the model's fields too); neighbouring ranges are served as one block.
         spans: list[list[int]] = []
@@ -223,9 +150,7 @@ class EmulatedMeter:
             blocks = (bits, list(bits), unused, regs)
         else:
             blocks = (bits, list(bits), regs, unused)
-        # id 0 = every address: requests for other addresses are answered by pymodbus and
-        # then dropped in _trace, so the bus stays silent for them (3.16 would send code 4).
-        return SimDevice(id=0, simdata=blocks, action=self._action)
+        return SimDevice(id=self.address, simdata=blocks, action=self._action)
 
     async def _action(
         self,
@@ -254,12 +179,8 @@ class EmulatedMeter:
                 registers[a - start_address] = w
         return None
 
-    def _trace(self, sending: bool, data: bytes) -> bytes:
-        if not sending:
-            return data
-        unit = 6 if self.link == "tcp" else 0  # MBAP header: the unit id is byte 6
-        if len(data) <= unit or data[unit] != self.address:
-            return b""  # another device's address: silence, as on a shared bus
+    def on_reply(self, data: bytes) -> bytes:
+        """A reply of ours about to leave (the bus drops other addresses' replies)."""
         self.requests += 1
         if self.fault == "silent":
             return b""
@@ -274,15 +195,8 @@ class EmulatedMeter:
 
     # -- lifecycle -----------------------------------------------------------------------
     async def start(self) -> str:
-        """Start serving; returns the port string for the client."""
-        await self._server.serve_forever(background=True)
-        if self.link in ("socket", "tcp"):
-            sock = self._server.transport.sockets[0]  # type: ignore[attr-defined]
-            host, port = sock.getsockname()[:2]
-            self.port = f"{self.link}://{host}:{port}"
-        else:
-            assert self._bridge is not None
-            self.port = self._bridge.client_path
+        """Start serving (its own line, or the shared one if not started yet); returns the client's port."""
+        self.port = await self.bus.start()
         if self._tick_s:
             self._ticker = asyncio.create_task(self._tick_loop(self._tick_s), name="sim-meter tick")
         log.info("emulated %s at address %d on %s", self.model.name, self.address, self.port)
@@ -297,15 +211,13 @@ class EmulatedMeter:
                 pass
             self._ticker = None
         self.tick()
-        await self._server.shutdown()
-        if self._bridge is not None:
-            self._bridge.close()
-            self._bridge = None
+        if self._own_bus:
+            await self.bus.stop()
 
     @property
     def bridge(self) -> PtyBridge | None:
         """The pty pair of `link="pty"` (its `tap` timestamps the frames on the wire)."""
-        return self._bridge
+        return self.bus.bridge
 
     async def __aenter__(self) -> EmulatedMeter:
         await self.start()

@@ -19,12 +19,14 @@ The port string chooses the link:
   on the wire, no blocking;
 * `tcp://HOST:PORT`: Modbus TCP (MBAP framing) through the same TCP client.
 
-RTU timing (station/hardware/rtu.py): before each request the adapter waits
-until the line has been silent for 3.5 characters since the last byte it
-received (1.75 ms above 19200 baud), or for `turnaround_s` if that is
-longer. On `socket://` the gateway forwards our bytes to RS-485 as they come,
-so the same silence is kept there; on `tcp://` the gateway does its own
-timing and only `turnaround_s` applies.
+RTU timing (station/hardware/rtu.py): before each request the line's
+`RtuBus` waits until it has been silent for 3.5 characters since the last
+byte received (1.75 ms above 19200 baud), or for `turnaround_s` if that is
+longer. On `socket://` the gateway forwards our bytes to RS-485 as they
+come, so the same silence is kept there; on `tcp://` the gateway does its
+own timing and only `turnaround_s` applies. The meter may share its `RtuBus`
+with the charge controller: one port, one request at a time, the silence
+kept across both devices.
 
 Failures: any timeout, exception reply, short reply or undecodable value
 raises `MeterError` with a readable text, a `kind` and a `hint`, and the
@@ -59,12 +61,7 @@ import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TextIO
-from urllib.parse import urlsplit
-
-from pymodbus import FramerType
-from pymodbus.client import AsyncModbusSerialClient, AsyncModbusTcpClient
-from pymodbus.exceptions import ModbusException
+from typing import Any, TextIO
 
 from station.core.model import MeterReading
 from station.errors import MeterError
@@ -88,6 +85,9 @@ class ModbusMeter:
 
     `map_warning` is None, or the sentence of the start-up check when the
     import total is far from the sum of the phases (a wrong map or model).
+    `bus` shares one line with other devices (the charge controller): their
+    requests then wait for each other and keep the silence between them. Without
+    it the meter has a line of its own, made from the link arguments.
     """
 
     def __init__(
@@ -105,142 +105,45 @@ class ModbusMeter:
         turnaround_s: float = 0.0,
         rs485_rts: bool = False,
         rs485_rts_level_for_tx: bool = True,
+        bus: rtu.RtuBus | None = None,
     ) -> None:
         self.model_data: MeterModel = get_model(model) if isinstance(model, str) else model
         self.model: str = self.model_data.name
-        self.port = port
         self.address = address
-        self.baudrate = baudrate
-        self.parity = parity
-        self.stopbits = stopbits
-        self.timeout_s = timeout_s
-        self.retries = retries
         self.max_power_w: float = float(max_power_w) if max_power_w else self.model_data.max_power_w
         self.measurands: frozenset[str] = self.model_data.measurands
         self.resolution_wh: int = self.model_data.resolution_wh
-        self.turnaround_s = float(turnaround_s)
-        self.rs485_rts = rs485_rts
-        self.rs485_rts_level_for_tx = rs485_rts_level_for_tx
         self.stats = MeterStats()
         self.map_warning: str | None = None
         self._map_checked = False
-        self._client: AsyncModbusSerialClient | AsyncModbusTcpClient | None = None
         self._lock = asyncio.Lock()
-        self._last_rx = 0.0  # time.monotonic() of the last byte received
-        self._rx_any = False  # bytes arrived since the last request was sent
-        self._rx_bad_crc = False  # ... and among them a whole frame with a wrong CRC
-        self._pending: Request | None = None
         if not 1 <= address <= 247:
             raise ValueError(f"Modbus address {address} out of range 1..247")
-        if not 0 <= self.turnaround_s <= 1:
-            raise ValueError(f"turnaround {turnaround_s} s out of range 0..1 s")
+        self.bus = bus or rtu.RtuBus(port, baudrate=baudrate, parity=parity, stopbits=stopbits, timeout_s=timeout_s,
+                                     retries=retries, turnaround_s=turnaround_s, rs485_rts=rs485_rts,
+                                     rs485_rts_level_for_tx=rs485_rts_level_for_tx)
+
+    # The link's settings are the bus's (shared with every device on the line).
+    port = rtu.bus_setting("port")
+    baudrate = rtu.bus_setting("baudrate")
+    parity = rtu.bus_setting("parity")
+    stopbits = rtu.bus_setting("stopbits")
+    timeout_s = rtu.bus_setting("timeout_s")
+    turnaround_s = rtu.bus_setting("turnaround_s")
 
     @property
     def silence_s(self) -> float:
         """The silence kept between the end of a reply and the next request."""
-        if self.port.startswith("tcp://"):
-            return self.turnaround_s
-        return max(rtu.frame_silence_s(self.baudrate, self.parity, self.stopbits), self.turnaround_s)
+        return self.bus.silence_s
 
-    # -- link ----------------------------------------------------------------------
-    def _trace(self, sending: bool, data: bytes) -> bytes:
-        if sending:
-            self.stats.requests += 1
-            self.stats.bytes_sent += len(data)
-            self._rx_any = self._rx_bad_crc = False
-            return data
-        # pymodbus passes its whole receive buffer (all bytes not yet consumed)
-        self._last_rx = time.monotonic()
-        if data:
-            self._rx_any = True
-            req = self._pending
-            if req is not None and not self.port.startswith("tcp://"):
-                shape = rtu.classify_reply(data, self.address, self.model_data.function_code, req.count)
-                if shape == "crc":
-                    self._rx_bad_crc = True
-        return data
-
-    def _new_client(self) -> AsyncModbusSerialClient | AsyncModbusTcpClient:
-        for scheme, framer in (("tcp://", FramerType.SOCKET), ("socket://", FramerType.RTU)):
-            if self.port.startswith(scheme):
-                u = urlsplit(self.port)
-                if not u.hostname or not u.port:
-                    raise MeterError(f"meter port {self.port!r}: expected {scheme}HOST:PORT", kind="port",
-                                     hint=f"write the port as {scheme}HOST:PORT")
-                return AsyncModbusTcpClient(
-                    u.hostname,
-                    port=u.port,
-                    framer=framer,
-                    timeout=self.timeout_s,
-                    retries=self.retries,
-                    reconnect_delay=0,
-                    trace_packet=self._trace,
-                )
-        return AsyncModbusSerialClient(
-            self.port,
-            framer=FramerType.RTU,
-            baudrate=self.baudrate,
-            parity=self.parity,
-            stopbits=self.stopbits,
-            bytesize=8,
-            timeout=self.timeout_s,
-            retries=self.retries,
-            reconnect_delay=0,
-            trace_packet=self._trace,
-        )
-
-    async def _connect(self) -> AsyncModbusSerialClient | AsyncModbusTcpClient:
-        if self._client is not None and self._client.connected:
-            return self._client
-        self._drop()
-        client = self._new_client()
-        try:
-            ok = await client.connect()
-        except Exception as exc:  # pyserial raises SerialException/ValueError for bad ports
-            client.close()
-            raise self._open_failure(exc) from exc
-        if not ok:
-            client.close()
-            raise self._open_failure(None)
-        if self.rs485_rts and rtu.is_device(self.port):
-            try:
-                rtu.apply_rs485(self.port, self.serial_port(client),
-                                rtu.rs485_settings(self.rs485_rts_level_for_tx))
-            except MeterError:
-                client.close()
-                raise
-        self._client = client
-        return client
+    @property
+    def _client(self) -> object:
+        return self.bus.client
 
     @staticmethod
-    def serial_port(client: AsyncModbusSerialClient | AsyncModbusTcpClient) -> object:
+    def serial_port(client: object) -> object:
         """The pyserial port object under a connected pymodbus serial client."""
-        return getattr(client.ctx.transport, "sync_serial", None)
-
-    def _open_failure(self, exc: BaseException | None) -> MeterError:
-        """pymodbus hides why a port did not open: ask the OS again, for the errno."""
-        if rtu.is_device(self.port):
-            if rtu.errno_of(exc) is None:
-                exc = rtu.open_error(self.port, self.baudrate, self.parity, self.stopbits) or exc
-            return rtu.port_error(self.port, exc)
-        u = urlsplit(self.port)
-        why = f": {exc}" if exc is not None else ""
-        return MeterError(f"meter port {self.port}: cannot connect to {u.hostname}:{u.port}{why}", kind="port",
-                          hint="check the gateway's host name, port and that it is powered and on the network")
-
-    def _drop(self) -> None:
-        if self._client is not None:
-            try:
-                self._client.close()
-            except Exception:  # closing a broken link must not hide the original error
-                pass
-            self._client = None
-
-    async def _quiet(self) -> None:
-        """Wait until the line has been silent long enough for the next request."""
-        wait = self._last_rx + self.silence_s - time.monotonic()
-        if wait > 0:
-            await asyncio.sleep(wait)
+        return rtu.serial_port(client)
 
     # -- the port --------------------------------------------------------------------
     async def read(self, full: bool = True) -> MeterReading:
@@ -257,7 +160,7 @@ class ModbusMeter:
                 reading = await self._read_once(full)
             except MeterError:
                 self.stats.failures += 1
-                self._drop()
+                self.bus.drop()
                 raise
             self.stats.readings += 1
             if not self._map_checked:
@@ -271,31 +174,30 @@ class ModbusMeter:
             log.warning("%s", self.map_warning)
 
     async def _read_once(self, full: bool) -> MeterReading:
-        client = await self._connect()
         m = self.model_data
         blocks: list[list[int]] = []
         for req in m.plan if full else m.core_plan:
-            blocks.append(await self._request(client, req))
+            blocks.append(await self._request(req))
         try:
             return decode(m, blocks, taken_at=time.monotonic(), full=full)
         except (DecodeError, ValueError) as exc:
             raise MeterError(f"meter {m.name} at address {self.address}: {exc}", kind="decode",
                              hint="wrong meter.model for this meter?") from exc
 
-    async def _request(self, client: AsyncModbusSerialClient | AsyncModbusTcpClient, req: Request) -> list[int]:
+    async def _request(self, req: Request) -> list[int]:
         m = self.model_data
         what = f"{m.name} at address {self.address} on {self.port}"
-        await self._quiet()
-        self._pending = req
-        try:
+
+        async def op(client: Any) -> Any:
             if m.function_code == 4:
-                rr = await client.read_input_registers(req.address, count=req.count, device_id=self.address)
-            else:
-                rr = await client.read_holding_registers(req.address, count=req.count, device_id=self.address)
-        except (TimeoutError, ModbusException, OSError) as exc:
-            raise self._no_answer(what, req, exc) from exc
-        finally:
-            self._pending = None
+                return await client.read_input_registers(req.address, count=req.count, device_id=self.address)
+            return await client.read_holding_registers(req.address, count=req.count, device_id=self.address)
+
+        rr = await self.bus.call(op, device_id=self.address, function_code=m.function_code, count=req.count,
+                                 what=f"meter {what}", request=f"a read of {req.count} registers at {req.address:#06x}",
+                                 silence_hint=self._silence_hint(), stats=self.stats,
+                                 garbled_hint=f"check baud rate {self.baudrate}, parity {self.parity} and stop bits "
+                                 f"{self.stopbits} against the meter's settings")
         if rr.isError():
             code = getattr(rr, "exception_code", "?")
             raise MeterError(
@@ -303,6 +205,7 @@ class ModbusMeter:
                 f"{req.address:#06x}+{req.count} (wrong model or address?)",
                 kind="exception",
                 hint=self._exception_hint(code),
+                code=code if isinstance(code, int) else None,
             )
         regs = list(rr.registers)
         if len(regs) != req.count:
@@ -329,28 +232,6 @@ class ModbusMeter:
             return hint + ")"
         return hint + "?"
 
-    def _no_answer(self, what: str, req: Request, exc: BaseException) -> MeterError:
-        read = f"a read of {req.count} registers at {req.address:#06x}"
-        if self._rx_bad_crc:
-            return MeterError(
-                f"meter {what}: reply to {read} with a bad CRC ({exc.__class__.__name__})",
-                kind="crc",
-                hint="noise on the line: check the bus termination (120 ohm at both ends), the cable's shield "
-                "and ground, and that no second master talks on the bus",
-            )
-        if self._rx_any:
-            return MeterError(
-                f"meter {what}: bytes that are no Modbus reply to {read} ({exc.__class__.__name__})",
-                kind="garbled",
-                hint=f"check baud rate {self.baudrate}, parity {self.parity} and stop bits {self.stopbits} "
-                "against the meter's settings",
-            )
-        return MeterError(
-            f"meter {what}: no reply to {read} within {self.timeout_s:g} s ({exc.__class__.__name__})",
-            kind="timeout",
-            hint=self._silence_hint(),
-        )
-
     def _silence_hint(self) -> str:
         settings = f"baud rate {self.baudrate}, parity {self.parity}"
         default = self.model_data.default_parity
@@ -363,7 +244,7 @@ class ModbusMeter:
         return f"check the wiring (A to A, B to B), address {self.address}, {settings}"
 
     async def close(self) -> None:
-        self._drop()
+        self.bus.drop()
 
 
 # -- `station meter read` ------------------------------------------------------------------

@@ -23,6 +23,9 @@ whole Station on emulated hardware:
                loop-hang          a loop of the station stops making progress; `loop` names it:
                                   events, meter, poll, deliverer (default meter), or event-loop
                                   (the whole asyncio loop blocks)
+               controller-silent  the charge controller stops answering   } with
+               rcd-tripped        its residual current monitor trips      } [controller]
+               controller-restart it restarts (RAM from its EEPROM)       } model
     clear                               remove the injected faults (a hung loop stays hung)
 
 A station that detects a dead or hung loop opens the contactor, journals what is

@@ -94,7 +94,8 @@ def render(station, color: bool = True, view: View | None = None) -> str:
         f"state      {ch.state.value}{'  [' + ', '.join(f.text for f in ch.faults.values()) + ']' if ch.faults else ''}",
         f"LEDs       {led_text}   ({leds.pattern.value if hasattr(leds, 'pattern') else ''})",
         f"contactor  {'CLOSED' if world.contactor_closed else 'open'}",
-        f"car        {car}, load {world.meter.load_w / 1000:.1f} kW",
+        f"car        {car}, load {world.load_w / 1000:.1f} kW",
+        *([f"pilot      {world.pilot_text()}"] if world.controller is not None else []),
         f"meter      {world.power_w / 1000:.2f} kW, register {world.meter_wh} Wh",
         f"session    {who + ' since ' + str(session.meter_start_wh) + ' Wh' if session else '-'}",
         f"backend    {backend}",
@@ -238,9 +239,9 @@ async def press(station, view: View, key: str, tasks: set[asyncio.Task]) -> str:
             return "s: this config has no stop button (inputs.stop_button_pin / sim.stop_button_input)"
         background(world.press_stop())
     elif key == "+":
-        world.set_load(min(22000.0, world.meter.load_w + 1000.0))
+        world.set_load(min(22000.0, world.load_w + 1000.0))
     elif key == "-":
-        world.set_load(max(0.0, world.meter.load_w - 1000.0))
+        world.set_load(max(0.0, world.load_w - 1000.0))
     elif key == "b":
         if not view.can_cut:
             return f"b: the simulator cannot cut the link to a real {station.config.backend.kind} backend"

@@ -2,16 +2,26 @@
 
 `SimWorld.create(config)` installs the fake RPi.GPIO/spidev/SMBus, attaches
 an emulated MFRC522 (its reset wired to `rfid.reset_pin`) and HD44780, and
-starts an emulated Modbus meter of the configured model, whose register is
-kept in the state directory. The world follows the contactor: energy flows
-only while the contactor output is closed (and the car is plugged in, where
-the station has an EV-connected input); the auxiliary contact follows the
-contactor unless a test welds it or breaks it.
+starts an emulated RS-485 line with a Modbus meter of the configured model,
+whose register is kept in the state directory, and, with `controller.model`,
+an emulated charge controller at its address with an emulated car on its
+pilot (station/emulated/controller_server.py, car.py). The world follows the
+contactor: energy flows only while the contactor output is closed (and the
+car is plugged in, where the station has an EV-connected input; with a
+controller, while the board's relay is closed too, as much as the car draws
+of what the pilot offers); the auxiliary contact follows the contactor unless
+a test welds it or breaks it.
+
+With `hardware.emulate_bus = false` there is no emulated line: the station
+reads the real meter and controller on `meter.port`, and the world's meter
+handles (`consume`, meter faults) are not available.
 
 Handles for scenarios, the terminal view and tests: `tap(uid)`, `plug()`,
 `press_stop()`, `set_load(w)`, `consume(wh)`, `backend_link(up)`,
-`meter_wh`, `lcd_text()`, `contactor_closed`, `weld()`; `inject(kind)` and `clear()`
-for the scenario fault steps (FAULT_KINDS).
+`meter_wh`, `lcd_text()`, `contactor_closed`, `weld()`; the car (with a
+controller): `car`, `car_asleep()`, `car_ventilation()`, `car_diode_fault()`,
+`pilot_text()`; `inject(kind)` and `clear()` for the scenario fault steps
+(FAULT_KINDS).
 """
 
 from __future__ import annotations
@@ -24,12 +34,14 @@ from typing import Any
 from station import privacy
 from station.config import Config
 from station.core.tags import format_uid, parse_uid
+from station.errors import ConfigError
 from station.hardware.factory import effective_pins
 
 log = logging.getLogger(__name__)
 
 ISO_UID_LENGTHS = (4, 7, 10)
-FAULT_KINDS = ("contactor-welded", "contactor-open", "meter-silent", "meter-bad-crc", "reader-dead", "loop-hang")
+FAULT_KINDS = ("contactor-welded", "contactor-open", "meter-silent", "meter-bad-crc", "reader-dead", "loop-hang",
+               "controller-silent", "rcd-tripped", "controller-restart")
 HANGABLE_LOOPS = ("events", "meter", "poll", "deliverer", "event-loop")
 
 
@@ -45,8 +57,11 @@ class SimWorld:
         self.station: Any = None
         self.chip: Any = None
         self.lcd: Any = None
-        self.meter: Any = None
-        self.meter_port = ""
+        self.meter: Any = None  # EmulatedMeter; None with hardware.emulate_bus = false
+        self.controller: Any = None  # EmulatedController, with controller.model
+        self.bus: Any = None  # EmulatedBus
+        self.meter_port = ""  # the emulated line's port ("": the real devices on meter.port)
+        self._follow: Any = None  # makes the meter count what the car draws (with a controller)
         self.plugged = False
         self.welded = False
         self.stuck_open = False
@@ -64,7 +79,6 @@ class SimWorld:
 
     async def _build(self) -> None:
         from station.emulated import fakegpio, fakespi, hd44780
-        from station.emulated.meter_server import EmulatedMeter
         from station.emulated.mfrc522chip import MFRC522Chip
         from station.hardware.gpio import load_gpio
 
@@ -77,11 +91,11 @@ class SimWorld:
             fakespi.attach(cfg.rfid.spi_bus, cfg.rfid.spi_device, self.chip)
         if cfg.lcd.enabled:
             self.lcd = hd44780.attach_lcd(cfg.lcd.i2c_bus, cfg.lcd.address, cfg.lcd.cols, cfg.lcd.rows)
-        link = cfg.sim.meter_link
-        self.meter = EmulatedMeter(cfg.meter.model, address=cfg.meter.address, state_dir=cfg.station.state_dir,
-                                   link=link, baudrate=cfg.meter.baudrate, parity=cfg.meter.parity)
-        self.meter_port = await self.meter.start()
-        self.meter.set_load(cfg.sim.load_w)
+        if cfg.hardware.emulate_bus:
+            await self._build_bus()
+        else:
+            log.info("hardware.emulate_bus = false: the meter and the controller are the real ones on %s",
+                     cfg.meter.port)
         fakegpio.on_output(self._on_output)
         # Inputs idle: not plugged, button released (active-low inputs idle high).
         if self.pins.ev is not None:
@@ -90,6 +104,31 @@ class SimWorld:
             fakegpio.drive(self.pins.stop, self.pins.stop_active_low)
         if self.pins.feedback is not None:
             fakegpio.drive(self.pins.feedback, self._feedback_level(False))
+
+    async def _build_bus(self) -> None:
+        from station.emulated.bus import EmulatedBus
+        from station.emulated.car import Car
+        from station.emulated.controller_server import EmulatedController, meter_follows
+        from station.emulated.meter_server import EmulatedMeter
+
+        cfg = self.config
+        self.bus = EmulatedBus(cfg.sim.meter_link, baudrate=cfg.meter.baudrate, parity=cfg.meter.parity)
+        self.meter = EmulatedMeter(cfg.meter.model, address=cfg.meter.address, state_dir=cfg.station.state_dir,
+                                   bus=self.bus)
+        if cfg.controller.model != "none":
+            car = Car(phases=cfg.sim.car_phases, max_current_a=cfg.sim.car_max_current_a)
+            try:
+                self.controller = EmulatedController(cfg.controller.model, address=cfg.controller.address, bus=self.bus,
+                                                     state_dir=cfg.station.state_dir, car=car, cable_a=cfg.sim.cable_a)
+            except ValueError as exc:  # two devices at one address
+                raise ConfigError(cfg.source, "controller.address", str(exc)) from None
+            self._follow = meter_follows(self.controller, self.meter, contactor=self._contactor_conducts)
+        self.meter_port = await self.bus.start()
+        await self.meter.start()
+        if self.controller is not None:
+            await self.controller.start()
+        else:
+            self.meter.set_load(cfg.sim.load_w)
 
     def bind(self, station: Any) -> None:
         self.station = station
@@ -117,12 +156,18 @@ class SimWorld:
             self._logged_closed = closed
         self._update()
 
+    def _contactor_conducts(self) -> bool:
+        return (self.contactor_closed or self.welded) and not self.stuck_open
+
     def _update(self) -> None:
         from station.emulated import fakegpio
 
-        closed = (self.contactor_closed or self.welded) and not self.stuck_open
-        car = self.plugged or self.pins.ev is None
-        self.meter.set_flowing(closed and car)
+        closed = self._contactor_conducts()
+        if self._follow is not None:
+            self._follow()  # the board's relay, the car's draw and this contactor, in series
+        elif self.meter is not None:
+            car = self.plugged or self.pins.ev is None
+            self.meter.set_flowing(closed and car)
         if self.pins.feedback is not None:
             fakegpio.drive(self.pins.feedback, self._feedback_level(closed))
 
@@ -144,9 +189,15 @@ class SimWorld:
         elif kind == "contactor-open":
             self.break_contactor(True)
         elif kind == "meter-silent":
-            self.meter.set_fault("silent")
+            self._emulated_meter().set_fault("silent")
         elif kind == "meter-bad-crc":
-            self.meter.set_fault("bad-crc")
+            self._emulated_meter().set_fault("bad-crc")
+        elif kind == "controller-silent":
+            self._board().set_silent(True)
+        elif kind == "rcd-tripped":
+            self._board().trip_rcd()
+        elif kind == "controller-restart":
+            self._board().restart()
         elif kind == "reader-dead":
             if self.chip is None:
                 raise RuntimeError("this station has no reader (rfid.enabled = false)")
@@ -164,7 +215,11 @@ class SimWorld:
         """Remove every injected fault (a hung loop stays hung: that is what a hang is)."""
         self.weld(False)
         self.break_contactor(False)
-        self.meter.set_fault(None)
+        if self.meter is not None:
+            self.meter.set_fault(None)
+        if self.controller is not None:
+            self.controller.set_silent(False)
+            self.controller.clear_rcd()
         if self.chip is not None:
             self.chip.crash = None
 
@@ -207,6 +262,8 @@ class SimWorld:
         self.plugged = plugged
         if self.pins.ev is not None:
             fakegpio.drive(self.pins.ev, plugged != self.pins.ev_active_low)
+        if self.controller is not None:
+            self.controller.plug(plugged)  # the car on the pilot
         self._update()
 
     async def press_stop(self, hold_s: float = 0.2) -> None:
@@ -219,19 +276,70 @@ class SimWorld:
         fakegpio.drive(self.pins.stop, self.pins.stop_active_low)
 
     def set_load(self, watts: float) -> None:
-        self.meter.set_load(watts)
+        """What the car draws: the meter's load; with a controller, the car's on-board limit (per phase)."""
+        if self.controller is not None:
+            car = self.controller.car
+            car.max_current_a = watts / (car.phases * self._emulated_meter().voltage_v)
+            self.controller.car_changed()
+            return
+        self._emulated_meter().set_load(watts)
 
     def consume(self, wh: int) -> None:
         """The meter register advances by exactly `wh` (whatever the contactor does)."""
-        self.meter.advance(wh)
+        self._emulated_meter().advance(wh)
 
     @property
     def meter_wh(self) -> int:
+        if self.meter is None:  # the real meter: what the station read last
+            reading = self.station.charger.reading if self.station is not None else None
+            return reading.energy_wh if reading is not None else 0
         return self.meter.register_wh
 
     @property
+    def load_w(self) -> float:
+        """What the car would draw now (0 when the station reads a real meter)."""
+        return self.meter.load_w if self.meter is not None else 0.0
+
+    @property
     def power_w(self) -> float:
-        return self.meter.load_w if self.meter.flowing else 0.0
+        return self.meter.load_w if self.meter is not None and self.meter.flowing else 0.0
+
+    def _emulated_meter(self) -> Any:
+        if self.meter is None:
+            raise RuntimeError("the meter is the real one (hardware.emulate_bus = false)")
+        return self.meter
+
+    # ------------------------------------------------------------------ the car on the pilot
+    def _board(self) -> Any:
+        if self.controller is None:
+            raise RuntimeError("this station has no emulated charge controller (controller.model, hardware.emulate_bus)")
+        return self.controller
+
+    @property
+    def car(self) -> Any:
+        """The emulated car (station.emulated.car.Car) on the controller's pilot."""
+        return self._board().car
+
+    def car_asleep(self, asleep: bool = True) -> None:
+        self._board().car.asleep = asleep
+        self._board().car_changed()
+
+    def car_ventilation(self, needed: bool = True) -> None:
+        self._board().car.ventilation = needed
+        self._board().car_changed()
+
+    def car_diode_fault(self, fault: bool = True) -> None:
+        self._board().car.diode_fault = fault
+        self._board().car_changed()
+
+    def pilot_text(self) -> str | None:
+        """The pilot as the board sees it, for the terminal view (None without a controller)."""
+        b = self.controller
+        if b is None:
+            return None
+        faults = ", ".join(sorted(f.value for f in b.faults))
+        return (f"state {b.car_state.value}, offered {b.offered_a:g} A, car draws {b.draw_a:g} A on {b.car.phases} "
+                f"phase(s){', relay closed' if b.relay_closed else ''}{', fault: ' + faults if faults else ''}")
 
     def lcd_text(self) -> list[str]:
         if self.lcd is not None:
@@ -254,8 +362,12 @@ class SimWorld:
     async def close(self) -> None:
         from station.emulated import fakespi, hd44780
 
+        if self.controller is not None:
+            await self.controller.stop()
         if self.meter is not None:
             await self.meter.stop()
+        if self.bus is not None:
+            await self.bus.stop()
         cfg = self.config
         if self.chip is not None:
             fakespi.detach(cfg.rfid.spi_bus, cfg.rfid.spi_device)

@@ -31,6 +31,12 @@ then queues no START for that session. If the core abandons such a session
 before charging (no plug within the connection timeout), the server would
 keep it open: the link keeper closes those with an END of zero energy.
 
+Sharing the building's supply (docs/mcsp.md 4.5, sitelimit.py): the
+station's currents (`report_current`) go on every request, the server's cap
+on its replies is kept in `site.cap_a`. While a server shares and a session
+runs, heartbeats come every SHARED_HEARTBEAT_S (a station learns its cap only
+in a reply), and at once when the offered current changes.
+
 The background task (`_keep_link`) connects, sends HEARTBEAT every
 `heartbeat_s`, sets the station clock from the reply's `Time`, and after a
 failure reconnects with exponential backoff (station.backoff). It is a
@@ -54,6 +60,7 @@ from station.aio import cancel_and_wait
 from station.backends.link import Link, open_link, parse_url
 from station.backends.mcsp import codec
 from station.backends.mcsp.codec import CLOSED, Connection, Reply, Request, Role
+from station.backends.mcsp.sitelimit import SHARED_HEARTBEAT_S, SiteLimit
 from station.backends.online import OnlineBackend
 from station.backoff import Backoff
 from station.clock import iso
@@ -153,7 +160,11 @@ class McspBackend(OnlineBackend):
         self._status: str | None = None
         self._error: tuple[str, str] | None = None  # (Error, Error-Info) of the last status, if faulted
         self._opened: dict[str, str] = dict(store.get_json(OPENED_KEY, {}) or {}) if store is not None else {}
-
+        # TODO(issue 20, wiring step): the core calls report_current() with the controller's offered
+        # and the meter's drawn current when they change, and sets site.on_cap to take the cap as its
+        # MCSP limit in amps (the lowest limit wins). Until then nothing is reported, and a cap a
+        # server sends is only kept in site.cap_a.
+        self.site = SiteLimit()
     # ------------------------------------------------------------------ lifecycle
     async def start(self, station: StationControl) -> None:
         await super().start(station)
@@ -185,7 +196,7 @@ class McspBackend(OnlineBackend):
                 self.backoff.reset()
                 self._report(None)
                 await self._close_abandoned()
-                delay = self.heartbeat_s
+                delay = self._heartbeat_delay()
             except BackendOffline as exc:
                 delay = self.backoff.next()
                 self._report(exc, delay)
@@ -278,9 +289,22 @@ class McspBackend(OnlineBackend):
 
     # ------------------------------------------------------------------ requests
     def _headers(self, pairs: list[tuple[str, Any]]) -> codec.Headers:
+        if self.extensions:
+            pairs += self.site.headers()
         if self.secret:
             pairs.append(("Auth", self.secret))
         return codec.Headers((n, v) for n, v in pairs if v is not None)
+
+    def report_current(self, offered_a: float, drawn_a: float) -> None:
+        """What the pilot offers and the car draws now (amps per phase), for a server that shares a
+        site limit; a change that matters is sent at once, on a HEARTBEAT."""
+        if self.site.report(offered_a, drawn_a) and self.heartbeats and self.online:
+            self._wake.set()  # the link keeper sends its heartbeat now
+
+    def _heartbeat_delay(self) -> float:
+        if self.site.cap_a is None or self.station is None or self.station.current_session() is None:
+            return self.heartbeat_s
+        return min(self.heartbeat_s, SHARED_HEARTBEAT_S)
 
     def _start_request(self, id_tag: str, session: Session, *, live: bool) -> Request:
         pairs: list[tuple[str, Any]] = [("Name", self.name), ("Key", id_tag)]
@@ -462,6 +486,7 @@ class McspBackend(OnlineBackend):
                     raise BackendOffline(f"{req.action}: link broke ({exc or type(exc).__name__})") from exc
                 self.exchanges += 1
                 self.last_reply = reply
+                self.site.take(reply)
                 if reply.ended_by == "eof":
                     await self._drop_link("server closed the link", force=True)
                 self._set_online(True)

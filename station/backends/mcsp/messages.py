@@ -138,6 +138,9 @@ def error(code: int, message: str, **headers: object) -> Reply:
 # --- meaning (no syntax): what a server checks before acting ------------------------
 
 _SESSION_KEY = re.compile(r"[A-Za-z0-9_-]{1,64}")
+_AMPS = re.compile(r"\d{1,3}(\.\d)?")
+CURRENT_HEADERS = ("Current-Offered", "Current-Drawn")  # station -> server: amps per phase (docs/mcsp.md 4.5)
+CURRENT_LIMIT = "Current-Limit"  # server -> station: the cap, amps per phase; 0 = pause
 _TIME = re.compile(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d{1,6})?Z")
 _WH_HEADERS = ("Meter-Start", "Meter-Stop", "Energy")
 _PHASE_HEADERS = ("Meter-Start-Phases", "Meter-Stop-Phases")
@@ -182,4 +185,25 @@ def request_problem(req: Request) -> str | None:
     time = h.get("Time")
     if time is not None and not _TIME.fullmatch(time):
         return "Time must be UTC ISO 8601 like 2026-11-05T14:03:00Z"
+    for name in CURRENT_HEADERS:
+        value = h.get(name)
+        if value is not None and parse_amps(value) is None:
+            return f"{name} must be amps like 16 or 15.5"
     return None
+
+
+# --- currents (the site limit extension, docs/mcsp.md 4.5) ------------------------------------------
+
+
+def parse_amps(text: str | None) -> float | None:
+    """`16`, `15.5` -> amps; None for anything else (a peer's value we cannot read is no value)."""
+    if text is None or not _AMPS.fullmatch(text.strip()):
+        return None
+    return float(text)
+
+
+def format_amps(amps: float) -> str:
+    """Amps as the headers carry them: at most one decimal, rounded down (never more than meant)."""
+    tenths = max(0, min(9999, int(amps * 10 + 1e-6)))
+    whole, tenth = divmod(tenths, 10)
+    return f"{whole}.{tenth}" if tenth else str(whole)

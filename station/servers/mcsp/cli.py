@@ -1,6 +1,7 @@
 """`station mcsp-server`: the MCSP/1.0 reference server (mmetering side) as a program.
 
     station mcsp-server [--listen HOST:PORT | --serial PORT] [--tags FILE] [--db FILE]
+                        [--site-limit-a A [--min-current-a A] [--rotation-s S] [--unreported-current-a A]]
 
 Also `python -m station.servers.mcsp`. `main(argv)` returns an exit code.
 """
@@ -20,6 +21,7 @@ from station import privacy
 from station.admission import MAX_CONNECTIONS, ConnectionLimits
 from station.aio import stop_on_signals
 from station.servers.mcsp.server import McspServer
+from station.servers.mcsp.sharing import Sharing
 from station.servers.mcsp.tags import load_tags
 
 log = logging.getLogger(__name__)
@@ -49,7 +51,26 @@ def build_parser() -> argparse.ArgumentParser:
                    help=f"TCP connections served at once (default {MAX_CONNECTIONS}); docs/mcsp.md §9.1")
     p.add_argument("--log-tags", action="store_true", help="log id tags in full (default: masked; the printed "
                    "session lines and the database always keep them)")
+    g = p.add_argument_group("sharing the building's supply (docs/mcsp.md 4.5)")
+    g.add_argument("--site-limit-a", type=float, metavar="A",
+                   help="amps per phase all stations together may draw; shared among those charging")
+    g.add_argument("--min-current-a", type=float, default=6.0, metavar="A",
+                   help="the least a charging station is given (default 6, IEC 61851); below it, it waits its turn")
+    g.add_argument("--rotation-s", type=float, default=600.0, metavar="S",
+                   help="with more cars than the limit can feed, each keeps its turn this long (default 600)")
+    g.add_argument("--unreported-current-a", type=float, default=16.0, metavar="A",
+                   help="counted for a station in a session that does not report its currents (default 16)")
     return p
+
+
+def site_sharing(args: argparse.Namespace) -> Sharing | None:
+    """The Sharing of the --site-limit-a options, or None; ValueError for impossible values."""
+    if args.site_limit_a is None:
+        return None
+    if not 0 < args.min_current_a <= args.site_limit_a:
+        raise ValueError(f"--min-current-a {args.min_current_a:g} must be above 0 and at most --site-limit-a")
+    return Sharing(args.site_limit_a, min_current_a=args.min_current_a, rotation_s=args.rotation_s,
+                   unreported_a=args.unreported_current_a)
 
 
 def _enough_file_descriptors(connections: int) -> None:
@@ -120,10 +141,19 @@ def main(argv: Iterable[str] | None = None) -> int:
         print("station mcsp-server: --cert and --key go together", file=sys.stderr)
         return 2
     try:
+        sharing = site_sharing(args)
+    except ValueError as exc:
+        print(f"station mcsp-server: {exc}", file=sys.stderr)
+        return 2
+    try:
         ctx = _server_ssl(args.cert, args.key) if args.cert else None
         server = McspServer(tags=tags, stations=stations, db=args.db, host=host, port=int(port), serial=args.serial,
                             baudrate=args.baudrate, ssl_context=ctx, out=sys.stdout,
                             limits=ConnectionLimits(max_connections=args.max_connections))
+        if sharing is not None:
+            server.share_site_limit(sharing)
+            log.info("site limit %g A per phase, shared among the charging stations (at least %g A each)",
+                     sharing.site_limit_a, sharing.min_current_a)
         _enough_file_descriptors(args.max_connections)
         asyncio.run(serve(server))
     except (OSError, ssl.SSLError, sqlite3.Error) as exc:

@@ -115,6 +115,10 @@ class Ledger:
                                (station,)).fetchall()
         return [self._record(r) for r in rows]
 
+    def open_stations(self) -> list[str]:
+        """The stations that have an open session."""
+        return [r[0] for r in self.db.execute("SELECT DISTINCT station FROM sessions WHERE state = 'open'")]
+
     def insert(self, **values: Any) -> int:
         names = ", ".join(values)
         marks = ", ".join("?" * len(values))

@@ -22,6 +22,10 @@ embeds the server. docs/mcsp.md is normative; the rules implemented here:
   record: energy = Meter-Stop - Meter-Start.
 * Every reply ends with an empty line and carries `Time` (the server's
   UTC clock); replies to START and END echo `Session-Key`.
+* With a site limit (`share_site_limit`, `station mcsp-server --site-limit-a`):
+  what a station reports of its currents is noted, and every OK reply to a
+  station that reports carries its cap, `Current-Limit` (sharing.py has the
+  rule, docs/mcsp.md 4.5 the headers).
 """
 
 from __future__ import annotations
@@ -38,9 +42,11 @@ from typing import TextIO
 from station import privacy
 from station.backends.mcsp import codec
 from station.backends.mcsp.codec import Reply, Request
+from station.backends.mcsp.messages import format_amps, parse_amps
 from station.core.tags import normalize_tag
 from station.servers.mcsp.ledger import Ledger, SessionRecord, format_session
 from station.servers.mcsp.refusals import BUSY_MESSAGE, RefusalBudget
+from station.servers.mcsp.sharing import Sharing
 from station.servers.mcsp.tags import TagEntry
 from station.tally import Tally
 
@@ -66,6 +72,8 @@ def _int(value: str | None) -> int | None:
 
 class Service:
     """The protocol logic. `tags=None` accepts every key (a demo without a tags file)."""
+
+    sharing: Sharing | None = None  # a site limit shared among the stations (share_site_limit)
 
     def __init__(self, *, tags: Mapping[str, str | TagEntry] | None = None, stations: dict[str, str | None] | None = None,
                  db: str | Path = ":memory:", meter: Callable[[str], float] | None = None,
@@ -112,6 +120,7 @@ class Service:
         echo = req.get("Session-Key")
         if echo is not None and req.action in (codec.START, codec.END) and "Session-Key" not in reply.headers:
             reply = Reply(reply.status, reply.headers.plus(session_key=echo), reply.version)
+        reply = self._with_current_limit(req, reply)
         return Reply(reply.status, reply.headers.plus(time=self.now()), reply.version)
 
     def _handle(self, req: Request) -> Reply:
@@ -235,3 +244,32 @@ class Service:
 
     def sessions(self) -> list[SessionRecord]:
         return self.ledger.all()
+
+    # ------------------------------------------------------------------ the site limit (docs/mcsp.md 4.5)
+    def share_site_limit(self, sharing: Sharing) -> None:
+        """Share `sharing.site_limit_a` among the stations. Stations with a session open in the
+        ledger count at the reserve for stations that do not report (their cap is unknown, say
+        after a restart of the server) until they report their currents."""
+        self.sharing = sharing
+        for name in self.ledger.open_stations():
+            sharing.set_active(name, True)
+
+    def _with_current_limit(self, req: Request, reply: Reply) -> Reply:
+        """Note the station's currents and session, and give it its cap on an OK reply."""
+        if self.sharing is None or not reply.ok or req.action not in codec.ACTIONS or not req.get("Name"):
+            return reply
+        name = req.headers["Name"]
+        if name not in self.sharing.stations and len(self.sharing.stations) >= STATIONS_SEEN_MAX:
+            return reply  # without a [stations] table any name may come: bounded, as last_seen is
+        offered, drawn = parse_amps(req.get("Current-Offered")), parse_amps(req.get("Current-Drawn"))
+        if offered is not None:
+            self.sharing.report(name, offered, drawn if drawn is not None else offered)
+        self.sharing.set_active(name, bool(self.ledger.open_at(name)))
+        before = self.sharing.stations[name].cap_a
+        cap = self.sharing.grant(name)
+        if cap is None:
+            return reply
+        if cap != before:
+            log.info("site limit %s A: %s may offer %s A (was %s)", format_amps(self.sharing.site_limit_a), name,
+                     format_amps(cap), "-" if before is None else f"{format_amps(before)} A")
+        return Reply(reply.status, reply.headers.plus(current_limit=format_amps(cap)), reply.version)

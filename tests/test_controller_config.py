@@ -1,0 +1,50 @@
+"""The [controller] keys: defaults, bounds, and what check-config finds across them."""
+
+from __future__ import annotations
+
+import pytest
+
+from station import config as configmod
+from station.configcheck import findings
+from station.errors import ConfigError
+
+
+def errors(cfg: configmod.Config) -> dict[str, str]:
+    return {f.key: f.text for f in findings(cfg, read_files=False) if f.level == "error"}
+
+
+def test_defaults_are_a_station_without_a_controller():
+    c = configmod.defaults().controller
+    assert c.model == "none" and c.min_current_a == 6 and c.address == 2 and c.port is None
+    assert configmod.defaults().hardware.emulate_bus is True
+
+
+@pytest.mark.parametrize("key, value", [
+    ("controller.model", "EVSE"), ("controller.min_current_a", 5), ("controller.max_current_a", 81),
+    ("controller.address", 0), ("controller.address", 248), ("sim.car_phases", 2),
+])
+def test_bad_values_are_refused_by_the_loader(key, value):
+    with pytest.raises(ConfigError, match=key):
+        configmod.defaults({key: value})
+
+
+def test_check_config_finds_what_cannot_work():
+    ok = configmod.defaults({"controller.model": "EVSE-DIN", "controller.address": 2})
+    assert errors(ok) == {}
+    clash = configmod.defaults({"controller.model": "EVSE-DIN", "controller.address": 1, "meter.address": 1})
+    assert "controller.address" in errors(clash)
+    own_line = configmod.defaults({"controller.model": "EVSE-DIN", "controller.address": 1,
+                                   "controller.port": "/dev/ttyUSB1"})
+    assert errors(own_line) == {}  # another line: the same address is fine
+    upside_down = configmod.defaults({"controller.model": "EVSE-DIN", "controller.min_current_a": 16,
+                                      "controller.max_current_a": 10})
+    assert "controller.min_current_a" in errors(upside_down)
+    phoenix = configmod.defaults({"controller.model": "EV-CC-AC1-M3", "controller.max_current_a": 80})
+    assert "63 A" in errors(phoenix)["controller.max_current_a"]
+    none = configmod.defaults({"controller.address": 1})  # no controller: its address means nothing
+    assert errors(none) == {}
+
+
+def test_emulate_bus_without_simulation_is_a_hint():
+    cfg = configmod.defaults({"hardware.mode": "pi", "hardware.emulate_bus": False})
+    assert any(f.key == "hardware.emulate_bus" and f.level == "hint" for f in findings(cfg, read_files=False))
