@@ -100,7 +100,9 @@ async def test_evcs_serial_dialect_station_on_the_2018_server(tmp_path):
             [done] = server.closed
             assert (done.tag, done.energy_wh) == ("D6 4F C9 3B", 1500)
             assert [line for line in server.lines("station") if line != "LADER 1 lebt"] == \
-                ["Abrechnung auf", "Tag ID = D6 4F C9 3B", "Verstanden", "Tag ID = D6 4F C9 3B", "total FERTIG"]
+                ["Abrechnung auf", "Tag ID = D6 4F C9 3B", "Verstanden", "Verstanden", "Tag ID = D6 4F C9 3B",
+                 "total FERTIG", "Verstanden"]
+            assert server.died is None
     finally:
         await server.stop()
         bridge.close()
