@@ -10,12 +10,12 @@ The conversation (docs/mcsp.md §11.3; §14.4 has a live log of the 2018 device)
     server:  OK_Lader1!                accepted (or ERROR10_Lader1!)
     station: Verstanden                "understood": the server now reads its meter...
     server:  (ERROR20_Lader1!)         ...and says so only when that failed
-    station: Verstanden                (again: ends the server's wait, had the first been lost)
+    station: Verstanden                (again: the server's answer, had the first been lost)
     ...charging...
     station: Tag ID = D6 4F C9 3B
     station: total FERTIG              the session ends (server: silence, or ERROR21/30_Lader1!)
-    station: Verstanden                (ends the server's wait, had 'total FERTIG' been lost)
-    station: LADER 1 lebt              heartbeat, no answer
+    station: LADER 1 lebt              heartbeat, no answer (also ends the server's wait, had
+                                       'total FERTIG' been lost)
 
 Theory of operation
 -------------------
@@ -24,12 +24,15 @@ its OK and after a `Tag ID` line it waits 3 s for the next line; when that
 line does not come its thread ends for good, while the process lives on
 (nothing restarts it). So the station never leaves it waiting: after every
 line that starts such a wait, its next line follows within ANSWER_WITHIN_S
-(2.5 s). `Verstanden` is that line: in the wait after the OK it is the
-answer the server wants, in the other waits it is taken and ignored, and
-outside a wait it matches nothing. When the start lines get no reply in
-that time (the OK, or one of the station's lines, was lost), the station
-sends `Verstanden`, closes with a zero-energy END whatever session the
-server may have opened, and tries once more (`_unwind`).
+(2.5 s). After the OK that line is `Verstanden` (sent twice: the second is
+ignored by a server that had the first). Elsewhere it is the heartbeat
+`LADER N lebt`, which every wait takes and ignores and which starts
+nothing: when the start lines get no reply (the OK, or one of the
+station's lines, was lost), the heartbeat ends whichever wait the server is
+in, a row it may have created keeps no start reading (it bills nothing),
+and the station tries once more (`_unwind`). A zero-energy END is not sent
+there: after an earlier lost END it would close that stale session of the
+same tag now, billing it energy that is not its own.
 
 What the server's replies cannot say, the journal says (ends.py,
 station.billing): success at the end is silence, so an END is recorded
@@ -135,9 +138,9 @@ class EvcsSerialBackend(OnlineBackend):
 
     def _deadline_s(self) -> float:
         """Longest the heartbeat loop may go without a beat: one wait slice, the lock held by the
-        longest exchange (a START without reply, twice: each up to four writes with pyserial's 5 s
-        write timeout and its two waits), then its own write, and an open or close of the port."""
-        return BEAT_S + 2 * (4 * 5.0 + self.answer_s + self.meter_read_s) + 5.0 + 10.0
+        longest exchange (a START tried twice, each up to three writes with pyserial's 5 s write
+        timeout and two waits), then its own write, and an open or close of the port."""
+        return BEAT_S + 2 * (3 * 5.0 + self.answer_s + self.meter_read_s) + 5.0 + 10.0
 
     async def close(self) -> None:
         await cancel_and_wait(self._task)
@@ -183,7 +186,10 @@ class EvcsSerialBackend(OnlineBackend):
         """'LADER N lebt' (the server does not answer it). Raises BackendOffline."""
         async with self._lock:
             await self._drain()
-            await self._write(f"LADER {self.number} lebt")
+            await self._write(self._alive_line())
+
+    def _alive_line(self) -> str:
+        return f"LADER {self.number} lebt"
 
     # ------------------------------------------------------------------ I/O
     async def _ensure(self) -> Link:
@@ -310,7 +316,7 @@ class EvcsSerialBackend(OnlineBackend):
                 await self._write(OPEN, tag)
                 reply = await self._reply(self.answer_s, START_REPLIES)
                 if reply is None:
-                    await self._unwind(tag)
+                    await self._unwind()
                     continue
                 if not reply.ok:
                     return reply
@@ -326,19 +332,15 @@ class EvcsSerialBackend(OnlineBackend):
         self._seen_down(f"no answer to '{OPEN}'")
         raise BackendOffline(f"no answer to '{OPEN}' within {self.answer_s:g} s")
 
-    async def _unwind(self, tag: str) -> None:
+    async def _unwind(self) -> None:
         """No reply to the start lines within the server's window: it may wait for the tag line
-        (that line was lost) or for 'Verstanden' (its OK was lost). 'Verstanden' ends either
-        wait, opening the session in the second case; a zero-energy END closes it (ERROR30 when
-        there was none), and a last 'Verstanden' ends the wait for 'total FERTIG' should that
-        line be lost."""
-        self._end_session = None
-        await self._write(ACK, tag, DONE)
-        answer = await self._reply(self.meter_read_s, END_REPLIES)
-        await self._write(ACK)
-        log.warning("evcs-serial: no answer to '%s' within %g s; the server's wait ended with '%s', and %s",
-                    OPEN, self.answer_s, ACK, "it had opened no session" if answer is not None and answer.code == 30
-                    else "a zero-energy END closed whatever it had opened")
+        (that line was lost), for 'total FERTIG' (it took the tag line for an END: 'Abrechnung
+        auf' was lost) or for 'Verstanden' (its OK was lost). The heartbeat line ends each of
+        these waits and starts nothing: in the last case the server's new row stays without a
+        start reading (it bills nothing), and the next START replaces it."""
+        await self._write(self._alive_line())
+        log.warning("evcs-serial: no answer to '%s' within %g s; the server's wait ended with '%s'",
+                    OPEN, self.answer_s, self._alive_line())
 
     async def _end(self, session: Session) -> ServerReply | None:
         """Tag + 'total FERTIG': the refusal, or None (silence: sent, not acknowledged). Raises
@@ -351,7 +353,7 @@ class EvcsSerialBackend(OnlineBackend):
             self.ends.end_sent(session.id)
             try:
                 answer = await self._reply(self.meter_read_s, END_REPLIES)
-                await self._write(ACK)
+                await self._write(self._alive_line())  # ends the server's wait, had 'total FERTIG' been lost
             except BackendOffline as exc:  # sent: never send it again (a repeat would get ERROR30)
                 log.info("evcs-serial: after the END of session %d: %s", session.id, exc)
                 return None
