@@ -371,7 +371,8 @@ class EvcsSerialBackend(OnlineBackend):
                     log.info("evcs-serial: %s", exc)
 
     def _watch_late(self) -> None:
-        if self.station is not None:
+        running = self._late_task is not None and not self._late_task.done()
+        if self.station is not None and not running:  # one listening is enough: it takes any late reply
             self._late_task = self.station.spawn(self._late_check(), LATE_CHECK_TASK)
 
     # ------------------------------------------------------------------ the backend
