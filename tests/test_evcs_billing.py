@@ -199,3 +199,27 @@ async def test_error20_after_verstanden_ends_the_session_before_it_charges(tmp_p
         assert await st.flush(30)
         await until(lambda: rig.server.closed, 10, "the row closed")
         assert [r.energy_wh for r in rig.server.closed] == [250] and rig.server.died is None
+
+
+async def test_a_server_whose_thread_has_ended_is_noticed_at_the_next_start(tmp_path, capsys):
+    """Both of the station's `Verstanden` lines are lost: the server's thread ends 3 s after its
+    OK (nothing the station can do then). The END that follows goes nowhere; the next START gets no
+    reply, and that END is flagged as possibly lost, its energy at stake."""
+    async with evcs_station(tmp_path) as rig:
+        st = rig.st
+        rig.bridge.lose("a->b", "Verstanden", count=2)
+        await start_charging(st)
+        await until(lambda: rig.server.died is not None, 20, "the server's thread to end")
+        st.world.consume(600)
+        await stop_charging(st)
+        await until(lambda: st.store.pending_messages() == 0, 20, "the END sent")
+        await st.world.tap(CARD)  # no reply: the offline policy lets the card charge
+        await state_is(st, "SuspendedEV", 30)
+        first = st.store.sessions()[0]
+        await until(lambda: "end_possibly_lost" in st.store.session(first.id).extra, 20, "the END flagged")
+        assert not st.charger.online  # the LCD and the status page say the server is not answering
+        html = await page(st, "/")
+        assert "POSSIBLY LOST" in html and "0.600 kWh" in html
+    text, rows, _ = listed(tmp_path, capsys)
+    assert (rows[0]["energy_wh"], rows[0]["at_stake_wh"]) == (600, 600)
+    assert "no answer to 'Abrechnung auf'" in rows[0]["possibly_lost"]
