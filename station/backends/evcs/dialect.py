@@ -97,7 +97,7 @@ BEAT_S = 5.0  # the heartbeat loop reports progress at least this often while it
 HEARTBEAT_TASK = "evcs-heartbeat"
 LATE_CHECK_TASK = "evcs-late-check"
 SERVER_WAIT_S = 3.0  # the 2018 server's wait for the station's next line (its thread ends after it)
-ANSWER_WITHIN_S = 2.5  # the station's next line comes within this: half a second to spare
+ANSWER_WITHIN_S = SERVER_WAIT_S - 0.5  # the station's next line comes within this: half a second to spare
 
 
 class EvcsSerialBackend(OnlineBackend):
