@@ -195,7 +195,14 @@ SCHEMA: dict[str, Key] = {
     "backend.evcs-serial.baudrate": Key(_INT, 19200,
         "Baud rate.", "baud", choices=(1200, 2400, 4800, 9600, 19200, 38400, 57600, 115200)),
     "backend.evcs-serial.station_number": Key(_INT, 1, "N in 'LADER N lebt' and 'OK_LaderN!'.", min=1, max=99),
-    "backend.evcs-serial.reply_timeout_s": Key(_NUM, 3.0, "How long to wait for OK/ERROR.", "s", 0.5, 60),
+    "backend.evcs-serial.reply_timeout_s": Key(_NUM, 3.0,
+        "How long to wait for OK/ERROR after 'Abrechnung auf'; at most 2.5 s is used whatever this says (the 2018 "
+        "server waits 3 s for the station's next line and stops answering for good when it does not come).",
+        "s", 0.5, 60),
+    "backend.evcs-serial.meter_read_s": Key(_NUM, 1.5,
+        "How long to listen for ERROR20 after 'Verstanden' (and for ERROR21/30 after 'total FERTIG') while the server "
+        "reads its meter (a failed read takes it about 0.5 s); the contactor closes after it. At most 2.5 s is used.",
+        "s", 0.1, 2.5),
     "backend.evcs-serial.heartbeat_s": Key(_NUM, 90.0, "Heartbeat ('LADER N lebt') interval.", "s", 5, 86400),
     "backend.evcs-serial.tag_separator": Key(_STR, " ", "Separator between the tag's bytes on the 'Tag ID' line."),
     "backend.evcs-serial.tag_prefix": Key(_STR, "Tag ID = ",

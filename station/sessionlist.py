@@ -14,12 +14,14 @@ import io
 from collections.abc import Callable
 from typing import Any
 
+from station import billing
 from station.core.model import Session
 from station.store import Store
 
 # The columns of the earlier CSV first, in their order (billing scripts may read by position).
 FIELDS = ["id", "id_tag", "meter_start_wh", "meter_stop_wh", "energy_wh", "started_at", "stopped_at",
           "stop_reason", "backend_session_id", "delivered", "estimated", "state"]
+FIELDS += billing.FIELDS  # refusals, unacknowledged and possibly lost ENDs, late STARTs: appended
 SESSION_STATES = ("active", "stopped")
 TAP_STATES = ("refused", "aborted")
 
@@ -32,7 +34,13 @@ def summary(s: Session, tag: Callable[[str], str] = str) -> dict[str, Any]:
         "stopped_at": s.stopped_at, "stop_reason": s.stop_reason, "backend_session_id": s.backend_session_id,
         "delivered": bool(s.extra.get("delivered")) if s.state in SESSION_STATES else None,
         "estimated": s.meter_stop_estimated,
+        **billing_fields(s),
     }
+
+
+def billing_fields(s: Session) -> dict[str, Any]:
+    """What the journal knows of the session's billing (station.billing); blank for a tap."""
+    return billing.facts(s) if s.state in SESSION_STATES else dict.fromkeys(billing.FIELDS)
 
 
 def rows(store: Store, taps: bool = False, last: int | None = None,
@@ -90,9 +98,11 @@ def to_text(table: list[dict[str, Any]]) -> str:
             lines.append(f"{r['id']:>4} {r['id_tag']:<18} {'':>10} {'':>10} {'':>7} {'':<20} {'':<20} "
                          f"{r['state'] + ': ' + (r['stop_reason'] or ''):<27} -")
             continue
-        delivered = "yes" if r["delivered"] else "no"
+        delivered = billing.delivered_words(r)
         if r["estimated"]:
             delivered += " (stop reading estimated)"
+        if notes := billing.notes_text(r):  # refused, possibly lost, late START: the energy at stake
+            delivered += f"; {notes}"
         stopped = r["stopped_at"] or ("charging" if r["state"] == "active" else "")
         lines.append(
             f"{r['id']:>4} {r['id_tag']:<18} {_blank(r['meter_start_wh']):>10} {_blank(r['meter_stop_wh']):>10} "

@@ -55,7 +55,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from station import __version__, privacy, sessionlist
+from station import __version__, billing, privacy, sessionlist
 from station.config import split_listen
 from station.configcheck import read_password
 from station.httpd import HttpServer, Request, Response, text
@@ -353,7 +353,15 @@ def _kwh(wh: int | None) -> str:
 def _delivered(row: dict[str, Any]) -> str:
     if row["state"] == "active":
         return "running"
-    return "yes" if row["delivered"] else '<span class="bad">not yet</span>'
+    return escape(billing.delivered_words(row)) if row["delivered"] else '<span class="bad">not yet</span>'
+
+
+def _at_stake(row: dict[str, Any]) -> str:
+    """The energy not billed or maybe not billed, and why (refused, possibly lost, late START)."""
+    notes = billing.notes_text(row)
+    if not notes:
+        return ""
+    return f'<span class="bad">{_kwh(row.get("at_stake_wh"))} kWh: {escape(notes)}</span>'
 
 
 def render_html(s: dict[str, Any]) -> str:
@@ -379,8 +387,8 @@ def render_html(s: dict[str, Any]) -> str:
         f"<tr><td>{r['id']}</td><td class=\"tag\">{e(r['id_tag'])}</td><td>{e(_local(r['started_at'], short=True))}</td>"
         f"<td class=\"num\">{_kwh(r['energy_wh'])}</td>"
         f"<td>{e(_local(r['stopped_at'], short=True) + ' ' + (r['stop_reason'] or '')) if r['stopped_at'] else '-'}</td>"
-        f"<td>{_delivered(r)}</td></tr>"
-        for r in s["sessions"]) or "<tr><td colspan=6>no sessions yet</td></tr>"
+        f"<td>{_delivered(r)}</td><td class=\"stake\">{_at_stake(r)}</td></tr>"
+        for r in s["sessions"]) or "<tr><td colspan=7>no sessions yet</td></tr>"
     recent = "".join(f"<tr><td>{e(_local(f['at']))}</td><td>{e(f['source'])}</td><td>{e(f['text'])}</td>"
                      f"<td>{e(_local(f['cleared_at'])) if f['cleared_at'] else 'not yet'}</td></tr>"
                      for f in s["recent_faults"]) or "<tr><td colspan=4>none recorded</td></tr>"
@@ -399,7 +407,8 @@ def render_html(s: dict[str, Any]) -> str:
 <pre class="lcd" id="lcd">{e(chr(10).join(s['lcd']))}</pre>
 <table id="facts">{table}</table>
 <h2>Last sessions</h2>
-<table id="sessions"><tr><th>#</th><th>tag</th><th>started</th><th class="num">kWh</th><th>ended</th><th>sent</th></tr>
+<table id="sessions"><tr><th>#</th><th>tag</th><th>started</th><th class="num">kWh</th><th>ended</th><th>sent</th>
+<th>at stake</th></tr>
 {sessions}</table>
 <p><a href="/sessions.csv" id="csv">Download CSV</a> (last {CSV_SESSIONS} sessions; id tags {e(s['id_tags'])})</p>
 <h2>Recent faults</h2>

@@ -100,7 +100,9 @@ async def test_evcs_serial_dialect_station_on_the_2018_server(tmp_path):
             [done] = server.closed
             assert (done.tag, done.energy_wh) == ("D6 4F C9 3B", 1500)
             assert [line for line in server.lines("station") if line != "LADER 1 lebt"] == \
-                ["Abrechnung auf", "Tag ID = D6 4F C9 3B", "Verstanden", "Tag ID = D6 4F C9 3B", "total FERTIG"]
+                ["Abrechnung auf", "Tag ID = D6 4F C9 3B", "Verstanden", "Verstanden", "Tag ID = D6 4F C9 3B",
+                 "total FERTIG"]
+            assert server.died is None
     finally:
         await server.stop()
         bridge.close()
@@ -120,3 +122,21 @@ async def test_a_fault_reaches_the_server_with_what_is_wrong(tmp_path):
         await state_is(st, "Available", timeout=15)
         await until(lambda: server.requests[-1].get("Status") == "Available", what="an Available HEARTBEAT")
         assert server.requests[-1].get("Error") is None
+
+
+async def test_a_scenario_cuts_the_link_of_an_mcsp_station_at_the_station(tmp_path):
+    """Scenario step `backend up = false` on a station whose server is not the simulator's own:
+    the link is cut at the station (station.backends.link.SWITCH), the session runs offline and
+    is delivered late once the link is back."""
+    from station.sim import scenario
+
+    async with mcsp_station(tmp_path, **{"backend.offline_policy": "cached+local"}) as (server, st):
+        steps = [{"action": "backend", "up": False}, {"action": "tap", "uid": CARD},
+                 {"action": "expect", "state": "SuspendedEV", "within": 20}, {"action": "consume", "wh": 400},
+                 {"action": "tap", "uid": CARD}, {"action": "expect", "state": "Available", "within": 20}]
+        outcome = await scenario.run(st, scenario.parse({"settle_s": 0, "step": steps}))
+        assert outcome.failures == [f"{st.store.pending_messages()} message(s) still undelivered after 0 s"]
+        assert server.sessions() == [] and not st.charger.online
+        await scenario.run(st, scenario.parse({"settle_s": 30, "step": [{"action": "backend", "up": True}]}))
+        assert await st.flush(30)
+        assert [(r.tag, r.energy_wh, r.offline) for r in server.sessions()] == [(CARD, 400, True)]

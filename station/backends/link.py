@@ -16,16 +16,65 @@ also be a pyserial URL (`socket://HOST:PORT`, `rfc2217://...`).
 
 `open_link(url)` picks the transport: `tcp://HOST:PORT`, `tls://HOST:PORT`,
 anything else is a serial device path.
+
+`SWITCH` is the station's end of every backend link, for the simulator and
+tests (scenario step `backend up = false`, the simulator's key `b`): cut,
+the links that `open_link` opened carry nothing, as with the cable pulled at
+the station. A TCP or TLS link is reset and cannot be opened again; a serial
+line keeps its port open (the adapter is still there) but loses every byte
+both ways, and what arrived during the cut is dropped when it is mended.
+The OCPP websocket (ocpp16/link.py) follows the same switch. Servers open
+their ports directly and are not affected.
 """
 
 from __future__ import annotations
 
 import asyncio
+import itertools
+import logging
 import ssl
 import threading
+from collections.abc import Callable
 from urllib.parse import urlsplit
 
+log = logging.getLogger(__name__)
+
 POLL_S = 0.05  # serial read slice: bounds how long close() waits for the reader thread
+
+
+class LinkSwitch:
+    """The station's end of the backend links: `set(False)` pulls the cable, `set(True)` plugs it
+    back. Called from the event loop; the serial reader threads only read `up`."""
+
+    def __init__(self) -> None:
+        self.up = True
+        self._watchers: dict[int, Callable[[bool], None]] = {}
+        self._keys = itertools.count()
+
+    def set(self, up: bool) -> None:
+        if up == self.up:
+            return
+        self.up = up
+        log.warning("backend link %s at the station (simulation)", "mended" if up else "cut")
+        for watcher in list(self._watchers.values()):
+            watcher(up)
+
+    def check(self, what: str) -> None:
+        """Raise ConnectionRefusedError (an OSError) while the link is cut."""
+        if not self.up:
+            raise ConnectionRefusedError(f"{what}: the link is cut at the station (simulation)")
+
+    def watch(self, watcher: Callable[[bool], None]) -> Callable[[], None]:
+        """Call `watcher(up)` on every change; returns the function that stops that."""
+        key = next(self._keys)
+        self._watchers[key] = watcher
+
+        def stop() -> None:
+            self._watchers.pop(key, None)
+        return stop
+
+
+SWITCH = LinkSwitch()
 
 
 class Link:
@@ -57,6 +106,11 @@ class StreamLink(Link):
 
     def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, kind: str = "tcp") -> None:
         self.reader, self.writer, self.kind = reader, writer, kind
+        self._unwatch: Callable[[], None] | None = None
+
+    def follow_switch(self) -> None:
+        """The station's link: reset when SWITCH cuts it."""
+        self._unwatch = SWITCH.watch(lambda up: None if up else self.abort())
 
     async def write(self, data: bytes) -> None:
         self.writer.write(data)
@@ -76,6 +130,8 @@ class StreamLink(Link):
             return None
 
     async def close(self) -> None:
+        if self._unwatch is not None:
+            self._unwatch()
         self.writer.close()
         try:
             async with asyncio.timeout(2.0):
@@ -100,6 +156,23 @@ class SerialLink(Link):
         self.port = port
         self._lock = threading.Lock()  # one reader thread at a time
         self._closing = False
+        self._switched = False  # the station's link: SWITCH cuts it
+        self._unwatch: Callable[[], None] | None = None
+
+    def follow_switch(self) -> None:
+        """The station's link: bytes are lost both ways while SWITCH is cut."""
+        self._switched = True
+        self._unwatch = SWITCH.watch(self._mended)
+
+    def _mended(self, up: bool) -> None:
+        if up and self.port.is_open:
+            try:
+                self.port.reset_input_buffer()  # what came during the cut never arrived
+            except Exception:  # closed meanwhile: nothing to drop
+                pass
+
+    def _cut(self) -> bool:
+        return self._switched and not SWITCH.up
 
     @classmethod
     def open(cls, device: str, baudrate: int = 19200) -> SerialLink:
@@ -122,7 +195,7 @@ class SerialLink(Link):
                     data = self.port.read(max(1, self.port.in_waiting))
                 except (TypeError, AttributeError) as exc:  # closed under our feet by another thread
                     raise OSError(f"serial port closed: {exc}") from None
-                if data:
+                if data and not self._cut():
                     return data
                 if time.monotonic() >= deadline:
                     return None
@@ -134,6 +207,8 @@ class SerialLink(Link):
         await asyncio.to_thread(self._write_blocking, data)
 
     def _write_blocking(self, data: bytes) -> None:
+        if self._cut():
+            return  # into a cut cable: the write succeeds, the bytes are lost
         self.port.write(data)
         self.port.flush()
 
@@ -146,6 +221,8 @@ class SerialLink(Link):
                 self.port.reset_input_buffer()
 
     async def close(self) -> None:
+        if self._unwatch is not None:
+            self._unwatch()
         self._closing = True
         try:
             self.port.cancel_read()
@@ -187,9 +264,14 @@ async def open_link(url: str, *, baudrate: int = 19200, timeout: float = 5.0,
     """Connect. Raises OSError (refused, unreachable, no such device), ssl.SSLError, or
     TimeoutError."""
     kind, host, port = parse_url(url)
+    link: SerialLink | StreamLink
     if kind == "serial":
-        return await asyncio.to_thread(SerialLink.open, host, baudrate)
-    ctx = client_tls_context(ca_file) if kind == "tls" else None
-    async with asyncio.timeout(timeout):
-        reader, writer = await asyncio.open_connection(host, port, ssl=ctx, server_hostname=host if ctx else None)
-    return StreamLink(reader, writer, kind)
+        link = await asyncio.to_thread(SerialLink.open, host, baudrate)
+    else:
+        SWITCH.check(url)
+        ctx = client_tls_context(ca_file) if kind == "tls" else None
+        async with asyncio.timeout(timeout):
+            reader, writer = await asyncio.open_connection(host, port, ssl=ctx, server_hostname=host if ctx else None)
+        link = StreamLink(reader, writer, kind)
+    link.follow_switch()
+    return link

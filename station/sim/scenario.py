@@ -11,7 +11,8 @@ whole Station on emulated hardware:
     wait     seconds = 1.5
     expect   state = "Charging", within = 5      fail unless reached in time
              fault = "ContactorWelded"  ... and reporting this fault (vendor or OCPP error code)
-    backend  up = false                 take the backend link down or up
+    backend  up = false                 take the backend link down or up (any backend: the embedded
+                                        server stops, else the link is cut at the station)
     fault    kind = "contactor-welded"  make something fail (enables the emulated auxiliary
                                         contact, as plug/unplug enable the EV input and stop
                                         the stop button):

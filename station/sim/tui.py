@@ -37,8 +37,6 @@ class View:
         self.names = {normalize_tag(tag): name for tag, name in named.items()}
         self.has_plug = world.pins.ev is not None
         self.has_stop = world.pins.stop is not None
-        # `b` cuts the embedded server's link, or the local backend's; a real remote backend it cannot reach.
-        self.can_cut = station.embedded is not None or station.config.backend.kind == "local"
         self.message = ""
 
     def help(self) -> str:
@@ -47,8 +45,7 @@ class View:
         keys.append("p plug/unplug the car" if self.has_plug else "p (no plug sensor in this config)")
         keys.append("s stop button" if self.has_stop else "s (no stop button in this config)")
         keys.append("+/- car load")
-        if self.can_cut:
-            keys.append("b backend link down/up")
+        keys.append("b backend link down/up")  # any backend (SimWorld.backend_link)
         keys.append("q quit")
         return "keys: " + "; ".join(keys)
 
@@ -76,14 +73,11 @@ def render(station, color: bool = True, view: View | None = None) -> str:
         name = view.names.get(normalize_tag(session.id_tag))
         who = f"{name} ({session.id_tag})" if name else session.id_tag
     queued = station.store.pending_messages()
-    if view.can_cut:
-        link = "up" if world.backend_up else "DOWN (key b)"
-        seen = "online" if ch.online else "OFFLINE"
-        if world.backend_up != ch.online:
-            seen += " (not noticed yet: at its next request or heartbeat)" if ch.online else " (connecting)"
-        backend = f"link {link}; the station sees it {seen}; {queued} message(s) queued"
-    else:
-        backend = f"{'online' if ch.online else 'OFFLINE'}, {queued} message(s) queued"
+    link = "up" if world.backend_up else "DOWN (key b)"
+    seen = "online" if ch.online else "OFFLINE"
+    if world.backend_up != ch.online:
+        seen += " (not noticed yet: at its next request or heartbeat)" if ch.online else " (connecting)"
+    backend = f"link {link}; the station sees it {seen}; {queued} message(s) queued"
     page = getattr(station, "status_page", None)
     lines = [
         f"station {cfg.station.name} ({cfg.meter.model} meter, {cfg.backend.kind} backend), journal in {cfg.station.state_dir}",
@@ -243,7 +237,5 @@ async def press(station, view: View, key: str, tasks: set[asyncio.Task]) -> str:
     elif key == "-":
         world.set_load(max(0.0, world.load_w - 1000.0))
     elif key == "b":
-        if not view.can_cut:
-            return f"b: the simulator cannot cut the link to a real {station.config.backend.kind} backend"
         await world.backend_link(not world.backend_up)
     return ""

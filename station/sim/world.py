@@ -72,6 +72,9 @@ class SimWorld:
 
     @classmethod
     async def create(cls, config: Config, embedded: Any = None) -> SimWorld:
+        from station.backends.link import SWITCH
+
+        SWITCH.set(True)  # a link cut by an earlier simulation in this process is mended
         world = cls(config)
         world.embedded = embedded
         await world._build()
@@ -348,7 +351,11 @@ class SimWorld:
 
     # ------------------------------------------------------------------ the backend
     async def backend_link(self, up: bool) -> None:
-        """Take the backend link down or up (the embedded server, or the local backend's link)."""
+        """Take the backend link down or up: the embedded server stops serving; the local backend
+        (which has no link) stops answering; any other backend's link is cut at the station
+        (station.backends.link.SWITCH: MCSP and evcs-serial links, the OCPP websocket)."""
+        from station.backends.link import SWITCH
+
         self.backend_up = up
         if self.embedded is not None:
             await (self.embedded.resume() if up else self.embedded.suspend())
@@ -356,14 +363,20 @@ class SimWorld:
         backend = self.station.backend if self.station is not None else None
         if backend is not None and hasattr(backend, "set_up"):
             backend.set_up(up)
-            if up and self.station.deliverer is not None:
-                self.station.deliverer.wake()
+        else:
+            SWITCH.set(up)
+        if up and self.station is not None and self.station.deliverer is not None:
+            self.station.deliverer.wake()
 
     async def close(self) -> None:
+        from station.backends.link import SWITCH
         from station.emulated import fakespi, hd44780
 
         if self.controller is not None:
             await self.controller.stop()
+        if not self.backend_up:
+            SWITCH.set(True)  # the next simulated station starts with its link up
+
         if self.meter is not None:
             await self.meter.stop()
         if self.bus is not None:

@@ -3,246 +3,133 @@
 A Pi station with this backend replaces the original charger controller on
 an unchanged mmetering server (`manage.py runevcs` on /dev/ttyUSB1, 19200 8N1).
 
-The conversation (docs/mcsp.md, §14 "History", has a live log of the 2018
-device and the server's side)::
+The conversation (docs/mcsp.md §11.3; §14.4 has a live log of the 2018 device)::
 
     station: Abrechnung auf            billing opens
     station: Tag ID = D6 4F C9 3B      the tag, upper hex bytes separated by spaces
-    server:  OK_Lader1!                accepted (or ERROR10/20_Lader1!)
-    station: Verstanden                "understood"
+    server:  OK_Lader1!                accepted (or ERROR10_Lader1!)
+    station: Verstanden                "understood": the server now reads its meter...
+    server:  (ERROR20_Lader1!)         ...and says so only when that failed
+    station: Verstanden                (again: the server's answer, had the first been lost)
     ...charging...
     station: Tag ID = D6 4F C9 3B
     station: total FERTIG              the session ends (server: silence, or ERROR21/30_Lader1!)
-    station: LADER 1 lebt              heartbeat, no answer
+    station: LADER 1 lebt              heartbeat, no answer (also ends the server's wait, had
+                                       'total FERTIG' been lost)
 
-Every line ends with CRLF. The server reads its own apartment meters at the
-start and the end: the messages carry no energy and no time. Consequences
-this module lives with:
-* a session can only be billed live. A session that started while the
-  server was unreachable is opened late if it is still running (the server
-  bills from that moment); one that already ended cannot be billed and is
-  rejected with that reason (it stays in the journal for the operator);
-* success at the end is silence: the END is "delivered" when no ERROR came
-  within `reply_timeout_s`. An absent server cannot be told from a content
-  one at that moment (a port that cannot be opened can).
-* replies name a station number (`OK_Lader<N>!`); lines for other numbers
-  are ignored, so several chargers can share one bus.
+Theory of operation
+-------------------
+The server handles lines in one thread, and after `Abrechnung auf`, after
+its OK and after a `Tag ID` line it waits 3 s for the next line; when that
+line does not come its thread ends for good, while the process lives on
+(nothing restarts it). So the station never leaves it waiting: after every
+line that starts such a wait, its next line follows within ANSWER_WITHIN_S
+(2.5 s). After the OK that line is `Verstanden` (sent twice: the second is
+ignored by a server that had the first). Elsewhere it is the heartbeat
+`LADER N lebt`, which every wait takes and ignores and which starts
+nothing: when the start lines get no reply (the OK, or one of the
+station's lines, was lost), the heartbeat ends whichever wait the server is
+in, a row it may have created keeps no start reading (it bills nothing),
+and the station tries once more (`_unwind`). A zero-energy END is not sent
+there: after an earlier lost END it would close that stale session of the
+same tag now, billing it energy that is not its own.
 
-`LineParser` (no I/O) splits bytes into lines with a length limit;
-`LineReader` reads them from a link within a time limit; the `parse_*`
-functions read single lines. The 2018 server side is emulated in station/servers/evcs2018.py
-on the same pieces.
+What the server's replies cannot say, the journal says (ends.py,
+station.billing): success at the end is silence, so an END is recorded
+as sent, not acknowledged, and flagged as possibly lost when the link is
+seen down (a START without any reply, the port failing) before the next
+reply. A START delivered late (the session began while the server was
+unreachable) makes the server bill from its own reading at that moment:
+the journal keeps the station's reading then, so the energy before it is
+shown. Replies that arrive after their exchange (ERROR20 after a slow
+meter read, ERROR21/30 after the END's wait) are read before the next
+exchange and recorded on their session; a late ERROR20 ends a session
+that was authorized live.
 
-The heartbeat loop is a critical loop of the station's supervisor: it
-beats at least every BEAT_S while it waits for the next heartbeat.
+Replies name a station number (`OK_Lader<N>!`); lines for other numbers
+are ignored, so several chargers can share one bus. The heartbeat loop is
+a critical loop of the station's supervisor: it beats at least every
+BEAT_S while it waits for the next heartbeat.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-import re
-from dataclasses import dataclass
-from typing import Any
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
 
-from station import privacy
 from station.aio import cancel_and_wait
-from station.backends.link import Link, SerialLink
+from station.backends.evcs.ends import EndWatch
+from station.backends.evcs.lines import (  # noqa: F401 - re-exported: the dialect's pieces are named from here
+    ACK,
+    CHECK_REPLIES,
+    DONE,
+    END_REPLIES,
+    ERRORS,
+    MAX_LINE,
+    OPEN,
+    START_REPLIES,
+    DialectError,
+    LineParser,
+    LineReader,
+    ServerReply,
+    _loggable,
+    dialect_tag,
+    error_text,
+    parse_server_line,
+    parse_station_line,
+)
+from station.backends.link import Link, open_link
 from station.backends.online import OnlineBackend
+from station.billing import END_SENT_AT
+from station.clock import iso
 from station.core.model import AuthResult, AuthStatus, DeliveryResult, MessageKind, OutboxItem, Session
 from station.core.ports import StationControl
-from station.core.tags import parse_uid
-from station.errors import BackendOffline, ProtocolError
-from station.tally import Tally
+from station.errors import BackendOffline
+
+if TYPE_CHECKING:
+    from station.store import Store
 
 log = logging.getLogger(__name__)
 
-MAX_LINE = 128
 BEAT_S = 5.0  # the heartbeat loop reports progress at least this often while it waits
 HEARTBEAT_TASK = "evcs-heartbeat"
-OPEN = "Abrechnung auf"
-DONE = "total FERTIG"
-ACK = "Verstanden"
-
-#: code -> (German, English) as shown on the LCD
-ERRORS: dict[int, tuple[str, str]] = {
-    10: ("Keine Wohnung fuer diese Station", "No apartment for this station"),
-    20: ("Zaehler beim Start nicht lesbar", "Meter unreadable at start"),
-    21: ("Zaehler am Ende nicht lesbar", "Meter unreadable at end"),
-    30: ("Keine offene Sitzung fuer Tag", "No open session for this tag"),
-}
-
-_REPLY = re.compile(r"(OK|ERROR(\d{2}))_Lader(\d{1,2})!")
-_ALIVE = re.compile(r"LADER (\d{1,2}) lebt")
-_TAG = re.compile(r"Tag ID\s*=\s*(.+)")
-
-
-class DialectError(ProtocolError):
-    """The serial peer sent something the 2018 dialect does not have."""
-
-    def __init__(self, message: str) -> None:
-        super().__init__(message, remote=True)
-
-
-class LineParser:
-    """Bytes in, lines out (CRLF or LF, CR stripped). Lines longer than MAX_LINE or with bytes
-    outside printable ASCII raise DialectError; the parser then goes on with the next line."""
-
-    def __init__(self, max_line: int = MAX_LINE) -> None:
-        self.max_line = max_line
-        self._buffer = bytearray()
-        self._drop = False  # inside an overlong line: drop up to its LF
-
-    def feed(self, data: bytes) -> None:
-        self._buffer += data
-
-    def clear(self) -> None:
-        self._buffer.clear()
-        self._drop = False
-
-    @property
-    def partial(self) -> bool:
-        """A line has begun and not ended (or the rest of a too-long one is being dropped)."""
-        return bool(self._buffer) or self._drop
-
-    def next_line(self) -> str | None:
-        while True:
-            end = self._buffer.find(b"\n")
-            if end < 0:
-                if len(self._buffer) > self.max_line + 1:
-                    self._buffer.clear()
-                    self._drop = True
-                    raise DialectError(f"line longer than {self.max_line} bytes")
-                return None
-            raw = bytes(self._buffer[:end]).rstrip(b"\r")
-            del self._buffer[: end + 1]
-            if self._drop:
-                self._drop = False
-                continue
-            if len(raw) > self.max_line:
-                raise DialectError(f"line longer than {self.max_line} bytes")
-            bad = next((i for i, b in enumerate(raw) if not 0x20 <= b <= 0x7E), None)
-            if bad is not None:
-                # Position and byte only: the line may hold a tag (personal data).
-                raise DialectError(f"byte 0x{raw[bad]:02X} at column {bad + 1} is not printable ASCII")
-            return raw.decode("ascii")
-
-
-class LineReader:
-    """The next line from a link within a time limit. A line the parser refuses is skipped and
-    logged (prefixed with `who`): the first at once, then the count once a minute, so line
-    noise or a flood of bytes on the line cannot flood the log."""
-
-    LOG_EVERY_S = 60.0
-    GAP_S = 2.0  # silence inside a line after which its start is dropped (a peer sends a line at once)
-
-    def __init__(self, who: str) -> None:
-        self.who = who
-        self.parser = LineParser()
-        self.tally = Tally(who, self.LOG_EVERY_S)
-        self._last_data = 0.0
-
-    @property
-    def refused(self) -> int:
-        """Lines refused since start."""
-        return sum(self.tally.total.values())
-
-    async def next(self, link: Link, timeout: float | None) -> str | None:
-        """The next line, or None when none came within `timeout` s (None: wait for ever).
-        A line already received is returned even when the time is up. Raises OSError."""
-        loop = asyncio.get_running_loop()
-        end = None if timeout is None else loop.time() + timeout
-        while True:
-            try:
-                line = self.parser.next_line()
-            except DialectError as exc:
-                self.tally.note(str(exc), now=loop.time())
-                continue
-            if line is not None:
-                return line
-            if self.parser.partial and loop.time() - self._last_data >= self.GAP_S:
-                # Without this, the rest of a line that never ended would swallow the peer's
-                # next line (e.g. "Abrechnung auf" after a burst of noise).
-                self.tally.note(f"unfinished line dropped after {self.GAP_S:g} s of silence", now=loop.time())
-                self.parser.clear()
-            wait = 1.0 if end is None else end - loop.time()
-            if wait <= 0:
-                return None
-            data = await link.read(min(wait, self.GAP_S) if self.parser.partial else wait)
-            if data:
-                self._last_data = loop.time()
-                self.parser.feed(data)
-
-
-@dataclass(frozen=True)
-class ServerReply:
-    ok: bool
-    code: int | None  # ERROR code (10, 20, 21, 30)
-    station: int
-
-
-def parse_server_line(line: str) -> ServerReply | None:
-    """`OK_Lader1!` / `ERROR10_Lader1!` -> ServerReply; anything else None."""
-    m = _REPLY.fullmatch(line.strip())
-    if not m:
-        return None
-    return ServerReply(m.group(2) is None, int(m.group(2)) if m.group(2) else None, int(m.group(3)))
-
-
-def parse_station_line(line: str) -> tuple[str, Any] | None:
-    """A station's line as the server reads it: ("alive", n), ("open", None), ("tag", text),
-    ("ack", None), ("done", None); None for anything else. Both `Tag ID = ` and the real
-    device's `Tag ID= ` are read."""
-    text = line.strip()
-    if m := _ALIVE.fullmatch(text):
-        return "alive", int(m.group(1))
-    if text == OPEN:
-        return "open", None
-    if text == ACK:
-        return "ack", None
-    if text == DONE:
-        return "done", None
-    if m := _TAG.fullmatch(text):
-        return "tag", m.group(1).strip()
-    return None
-
-
-def _loggable(line: str) -> str:
-    """A line for the log: a `Tag ID` line (another station's, on a shared bus) has its tag masked."""
-    m = _TAG.search(line)
-    return line[: m.start(1)] + privacy.tag(m.group(1)) if m else line
-
-
-def dialect_tag(id_tag: str, separator: str = " ") -> str:
-    """The tag as the 2018 server stores it: upper hex bytes joined by `separator`
-    ("d64fc93b" -> "D6 4F C9 3B"). A tag that is not hex is sent upper-cased as it is."""
-    try:
-        return separator.join(f"{b:02X}" for b in parse_uid(id_tag))
-    except ValueError:
-        return id_tag.strip().upper()
-
-
-def error_text(code: int | None, language: str = "en") -> str:
-    de, en = ERRORS.get(code or 0, ("Unbekannter Fehler", "Unknown error"))
-    return f"ERROR{code}: {de if language == 'de' else en}"
+LATE_CHECK_TASK = "evcs-late-check"
+SERVER_WAIT_S = 3.0  # the 2018 server's wait for the station's next line (its thread ends after it)
+ANSWER_WITHIN_S = SERVER_WAIT_S - 0.5  # the station's next line comes within this: half a second to spare
 
 
 class EvcsSerialBackend(OnlineBackend):
     kind = "evcs-serial"
 
     def __init__(self, port: str, *, baudrate: int = 19200, station_number: int = 1, reply_timeout_s: float = 3.0,
-                 heartbeat_s: float = 90.0, tag_separator: str = " ", tag_prefix: str = "Tag ID = ",
-                 language: str = "en", reopen_s: float = 5.0) -> None:
+                 meter_read_s: float = 1.5, heartbeat_s: float = 90.0, tag_separator: str = " ",
+                 tag_prefix: str = "Tag ID = ", language: str = "en", reopen_s: float = 5.0,
+                 store: Store | None = None) -> None:
         super().__init__()
         self.port, self.baudrate, self.number = port, baudrate, station_number
         self.reply_timeout_s, self.heartbeat_s = reply_timeout_s, heartbeat_s
+        # Both waits end before the server's own: whatever the config says, the station's next
+        # line must reach the server within its 3 s.
+        self.answer_s = min(reply_timeout_s, ANSWER_WITHIN_S)
+        self.meter_read_s = min(meter_read_s, ANSWER_WITHIN_S)
         self.tag_separator, self.tag_prefix, self.language = tag_separator, tag_prefix, language
         self.reopen_s = reopen_s
         self.sent: list[str] = []  # every line written, for tests and the terminal view
+        self.ends = EndWatch(store, self._now)
         self._link: Link | None = None
         self._lines = LineReader("evcs-serial")
         self._lock = asyncio.Lock()
         self._task: asyncio.Task | None = None
+        self._late_task: asyncio.Task | None = None
+        self._check: tuple[int, bool] | None = None  # (session, authorized live) whose ERROR20 may still come
+        self._end_session: int | None = None  # the END taken as delivered whose ERROR21/30 may still come
+
+    def _now(self) -> str:
+        if self.station is not None:
+            return self.station.clock.stamp()
+        return iso(datetime.now(UTC))
 
     # ------------------------------------------------------------------ lifecycle
     async def start(self, station: StationControl) -> None:
@@ -250,14 +137,15 @@ class EvcsSerialBackend(OnlineBackend):
         self._task = station.spawn(self._heartbeat(), HEARTBEAT_TASK, critical=True, deadline_s=self._deadline_s())
 
     def _deadline_s(self) -> float:
-        """Longest the heartbeat loop may go without a beat: one wait slice, the lock held by a
-        session's exchange (write with pyserial's 5 s write timeout, then the reply), then its
-        own write, and an open or close of the port."""
-        return BEAT_S + 2 * (5.0 + self.reply_timeout_s) + 5.0 + 10.0
+        """Longest the heartbeat loop may go without a beat: one wait slice, the lock held by the
+        longest exchange (a START tried twice, each up to three writes with pyserial's 5 s write
+        timeout and two waits), then its own write, and an open or close of the port."""
+        return BEAT_S + 2 * (3 * 5.0 + self.answer_s + self.meter_read_s) + 5.0 + 10.0
 
     async def close(self) -> None:
         await cancel_and_wait(self._task)
-        self._task = None
+        await cancel_and_wait(self._late_task)
+        self._task = self._late_task = None
         async with self._lock:
             await self._drop()
 
@@ -297,15 +185,19 @@ class EvcsSerialBackend(OnlineBackend):
     async def heartbeat(self) -> None:
         """'LADER N lebt' (the server does not answer it). Raises BackendOffline."""
         async with self._lock:
-            await self._write(f"LADER {self.number} lebt")
+            await self._drain()
+            await self._write(self._alive_line())
+
+    def _alive_line(self) -> str:
+        return f"LADER {self.number} lebt"
 
     # ------------------------------------------------------------------ I/O
     async def _ensure(self) -> Link:
         if self._link is None:
             try:
-                self._link = await asyncio.to_thread(SerialLink.open, self.port, self.baudrate)
+                self._link = await open_link(self.port, baudrate=self.baudrate)  # a serial device (SWITCH cuts it)
             except (OSError, ValueError) as exc:
-                self._set_online(False)
+                self._seen_down(f"cannot open {self.port}")
                 raise BackendOffline(f"cannot open {self.port}: {exc}") from exc
             self._lines.parser.clear()
             self._set_online(True)
@@ -320,17 +212,29 @@ class EvcsSerialBackend(OnlineBackend):
                 pass
         self._set_online(False)
 
+    def _seen_down(self, why: str) -> None:
+        """The server cannot be reached (no reply at all, or the port failed)."""
+        self.ends.link_down(why)
+        self._set_online(False)
+
+    def _alive(self) -> None:
+        """The server answered: its protocol thread runs."""
+        self.ends.reply_seen()
+        self._set_online(True)
+
     async def _write(self, *lines: str) -> None:
         link = await self._ensure()
         try:
             await link.write("".join(f"{line}\r\n" for line in lines).encode("ascii"))
         except OSError as exc:
             await self._drop()
+            self._seen_down(f"writing to {self.port} failed")
             raise BackendOffline(f"writing to {self.port} failed: {exc}") from exc
         self.sent.extend(lines)
 
-    async def _reply(self, timeout: float) -> ServerReply | None:
-        """The next OK/ERROR for our station number within `timeout`, or None."""
+    async def _reply(self, timeout: float, accept: frozenset[int | None]) -> ServerReply | None:
+        """The next reply for our station number that answers this exchange (its code, None for
+        OK, in `accept`) within `timeout`, or None. Other replies are late ones (_late)."""
         link = await self._ensure()
         loop = asyncio.get_running_loop()
         end = loop.time() + timeout
@@ -339,74 +243,181 @@ class EvcsSerialBackend(OnlineBackend):
                 line = await self._lines.next(link, end - loop.time())
             except OSError as exc:
                 await self._drop()
+                self._seen_down(f"reading {self.port} failed")
                 raise BackendOffline(f"reading {self.port} failed: {exc}") from exc
             if line is None:
                 return None
-            reply = parse_server_line(line)
-            if reply is not None and reply.station == self.number:
+            reply = self._ours(line)
+            if reply is None:
+                continue
+            if (None if reply.ok else reply.code) in accept:
                 return reply
-            if line.strip():
-                log.debug("evcs-serial: ignoring %r", _loggable(line))
+            self._late(reply)
 
-    async def _discard(self) -> None:
+    def _ours(self, line: str) -> ServerReply | None:
+        reply = parse_server_line(line)
+        if reply is not None and reply.station == self.number:
+            self._alive()
+            return reply
+        if line.strip():
+            log.debug("evcs-serial: ignoring %r", _loggable(line))
+        return None
+
+    async def _drain(self) -> None:
+        """Before an exchange: take what arrived unasked (a late ERROR) and start clean."""
         link = await self._ensure()
-        await link.discard_input()
-        self._lines.parser.clear()
+        try:
+            lines = await self._lines.arrived(link)
+        except OSError as exc:
+            await self._drop()
+            self._seen_down(f"reading {self.port} failed")
+            raise BackendOffline(f"reading {self.port} failed: {exc}") from exc
+        for line in lines:
+            reply = self._ours(line)
+            if reply is not None:
+                self._late(reply)
 
-    # ------------------------------------------------------------------ sessions
+    def _late(self, reply: ServerReply) -> None:
+        """A reply that came after its exchange was over: record it on its session."""
+        text = "OK" if reply.ok else error_text(reply.code)
+        if reply.code == 20 and self._check is not None:
+            (session_id, live), self._check = self._check, None
+            log.warning("evcs-serial: %s came late, for session %d", text, session_id)
+            self.ends.refused_late(session_id, f"start: {text}")
+            self._notice(reply.code)
+            current = self.station.current_session() if self.station is not None else None
+            if live and self.station is not None and current is not None and current.id == session_id:
+                # Accepted only on the server's OK: the server cannot bill it, so it ends (§11.3).
+                self.station.spawn(self.station.stop_session("DeAuthorized"), "evcs-error20-stop")
+        elif reply.code in END_REPLIES and self._end_session is not None:
+            session_id, self._end_session = self._end_session, None
+            log.warning("evcs-serial: %s came late, for the END of session %d", text, session_id)
+            self.ends.refused_late(session_id, f"stop: {text}")
+            self._notice(reply.code)
+        else:
+            log.info("evcs-serial: %s came after its exchange; ignored", text)
+
+    def _notice(self, code: int | None) -> None:
+        if self.station is not None:
+            self.station.notice(error_text(code, self.language))
+
+    # ------------------------------------------------------------------ exchanges
     def _tag_line(self, id_tag: str) -> str:
         return f"{self.tag_prefix}{dialect_tag(id_tag, self.tag_separator)}"
 
-    async def _open(self, id_tag: str) -> ServerReply:
+    async def _start(self, id_tag: str, session_id: int, live: bool) -> ServerReply:
+        """'Abrechnung auf' + the tag: the OK (answered 'Verstanden', and no ERROR20 while the
+        server read its meter) or the ERROR. Raises BackendOffline when no reply came."""
+        tag = self._tag_line(id_tag)
         async with self._lock:
-            await self._discard()
-            await self._write(OPEN, self._tag_line(id_tag))
-            reply = await self._reply(self.reply_timeout_s)
-            if reply is None:
-                raise BackendOffline(f"no answer to '{OPEN}' within {self.reply_timeout_s} s")
-            if reply.ok:
+            for _ in range(1 if self.ends.down else 2):  # a server seen silent gets one try
+                await self._drain()  # a late ERROR20 of the previous START is still taken here
+                self._check = None
+                await self._write(OPEN, tag)
+                reply = await self._reply(self.answer_s, START_REPLIES)
+                if reply is None:
+                    await self._unwind()
+                    continue
+                if not reply.ok:
+                    return reply
                 await self._write(ACK)
-            return reply
+                check = await self._reply(self.meter_read_s, CHECK_REPLIES)
+                if check is not None:
+                    return check
+                # Harmless when the first came (the server ignores it outside a wait); had it been
+                # lost, this one opens the session, and an ERROR20 may follow (_late).
+                await self._write(ACK)
+                self._check = (session_id, live)
+                return reply
+        self._seen_down(f"no answer to '{OPEN}'")
+        raise BackendOffline(f"no answer to '{OPEN}' within {self.answer_s:g} s")
 
+    async def _unwind(self) -> None:
+        """No reply to the start lines within the server's window: it may wait for the tag line
+        (that line was lost), for 'total FERTIG' (it took the tag line for an END: 'Abrechnung
+        auf' was lost) or for 'Verstanden' (its OK was lost). The heartbeat line ends each of
+        these waits and starts nothing: in the last case the server's new row stays without a
+        start reading (it bills nothing), and the next START replaces it."""
+        await self._write(self._alive_line())
+        log.warning("evcs-serial: no answer to '%s' within %g s; the server's wait ended with '%s'",
+                    OPEN, self.answer_s, self._alive_line())
+
+    async def _end(self, session: Session) -> ServerReply | None:
+        """Tag + 'total FERTIG': the refusal, or None (silence: sent, not acknowledged). Raises
+        BackendOffline only when nothing was sent."""
+        tag = self._tag_line(session.id_tag)
+        async with self._lock:
+            await self._drain()  # a late ERROR21/30 of the previous END is still taken here
+            self._end_session = None
+            await self._write(tag, DONE)
+            self.ends.end_sent(session.id)
+            try:
+                answer = await self._reply(self.meter_read_s, END_REPLIES)
+                await self._write(self._alive_line())  # ends the server's wait, had 'total FERTIG' been lost
+            except BackendOffline as exc:  # sent: never send it again (a repeat would get ERROR30)
+                log.info("evcs-serial: after the END of session %d: %s", session.id, exc)
+                return None
+            if answer is None:
+                self._end_session = session.id
+            return answer
+
+    async def _late_check(self) -> None:
+        """After an accepted START: an ERROR20 that the server sends after a slow meter read."""
+        async with self._lock:
+            if self._link is not None and self._check is not None:
+                try:
+                    await self._reply(self.meter_read_s, frozenset())
+                except BackendOffline as exc:
+                    log.info("evcs-serial: %s", exc)
+
+    def _watch_late(self) -> None:
+        running = self._late_task is not None and not self._late_task.done()
+        if self.station is not None and not running:  # one listening is enough: it takes any late reply
+            self._late_task = self.station.spawn(self._late_check(), LATE_CHECK_TASK)
+
+    # ------------------------------------------------------------------ the backend
     async def authorize(self, id_tag: str, session: Session) -> AuthResult:
-        reply = await self._open(id_tag)
+        reply = await self._start(id_tag, session.id, live=True)
         if reply.ok:
+            self._watch_late()
             return AuthResult(AuthStatus.ACCEPTED, backend_session_id=dialect_tag(id_tag, self.tag_separator))
         text = error_text(reply.code, self.language)
-        if self.station is not None:
-            self.station.notice(text)
+        self._notice(reply.code)
         return AuthResult(AuthStatus.BLOCKED if reply.code == 10 else AuthStatus.INVALID, message=text)
 
     async def deliver(self, item: OutboxItem, session: Session) -> DeliveryResult:
         if item.kind is MessageKind.START:
-            if session.backend_session_id:
-                return DeliveryResult(backend_session_id=session.backend_session_id)
-            if session.state != "active":
-                return DeliveryResult(rejected="the 2018 server reads its own meter: a session that ended before it "
-                                               "could be told cannot be billed")
-            reply = await self._open(session.id_tag)  # still charging: billed from now on
-            if reply.ok:
-                return DeliveryResult(backend_session_id=dialect_tag(session.id_tag, self.tag_separator))
-            return DeliveryResult(rejected=error_text(reply.code))
+            return await self._deliver_start(session)
         if item.kind is MessageKind.STOP:
             if not session.backend_session_id:
                 return DeliveryResult(rejected="the server never opened this session")
-            async with self._lock:
-                await self._discard()
-                await self._write(self._tag_line(session.id_tag), DONE)
-                answer = await self._reply(self.reply_timeout_s)
-            if answer is not None and not answer.ok:  # silence is success in this dialect
-                text = error_text(answer.code, self.language)
-                if self.station is not None:
-                    self.station.notice(text)
+            if session.extra.get(END_SENT_AT):  # sent before the journal could confirm it
+                return DeliveryResult(backend_session_id=session.backend_session_id)
+            answer = await self._end(session)
+            if answer is not None:  # silence is success in this dialect
+                self._notice(answer.code)
                 return DeliveryResult(rejected=error_text(answer.code))
             return DeliveryResult(backend_session_id=session.backend_session_id)
         return DeliveryResult()
+
+    async def _deliver_start(self, session: Session) -> DeliveryResult:
+        if session.backend_session_id:
+            return DeliveryResult(backend_session_id=session.backend_session_id)
+        if session.state != "active":
+            return DeliveryResult(rejected="the 2018 server reads its own meter: a session that ended before it "
+                                           "could be told cannot be billed")
+        reply = await self._start(session.id_tag, session.id, live=False)  # still charging: billed from now on
+        if not reply.ok:
+            return DeliveryResult(rejected=error_text(reply.code))
+        reading = self.station.last_reading() if self.station is not None else None
+        self.ends.late_start(session.id, reading.energy_wh if reading is not None else None)
+        self._watch_late()
+        return DeliveryResult(backend_session_id=dialect_tag(session.id_tag, self.tag_separator))
 
 
 def create(config: Any, store: Any) -> EvcsSerialBackend:
     e = config.get("backend.evcs-serial")
     return EvcsSerialBackend(e["port"], baudrate=e["baudrate"], station_number=e["station_number"],
-                             reply_timeout_s=e["reply_timeout_s"], heartbeat_s=e["heartbeat_s"],
-                             tag_separator=e["tag_separator"], tag_prefix=e["tag_prefix"],
-                             language=config.station.language)
+                             reply_timeout_s=e["reply_timeout_s"], meter_read_s=e["meter_read_s"],
+                             heartbeat_s=e["heartbeat_s"], tag_separator=e["tag_separator"],
+                             tag_prefix=e["tag_prefix"], language=config.station.language, store=store)

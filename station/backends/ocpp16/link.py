@@ -33,6 +33,7 @@ from typing import TYPE_CHECKING, Any
 from websockets.asyncio.client import ClientConnection, connect
 
 from station import __version__, privacy
+from station.backends.link import SWITCH
 from station.backends.ocppj.rpc import CallErrorReceived, CallFailed, LinkDown, Peer
 from station.backends.ocppj.schema import OCPP16
 from station.backoff import Backoff
@@ -135,6 +136,7 @@ class Link:
             url = self.b.url
             try:
                 url, kwargs = self._connect_kwargs()
+                SWITCH.check(url)  # the simulator's cut (station.backends.link)
                 ws = await connect(url, **kwargs)
             except asyncio.CancelledError:
                 raise
@@ -164,11 +166,13 @@ class Link:
         self.peer = peer
         receiver = self.b.spawn(peer.start(), "ocpp-receive")
         session = self.b.spawn(self._registered(peer), "ocpp-session")
+        unwatch = SWITCH.watch(lambda up: None if up else ws.transport.abort())
         try:
             while not (receiver.done() or session.done()):
                 self._beat()
                 await asyncio.wait({receiver, session}, timeout=BEAT_S, return_when=asyncio.FIRST_COMPLETED)
         finally:
+            unwatch()
             for task in (session, receiver):
                 task.cancel()
             await asyncio.gather(session, receiver, return_exceptions=True)
