@@ -17,7 +17,7 @@ from typing import Any
 
 from station import backends, security
 from station.aio import stop_on_signals
-from station.clock import Clock
+from station.clock import Clock, system_clock_policy
 from station.config import Config
 from station.core.charger import Charger
 from station.core.control import Control
@@ -42,7 +42,7 @@ class Station:
                  backend: Backend | None = None, embedded: Any = None) -> None:
         self.config = config
         self.embedded = embedded  # a backend server the simulator runs in-process (the demo's MCSP server)
-        self.clock = clock or Clock()
+        self.clock = clock or Clock(synchronized=system_clock_policy(config.station.system_clock))
         self.notifier = notifier or Notifier()
         self.supervisor = Supervisor(self.clock.monotonic)
         self.supervisor.on_failure = self._failed
