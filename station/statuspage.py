@@ -253,7 +253,8 @@ class StatusPage:
                 "age_s": round(time.monotonic() - reading.taken_at, 1) if reading else None,
             },
             "session": None if session is None else {
-                "id": session.id, "id_tag": tag(session.id_tag), "started_at": session.started_at,
+                "id": session.id, "id_tag": tag(session.id_tag),
+                "started_at": st.clock.estimate_of(session.started_at) or session.started_at,
                 "meter_start_wh": session.meter_start_wh,
                 "energy_wh": max(0, reading.energy_wh - session.meter_start_wh) if reading else None,
             },
@@ -263,6 +264,7 @@ class StatusPage:
             "recent_faults": faults,
             "id_tags": "full" if full_tags else "masked",
             "generated_at": st.clock.stamp(),
+            "clock": clock_facts(st.clock),
         }
 
     def _sessions(self, last: int, full_tags: bool) -> list[dict[str, Any]]:
@@ -288,7 +290,14 @@ class StatusPage:
                     self._db.close()
                     self._db = None
                 return [], []
-        return [sessionlist.summary(_session(r), tag) for r in rows], [_fault(dict(f)) for f in faults]
+        clock = self.station.clock
+        return [sessionlist.summary(_session(r), tag, clock) for r in rows], [_fault(dict(f)) for f in faults]
+
+
+def clock_facts(clock: Any) -> dict[str, Any]:
+    """Where the station's time comes from (station/clock.py): "system" (NTP), "backend", or
+    "estimate" (the system clock, not synchronized: session times are marked estimated)."""
+    return {"source": clock.source or "estimate", "steps": clock.steps}
 
 
 def _fault(row: dict[str, Any]) -> dict[str, Any]:
@@ -362,6 +371,10 @@ def render_html(s: dict[str, Any]) -> str:
         ("Contactor", e(s["contactor"])),
         ("LEDs", e(str(s["leds"] or "-"))),
     ]
+    clock = s.get("clock") or {}
+    if clock.get("source") == "estimate":
+        rows.append(("Clock", "<span class=\"bad\">not synchronized</span> (no NTP, no backend's time): "
+                              "times are estimates"))
     if sess is not None:
         rows.insert(0, ("Session", f"#{sess['id']} {e(sess['id_tag'])} since {e(_local(sess['started_at']))}, "
                                    f"{_kwh(sess['energy_wh'])} kWh"))
