@@ -1,0 +1,113 @@
+"""The wall clock stepped under a running station, from outside (issue 22, "A Raspberry Pi has no clock").
+
+A real `station simulate --scenario` process runs with an LD_PRELOAD shim (tests/clock_shim.py)
+that steps its CLOCK_REALTIME by +3 days and by -1 hour during sessions, and can make the kernel say
+"synchronized" as NTP would. This process watches the journal and measures each session with its own
+monotonic clock; `station sessions --json` (run without the shim) must give every session that
+duration, starts in id order and every stop after its start. Where the station's time comes from a
+source that is right (a reference MCSP server in its own process, unshifted), the times must also
+be the true ones.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.clock_shim import CARD, DAY, Shim, build, check, run, scenario
+
+
+@pytest.fixture(scope="module")
+def shim_lib(tmp_path_factory) -> Path:
+    return build(tmp_path_factory.mktemp("clockshim"))
+
+
+async def test_local_backend_steps_of_a_synchronized_clock(shim_lib, tmp_path):
+    """The simulator counts the host's clock as synchronized (as NTP's on a Pi): the station follows
+    the steps, and still gives every session its true duration and keeps the journal in order."""
+    shim = Shim(shim_lib, tmp_path / "shim")
+    config = tmp_path / "local.toml"
+    config.write_text(f'[backend]\nkind = "local"\n[backend.local.tags]\n"{CARD}" = "Apartment 2"\n')
+    plan = {1: (2.0, "+3 days", lambda: shim.step(3 * DAY)),
+            3: (2.0, "-1 hour", lambda: shim.step(-3600))}
+    rows, seen, _ = await run(shim, tmp_path / "state", scenario(4, 6.0), plan, config=config)
+    check(rows, seen)
+    assert [s.steps for s in seen] == [["+3 days"], [], ["-1 hour"], []]
+    assert rows[3]["time_estimated"] == ["start", "stop"]  # held after the clock went back: said so
+
+
+async def test_local_backend_without_any_time_source_gives_estimates_that_keep_durations(shim_lib, tmp_path):
+    """No NTP, no backend's time: the times are estimates on the monotonic clock, marked as such."""
+    shim = Shim(shim_lib, tmp_path / "shim")
+    config = tmp_path / "local.toml"
+    config.write_text(f'[backend]\nkind = "local"\n[backend.local.tags]\n"{CARD}" = "Apartment 2"\n')
+    plan = {1: (2.0, "+3 days", lambda: shim.step(3 * DAY)),
+            2: (2.0, "-1 hour", lambda: shim.step(-3600))}
+    rows, seen, _ = await run(shim, tmp_path / "state", scenario(3, 6.0, system_clock="untrusted"), plan,
+                              config=config)
+    # `station sessions` dates them on its own (unshifted) system clock: the true time, here.
+    check(rows, seen, absolute={1, 2, 3})
+    assert all(r["time_estimated"] == ["start", "stop"] for r in rows)
+
+
+async def test_embedded_mcsp_server_steps_after_its_time_was_taken(shim_lib, tmp_path):
+    """The demo: the MCSP reference server inside the station's process tells the time at connect;
+    then the wall clock steps +3 days and -1 hour during sessions. (Before the fix: a 3-day session.)"""
+    shim = Shim(shim_lib, tmp_path / "shim")
+    plan = {1: (2.0, "+3 days", lambda: shim.step(3 * DAY)),
+            3: (2.0, "-1 hour", lambda: shim.step(-3600))}
+    rows, seen, summary = await run(shim, tmp_path / "state", scenario(4, 6.0), plan)
+    check(rows, seen)
+    assert summary["undelivered"] == 0 and all(s["delivered"] for s in summary["sessions"])
+
+
+@contextlib.asynccontextmanager
+async def reference_server(tmp_path: Path):
+    """`station mcsp-server` in its own process, on its own (true) clock."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    tags = tmp_path / "tags.toml"
+    tags.write_text(f'"{CARD}" = "Apartment 2"\n')
+    proc = subprocess.Popen([sys.executable, "-m", "station", "mcsp-server", "--listen", f"127.0.0.1:{port}",
+                             "--tags", str(tags), "--db", str(tmp_path / "server.db")],
+                            stdout=subprocess.DEVNULL, stderr=open(tmp_path / "server.err", "wb"))  # noqa: SIM115
+    try:
+        for _ in range(300):
+            try:
+                with socket.create_connection(("127.0.0.1", port), timeout=1):
+                    break
+            except OSError:
+                await asyncio.sleep(0.1)
+        else:
+            raise AssertionError(f"the MCSP server did not listen: {(tmp_path / 'server.err').read_text()}")
+        yield port
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+
+
+async def test_reference_server_corrects_a_days_old_clock_and_ntp_steps_do_not_count_twice(shim_lib, tmp_path):
+    """A Pi booted with a fake-hwclock time 3 days old, kernel not synchronized: the separate MCSP
+    server's `Time` (1 s resolution) sets the clock. Then NTP steps the system clock +3 days (still
+    unsynchronized), the system clock is set back an hour, and NTP steps it right and synchronizes.
+    Every session keeps its duration and the true time (the original bug: +3 days counted twice)."""
+    shim = Shim(shim_lib, tmp_path / "shim", offset=-3 * DAY, synced=False)
+    plan = {1: (2.0, "NTP step +3 days", lambda: shim.step(3 * DAY)),
+            2: (2.0, "-1 hour", lambda: shim.step(-3600)),
+            3: (2.0, "NTP step +1 hour and synchronized", lambda: shim.step(3600, synced=True))}
+    async with reference_server(tmp_path) as port:
+        config = tmp_path / "mcsp.toml"
+        config.write_text(f'[station]\nname = "Tankstelle1"\n[backend]\nkind = "mcsp"\n'
+                          f'[backend.mcsp]\nurl = "tcp://127.0.0.1:{port}"\nheartbeat_s = 5\ntimeout_s = 2\n')
+        rows, seen, summary = await run(shim, tmp_path / "state", scenario(4, 6.0, system_clock="ntp"), plan,
+                                        config=config)
+    check(rows, seen, absolute={1, 2, 3, 4})
+    assert summary["undelivered"] == 0
+    assert all(r["time_estimated"] == [] for r in rows)
