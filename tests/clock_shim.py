@@ -15,6 +15,7 @@ The station's account comes from `station sessions --json`, run without the shim
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import shutil
@@ -22,11 +23,11 @@ import sqlite3
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import pytest
 
@@ -113,14 +114,12 @@ async def run(shim: Shim, state_dir: Path, scenario_text: str, plan: Plan, *, co
               timeout: float = 400.0) -> tuple[list[dict[str, Any]], list[Seen], dict[str, Any]]:
     """Run the scenario under the shim, applying `plan`; returns (the station's rows, what this
     process saw, the scenario's JSON summary)."""
-    state_dir.mkdir(parents=True, exist_ok=True)
-    path = state_dir.parent / f"{state_dir.name}-scenario.toml"
-    path.write_text(scenario_text)
+    path = _write(state_dir.parent / f"{state_dir.name}-scenario.toml", scenario_text)
     cmd = [sys.executable, "-m", "station", "simulate", "--scenario", str(path), "--json", "--state-dir", str(state_dir)]
     if config is not None:
         cmd += ["-c", str(config)]
     out, err = state_dir.parent / f"{state_dir.name}.out", state_dir.parent / f"{state_dir.name}.err"
-    with open(out, "wb") as fout, open(err, "wb") as ferr:
+    with outputs(out, err) as (fout, ferr):
         proc = await asyncio.create_subprocess_exec(*cmd, env=shim.env(), stdout=fout, stderr=ferr)
         try:
             seen = await _watch(proc, state_dir / DB_NAME, plan, timeout)
@@ -128,11 +127,30 @@ async def run(shim: Shim, state_dir: Path, scenario_text: str, plan: Plan, *, co
             if proc.returncode is None:
                 proc.kill()
                 await proc.wait()
-    summary = json.loads(out.read_text() or "{}")
-    assert proc.returncode == 0, f"station simulate exited {proc.returncode}:\n{err.read_text()[-3000:]}"
-    listed = subprocess.run([sys.executable, "-m", "station", "sessions", "--json", "--state-dir", str(state_dir)],
-                            capture_output=True, text=True, timeout=60, check=True)
-    return json.loads(listed.stdout), seen, summary
+    summary = json.loads(_read(out) or "{}")
+    assert proc.returncode == 0, f"station simulate exited {proc.returncode}:\n{_read(err)[-3000:]}"
+    lister = await asyncio.create_subprocess_exec(sys.executable, "-m", "station", "sessions", "--json", "--state-dir",
+                                                  str(state_dir), stdout=asyncio.subprocess.PIPE)
+    listed, _ = await asyncio.wait_for(lister.communicate(), 60)
+    assert lister.returncode == 0
+    return json.loads(listed), seen, summary
+
+
+def _write(path: Path, text: str) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text)
+    return path
+
+
+def _read(path: Path) -> str:
+    return path.read_text(errors="replace") if path.exists() else ""
+
+
+@contextlib.contextmanager
+def outputs(*paths: Path) -> Iterator[list[IO[bytes]]]:
+    """Files for a child's output (never a pipe nobody reads: a chatty child would block on it)."""
+    with contextlib.ExitStack() as stack:
+        yield [stack.enter_context(open(p, "wb")) for p in paths]  # noqa: SIM115
 
 
 async def _watch(proc: asyncio.subprocess.Process, db: Path, plan: Plan, timeout: float) -> list[Seen]:
@@ -145,9 +163,9 @@ async def _watch(proc: asyncio.subprocess.Process, db: Path, plan: Plan, timeout
             raise AssertionError(f"the scenario did not end within {timeout} s")
         await asyncio.sleep(0.02)
         if conn is None:
-            if not db.exists():
+            conn = _open_journal(db)
+            if conn is None:
                 continue
-            conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=5)
         try:
             rows = conn.execute("SELECT id, state FROM sessions WHERE state IN ('active', 'stopped') ORDER BY id").fetchall()
         except sqlite3.Error:
@@ -172,6 +190,10 @@ async def _watch(proc: asyncio.subprocess.Process, db: Path, plan: Plan, timeout
         conn.close()
     assert not pending, f"planned steps never applied: {pending}"
     return list(seen.values())
+
+
+def _open_journal(db: Path) -> sqlite3.Connection | None:
+    return sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=5) if db.exists() else None
 
 
 def check(rows: list[dict[str, Any]], seen: list[Seen], *, absolute: set[int] = frozenset()) -> None:  # type: ignore[assignment]

@@ -14,13 +14,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import socket
-import subprocess
+import sqlite3
 import sys
 from pathlib import Path
 
 import pytest
 
-from tests.clock_shim import CARD, DAY, Shim, build, check, run, scenario
+from station.clock import parse_iso
+from tests.clock_shim import CARD, DAY, Shim, build, check, outputs, run, scenario
 
 
 @pytest.fixture(scope="module")
@@ -75,9 +76,10 @@ async def reference_server(tmp_path: Path):
         port = s.getsockname()[1]
     tags = tmp_path / "tags.toml"
     tags.write_text(f'"{CARD}" = "Apartment 2"\n')
-    proc = subprocess.Popen([sys.executable, "-m", "station", "mcsp-server", "--listen", f"127.0.0.1:{port}",
-                             "--tags", str(tags), "--db", str(tmp_path / "server.db")],
-                            stdout=subprocess.DEVNULL, stderr=open(tmp_path / "server.err", "wb"))  # noqa: SIM115
+    with outputs(tmp_path / "server.err") as (err,):
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "station", "mcsp-server", "--listen", f"127.0.0.1:{port}", "--tags", str(tags),
+            "--db", str(tmp_path / "server.db"), stdout=asyncio.subprocess.DEVNULL, stderr=err)
     try:
         for _ in range(300):
             try:
@@ -86,11 +88,11 @@ async def reference_server(tmp_path: Path):
             except OSError:
                 await asyncio.sleep(0.1)
         else:
-            raise AssertionError(f"the MCSP server did not listen: {(tmp_path / 'server.err').read_text()}")
+            raise AssertionError("the MCSP server did not listen (see server.err)")
         yield port
     finally:
         proc.terminate()
-        proc.wait(timeout=30)
+        await asyncio.wait_for(proc.wait(), 30)
 
 
 async def test_reference_server_corrects_a_days_old_clock_and_ntp_steps_do_not_count_twice(shim_lib, tmp_path):
@@ -111,3 +113,15 @@ async def test_reference_server_corrects_a_days_old_clock_and_ntp_steps_do_not_c
     check(rows, seen, absolute={1, 2, 3, 4})
     assert summary["undelivered"] == 0
     assert all(r["time_estimated"] == [] for r in rows)
+    # The server's own ledger: the times the station sent against the server's clock at reception.
+    ledger = ledger_rows(tmp_path / "server.db")
+    assert [r["state"] for r in ledger] == ["closed"] * 4
+    for r in ledger:
+        assert abs((parse_iso(r["end_time"]) - parse_iso(r["received_end"])).total_seconds()) < 2.0, r
+        assert (r["start_time"], r["end_time"]) in {(row["started_at"], row["stopped_at"]) for row in rows}
+
+
+def ledger_rows(db: Path) -> list[dict]:
+    with contextlib.closing(sqlite3.connect(f"file:{db}?mode=ro", uri=True)) as conn:
+        conn.row_factory = sqlite3.Row
+        return [dict(r) for r in conn.execute("SELECT * FROM sessions ORDER BY id")]
