@@ -97,7 +97,8 @@ async def reference_server(tmp_path: Path):
 
 async def test_reference_server_corrects_a_days_old_clock_and_ntp_steps_do_not_count_twice(shim_lib, tmp_path):
     """A Pi booted with a fake-hwclock time 3 days old, kernel not synchronized: the separate MCSP
-    server's `Time` (1 s resolution) sets the clock. Then NTP steps the system clock +3 days (still
+    server's `Time` (1 s resolution) sets the clock, at connect (the next HEARTBEAT is 5 minutes away:
+    before the fix, only it would have repaired the double count). Then NTP steps the system clock +3 days (still
     unsynchronized), the system clock is set back an hour, and NTP steps it right and synchronizes.
     Every session keeps its duration and the true time (the original bug: +3 days counted twice)."""
     shim = Shim(shim_lib, tmp_path / "shim", offset=-3 * DAY, synced=False)
@@ -107,7 +108,7 @@ async def test_reference_server_corrects_a_days_old_clock_and_ntp_steps_do_not_c
     async with reference_server(tmp_path) as port:
         config = tmp_path / "mcsp.toml"
         config.write_text(f'[station]\nname = "Tankstelle1"\n[backend]\nkind = "mcsp"\n'
-                          f'[backend.mcsp]\nurl = "tcp://127.0.0.1:{port}"\nheartbeat_s = 5\ntimeout_s = 2\n')
+                          f'[backend.mcsp]\nurl = "tcp://127.0.0.1:{port}"\nheartbeat_s = 300\ntimeout_s = 2\n')
         rows, seen, summary = await run(shim, tmp_path / "state", scenario(4, 6.0, system_clock="ntp"), plan,
                                         config=config)
     check(rows, seen, absolute={1, 2, 3, 4})
