@@ -299,8 +299,7 @@ class Store:
     def activate(self, session_id: int, meter_start_wh: int, started_at: str, phase_wh: tuple[int, ...],
                  backend_session_id: str | None, parent_id: str | None, offline: bool,
                  start_payload: dict[str, Any], start_delivered: bool, times: dict[str, Any] | None = None) -> Session:
-        """The session starts: one transaction records it and queues its START (unless already delivered).
-        `times`: facts for its extra (station/core/sessiontime.py), in the same transaction."""
+        """The session starts: one transaction records it (and its `times`, sessiontime.py) and queues its START."""
         def do() -> None:
             if times:
                 self._merge_extra(session_id, times)
@@ -327,8 +326,7 @@ class Store:
              phase_wh: tuple[int, ...] = (), estimated: bool = False,
              stop_payload: dict[str, Any] | None = None, times: dict[str, Any] | None = None,
              started_at: str | None = None) -> Session:
-        """Close a session and queue its STOP in one transaction. `times`: facts for its extra and
-        `started_at` a start re-derived at the stop (station/core/sessiontime.py), in the same one."""
+        """Close a session (its `times` and re-derived start: sessiontime.py) and queue its STOP in one transaction."""
         def do() -> None:
             cur = self._db.execute(
                 "UPDATE sessions SET state='stopped', meter_stop_wh=?, stopped_at=?, stop_reason=?,"
@@ -375,18 +373,12 @@ class Store:
     def _merge_extra(self, session_id: int, facts: dict[str, Any], started_at: str | None = None) -> None:
         """Inside a write: `facts` merged into the session's extra, the start replaced if given."""
         row = self._db.execute("SELECT extra FROM sessions WHERE id=?", (session_id,)).fetchone()
-        extra = json.loads(row["extra"]) if row else {}
-        extra.update(facts)
+        extra = {**(json.loads(row["extra"]) if row else {}), **facts}
         self._db.execute("UPDATE sessions SET extra=?, started_at=COALESCE(?, started_at) WHERE id=?",
                          (json.dumps(extra), started_at, session_id))
 
     def set_extra(self, session_id: int, **values: Any) -> None:
-        def do() -> None:
-            row = self._db.execute("SELECT extra FROM sessions WHERE id=?", (session_id,)).fetchone()
-            extra = json.loads(row["extra"]) if row else {}
-            extra.update(values)
-            self._db.execute("UPDATE sessions SET extra=? WHERE id=?", (json.dumps(extra), session_id))
-        self._write(do)
+        self._write(lambda: self._merge_extra(session_id, values))
 
     # ---------------------------------------------------------------- outbox
     def _enqueue(self, kind: MessageKind, session_id: int, payload: dict[str, Any], created_at: str) -> int:
