@@ -65,6 +65,7 @@ SYNC_CHECK_S = 5.0  # the kernel's state is read at most this often (a system ca
 SYNCED_MAXERROR_US = 16_000_000  # the kernel's limit: a larger maximum error is "not synchronized"
 DISAGREE_S = 60.0  # a backend whose time is this far from a synchronized system clock is logged
 SYSTEM_CLOCK = ("ntp", "trusted", "untrusted")
+TIMESYNCD_SYNCHRONIZED = Path("/run/systemd/timesync/synchronized")
 _FRACTION = re.compile(r"T\d{2}:\d{2}:\d{2}\.(\d+)")
 
 
@@ -111,18 +112,19 @@ _adjtimex: Callable[..., int] | None = None
 def kernel_synchronized() -> bool:
     """What `timedatectl` calls "System clock synchronized": adjtimex(2) read-only (modes 0) and a
     maximum error below 16 s (systemd's own test; it ignores STA_UNSYNC, which chrony keeps set
-    unless `rtcsync`). False where the call fails (not Linux, a sandbox)."""
+    unless `rtcsync`). Where the call is refused (a sandbox that denies it), the file
+    systemd-timesyncd touches at each synchronization; else False (not Linux)."""
     global _adjtimex
     try:
         if _adjtimex is None:
             # The process's own symbol table, not a path: libc's adjtimex (or a test's shim of it).
             _adjtimex = ctypes.CDLL(None, use_errno=True).adjtimex
         tx = _Timex()
-        if _adjtimex(ctypes.byref(tx)) < 0:
-            return False
-        return 0 <= tx.maxerror < SYNCED_MAXERROR_US
+        if _adjtimex(ctypes.byref(tx)) >= 0:
+            return 0 <= tx.maxerror < SYNCED_MAXERROR_US
     except (OSError, AttributeError, ValueError):
-        return False
+        pass
+    return TIMESYNCD_SYNCHRONIZED.exists()
 
 
 def system_clock_policy(name: str) -> Callable[[], bool]:
