@@ -49,6 +49,7 @@ import ctypes
 import logging
 import math
 import re
+import threading
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime
@@ -155,6 +156,8 @@ class Clock:
         self.last_hold_s = 0.0  # how far the latest stamp was raised to keep the order
         self.steps = 0  # steps of the system clock seen
         self._disagree_logged = False
+        # The event loop stamps; so does the loop watch's thread when the loop hangs (daemon._failed).
+        self._lock = threading.RLock()
 
     # ------------------------------------------------------------------ reading
     def monotonic(self) -> float:
@@ -167,6 +170,10 @@ class Clock:
 
     def _read(self) -> tuple[float, float]:
         """(system, monotonic) now: detects steps and follows a synchronized system clock."""
+        with self._lock:
+            return self._read_locked()
+
+    def _read_locked(self) -> tuple[float, float]:
         wall, mono = self._wall(), self.monotonic()
         skew = wall - mono
         if self._skew is not None:
@@ -228,22 +235,25 @@ class Clock:
     def stamp(self) -> str:
         """The time of an event now: ISO UTC, never before the previous stamp, or a monotonic
         reference (with the system clock's estimate) until the clock is known."""
-        wall, mono = self._read()
-        if self._base is None:
-            self.last_hold_s = 0.0
-            estimate = f"{ESTIMATE_MARK}{iso_at(wall)}" if wall >= BUILD_FLOOR.timestamp() else ""
-            return f"{MONO_PREFIX}{self.boot}:{mono:.3f}{estimate}"
-        t = self._base + mono
-        self.last_hold_s = max(0.0, self._last - t)
-        self._last = max(t, self._last)
-        return iso_at(self._last)
+        with self._lock:
+            wall, mono = self._read()
+            if self._base is None:
+                self.last_hold_s = 0.0
+                estimate = f"{ESTIMATE_MARK}{iso_at(wall)}" if wall >= BUILD_FLOOR.timestamp() else ""
+                return f"{MONO_PREFIX}{self.boot}:{mono:.3f}{estimate}"
+            t = self._base + mono
+            self.last_hold_s = max(0.0, self._last - t)
+            self._last = max(t, self._last)
+            return iso_at(self._last)
 
     def hold(self, stamp: str) -> None:
         """No later stamp may be before this one (a stop moved forward to keep its duration)."""
         try:
-            self._last = max(self._last, parse_iso(stamp).timestamp())
+            t = parse_iso(stamp).timestamp()
         except ValueError:
-            pass
+            return
+        with self._lock:
+            self._last = max(self._last, t)
 
     def resolve(self, stamp: str | None) -> str | None:
         """Turn a monotonic stamp into ISO time when possible; ISO stamps pass through.
@@ -284,8 +294,11 @@ class Clock:
         if real < BUILD_FLOOR:
             raise ValueError(f"refusing a clock before {BUILD_FLOOR.date()}: {utc}")
         resolution = resolution_of(utc) if isinstance(utc, str) else 0.0
+        with self._lock:
+            return self._set(low=real.timestamp(), resolution=resolution, round_trip_s=round_trip_s)
+
+    def _set(self, low: float, resolution: float, round_trip_s: float) -> float:
         wall, mono = self._read()
-        low = real.timestamp()
         high = low + resolution + max(0.0, round_trip_s)
         current = wall if self._base is None else self._base + mono
         if self._system_synced(mono, wall):

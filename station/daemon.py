@@ -92,6 +92,9 @@ class Station:
         self.notifier.ready(self.status_line())
         log.info("station %s ready in %.2f s (%s hardware, %s backend)", cfg.station.name, self.ready_after,
                  cfg.hardware.mode, cfg.backend.kind)
+        if not self.clock.trusted:
+            log.warning("clock: the system clock is not synchronized (station.system_clock = %s); session times are "
+                        "estimates until NTP or the backend tells the time", cfg.station.system_clock)
 
     def watch_event_loop(self, deadline_s: float = LOOP_DEADLINE_S) -> None:
         """Guard against a blocked event loop from a thread (station run and simulate; never in

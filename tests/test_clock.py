@@ -254,3 +254,21 @@ def test_monotonic_stamps_resolve_exactly_once_the_clock_is_known_in_the_same_bo
 
 def test_the_build_floor_is_still_2026():
     assert BUILD_FLOOR == datetime(2026, 1, 1, tzinfo=UTC)
+
+
+# ---------------------------------------------------------------- the simulator
+def test_the_simulator_counts_the_host_clock_as_synchronized_unless_told(tmp_path):
+    from station.errors import ScenarioError
+    from station.sim import scenario
+    from station.sim.demo import simulation_config
+
+    assert simulation_config(None, str(tmp_path)).station.system_clock == "trusted"
+    told = tmp_path / "told.toml"
+    told.write_text('[station]\nsystem_clock = "ntp"\n')
+    assert simulation_config(str(told), str(tmp_path)).station.system_clock == "ntp"  # the file says
+    assert simulation_config(str(told), str(tmp_path), system_clock="untrusted").station.system_clock == "untrusted"
+    steps = {"step": [{"action": "wait", "seconds": 0}]}
+    assert scenario.parse({**steps, "system_clock": "untrusted"}).system_clock == "untrusted"
+    assert scenario.parse(steps).system_clock is None
+    with pytest.raises(ScenarioError, match="system_clock"):
+        scenario.parse({**steps, "system_clock": "gps"})
