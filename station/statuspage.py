@@ -347,6 +347,12 @@ def _local(stamp: str | None, short: bool = False) -> str:
         return stamp
 
 
+def _when(row: dict[str, Any], which: str) -> str:
+    """A session's start or stop, short, with "~" before an estimate (station/sessionlist.py)."""
+    mark = "~" if which in (row.get("time_estimated") or ()) else ""
+    return mark + _local(row["started_at" if which == "start" else "stopped_at"], short=True)
+
+
 def _kwh(wh: int | None) -> str:
     return "" if wh is None else f"{wh / 1000:.3f}"
 
@@ -381,9 +387,10 @@ def render_html(s: dict[str, Any]) -> str:
     faults = "".join(f"<li class=\"bad\">{e(f['text'])}</li>" for f in s["faults"])
     table = "".join(f"<tr><th>{k}</th><td>{v}</td></tr>" for k, v in rows)
     sessions = "".join(
-        f"<tr><td>{r['id']}</td><td class=\"tag\">{e(r['id_tag'])}</td><td>{e(_local(r['started_at'], short=True))}</td>"
+        f"<tr><td>{r['id']}</td><td class=\"tag\">{e(r['id_tag'])}</td>"
+        f"<td>{e(_when(r, 'start'))}</td>"
         f"<td class=\"num\">{_kwh(r['energy_wh'])}</td>"
-        f"<td>{e(_local(r['stopped_at'], short=True) + ' ' + (r['stop_reason'] or '')) if r['stopped_at'] else '-'}</td>"
+        f"<td>{e(_when(r, 'stop') + ' ' + (r['stop_reason'] or '')) if r['stopped_at'] else '-'}</td>"
         f"<td>{_delivered(r)}</td></tr>"
         for r in s["sessions"]) or "<tr><td colspan=6>no sessions yet</td></tr>"
     recent = "".join(f"<tr><td>{e(_local(f['at']))}</td><td>{e(f['source'])}</td><td>{e(f['text'])}</td>"

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import csv
 import io
+import json
 from datetime import timedelta
 
 import pytest
@@ -203,3 +204,28 @@ async def test_the_deliverer_waits_for_the_clock_only_for_a_backend_that_sends_t
     assert deliverer._resolve_times(session)
     assert not session.started_at.startswith(MONO_PREFIX)
     assert abs((parse_iso(session.stopped_at or "") - parse_iso(session.started_at)).total_seconds() - 100) < 0.01
+
+
+async def test_a_station_without_a_time_source_says_so_on_its_status_page(tmp_path):
+    """Local backend, no NTP (untrusted system clock): the page says the clock is not synchronized,
+    marks the session's times with "~", and the CSV's last column says which are estimates."""
+    from tests.stations import running_station, state_is
+    from tests.test_status_page import PAGE, http
+
+    async with running_station(tmp_path, {**PAGE, "station.system_clock": "untrusted"}) as st:
+        await st.world.tap(TAG)
+        await state_is(st, "SuspendedEV")
+        st.world.consume(300)
+        await st.world.tap(TAG)
+        await state_is(st, "Available")
+        assert await st.flush(10)  # the local backend waits for no clock
+        port = st.status_page._server.port
+        _, _, page = await http(port)
+        _, _, status = await http(port, path="/api/status")
+        _, _, table = await http(port, path="/sessions.csv")
+    assert json.loads(status)["clock"] == {"source": "estimate", "steps": 0}
+    text = page.decode()
+    assert "<th>Clock</th><td><span class=\"bad\">not synchronized</span>" in text
+    assert text.count("<td>~") == 2
+    [row] = list(csv.reader(io.StringIO(table.decode())))[1:]
+    assert row[-1] == "start+stop" and not row[5].startswith(MONO_PREFIX)
