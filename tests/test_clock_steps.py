@@ -15,6 +15,7 @@ import asyncio
 import contextlib
 import socket
 import sqlite3
+import subprocess
 import sys
 from pathlib import Path
 
@@ -68,18 +69,31 @@ async def test_embedded_mcsp_server_steps_after_its_time_was_taken(shim_lib, tmp
     assert summary["undelivered"] == 0 and all(s["delivered"] for s in summary["sessions"])
 
 
-@contextlib.asynccontextmanager
-async def reference_server(tmp_path: Path):
-    """`station mcsp-server` in its own process, on its own (true) clock."""
+def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+        return s.getsockname()[1]
+
+
+def start_server(tmp_path: Path, port: int) -> subprocess.Popen:
+    """`station mcsp-server` in its own process, on its own (true) clock."""
     tags = tmp_path / "tags.toml"
     tags.write_text(f'"{CARD}" = "Apartment 2"\n')
     with outputs(tmp_path / "server.err") as (err,):
-        proc = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "station", "mcsp-server", "--listen", f"127.0.0.1:{port}", "--tags", str(tags),
-            "--db", str(tmp_path / "server.db"), stdout=asyncio.subprocess.DEVNULL, stderr=err)
+        return subprocess.Popen([sys.executable, "-m", "station", "mcsp-server", "--listen", f"127.0.0.1:{port}",
+                                 "--tags", str(tags), "--db", str(tmp_path / "server.db")],
+                                stdout=subprocess.DEVNULL, stderr=err)
+
+
+def stop_server(proc: subprocess.Popen) -> None:
+    proc.terminate()
+    proc.wait(timeout=30)
+
+
+@contextlib.asynccontextmanager
+async def reference_server(tmp_path: Path):
+    port = free_port()
+    proc = start_server(tmp_path, port)
     try:
         for _ in range(300):
             try:
@@ -91,8 +105,14 @@ async def reference_server(tmp_path: Path):
             raise AssertionError("the MCSP server did not listen (see server.err)")
         yield port
     finally:
-        proc.terminate()
-        await asyncio.wait_for(proc.wait(), 30)
+        stop_server(proc)
+
+
+def mcsp_config(tmp_path: Path, port: int, extra: str = "") -> Path:
+    config = tmp_path / "mcsp.toml"
+    config.write_text(f'[station]\nname = "Tankstelle1"\n[backend]\nkind = "mcsp"\n{extra}'
+                      f'[backend.mcsp]\nurl = "tcp://127.0.0.1:{port}"\nheartbeat_s = 300\ntimeout_s = 2\n')
+    return config
 
 
 async def test_reference_server_corrects_a_days_old_clock_and_ntp_steps_do_not_count_twice(shim_lib, tmp_path):
@@ -106,11 +126,8 @@ async def test_reference_server_corrects_a_days_old_clock_and_ntp_steps_do_not_c
             2: (2.0, "-1 hour", lambda: shim.step(-3600)),
             3: (2.0, "NTP step +1 hour and synchronized", lambda: shim.step(3600, synced=True))}
     async with reference_server(tmp_path) as port:
-        config = tmp_path / "mcsp.toml"
-        config.write_text(f'[station]\nname = "Tankstelle1"\n[backend]\nkind = "mcsp"\n'
-                          f'[backend.mcsp]\nurl = "tcp://127.0.0.1:{port}"\nheartbeat_s = 300\ntimeout_s = 2\n')
         rows, seen, summary = await run(shim, tmp_path / "state", scenario(4, 6.0, system_clock="ntp"), plan,
-                                        config=config)
+                                        config=mcsp_config(tmp_path, port))
     check(rows, seen, absolute={1, 2, 3, 4})
     assert summary["undelivered"] == 0
     assert all(r["time_estimated"] == [] for r in rows)
@@ -126,3 +143,26 @@ def ledger_rows(db: Path) -> list[dict]:
     with contextlib.closing(sqlite3.connect(f"file:{db}?mode=ro", uri=True)) as conn:
         conn.row_factory = sqlite3.Row
         return [dict(r) for r in conn.execute("SELECT * FROM sessions ORDER BY id")]
+
+
+async def test_sessions_before_the_backends_first_time_are_dated_exactly_once_it_comes(shim_lib, tmp_path):
+    """The server is unreachable at boot (fake-hwclock 3 days old, no NTP): the first session runs
+    offline, stamped by the monotonic clock, and NTP steps the unsynchronized clock +3 days during
+    it; the server comes up during the second. Once its `Time` arrives, every session gets its true
+    times (and only then is it delivered)."""
+    shim = Shim(shim_lib, tmp_path / "shim", offset=-3 * DAY, synced=False)
+    port = free_port()
+    started: list[subprocess.Popen] = []
+    plan = {1: (2.0, "NTP step +3 days (unsynchronized)", lambda: shim.step(3 * DAY)),
+            2: (1.0, "server up", lambda: started.append(start_server(tmp_path, port)))}
+    offline = f'offline_policy = "cached+local"\n[backend.local.tags]\n"{CARD}" = "Apartment 2"\n'
+    try:
+        rows, seen, summary = await run(shim, tmp_path / "state", scenario(3, 6.0, system_clock="ntp"), plan,
+                                        config=mcsp_config(tmp_path, port, offline))
+    finally:
+        for proc in started:
+            stop_server(proc)
+    check(rows, seen, absolute={1, 2, 3})
+    assert summary["undelivered"] == 0 and all(r["time_estimated"] == [] for r in rows)
+    ledger = ledger_rows(tmp_path / "server.db")
+    assert sorted((r["start_time"], r["end_time"]) for r in ledger) == [(r["started_at"], r["stopped_at"]) for r in rows]
