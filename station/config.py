@@ -49,6 +49,11 @@ SCHEMA: dict[str, Key] = {
     "station.connector_id": Key(_INT, 1, "Connector number reported to backends.", min=1, max=99),
     "station.log_tags": Key(_BOOL, False,
         "Log id tags in full (installers pairing cards). Default: masked to their last characters, as they are personal data."),
+    "station.system_clock": Key(_STR, "ntp",
+        "When the system clock tells the time: 'ntp' once systemd-timesyncd or chrony has synchronized it (timedatectl: "
+        "System clock synchronized), 'trusted' always (a battery-backed RTC module), 'untrusted' never (only a backend's "
+        "time counts). Until then the backend's time counts, else times are estimates, marked in `station sessions`.",
+        choices=("ntp", "trusted", "untrusted")),
     # --- charging rules ----------------------------------------------------------
     "charging.power_threshold_w": Key(_NUM, 50.0, "Above this power the car is charging; below it SuspendedEV.", "W", 0, 100000),
     "charging.no_power_timeout_s": Key(_NUM, 600.0,

@@ -17,7 +17,7 @@ from typing import Any
 
 from station import backends, security
 from station.aio import stop_on_signals
-from station.clock import Clock
+from station.clock import Clock, system_clock_policy
 from station.config import Config
 from station.core.charger import Charger
 from station.core.control import Control
@@ -42,7 +42,7 @@ class Station:
                  backend: Backend | None = None, embedded: Any = None) -> None:
         self.config = config
         self.embedded = embedded  # a backend server the simulator runs in-process (the demo's MCSP server)
-        self.clock = clock or Clock()
+        self.clock = clock or Clock(synchronized=system_clock_policy(config.station.system_clock))
         self.notifier = notifier or Notifier()
         self.supervisor = Supervisor(self.clock.monotonic)
         self.supervisor.on_failure = self._failed
@@ -92,6 +92,9 @@ class Station:
         self.notifier.ready(self.status_line())
         log.info("station %s ready in %.2f s (%s hardware, %s backend)", cfg.station.name, self.ready_after,
                  cfg.hardware.mode, cfg.backend.kind)
+        if not self.clock.trusted:
+            log.warning("clock: the system clock is not synchronized (station.system_clock = %s); session times are "
+                        "estimates until NTP or the backend tells the time", cfg.station.system_clock)
 
     def watch_event_loop(self, deadline_s: float = LOOP_DEADLINE_S) -> None:
         """Guard against a blocked event loop from a thread (station run and simulate; never in

@@ -5,6 +5,12 @@ page name sessions by them), so they are never renumbered. A tap is
 journaled before the backend is asked, which gives refused and abandoned
 taps ids too: those are the gaps in a list of sessions, and `taps=True`
 lists them (state "refused" or "aborted", with the reason).
+
+Times the station could not date (its clock was not known: no NTP, no
+backend's time, in that boot) show as the system clock's estimate, and the
+column `time_estimated` says which ("start", "stop", "start+stop"); the text
+view marks them with "~". It is the CSV's last column: billing scripts read
+by position.
 """
 
 from __future__ import annotations
@@ -15,20 +21,23 @@ from collections.abc import Callable
 from typing import Any
 
 from station import billing
+from station.clock import Clock
 from station.core.model import Session
+from station.core.sessiontime import estimated_times
 from station.store import Store
 
 # The columns of the earlier CSV first, in their order (billing scripts may read by position).
 FIELDS = ["id", "id_tag", "meter_start_wh", "meter_stop_wh", "energy_wh", "started_at", "stopped_at",
           "stop_reason", "backend_session_id", "delivered", "estimated", "state"]
 FIELDS += billing.FIELDS  # refusals, unacknowledged and possibly lost ENDs, late STARTs: appended
+FIELDS += ["time_estimated"]
 SESSION_STATES = ("active", "stopped")
 TAP_STATES = ("refused", "aborted")
 
 
-def summary(s: Session, tag: Callable[[str], str] = str) -> dict[str, Any]:
+def summary(s: Session, tag: Callable[[str], str] = str, clock: Clock | None = None) -> dict[str, Any]:
     """One row; `tag` may mask the id tag (the status page without a password)."""
-    return {
+    row = {
         "id": s.id, "state": s.state, "id_tag": tag(s.id_tag), "meter_start_wh": s.meter_start_wh,
         "meter_stop_wh": s.meter_stop_wh, "energy_wh": s.energy_wh, "started_at": s.started_at,
         "stopped_at": s.stopped_at, "stop_reason": s.stop_reason, "backend_session_id": s.backend_session_id,
@@ -36,6 +45,16 @@ def summary(s: Session, tag: Callable[[str], str] = str) -> dict[str, Any]:
         "estimated": s.meter_stop_estimated,
         **billing_fields(s),
     }
+    row.update(session_times(s, clock))
+    return row
+
+
+def session_times(s: Session, clock: Clock | None = None) -> dict[str, Any]:
+    """The times as shown: an undated (monotonic) stamp as its estimate, and which are estimates."""
+    clock = clock or Clock()  # estimate_of reads the system clock only: no kernel call, no state
+    return {"started_at": clock.estimate_of(s.started_at) or s.started_at,
+            "stopped_at": clock.estimate_of(s.stopped_at) or s.stopped_at,
+            "time_estimated": estimated_times(s)}
 
 
 def billing_fields(s: Session) -> dict[str, Any]:
@@ -44,12 +63,13 @@ def billing_fields(s: Session) -> dict[str, Any]:
 
 
 def rows(store: Store, taps: bool = False, last: int | None = None,
-         tag: Callable[[str], str] = str) -> list[dict[str, Any]]:
+         tag: Callable[[str], str] = str, clock: Clock | None = None) -> list[dict[str, Any]]:
     states = SESSION_STATES + (TAP_STATES if taps else ())
     found = store.sessions(states)
     if last is not None:
         found = found[-last:] if last > 0 else []
-    return [summary(s, tag) for s in found]
+    clock = clock or Clock()
+    return [summary(s, tag, clock) for s in found]
 
 
 def hidden_taps(store: Store) -> int:
@@ -61,6 +81,8 @@ def _csv_value(value: Any) -> Any:
     # Spreadsheets read true/false as booleans; Python's True/False they take as text.
     if isinstance(value, bool):
         return "true" if value else "false"
+    if isinstance(value, list):  # time_estimated: "start", "stop", "start+stop"
+        return "+".join(str(v) for v in value)
     return "" if value is None else value
 
 
@@ -103,12 +125,22 @@ def to_text(table: list[dict[str, Any]]) -> str:
             delivered += " (stop reading estimated)"
         if notes := billing.notes_text(r):  # refused, possibly lost, late START: the energy at stake
             delivered += f"; {notes}"
-        stopped = r["stopped_at"] or ("charging" if r["state"] == "active" else "")
+        started, stopped = _marked(r, "start", r["started_at"]), _marked(r, "stop", r["stopped_at"])
+        stopped = stopped or ("charging" if r["state"] == "active" else "")
         lines.append(
             f"{r['id']:>4} {r['id_tag']:<18} {_blank(r['meter_start_wh']):>10} {_blank(r['meter_stop_wh']):>10} "
-            f"{_blank(r['energy_wh']):>7} {r['started_at'] or '':<20} {stopped:<20} "
+            f"{_blank(r['energy_wh']):>7} {started:<20} {stopped:<20} "
             f"{r['stop_reason'] or '':<14} {_blank(r['backend_session_id']):<12} {delivered}")
+    if any(r.get("time_estimated") for r in table):
+        lines.append("~ time estimated: the station's clock was not synchronized (no NTP, no backend's time)")
     return "\n".join(lines)
+
+
+def _marked(row: dict[str, Any], which: str, value: str | None) -> str:
+    """A time as the text view shows it: "~" before an estimate."""
+    if not value:
+        return ""
+    return f"~{value}" if which in (row.get("time_estimated") or ()) else value
 
 
 def _blank(value: Any) -> str:

@@ -271,7 +271,8 @@ class StatusPage:
                 "age_s": round(time.monotonic() - reading.taken_at, 1) if reading else None,
             },
             "session": None if session is None else {
-                "id": session.id, "id_tag": tag(session.id_tag), "started_at": session.started_at,
+                "id": session.id, "id_tag": tag(session.id_tag),
+                "started_at": st.clock.estimate_of(session.started_at) or session.started_at,
                 "meter_start_wh": session.meter_start_wh,
                 "energy_wh": max(0, reading.energy_wh - session.meter_start_wh) if reading else None,
             },
@@ -281,6 +282,7 @@ class StatusPage:
             "recent_faults": faults,
             "id_tags": "full" if full_tags else "masked",
             "generated_at": st.clock.stamp(),
+            "clock": clock_facts(st.clock),
         }
 
     def _sessions(self, last: int, full_tags: bool) -> list[dict[str, Any]]:
@@ -306,7 +308,14 @@ class StatusPage:
                     self._db.close()
                     self._db = None
                 return [], []
-        return [sessionlist.summary(_session(r), tag) for r in rows], [_fault(dict(f)) for f in faults]
+        clock = self.station.clock
+        return [sessionlist.summary(_session(r), tag, clock) for r in rows], [_fault(dict(f)) for f in faults]
+
+
+def clock_facts(clock: Any) -> dict[str, Any]:
+    """Where the station's time comes from (station/clock.py): "system" (NTP), "backend", or
+    "estimate" (the system clock, not synchronized: session times are marked estimated)."""
+    return {"source": clock.source or "estimate", "steps": clock.steps}
 
 
 def _fault(row: dict[str, Any]) -> dict[str, Any]:
@@ -346,6 +355,12 @@ def _local(stamp: str | None, short: bool = False) -> str:
         return stamp
 
 
+def _when(row: dict[str, Any], which: str) -> str:
+    """A session's start or stop, short, with "~" before an estimate (station/sessionlist.py)."""
+    mark = "~" if which in (row.get("time_estimated") or ()) else ""
+    return mark + _local(row["started_at" if which == "start" else "stopped_at"], short=True)
+
+
 def _kwh(wh: int | None) -> str:
     return "" if wh is None else f"{wh / 1000:.3f}"
 
@@ -378,15 +393,20 @@ def render_html(s: dict[str, Any]) -> str:
         ("Contactor", e(s["contactor"])),
         ("LEDs", e(str(s["leds"] or "-"))),
     ]
+    clock = s.get("clock") or {}
+    if clock.get("source") == "estimate":
+        rows.append(("Clock", "<span class=\"bad\">not synchronized</span> (no NTP, no backend's time): "
+                              "times are estimates"))
     if sess is not None:
         rows.insert(0, ("Session", f"#{sess['id']} {e(sess['id_tag'])} since {e(_local(sess['started_at']))}, "
                                    f"{_kwh(sess['energy_wh'])} kWh"))
     faults = "".join(f"<li class=\"bad\">{e(f['text'])}</li>" for f in s["faults"])
     table = "".join(f"<tr><th>{k}</th><td>{v}</td></tr>" for k, v in rows)
     sessions = "".join(
-        f"<tr><td>{r['id']}</td><td class=\"tag\">{e(r['id_tag'])}</td><td>{e(_local(r['started_at'], short=True))}</td>"
+        f"<tr><td>{r['id']}</td><td class=\"tag\">{e(r['id_tag'])}</td>"
+        f"<td>{e(_when(r, 'start'))}</td>"
         f"<td class=\"num\">{_kwh(r['energy_wh'])}</td>"
-        f"<td>{e(_local(r['stopped_at'], short=True) + ' ' + (r['stop_reason'] or '')) if r['stopped_at'] else '-'}</td>"
+        f"<td>{e(_when(r, 'stop') + ' ' + (r['stop_reason'] or '')) if r['stopped_at'] else '-'}</td>"
         f"<td>{_delivered(r)}</td><td class=\"stake\">{_at_stake(r)}</td></tr>"
         for r in s["sessions"]) or "<tr><td colspan=7>no sessions yet</td></tr>"
     recent = "".join(f"<tr><td>{e(_local(f['at']))}</td><td>{e(f['source'])}</td><td>{e(f['text'])}</td>"

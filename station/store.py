@@ -298,9 +298,11 @@ class Store:
 
     def activate(self, session_id: int, meter_start_wh: int, started_at: str, phase_wh: tuple[int, ...],
                  backend_session_id: str | None, parent_id: str | None, offline: bool,
-                 start_payload: dict[str, Any], start_delivered: bool) -> Session:
-        """The session starts: one transaction records it and queues its START (unless already delivered)."""
+                 start_payload: dict[str, Any], start_delivered: bool, times: dict[str, Any] | None = None) -> Session:
+        """The session starts: one transaction records it (and its `times`, sessiontime.py) and queues its START."""
         def do() -> None:
+            if times:
+                self._merge_extra(session_id, times)
             self._db.execute(
                 "UPDATE sessions SET state='active', meter_start_wh=?, started_at=?, start_phase_wh=?,"
                 " backend_session_id=?, parent_id=?, authorized_offline=?, last_wh=?, last_wh_at=? WHERE id=?",
@@ -322,13 +324,16 @@ class Store:
 
     def stop(self, session_id: int, meter_stop_wh: int, stopped_at: str, reason: str,
              phase_wh: tuple[int, ...] = (), estimated: bool = False,
-             stop_payload: dict[str, Any] | None = None) -> Session:
-        """Close a session and queue its STOP in one transaction."""
+             stop_payload: dict[str, Any] | None = None, times: dict[str, Any] | None = None,
+             started_at: str | None = None) -> Session:
+        """Close a session (its `times` and re-derived start: sessiontime.py) and queue its STOP in one transaction."""
         def do() -> None:
-            self._db.execute(
+            cur = self._db.execute(
                 "UPDATE sessions SET state='stopped', meter_stop_wh=?, stopped_at=?, stop_reason=?,"
                 " stop_phase_wh=?, meter_stop_estimated=?, last_wh=? WHERE id=? AND state='active'",
                 (meter_stop_wh, stopped_at, reason, json.dumps(list(phase_wh)), int(estimated), meter_stop_wh, session_id))
+            if cur.rowcount and (times or started_at):
+                self._merge_extra(session_id, times or {}, started_at)
             self._enqueue(MessageKind.STOP, session_id, stop_payload or {}, stopped_at)
         self._write(do)
         return self.session(session_id)
@@ -365,13 +370,15 @@ class Store:
             "UPDATE sessions SET started_at=COALESCE(?, started_at), stopped_at=COALESCE(?, stopped_at) WHERE id=?",
             (started_at, stopped_at, session_id)))
 
+    def _merge_extra(self, session_id: int, facts: dict[str, Any], started_at: str | None = None) -> None:
+        """Inside a write: `facts` merged into the session's extra, the start replaced if given."""
+        row = self._db.execute("SELECT extra FROM sessions WHERE id=?", (session_id,)).fetchone()
+        extra = {**(json.loads(row["extra"]) if row else {}), **facts}
+        self._db.execute("UPDATE sessions SET extra=?, started_at=COALESCE(?, started_at) WHERE id=?",
+                         (json.dumps(extra), started_at, session_id))
+
     def set_extra(self, session_id: int, **values: Any) -> None:
-        def do() -> None:
-            row = self._db.execute("SELECT extra FROM sessions WHERE id=?", (session_id,)).fetchone()
-            extra = json.loads(row["extra"]) if row else {}
-            extra.update(values)
-            self._db.execute("UPDATE sessions SET extra=? WHERE id=?", (json.dumps(extra), session_id))
-        self._write(do)
+        self._write(lambda: self._merge_extra(session_id, values))
 
     # ---------------------------------------------------------------- outbox
     def _enqueue(self, kind: MessageKind, session_id: int, payload: dict[str, Any], created_at: str) -> int:

@@ -120,7 +120,7 @@ class FakeStation:
     notices: list[str] = field(default_factory=list)
     clock_sets: list[str] = field(default_factory=list)
     links: list[bool] = field(default_factory=list)
-    clock: Clock = field(default_factory=Clock)
+    clock: Clock = field(default_factory=lambda: Clock(synchronized=lambda: True))
     meter_model: str = "SDM630"
     supervisor: Supervisor = field(default_factory=Supervisor)
     beats: dict[str, int] = field(default_factory=dict)  # name -> how many times it beat
@@ -135,8 +135,9 @@ class FakeStation:
         self.beats[name] = self.beats.get(name, 0) + 1
         self.supervisor.beat(name)
 
-    def set_clock(self, utc: str) -> None:
+    def set_clock(self, utc: str, round_trip_s: float = 0.0) -> float:
         self.clock_sets.append(utc)
+        return 0.0
 
     def notice(self, text: str) -> None:
         self.notices.append(text)

@@ -35,6 +35,9 @@ FAST = {
     "sim.load_w": 0.0,  # the car draws nothing unless a test says so
     "backend.kind": "local",
     "backend.local.tags": dict(TAGS),
+    # The test machine's clock is right, as a Pi's is once NTP has synchronized it (a container's
+    # kernel may not say so); tests of an unsynchronized clock set "untrusted".
+    "station.system_clock": "trusted",
 }
 
 

@@ -101,7 +101,7 @@ async def test_a_huge_outbox_is_delivered_whole_and_in_order(tmp_path):
 
         backend = Recorder()
         backend.down_every = 997  # outages now and then: the message waits, nothing is skipped
-        deliverer = Deliverer(store, backend, Clock(), backoff=Backoff(initial=0.001, cap=0.002))
+        deliverer = Deliverer(store, backend, Clock(synchronized=lambda: True), backoff=Backoff(initial=0.001, cap=0.002))
         task = asyncio.create_task(deliverer.run())
         try:
             await until(lambda: store.pending_messages() == 0, 120, "the outbox to drain")

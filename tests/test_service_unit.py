@@ -35,6 +35,19 @@ def test_exposure_is_at_most_2_5():
     assert float(m.group(1)) <= 2.5
 
 
+def test_the_daemon_may_read_the_kernels_clock_state_but_never_set_the_clock():
+    # station/clock.py asks adjtimex(2) (modes 0) whether NTP has synchronized the clock:
+    # ProtectClock=yes would deny that read too (systemd issue #26413), and so would @privileged,
+    # which holds @clock, unless the read is allowed again after it.
+    assert directives("ProtectClock") in ([], ["no"])
+    filters = directives("SystemCallFilter")
+    assert filters.index("~@privileged @resources") < len(filters) - 1
+    allowed_again = set(filters[-1].split())
+    assert {"adjtimex", "clock_adjtime", "clock_adjtime64"} <= allowed_again
+    assert directives("CapabilityBoundingSet") == [""]  # no CAP_SYS_TIME: setting the clock is refused
+    assert "char-rtc" not in " ".join(directives("DeviceAllow"))
+
+
 def test_device_acl_names_the_pi_devices_and_nothing_else():
     assert directives("DevicePolicy") == ["closed"]
     allowed = {}

@@ -31,6 +31,7 @@ log = logging.getLogger(__name__)
 
 class LocalBackend(Backend):
     kind = "local"
+    tells_time = False  # no time to learn, and deliveries carry none: nothing waits for the clock
 
     def __init__(self, tags: dict[str, str]) -> None:
         super().__init__()

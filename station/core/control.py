@@ -160,14 +160,14 @@ class Control:
         c.end_reservation()
         return True
 
-    def set_clock(self, utc: str) -> None:
+    def set_clock(self, utc: str, round_trip_s: float = 0.0) -> float:
+        """The backend's time: the clock takes it unless the system clock is synchronized or the
+        station's time already fits it (station/clock.py logs what it did)."""
         try:
-            delta = self.clock.set(utc)
+            return self.clock.set(utc, round_trip_s=round_trip_s)
         except ValueError as exc:
             log.warning("%s", exc)
-            return
-        if abs(delta) > 2:
-            log.info("clock corrected by %.1f s from the backend", delta)
+            return 0.0
 
     def tune(self, **values: object) -> None:
         settings = self.charger.settings

@@ -16,7 +16,8 @@ from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING
 
 from station.backoff import Backoff
-from station.clock import MONO_PREFIX, Clock
+from station.clock import Clock
+from station.core import sessiontime
 from station.core.model import DeliveryResult, OutboxItem, Session
 from station.core.ports import Backend
 from station.errors import BackendOffline, StorageError
@@ -42,6 +43,7 @@ class Deliverer:
         self.checkpoint = checkpoint  # the supervisor's: this loop reports its progress there
         self._wake = asyncio.Event()
         self.delivered = 0
+        self._swept = False  # monotonic stamps of this boot dated once the clock is known
 
     def wake(self) -> None:
         """Something was queued, or the link came up: try now."""
@@ -61,6 +63,7 @@ class Deliverer:
         while True:
             if self.checkpoint is not None:
                 await self.checkpoint()
+            self._sweep()
             try:
                 item = self.store.next_message()
                 session = self.store.find_session(item.session_id) if item is not None else None
@@ -117,20 +120,17 @@ class Deliverer:
                 self.on_result(item, result)
 
     def _resolve_times(self, session: Session) -> bool:
-        started = self.clock.resolve(session.started_at)
-        stopped = self.clock.resolve(session.stopped_at)
-        # A stamp of this boot waits for the clock (False: not yet); one of an earlier boot
-        # can never be dated and goes as it is (True), rather than never.
-        for stamp, resolved in ((session.started_at, started), (session.stopped_at, stopped)):
-            if stamp is not None and stamp.startswith(MONO_PREFIX) and resolved is None \
-                    and not self._unresolvable(stamp):
-                return False
-        if started != session.started_at or stopped != session.stopped_at:
-            self.store.update_times(session.id, started, stopped)
-            session.started_at = started or session.started_at
-            session.stopped_at = stopped or session.stopped_at  # an unresolvable stamp is kept (clock.resolve)
-        return True
+        """Date the session's monotonic stamps (station/core/sessiontime.py). A stamp of this boot
+        waits for the clock (False: not yet) when the backend sends times and can tell the time;
+        one of an earlier boot can never be dated and goes as it is, rather than never."""
+        return sessiontime.settle(self.store, self.clock, session, wait=self.backend.tells_time)
 
-    def _unresolvable(self, stamp: str) -> bool:
-        """A stamp from an earlier boot can never be resolved; deliver it as it is rather than never."""
-        return not stamp[len(MONO_PREFIX):].startswith(self.clock.boot)
+    def _sweep(self) -> None:
+        """Once the clock is known: date what went out undated (a backend that sends no times)."""
+        if self._swept or not self.clock.trusted:
+            return
+        try:
+            sessiontime.sweep(self.store, self.clock)
+            self._swept = True
+        except StorageError as exc:
+            log.error("%s", exc)

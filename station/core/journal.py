@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING, Any
 
 from station import privacy
 from station.clock import Clock
+from station.core import sessiontime
 from station.core.model import AuthResult, Fault, MeterReading, Session
 from station.errors import StorageError
 
@@ -63,12 +64,12 @@ class Journal:
 
     def activate(self, session: Session, reading: MeterReading, result: AuthResult) -> Session:
         """The session starts, its START queued, before the contactor closes. Raises StorageError."""
-        started_at = self.clock.stamp()
+        started_at, times = sessiontime.start(self.clock)
         payload = {"id_tag": session.id_tag, "meter_start_wh": reading.energy_wh, "timestamp": started_at,
                    "reservation_id": session.reservation_id}
         return self.store.activate(session.id, reading.energy_wh, started_at, reading.energy_phase_wh,
                                    result.backend_session_id, result.parent_id, result.offline, payload,
-                                   start_delivered=result.backend_session_id is not None)
+                                   start_delivered=result.backend_session_id is not None, times=times)
 
     def sample(self, session: Session, wh: int) -> None:
         self._safe(self.store.record_meter, session.id, wh, self.clock.stamp())
@@ -77,15 +78,23 @@ class Journal:
                     id_tag: str | None, on_error: Callable[[StorageError], None]) -> Session:
         """Stopped, with its STOP queued, in one transaction; retried until the disk takes it (the
         contactor is open, the energy is known: it must be recorded before anything else)."""
-        stopped_at = self.clock.stamp()
+        stopped_at, started_at, times = sessiontime.stop(self.clock, self._fresh(session))
         payload = {"reason": reason} if id_tag is None else {"reason": reason, "id_tag": id_tag}
         while True:
             try:
-                return self.store.stop(session.id, wh, stopped_at, reason, phases, estimated, payload)
+                return self.store.stop(session.id, wh, stopped_at, reason, phases, estimated, payload,
+                                       times=times, started_at=started_at)
             except StorageError as exc:
                 on_error(exc)
                 log.critical("cannot journal the stop of session %d (%d Wh): %s; retrying", session.id, wh, exc)
                 await asyncio.sleep(STOP_RETRY_S)
+
+    def _fresh(self, session: Session) -> Session:
+        """The session as journaled now (the deliverer may have dated its start meanwhile)."""
+        try:
+            return self.store.find_session(session.id) or session
+        except StorageError:
+            return session
 
     # ------------------------------------------------------------------ after a power cut
     def leftovers(self) -> list[Session]:
@@ -110,8 +119,9 @@ class Journal:
             if wh < s.meter_start_wh:  # never bill negative energy: a replaced meter, say
                 log.error("session %d: meter %d Wh is below its start %d Wh; stopping at start", s.id, wh, s.meter_start_wh)
                 wh, estimated = s.meter_start_wh, True
-            self._safe(self.store.stop, s.id, wh, self.clock.stamp(), "PowerLoss", phases, estimated,
-                       {"reason": "PowerLoss"})
+            stopped_at, times = sessiontime.recovered(self.clock, s)
+            self._safe(self.store.stop, s.id, wh, stopped_at, "PowerLoss", phases, estimated, {"reason": "PowerLoss"},
+                       times)
             log.warning("session %d of %s closed after power loss at %d Wh%s", s.id, privacy.tag(s.id_tag), wh,
                         " (last stored reading)" if estimated else "")
             notes.append(f"session {s.id} closed: PowerLoss")

@@ -263,8 +263,9 @@ class StationControl(Protocol):
 
     async def cancel_reservation(self, reservation_id: int) -> bool: ...
 
-    def set_clock(self, utc: str) -> None:
-        """The backend tells the time (ISO 8601 UTC): the Pi has no battery clock."""
+    def set_clock(self, utc: str, round_trip_s: float = 0.0) -> float:
+        """The backend tells the time (ISO 8601 UTC), read during a request that took `round_trip_s`:
+        the Pi has no battery clock. Returns the correction applied (station/clock.py)."""
 
     def tune(self, **values: object) -> None:
         """Backend-controlled runtime settings, e.g. connection_timeout_s (OCPP ConnectionTimeOut),
@@ -289,6 +290,9 @@ class Backend(abc.ABC):
     kind: str = "?"
     #: OCPP wants transaction meter values in the outbox; MCSP does not.
     wants_meter_values: bool = False
+    #: The backend tells the station the time and receives event times (MCSP with HEARTBEAT, OCPP):
+    #: the deliverer waits for the clock before sending times stamped while it was unknown.
+    tells_time: bool = True
 
     def __init__(self) -> None:
         self.station: StationControl | None = None

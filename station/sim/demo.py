@@ -59,15 +59,16 @@ def demo_data(plug_sensor: bool = True) -> dict[str, Any]:
 
 
 async def prepare(path: str | None, state_dir: str | None, scenario: bool = False, status_page: str | None = None,
-                  sim: dict[str, Any] | None = None):
+                  sim: dict[str, Any] | None = None, system_clock: str | None = None):
     """The config to simulate with, and the embedded backend server (None with -c).
 
-    `sim`: `sim.*` switches to turn on (the emulated inputs a scenario's steps need)."""
+    `sim`: `sim.*` switches to turn on (the emulated inputs a scenario's steps need).
+    `system_clock`: `station.system_clock` (a scenario's); else see _sim_clock."""
     if path is not None:
-        return simulation_config(path, state_dir, scenario, status_page, sim), None
+        return simulation_config(path, state_dir, scenario, status_page, sim, system_clock), None
     from station.servers.mcsp import McspServer
 
-    cfg = simulation_config(None, state_dir, scenario, status_page, sim)
+    cfg = simulation_config(None, state_dir, scenario, status_page, sim, system_clock)
     os.makedirs(cfg.station.state_dir, exist_ok=True)
     # out=None: the server's billing printout would scroll through the terminal view.
     server = McspServer(tags=dict(DEMO_TAGS), db=os.path.join(cfg.station.state_dir, "mcsp-server.db"), out=None)
@@ -77,11 +78,13 @@ async def prepare(path: str | None, state_dir: str | None, scenario: bool = Fals
     data["station"]["state_dir"] = cfg.station.state_dir
     data["sim"].update(sim or {})
     _status_page(data, status_page)
+    _sim_clock(data, system_clock)
     return configmod.from_dict(data, "<demo>"), server
 
 
 def simulation_config(path: str | None, state_dir: str | None, scenario: bool = False,
-                      status_page: str | None = None, sim: dict[str, Any] | None = None) -> configmod.Config:
+                      status_page: str | None = None, sim: dict[str, Any] | None = None,
+                      system_clock: str | None = None) -> configmod.Config:
     if path is None:
         data = demo_data(plug_sensor=not scenario)
         source = "<demo>"
@@ -101,6 +104,7 @@ def simulation_config(path: str | None, state_dir: str | None, scenario: bool = 
     station["state_dir"] = choose_state_dir(state_dir, station.get("state_dir"), scenario, source)
     data.setdefault("sim", {}).update(sim or {})
     _status_page(data, status_page)
+    _sim_clock(data, system_clock)
     return configmod.from_dict(data, source)
 
 
@@ -128,6 +132,18 @@ def _emulate_wired_inputs(data: dict[str, Any]) -> None:
     for pin, switch in (("ev_connected_pin", "ev_connected_input"), ("stop_button_pin", "stop_button_input")):
         if inputs.get(pin) is not None and switch not in sim:
             sim[switch] = True
+
+
+def _sim_clock(data: dict[str, Any], system_clock: str | None) -> None:
+    """The host's clock counts as synchronized, as a Pi's with NTP would (a laptop or a test machine
+    is right, even where the kernel does not say so, as in a container), unless the file or the
+    scenario says otherwise."""
+    station = data.setdefault("station", {})
+    if isinstance(station, dict):
+        if system_clock is not None:
+            station["system_clock"] = system_clock
+        else:
+            station.setdefault("system_clock", "trusted")
 
 
 def _status_page(data: dict[str, Any], listen: str | None) -> None:

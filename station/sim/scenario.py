@@ -37,6 +37,11 @@ next run on the same state directory closes the open session as after a power cu
 At the end the runner waits (up to `settle_s`, 30 s by default) until every
 journaled message is delivered. Exit status 0 means: every step passed and
 nothing is left undelivered.
+
+`system_clock` (top level) sets `station.system_clock` for the run: the
+simulator counts the host's clock as synchronized ("trusted"); "untrusted"
+makes the station take its time from the backend (or estimate it), "ntp"
+asks the kernel, as on a Pi.
 """
 
 from __future__ import annotations
@@ -51,6 +56,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from station.clock import SYSTEM_CLOCK
 from station.core.states import State
 from station.core.tags import parse_uid
 from station.errors import ScenarioError
@@ -79,6 +85,7 @@ class Scenario:
     steps: list[dict[str, Any]]
     settle_s: float = 30.0
     source: str = "<scenario>"
+    system_clock: str | None = None  # station.system_clock for the run (None: the simulator's choice)
 
 
 @dataclass
@@ -89,7 +96,7 @@ class Outcome:
 
 
 def parse(data: dict[str, Any], source: str = "<scenario>") -> Scenario:
-    unknown = set(data) - {"step", "settle_s"}
+    unknown = set(data) - {"step", "settle_s", "system_clock"}
     if unknown:
         raise ScenarioError(f"{source}: unknown top-level key {sorted(unknown)[0]!r}")
     steps = data.get("step")
@@ -135,7 +142,10 @@ def parse(data: dict[str, Any], source: str = "<scenario>") -> Scenario:
     settle = data.get("settle_s", 30.0)
     if not isinstance(settle, (int, float)) or isinstance(settle, bool) or not (math.isfinite(settle) and settle >= 0):
         raise ScenarioError(f"{source}: settle_s must be a non-negative number")
-    return Scenario(steps, float(settle), source)
+    system_clock = data.get("system_clock")
+    if system_clock is not None and system_clock not in SYSTEM_CLOCK:
+        raise ScenarioError(f"{source}: system_clock must be one of {', '.join(SYSTEM_CLOCK)}")
+    return Scenario(steps, float(settle), source, system_clock)
 
 
 def load(path: str | Path) -> Scenario:
@@ -263,7 +273,8 @@ def run_scenario_file(config_path: str | None, state_dir: str | None, path: str,
         from station.daemon import Station
         from station.sim.demo import prepare
 
-        config, embedded = await prepare(config_path, state_dir, scenario=True, sim=inputs_needed(scenario))
+        config, embedded = await prepare(config_path, state_dir, scenario=True, sim=inputs_needed(scenario),
+                                         system_clock=scenario.system_clock)
         used_dir.append(config.station.state_dir)
         station = Station(config, embedded=embedded)
         await station.start()

@@ -26,7 +26,7 @@ class StationDouble:
     def __init__(self, store: Any, backend: Any) -> None:
         self.store = store
         self.backend = backend
-        self.clock = Clock()
+        self.clock = Clock(synchronized=lambda: False)  # the central system's time counts
         self.session: Session | None = None
         self.state = ConnectorStatus.AVAILABLE
         self.error = ("NoError", None, None)
@@ -169,9 +169,9 @@ class StationDouble:
         self.set_state(ConnectorStatus.AVAILABLE)
         return True
 
-    def set_clock(self, utc: str) -> None:
+    def set_clock(self, utc: str, round_trip_s: float = 0.0) -> float:
         self.calls.append(("set_clock", utc))
-        self.clock.set(utc)
+        return self.clock.set(utc, round_trip_s=round_trip_s)
 
     def tune(self, **values: object) -> None:
         self.tuned.update(values)

@@ -148,6 +148,8 @@ class McspBackend(OnlineBackend):
         self.settle_s = settle_s
         self.backoff = backoff or Backoff()
         self.heartbeats = extensions  # switched off if the server does not know HEARTBEAT
+        self.tells_time = self.heartbeats  # its replies to HEARTBEAT carry the time
+        self.last_round_trip_s = 0.0  # of the latest exchange: bounds when the server read its clock
         self.exchanges = 0  # completed request/reply pairs (tests, bench)
         self.last_reply: Reply | None = None
         self.problem: str | None = None  # what keeps the link down, as last logged
@@ -263,12 +265,12 @@ class McspBackend(OnlineBackend):
             return
         reply = await self._exchange(self._heartbeat_request())
         if reply.ok:
-            self._take_time(reply)
+            self._take_time(reply, self.last_round_trip_s)
             return
         code = reply.code
         if code == 405 or code is None:
             log.warning("the MCSP server does not know HEARTBEAT (%s); heartbeats off", code or "bare ERROR")
-            self.heartbeats = False
+            self.heartbeats = self.tells_time = False  # no time from this server: nothing waits for it
             return
         rule = rule_for(code)
         text = f"{code} {reply.message or rule.meaning}"
@@ -278,10 +280,12 @@ class McspBackend(OnlineBackend):
             raise StationRefused(text)
         log.warning("HEARTBEAT answered %s", text)
 
-    def _take_time(self, reply: Reply) -> None:
+    def _take_time(self, reply: Reply, round_trip_s: float) -> None:
+        """The server's `Time` (one-second resolution without a fraction), read by it while the
+        request was under way: the clock corrects itself only if its time does not fit."""
         time = reply.get("Time")
         if time and _ISO.fullmatch(time) and self.station is not None:
-            self.station.set_clock(time)
+            self.station.set_clock(time, round_trip_s=round_trip_s)
 
     def _notice(self, text: str) -> None:
         if self.station is not None:
@@ -419,7 +423,7 @@ class McspBackend(OnlineBackend):
         try:
             reply = await self._exchange(self._heartbeat_request())
             if reply.ok:
-                self._take_time(reply)
+                self._take_time(reply, self.last_round_trip_s)
         except BackendOffline:
             pass
 
@@ -466,7 +470,9 @@ class McspBackend(OnlineBackend):
                 reused = self._link is not None and not self._link.peer_closed()
                 await self._ensure_link()
                 try:
+                    sent = asyncio.get_running_loop().time()
                     reply = await self._roundtrip(req)
+                    self.last_round_trip_s = asyncio.get_running_loop().time() - sent
                 except asyncio.CancelledError:
                     await self._drop_link("cancelled", force=True)
                     raise

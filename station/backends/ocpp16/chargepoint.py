@@ -32,7 +32,7 @@ import asyncio
 import logging
 from collections import deque
 from collections.abc import Coroutine
-from datetime import UTC, datetime
+from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -191,7 +191,9 @@ class OcppBackend(Backend):
 
     # ================================================================ time
     def now(self) -> datetime:
-        return self.clock.now() or datetime.now(UTC)
+        """The station's time (the one clock of journal and wire); the system clock's estimate
+        while it is not known."""
+        return self.clock.estimate()
 
     def stamp(self) -> str:
         return iso(self.now())
@@ -199,7 +201,7 @@ class OcppBackend(Backend):
     def resolve(self, stamp: str | None) -> str:
         """An ISO time for the wire: resolve monotonic stamps, never send 1970."""
         if stamp and stamp.startswith(MONO_PREFIX):
-            stamp = self.clock.resolve(stamp)
+            stamp = self.clock.estimate_of(stamp)  # resolved, else the estimate it carries
         if not stamp:
             return self.stamp()
         try:
@@ -207,24 +209,25 @@ class OcppBackend(Backend):
         except ValueError:
             return self.stamp()
 
-    def set_time(self, current_time: str | None) -> None:
-        """The central system's time (BootNotification, Heartbeat): the Pi has no battery clock."""
+    def set_time(self, current_time: str | None, round_trip_s: float = 0.0) -> None:
+        """The central system's time (BootNotification, Heartbeat), read by it during a request that
+        took `round_trip_s`: the clock takes it unless NTP has synchronized the system clock or
+        the station's time already fits (station/clock.py). Counted once, whatever the system
+        clock does later."""
         if not current_time:
             return
-        try:
-            moved = abs((parse_iso(current_time) - self.now()).total_seconds())
-        except ValueError:
-            moved = 0.0
-        if moved > SETTING_TIME_S:
-            self.security.event("SettingSystemTime", f"clock moved by {moved:.0f} s to the central system's time")
+        before = self.now()
         try:
             if self.clock is self.control.clock:
-                self.control.set_clock(current_time)  # sets the shared clock too
+                self.control.set_clock(current_time, round_trip_s)  # sets the shared clock too
             else:
-                self.clock.set(current_time)
-                self.control.set_clock(current_time)
+                self.clock.set(current_time, round_trip_s=round_trip_s)
+                self.control.set_clock(current_time, round_trip_s)
         except ValueError as exc:
             log.warning("central system time not used: %s", exc)
+        moved = abs((self.now() - before).total_seconds())
+        if moved > SETTING_TIME_S:
+            self.security.event("SettingSystemTime", f"clock moved by {moved:.0f} s to the central system's time")
         if moved > 1.0:  # the aligned meter values and the profiles are due at other instants now
             self.sampler.wake()
             self.limits.wake()

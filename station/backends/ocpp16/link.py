@@ -208,13 +208,14 @@ class Link:
         """BootNotification until Accepted, then heartbeats until the link ends."""
         while True:
             self._boot_now.clear()
+            sent = self.b.clock.monotonic()
             try:
                 conf = await peer.request("BootNotification", self.boot_payload(), timeout=self.b.response_timeout)
             except CallFailed as exc:
                 log.warning("BootNotification failed (%s); retrying", exc)
                 await sleep_or_event(self._boot_now, self.b.scaled(BOOT_RETRY_S))
                 continue
-            self.b.set_time(conf.get("currentTime"))
+            self.b.set_time(conf.get("currentTime"), self.b.clock.monotonic() - sent)
             status, interval = conf["status"], conf["interval"]
             self.registration = status
             if status == "Accepted":
@@ -241,17 +242,19 @@ class Link:
         if not self.accepted:
             self._boot_now.set()
             return
+        sent = self.b.clock.monotonic()
         conf = await self.notify("BootNotification", self.boot_payload(), allow_pending=False)
         if conf is not None:
-            self.b.set_time(conf.get("currentTime"))
+            self.b.set_time(conf.get("currentTime"), self.b.clock.monotonic() - sent)
 
     def heartbeat_changed(self) -> None:
         self._heartbeat_wake.set()
 
     async def heartbeat(self) -> None:
+        sent = self.b.clock.monotonic()
         conf = await self.notify("Heartbeat", {}, allow_pending=False)
         if conf is not None:
-            self.b.set_time(conf.get("currentTime"))
+            self.b.set_time(conf.get("currentTime"), self.b.clock.monotonic() - sent)
 
     def security_event_queued(self) -> None:
         self._events_wake.set()
