@@ -8,7 +8,8 @@ import time
 
 import pytest
 
-from station.backends.mcsp import codec, dialect
+from station.backends.evcs import dialect
+from station.backends.mcsp import codec
 from station.clock import Clock
 from station.core.delivery import Deliverer
 from station.core.model import DeliveryResult, MessageKind, OutboxItem, Session
