@@ -12,6 +12,7 @@ from hypothesis import strategies as st
 from mcsp_support import FakeStation, PtyBridge, item, session
 
 from station import config as configmod
+from station.backends.evcs import dialect as dialect_mod
 from station.backends.evcs.dialect import (
     DialectError,
     EvcsSerialBackend,
@@ -23,7 +24,6 @@ from station.backends.evcs.dialect import (
     parse_server_line,
     parse_station_line,
 )
-from station.backends.evcs import dialect as dialect_mod
 from station.core.model import AuthStatus, MessageKind
 from station.errors import BackendOffline
 from station.servers.evcs2018 import MeterFailure, Runevcs2018
