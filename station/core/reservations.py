@@ -39,6 +39,19 @@ class Reservation:
         parent = await parent_of(tag)
         return parent is not None and normalize_tag(parent) == normalize_tag(self.parent_id)
 
+    def needs_parent(self, tag: str) -> bool:
+        """Only the tag's group can tell whether it may start here (the caller asks the backend)."""
+        return normalize_tag(tag) != normalize_tag(self.id_tag) and bool(self.parent_id)
+
+    def allows(self, tag: str, parent: str | None = None) -> bool:
+        """The reserved tag itself, or a tag whose parent (`parent`, looked up by the caller) is the
+        reservation's parent."""
+        if normalize_tag(tag) == normalize_tag(self.id_tag):
+            return True
+        if not self.parent_id:
+            return False
+        return parent is not None and normalize_tag(parent) == normalize_tag(self.parent_id)
+
 
 def answer(state: State, busy: bool, current: Reservation | None, reservation_id: int) -> str | None:
     """The ReserveNow refusal for this connector now, or None when it may be reserved."""

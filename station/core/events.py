@@ -1,0 +1,426 @@
+"""What goes into the connector machine and what comes out of it (the way h11 keeps _events.py).
+
+The machine (station/core/connector.py) does no I/O. Everything it learns
+arrives as an *event*; everything it wants done leaves as an *action*, in the
+order it must be done. The shell (station/core/charger.py) feeds events in
+from the reader thread, the poll loop, the meter loop and the backend, and
+carries the actions out: it is the only one that touches the contactor, the
+journal, the meter, the display and the backend.
+
+A step that takes time (authorize at the backend, read the meter, write the
+journal) is an action whose answer comes back as an event, so the ordering
+rules of the charging cycle are visible in the machine and testable:
+
+    Tapped ─► JournalOpen ─► Journaled(OPEN) ─► Authorize ─► Authorized
+          ─► ReadMeter(BEGIN) ─► MeterRead ─► JournalActivate ─► Journaled(ACTIVATE)
+          ─► SetContactor(True)                               (journal before power)
+    stop  ─► SetContactor(False) ─► ReadMeter(STOP) ─► MeterRead
+          ─► JournalStop ─► Journaled(STOP) ─► Finishing       (power off first)
+
+Two kinds of action are answers to the one who posted the event rather than
+work for the shell: `Reply` (what a backend's request returns) and
+`LookupParent` (post the same event again with the tag's group filled in).
+
+Nothing here imports another part of the station but the shared values.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from enum import Enum
+from typing import Any
+
+from station.core.faults import ContactorVerdict
+from station.core.model import AuthResult, DeliveryResult, Fault, MeterReading, OutboxItem, Session, StatusReport
+from station.core.presenter import View
+
+
+class CarState(str, Enum):
+    """The car as IEC 61851-1 names it (the control pilot's states), or UNKNOWN.
+
+    Today the shell derives it from the plug switch (A or B) and the meter (C when the power is
+    above `charging.power_threshold_w`); a station without a plug switch knows only UNKNOWN and C.
+    A pilot board (issue 20) reports it as it is, E and F included.
+    """
+
+    A = "A"  # no car
+    B = "B"  # a car is connected, it does not ask for power
+    C = "C"  # the car charges (asks for power, or draws it)
+    D = "D"  # the same, with ventilation
+    E = "E"  # no pilot: short circuit or the station's own supply failed
+    F = "F"  # the station signals itself unavailable
+    UNKNOWN = "unknown"  # no sensor for the car
+
+    @property
+    def plugged(self) -> bool:
+        return self in (CarState.B, CarState.C, CarState.D)
+
+    @property
+    def charging(self) -> bool:
+        return self in (CarState.C, CarState.D)
+
+    @property
+    def error(self) -> bool:
+        return self in (CarState.E, CarState.F)
+
+
+def car_from_sensors(plugged: bool | None, drawing: bool) -> CarState:
+    """Today's sensors: a plug switch (None: none fitted) and power above the threshold."""
+    if plugged is False:
+        return CarState.A
+    if drawing:
+        return CarState.C
+    return CarState.B if plugged else CarState.UNKNOWN
+
+
+class TxFact(str, Enum):
+    """Moments an OCPP 2.0.1 transaction may start or end at (TxStartPoint, TxStopPoint)."""
+
+    EV_CONNECTED = "EVConnected"
+    EV_DISCONNECTED = "EVDisconnected"
+    AUTHORIZED = "Authorized"
+    DEAUTHORIZED = "Deauthorized"
+    POWER_PATH_CLOSED = "PowerPathClosed"
+    POWER_PATH_OPENED = "PowerPathOpened"
+    ENERGY_TRANSFER_STARTED = "EnergyTransferStarted"
+    ENERGY_TRANSFER_STOPPED = "EnergyTransferStopped"
+
+
+class Purpose(str, Enum):
+    """Why the machine asked for a meter reading (its answer says so too)."""
+
+    AUTHORIZE = "authorize"  # the tap's reading, journaled with the tap
+    BEGIN = "begin"  # the session's start
+    STOP = "stop"  # the stop: exact, the contactor is open
+
+
+class Step(str, Enum):
+    """Journal writes whose outcome the machine waits for."""
+
+    OPEN = "open"  # the tap, before the backend is asked
+    ACTIVATE = "activate"  # the session and its START, before the contactor closes
+    STOP = "stop"  # the stop and its STOP (kept in memory when the journal cannot take it)
+    PROBE = "probe"  # can the journal be written again?
+
+
+class Event:
+    """Base of everything the machine is told."""
+
+
+class Action:
+    """Base of everything the machine asks for."""
+
+
+# ---------------------------------------------------------------------------------------- events
+@dataclass(frozen=True)
+class Started(Event):
+    """The shell is up: the persisted availability, the car as the sensors see it now, and
+    why the journal cannot be written (None: it can)."""
+
+    available: bool = True
+    car: CarState = CarState.UNKNOWN
+    storage: Fault | None = None
+
+
+@dataclass(frozen=True)
+class Tapped(Event):
+    """A card at the reader (the tag as the backend writes it). Posted again with
+    `looked_up=True` and the tag's `parent` when the machine asked for it (LookupParent)."""
+
+    tag: str
+    parent: str | None = None
+    looked_up: bool = False
+
+
+@dataclass(frozen=True)
+class CarChanged(Event):
+    car: CarState
+
+
+@dataclass(frozen=True)
+class StopPressed(Event):
+    """The stop button (a rising edge)."""
+
+
+@dataclass(frozen=True)
+class ContactorChecked(Event):
+    """A new verdict of the contactor watch (command against auxiliary contact)."""
+
+    verdict: ContactorVerdict
+    followed: bool = False  # the contact had followed the current command once
+
+
+@dataclass(frozen=True)
+class FaultChanged(Event):
+    """A part reports a fault of its own (`fault` None: it is gone): the meter, the reader."""
+
+    source: str
+    fault: Fault | None
+
+
+@dataclass(frozen=True)
+class MeterSampled(Event):
+    """The meter loop's periodic reading (None: it failed)."""
+
+    reading: MeterReading | None
+
+
+@dataclass(frozen=True)
+class MeterRead(Event):
+    """The answer to ReadMeter."""
+
+    purpose: Purpose
+    reading: MeterReading | None
+
+
+@dataclass(frozen=True)
+class Authorized(Event):
+    """The answer to Authorize (the backend's, or the offline policy's)."""
+
+    result: AuthResult
+
+
+@dataclass(frozen=True)
+class Journaled(Event):
+    """The outcome of a journal write. `fault` says why it failed (then `session` is, for a
+    STOP, the session as it ended, kept in memory until the journal takes it)."""
+
+    step: Step
+    session: Session | None = None
+    fault: Fault | None = None
+
+
+@dataclass(frozen=True)
+class Tick(Event):
+    """Time passed: look at the timers (Preparing, Finishing, reservation, journal probe)."""
+
+
+@dataclass(frozen=True)
+class Continued(Event):
+    """The answer to Continue: the loop has turned once."""
+
+
+@dataclass(frozen=True)
+class BackendLink(Event):
+    online: bool
+
+
+@dataclass(frozen=True)
+class Delivered(Event):
+    item: OutboxItem
+    result: DeliveryResult
+
+
+@dataclass(frozen=True)
+class RemoteStart(Event):
+    tag: str
+    connector_id: int | None = None
+    parent: str | None = None
+    looked_up: bool = False
+
+
+@dataclass(frozen=True)
+class RemoteStop(Event):
+    backend_session_id: str
+
+
+@dataclass(frozen=True)
+class StopRequested(Event):
+    """Stop the running session with an OCPP reason (DeAuthorized, UnlockCommand, Reboot...)."""
+
+    reason: str
+
+
+@dataclass(frozen=True)
+class Reset(Event):
+    hard: bool
+
+
+@dataclass(frozen=True)
+class SetAvailable(Event):
+    available: bool
+
+
+@dataclass(frozen=True)
+class Reserve(Event):
+    reservation_id: int
+    id_tag: str
+    parent_id: str | None
+    expiry: datetime
+    now: datetime | None  # the wall clock now (None: not known yet)
+
+
+@dataclass(frozen=True)
+class CancelReservation(Event):
+    reservation_id: int
+
+
+@dataclass(frozen=True)
+class PowerLimit(Event):
+    watts: float | None
+
+
+@dataclass(frozen=True)
+class CurrentLimit(Event):
+    amps: float | None
+
+
+@dataclass(frozen=True)
+class Tune(Event):
+    values: dict[str, Any] = field(default_factory=dict)
+
+
+# --------------------------------------------------------------------------------------- actions
+@dataclass(frozen=True)
+class SetContactor(Action):
+    closed: bool
+
+
+@dataclass(frozen=True)
+class SetCurrent(Action):
+    """The current the car may draw (A per phase; 0: none). Without a charge controller a no-op."""
+
+    amps: float
+
+
+@dataclass(frozen=True)
+class ReadMeter(Action):
+    purpose: Purpose
+    tries: int = 2
+    full: bool = True
+
+
+@dataclass(frozen=True)
+class Authorize(Action):
+    tag: str
+    session: Session
+
+
+@dataclass(frozen=True)
+class LookupParent(Action):
+    """Answer to the poster: find the tag's group, then post the same event again with it."""
+
+    tag: str
+
+
+@dataclass(frozen=True)
+class JournalOpen(Action):
+    tag: str
+    reading: MeterReading
+    reservation_id: int | None
+
+
+@dataclass(frozen=True)
+class JournalActivate(Action):
+    session: Session
+    reading: MeterReading
+    result: AuthResult
+    start_delivered: bool  # the backend's authorize already opened the session (MCSP START)
+
+
+@dataclass(frozen=True)
+class JournalStop(Action):
+    session: Session
+    wh: int
+    phases: tuple[int, ...]
+    estimated: bool
+    reason: str
+    id_tag: str | None
+    at: str  # the stop's time, kept if the journal has to take it later
+
+
+@dataclass(frozen=True)
+class JournalEnd(Action):
+    """A tap that did not become a session: 'refused' or 'aborted', with why."""
+
+    session: Session
+    state: str
+    reason: str
+
+
+@dataclass(frozen=True)
+class JournalSample(Action):
+    session: Session
+    wh: int
+
+
+@dataclass(frozen=True)
+class JournalFault(Action):
+    source: str
+    fault: Fault | None  # None: cleared
+    wh: int | None
+
+
+@dataclass(frozen=True)
+class JournalProbe(Action):
+    """Try the journal again (reopen it, write what waits in memory); answered by Journaled(PROBE)."""
+
+
+@dataclass(frozen=True)
+class Remember(Action):
+    """A setting that survives a restart."""
+
+    key: str
+    value: Any
+
+
+@dataclass(frozen=True)
+class Show(Action):
+    """What the driver should see now (the presenter turns it into LCD lines and LEDs)."""
+
+    view: View
+
+
+@dataclass(frozen=True)
+class Notice(Action):
+    """A transient screen over the state's screen (a refusal also blinks red)."""
+
+    key: str
+    fields: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Note(Action):
+    """A line for the recent events (the simulator's view, the status page)."""
+
+    text: str
+
+
+@dataclass(frozen=True)
+class ReportStatus(Action):
+    report: StatusReport
+
+
+@dataclass(frozen=True)
+class Announce(Action):
+    """A transaction moment, for a backend whose transactions start or end there (OCPP 2.0.1)."""
+
+    fact: TxFact
+    session: Session | None
+
+
+@dataclass(frozen=True)
+class WakeDelivery(Action):
+    """Something was queued in the journal (or the link came up): deliver now."""
+
+
+@dataclass(frozen=True)
+class Continue(Action):
+    """Post Continued once the loop has turned (so that a backend's reply leaves first)."""
+
+
+@dataclass(frozen=True)
+class Exit(Action):
+    """A reset: end the process for systemd to restart it, after delivering what is queued
+    when the backend is reachable (`drain`)."""
+
+    kind: str  # "soft" or "hard"
+    drain: bool
+
+
+@dataclass(frozen=True)
+class Reply(Action):
+    """Answer to the poster: what the backend's request returns."""
+
+    value: Any
