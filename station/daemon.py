@@ -24,8 +24,9 @@ from station.core.control import Control
 from station.core.delivery import DEADLINE_S as DELIVERER_DEADLINE_S
 from station.core.delivery import Deliverer
 from station.core.ports import Backend, Hardware
-from station.errors import StationError
+from station.errors import StationError, StorageError
 from station.hardware.factory import build_hardware
+from station.journalview import DegradedStore
 from station.notify import Notifier
 from station.store import Store
 from station.supervisor import LoopWatch, Supervisor
@@ -69,9 +70,10 @@ class Station:
 
             self.world = await SimWorld.create(cfg, embedded=self.embedded)
         self.hardware = await build_hardware(cfg, self.world)
-        self.store = Store.open(cfg.station.state_dir)
+        self.store = self._open_journal()
         self.backend = self._backend_override or backends.create(cfg, self.store)
-        self.charger = Charger(cfg, self.hardware, self.store, self.backend, self.clock, self.supervisor)
+        reopen = self.store.reopen if isinstance(self.store, DegradedStore) else None
+        self.charger = Charger(cfg, self.hardware, self.store, self.backend, self.clock, self.supervisor, reopen)
         self.charger.exit_event = self.done  # a backend-ordered reset ends run_forever() like a signal
         self.control = Control(self.charger)
         self.deliverer = Deliverer(self.store, self.backend, self.clock, on_result=self.charger.on_delivery,
@@ -92,6 +94,17 @@ class Station:
         self.notifier.ready(self.status_line())
         log.info("station %s ready in %.2f s (%s hardware, %s backend)", cfg.station.name, self.ready_after,
                  cfg.hardware.mode, cfg.backend.kind)
+
+    def _open_journal(self) -> Store:
+        """The journal, for writing; when it cannot be (a read-only file system, a full disk), read-only:
+        the station then runs degraded, refusing sessions and saying why, instead of exiting into a
+        restart loop (docs/durability.md). No journal at all, not even to read: that error stands."""
+        state_dir = self.config.station.state_dir
+        try:
+            return Store.open(state_dir)
+        except StorageError as exc:
+            log.error("%s; starting degraded: the journal is read-only, new sessions are refused", exc)
+            return DegradedStore.open_degraded(state_dir)
 
     def watch_event_loop(self, deadline_s: float = LOOP_DEADLINE_S) -> None:
         """Guard against a blocked event loop from a thread (station run and simulate; never in

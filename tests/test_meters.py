@@ -20,6 +20,7 @@ from station.emulated.meter_server import STATE_FILE, EmulatedMeter
 from station.errors import MeterError
 from station.hardware.meter import ModbusMeter, cli_read
 from station.hardware.meters.models import MODELS
+from tests.support.fakes import FakeClock
 
 # Independent of models.py: the energy register's step (Wh) and per-phase energy presence.
 ENERGY_STEP_WH = {"SDM630": 1, "SDM72D-M": 1, "SDM120": 1, "ABB-B23": 10, "WE-514": 10, "WE-516": 1, "EM24": 100,
@@ -30,14 +31,6 @@ PHASES = {"SDM630": 3, "SDM72D-M": 3, "SDM120": 1, "ABB-B23": 3, "WE-514": 1, "W
 
 def floor_to(wh: int, step: int) -> int:
     return wh - wh % step
-
-
-class FakeClock:
-    def __init__(self) -> None:
-        self.t = 100.0
-
-    def __call__(self) -> float:
-        return self.t
 
 
 @pytest.mark.parametrize("name", sorted(MODELS))

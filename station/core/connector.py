@@ -451,7 +451,9 @@ class Connector(ConnectorState):
 
     def _storage_failed(self, fault: Fault) -> None:
         self._probe_due = self._now() + rules.PROBE_S
-        self._set_fault("storage", fault)
+        known = self.faults.get("storage")
+        if known is None or known.vendor != fault.vendor:  # the same cause in other words is no news
+            self._set_fault("storage", fault)
 
     # ------------------------------------------------------------------ the backend: link, deliveries, requests
     def _on_link(self, e: ev.BackendLink) -> None:

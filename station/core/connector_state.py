@@ -163,7 +163,7 @@ class ConnectorState(Triggers):
         getattr(self, self.HANDLERS[type(event)])(event)
         self._settle()
         view = self.view()
-        if view != self._shown:
+        if view != self._shown or any(isinstance(a, ev.Notice) for a in self._out):  # a notice is drawn over it
             self._shown = view
             self._emit(ev.Show(view))
         out, self._out = self._out, []

@@ -165,3 +165,54 @@ class Fault:
     code: str  # OCPP ChargePointErrorCode, e.g. "PowerMeterFailure", "OtherError"
     text: str  # for the log, the status line and the LCD
     vendor: str | None = None  # vendorErrorCode, e.g. "ContactorWelded"
+
+
+class CarState(str, Enum):
+    """The car as IEC 61851-1 names it (the control pilot's states), or UNKNOWN.
+
+    Today the shell derives it from the plug switch (A or B) and the meter (C when the power is
+    above `charging.power_threshold_w`); a station without a plug switch knows only UNKNOWN and C.
+    A pilot board (issue 20) reports it as it is, E and F included.
+    """
+
+    A = "A"  # no car
+    B = "B"  # a car is connected, it does not ask for power
+    C = "C"  # the car charges (asks for power, or draws it)
+    D = "D"  # the same, with ventilation
+    E = "E"  # no pilot: short circuit or the station's own supply failed
+    F = "F"  # the station signals itself unavailable
+    UNKNOWN = "unknown"  # no sensor for the car
+
+    @property
+    def plugged(self) -> bool:
+        return self in (CarState.B, CarState.C, CarState.D)
+
+    @property
+    def charging(self) -> bool:
+        return self in (CarState.C, CarState.D)
+
+    @property
+    def error(self) -> bool:
+        return self in (CarState.E, CarState.F)
+
+
+def car_from_sensors(plugged: bool | None, drawing: bool) -> CarState:
+    """Today's sensors: a plug switch (None: none fitted) and power above the threshold."""
+    if plugged is False:
+        return CarState.A
+    if drawing:
+        return CarState.C
+    return CarState.B if plugged else CarState.UNKNOWN
+
+
+class TxFact(str, Enum):
+    """Moments an OCPP 2.0.1 transaction may start or end at (TxStartPoint, TxStopPoint)."""
+
+    EV_CONNECTED = "EVConnected"
+    EV_DISCONNECTED = "EVDisconnected"
+    AUTHORIZED = "Authorized"
+    DEAUTHORIZED = "Deauthorized"
+    POWER_PATH_CLOSED = "PowerPathClosed"
+    POWER_PATH_OPENED = "PowerPathOpened"
+    ENERGY_TRANSFER_STARTED = "EnergyTransferStarted"
+    ENERGY_TRANSFER_STOPPED = "EnergyTransferStopped"

@@ -229,6 +229,7 @@ def error_text(code: int | None, language: str = "en") -> str:
 
 class EvcsSerialBackend(OnlineBackend):
     kind = "evcs-serial"
+    starts_session_in_authorize = True  # the server's OK to the tag line opens the session
 
     def __init__(self, port: str, *, baudrate: int = 19200, station_number: int = 1, reply_timeout_s: float = 3.0,
                  heartbeat_s: float = 90.0, tag_separator: str = " ", tag_prefix: str = "Tag ID = ",
