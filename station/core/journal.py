@@ -147,13 +147,13 @@ class Journal:
         """Can the journal be written again? Opens a read-only journal for writing (at most every
         REOPEN_S), writes what waits in memory, then a probe. Raises StorageError while it cannot."""
         if self.store.read_only and self._reopen is not None:
+            if not os.access(self.store.path.parent, os.W_OK):  # a read-only file system, found cheaply
+                raise StorageError(f"journal {self.store.path}: attempt to write a readonly database")
             now = time.monotonic()
             if now - self._reopened_at < REOPEN_S and self._refused is not None:
-                raise self._refused
+                raise self._refused  # opening it costs an integrity check: not every few seconds
             self._reopened_at = now
             try:
-                if not os.access(self.store.path.parent, os.W_OK):  # a read-only file system, cheaply
-                    raise StorageError(f"journal {self.store.path}: attempt to write a readonly database")
                 self._reopen()
             except StorageError as exc:
                 self._refused = exc
