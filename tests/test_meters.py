@@ -518,9 +518,8 @@ async def test_cli_read_unknown_model(capsys):
 def test_station_meter_read_command_line(capsys, monkeypatch):
     """`station meter read` runs cli_read with asyncio.run (its own loop); the emulated
     meter runs meanwhile in a second thread with its own loop (over RTU on a socket)."""
-    from test_rtu_link import run_cli_against
-
     from station import cli
+    from tests.support.meters import run_cli_against
 
     monkeypatch.setattr(cli, "setup_logging", lambda *a, **k: None)  # keep pytest's log handlers
     assert run_cli_against("SDM120", ["--model", "SDM120", "--address", "1", "--json"], link="socket") == 0

@@ -7,55 +7,15 @@ directory of the test instead of the running environment.
 from __future__ import annotations
 
 import asyncio
-import base64
-import hashlib
 import http.server
 import sys
 import tarfile
 import threading
-import zipfile
-from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
 from ocpp.v16 import call
-
-WHEEL = "stationfw_test-1.0-py3-none-any.whl"
-
-
-def in_seconds(s: float) -> str:
-    return (datetime.now(UTC) + timedelta(seconds=s)).strftime("%Y-%m-%dT%H:%M:%S.000Z")
-
-
-def make_wheel(path: Path) -> Path:
-    files = {
-        "stationfw_test/__init__.py": b"VERSION = '1.0'\n",
-        "stationfw_test-1.0.dist-info/METADATA": b"Metadata-Version: 2.1\nName: stationfw-test\nVersion: 1.0\n",
-        "stationfw_test-1.0.dist-info/WHEEL": b"Wheel-Version: 1.0\nGenerator: test\nRoot-Is-Purelib: true\nTag: py3-none-any\n",
-    }
-    record = []
-    for name, data in files.items():
-        digest = base64.urlsafe_b64encode(hashlib.sha256(data).digest()).rstrip(b"=").decode()
-        record.append(f"{name},sha256={digest},{len(data)}")
-    record.append("stationfw_test-1.0.dist-info/RECORD,,")
-    with zipfile.ZipFile(path, "w") as z:
-        for name, data in files.items():
-            z.writestr(name, data)
-        z.writestr("stationfw_test-1.0.dist-info/RECORD", "\n".join(record) + "\n")
-    return path
-
-
-class _Handler(http.server.SimpleHTTPRequestHandler):
-    def do_PUT(self):  # noqa: N802
-        length = int(self.headers.get("Content-Length", 0))
-        target = Path(self.directory) / "uploads" / Path(self.path).name
-        target.parent.mkdir(exist_ok=True)
-        target.write_bytes(self.rfile.read(length))
-        self.send_response(201)
-        self.end_headers()
-
-    def log_message(self, *args):
-        pass
+from ocpp_files import WHEEL, FilesHandler, in_seconds, make_wheel
 
 
 @pytest.fixture
@@ -69,7 +29,7 @@ def files_dir(tmp_path):
 
 @pytest.fixture
 def http_url(files_dir):
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), lambda *a: _Handler(*a, directory=str(files_dir)))
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), lambda *a: FilesHandler(*a, directory=str(files_dir)))
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     yield f"http://127.0.0.1:{server.server_address[1]}"
@@ -199,7 +159,7 @@ async def test_TC_044_1_firmware_update_over_https(csms, sim_factory, files_dir,
     certs.ca("ca")
     certs.leaf("server", "ca", cn="127.0.0.1", hosts=["127.0.0.1"])
     cert, key, ca = certs / "server.pem", certs / "server.key", certs / "ca.pem"
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), lambda *a: _Handler(*a, directory=str(files_dir)))
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), lambda *a: FilesHandler(*a, directory=str(files_dir)))
     ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     ctx.load_cert_chain(cert, key)
     server.socket = ctx.wrap_socket(server.socket, server_side=True)
