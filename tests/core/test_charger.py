@@ -271,3 +271,52 @@ async def test_reset_stops_the_session_and_waits_for_its_delivery(tmp_path, hard
         assert ("stop", {"reason": "HardReset" if hard else "SoftReset"}) in r.backend.delivered
         assert r.store.pending_messages() == 0
         task.cancel()
+
+
+async def test_the_backend_is_told_the_transaction_points_as_they_happen(tmp_path):
+    async with Rig(tmp_path, ev=False) as r:
+        r.inputs.ev = True
+        await r.state(State.PREPARING)
+        await r.tap(CARD)
+        await r.state(State.SUSPENDED_EV)
+        sid = r.charger.session.id
+        r.meter.wh, r.meter.power_w = 5100, 7400.0
+        await r.later(60)
+        await r.state(State.CHARGING)
+        await r.tap(CARD)
+        await r.state(State.FINISHING)
+        r.inputs.ev = False
+        await r.state(State.AVAILABLE)
+        assert r.backend.facts == [("EVConnected", None), ("Authorized", sid), ("PowerPathClosed", sid),
+                                   ("EnergyTransferStarted", sid), ("Deauthorized", sid), ("PowerPathOpened", sid),
+                                   ("EnergyTransferStopped", sid), ("EVDisconnected", None)]
+
+
+async def test_a_backend_queues_its_own_messages_through_the_port_and_they_are_delivered(tmp_path):
+    async with Rig(tmp_path) as r:
+        from station.core.delivery import Deliverer
+        from station.core.model import MessageKind
+
+        deliverer = Deliverer(r.store, r.backend, r.clock)
+        r.charger.deliverer = deliverer
+        task = r.supervisor.spawn(deliverer.run(), "deliverer")
+        await r.tap(CARD)
+        await r.state(State.SUSPENDED_EV)
+        await r.until(lambda: ("start", {"id_tag": CARD, "meter_start_wh": 5000, "timestamp": r.charger.session.started_at,
+                                         "reservation_id": None}) in r.backend.delivered, "START delivered")
+        r.control.queue_message(r.charger.session.id, MessageKind.METER_VALUES, {"meterValue": [{"v": 1}]})
+        await r.until(lambda: ("meter_values", {"meterValue": [{"v": 1}]}) in r.backend.delivered,
+                      "the meter values delivered at once (the port woke the deliverer)")
+        task.cancel()
+
+
+async def test_remote_start_is_answered_before_the_connector_moves(tmp_path):
+    async with Rig(tmp_path) as r:
+        seen: list[State] = []
+        report = r.charger.statuses.report
+        r.charger.statuses.report = lambda status: (seen.append(status.status), report(status))[1]  # type: ignore[method-assign]
+        assert await r.control.remote_start(CARD)
+        assert r.charger.state is State.AVAILABLE and r.charger.busy  # taken, not yet moved
+        await r.state(State.SUSPENDED_EV)
+        assert seen[-2:] == [State.PREPARING, State.SUSPENDED_EV]
+        assert not await r.control.remote_start(CARD)  # a session runs
