@@ -16,6 +16,7 @@ from datetime import UTC, datetime
 
 import pytest
 
+from station import cli
 from station.clock import MONO_PREFIX, Clock, parse_iso
 from station.errors import StationError, StorageError
 from station.servers.mcsp import McspServer
@@ -450,7 +451,7 @@ def _stamp_after(stamp: str, seconds: float) -> str:
     return datetime.fromtimestamp(parse_iso(stamp).timestamp() + seconds, UTC).strftime("%Y-%m-%dT%H:%M:%S.999Z")
 
 
-async def test_a_read_only_journal_starts_degraded_then_takes_the_open_session_when_writable(read_only_view):
+async def test_a_read_only_journal_starts_degraded_then_takes_the_open_session_when_writable(read_only_view, capsys):
     """A journal that cannot be written at start: the station starts (no restart loop), refuses
     sessions with the fault named on the LCD and in the status, keeps the journal readable, and
     closes the session a power cut left open once the journal takes writes again."""
@@ -468,6 +469,9 @@ async def test_a_read_only_journal_starts_degraded_then_takes_the_open_session_w
         assert (report.error_code, report.vendor_error_code) == ("OtherError", "JournalReadOnly"), report
         await until(lambda: "Storage read-only" in lcd(st) or "Storage locked" in lcd(st), what=f"LCD: {lcd(st)!r}")
         assert [s.id for s in st.store.sessions(("active",))] == [sid]  # the journal stays readable
+        capsys.readouterr()
+        assert cli.main(["sessions", "--state-dir", str(view), "--json"]) == 0  # and `station sessions` reads it
+        assert [row["id"] for row in json.loads(capsys.readouterr().out)] == [sid]
         await st.world.tap(CARD)
         await state_is(st, "Available")
         assert not st.world.contactor_closed and "record" in lcd(st).lower()

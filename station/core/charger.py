@@ -89,17 +89,17 @@ class Charger:
 
     def __init__(self, config: Config, hardware: Hardware, store: Store, backend: Backend, clock: Clock,
                  supervisor: Supervisor | None = None, reopen: Callable[[], None] | None = None) -> None:
-        self.config, self.hw, self.backend, self.clock = config, hardware, backend, clock
+        self._config, self.hw, self._backend, self.clock = config, hardware, backend, clock
         self.name = config.station.name
         self.supervisor = supervisor or Supervisor(clock.monotonic)
         c = config.charging
-        self.journal = Journal(store, clock, config.station.connector_id, reopen)
+        self._journal = Journal(store, clock, config.station.connector_id, reopen)
         guard = MeterGuard(config.meter.max_power_w or hardware.meter.max_power_w, config.meter.max_failures)
-        self.sampler = MeterSampler(hardware.meter, guard, clock.monotonic)
-        self.sampler.on_fault = self._meter_fault
-        self.policy = OfflinePolicy(config.backend.offline_policy, config.backend.auth_cache_ttl_s,
+        self._sampler = MeterSampler(hardware.meter, guard, clock.monotonic)
+        self._sampler.on_fault = self._meter_fault
+        self._policy = OfflinePolicy(config.backend.offline_policy, config.backend.auth_cache_ttl_s,
                                     dict(config.backend.local.tags), store)
-        self.authorizer = Authorizer(backend, self.policy)
+        self._authorizer = Authorizer(backend, self._policy)
         self.presenter = Presenter(hardware.display, hardware.leds, config.station.language, c.message_s,
                                    clock.monotonic)
         self.statuses = StatusReporter(backend)
@@ -112,7 +112,7 @@ class Charger:
             offline_policy=config.backend.offline_policy, max_current_a=float(c.max_current_a), phases=int(c.phases),
             plug_sensor=self.poller.plugged is not None, current_control=False,
             starts_session_in_authorize=backend.starts_session_in_authorize), clock.monotonic, clock.stamp)
-        self.inbox = TapInbox(self._take)
+        self._inbox = TapInbox(self._take)
         self.deliverer: Any = None  # set by the daemon (wake() is all the charger uses)
         self.exit_event = asyncio.Event()  # the daemon's: set at a backend-ordered reset
         self.exit_request: str | None = None  # "soft" / "hard" once a reset is under way
@@ -173,7 +173,7 @@ class Charger:
 
     def events_idle(self) -> bool:
         """No tap waiting and none being handled (the simulator waits on it)."""
-        return self.inbox.empty() and not self._handling and not self.machine.busy
+        return self._inbox.empty() and not self._handling and not self.machine.busy
 
     def note(self, text: str) -> None:
         self.recent.append(f"{time.strftime('%H:%M:%S')} {text}")
@@ -229,14 +229,14 @@ class Charger:
     async def _parent_of(self, tag: str) -> str | None:
         try:
             async with asyncio.timeout(TIMEOUT_S):
-                return await self.backend.parent_of(tag)
+                return await self._backend.parent_of(tag)
         except Exception as exc:  # no group known: the card is treated as a card of its own
             log.warning("cannot learn the group of a tag: %s", exc or type(exc).__name__)
             return None
 
     def tap_tag(self, id_tag: str) -> None:
         """A tap by id tag (scenarios with UIDs no ISO 14443 card has)."""
-        self.inbox.put_tag(id_tag)
+        self._inbox.put_tag(id_tag)
 
     async def _take(self, kind: str, value: Any) -> None:
         """One item of the inbox (taps.py): a tap is handled to its end before the next."""
@@ -244,7 +244,7 @@ class Charger:
             self.post(ev.FaultChanged("reader", None if value is None else Fault("ReaderFailure", value)))
             return
         if kind == "tap":
-            r = self.config.rfid
+            r = self._config.rfid
             value = format_uid(value, r.uid_case, r.uid_separator, r.uid_byte_order)
         try:
             await self.submit(ev.Tapped(value))
@@ -307,7 +307,7 @@ class Charger:
             self.wake_delivery()
         elif isinstance(action, ev.Announce):
             try:
-                self.backend.transaction_fact(action.fact, action.session)
+                self._backend.transaction_fact(action.fact, action.session)
             except Exception:
                 log.exception("the backend failed to take %s", action.fact.value)
         elif isinstance(action, ev.Continue):
@@ -318,11 +318,11 @@ class Charger:
         elif isinstance(action, ev.SetCurrent):
             log.debug("current offered: %.1f A (no charge controller fitted)", action.amps)
         else:
-            self._journal(action)
+            self._record(action)
 
-    def _journal(self, action: ev.Action) -> None:
+    def _record(self, action: ev.Action) -> None:
         """Journal actions; the answers the machine waits for are queued for it at once."""
-        j = self.journal
+        j = self._journal
         try:
             if isinstance(action, ev.JournalOpen):
                 self._queue.append(ev.Journaled(ev.Step.OPEN, j.open(action.tag, action.reading, action.reservation_id)))
@@ -353,12 +353,12 @@ class Charger:
     async def _read(self, action: ev.ReadMeter) -> None:
         reading = None
         try:
-            reading = await self.sampler.read(tries=action.tries, full=action.full)
+            reading = await self._sampler.read(tries=action.tries, full=action.full)
         finally:  # whatever happened, the machine gets its answer (None: no reading)
             self.post(ev.MeterRead(action.purpose, reading))
 
     async def _authorize(self, action: ev.Authorize) -> None:
-        self.post(ev.Authorized(await self.authorizer.ask(action.tag, action.session)))
+        self.post(ev.Authorized(await self._authorizer.ask(action.tag, action.session)))
 
     async def _exit(self, action: ev.Exit) -> None:
         # OCPP 1.6 §5.14: the StopTransaction goes out (and is answered) before the reboot when the
@@ -372,7 +372,7 @@ class Charger:
         """Wait until the outbox is empty (everything delivered), at most `timeout` seconds."""
         deadline = self.clock.monotonic() + timeout
         while self.clock.monotonic() < deadline:
-            pending = self.journal.pending()
+            pending = self._journal.pending()
             if pending is None or pending == 0:
                 return pending == 0
             self.wake_delivery()
@@ -386,7 +386,7 @@ class Charger:
 
     # ------------------------------------------------------------------ what a backend hands in (control.py)
     def queue_message(self, session_id: int, kind: MessageKind, payload: dict[str, Any]) -> None:
-        self.journal.queue(session_id, kind, payload)
+        self._journal.queue(session_id, kind, payload)
         self.wake_delivery()
 
     def on_delivery(self, item: OutboxItem, result: DeliveryResult) -> None:
@@ -412,46 +412,46 @@ class Charger:
 
     async def start(self) -> None:
         self._loop = asyncio.get_running_loop()
-        self.inbox.bind(self._loop)
+        self._inbox.bind(self._loop)
         storage = None
         try:
-            self.journal.check_writable()
+            self._journal.check_writable()
         except StorageError as exc:
             log.error("the journal cannot be written: %s; new sessions are refused until it can", exc)
             storage = storage_fault(exc)
         # A first reading before anything else: the fault journal, the power-loss close and the
         # first tap all want to know where the register stands.
-        self.post(ev.MeterSampled(await self.sampler.read()))
+        self.post(ev.MeterSampled(await self._sampler.read()))
         if self.hw.meter.map_warning:  # logged by the meter; the operator sees it in the recent events
             self.note(f"meter: {self.hw.meter.map_warning}")
-        await self.poller.check_at_start(self.config.charging.contactor_settle_s)
+        await self.poller.check_at_start(self._config.charging.contactor_settle_s)
         await self.close_leftovers()
         self._started = True
-        self.post(ev.Started(self.journal.setting(AVAILABLE_KEY, True) is not False, self._car, storage))
+        self.post(ev.Started(self._journal.setting(AVAILABLE_KEY, True) is not False, self._car, storage))
         if self.hw.reader is not None:
-            self.hw.reader.start(self.inbox.tap_from_thread, self.inbox.fault_from_thread,
+            self.hw.reader.start(self._inbox.tap_from_thread, self._inbox.fault_from_thread,
                                  lambda: self.supervisor.beat("reader"))
             self.supervisor.expect("reader", READER_DEADLINE_S, self.hw.reader.alive)
-        m = self.config.meter
+        m = self._config.meter
         # The loop's own read: one try, at most a few requests, each bounded by the meter timeout.
-        meter_deadline = self.config.charging.meter_interval_s + MAX_REQUESTS * m.timeout_s + 5.0
-        self.spawn(self.inbox.run(self.supervisor.checkpoint), "events", critical=True, deadline_s=EVENTS_DEADLINE_S)
+        meter_deadline = self._config.charging.meter_interval_s + MAX_REQUESTS * m.timeout_s + 5.0
+        self.spawn(self._inbox.run(self.supervisor.checkpoint), "events", critical=True, deadline_s=EVENTS_DEADLINE_S)
         self.spawn(self._meter_loop(), "meter", critical=True, deadline_s=meter_deadline)
         self.spawn(self.poller.run(self.supervisor.checkpoint), "poll", critical=True, deadline_s=POLL_DEADLINE_S)
         self.spawn(self.statuses.run(), "status")
 
     async def close_leftovers(self) -> None:
         """Close what a power cut (or a dead loop) left open: reason PowerLoss, stop reading read now."""
-        leftovers = self.journal.leftovers()
+        leftovers = self._journal.leftovers()
         if not leftovers:
             return
-        reading = await self.sampler.read(tries=METER_TRIES)  # now: the stop must be exact
-        for text in self.journal.recover(leftovers, reading):
+        reading = await self._sampler.read(tries=METER_TRIES)  # now: the stop must be exact
+        for text in self._journal.recover(leftovers, reading):
             self.note(text)
         self.wake_delivery()
 
     async def _meter_loop(self) -> None:
-        threshold = self.config.charging.power_threshold_w
+        threshold = self._config.charging.power_threshold_w
         while True:
             await self.supervisor.checkpoint("meter")
             await asyncio.sleep(self.machine.settings.meter_interval_s)
@@ -459,7 +459,7 @@ class Charger:
                 continue
             # Idle, energy and power are all anyone needs; in a session the backends want voltages,
             # currents and per-phase values (OCPP MeterValues), so read them all.
-            reading = await self.sampler.read(tries=1, full=self.machine.session is not None)
+            reading = await self._sampler.read(tries=1, full=self.machine.session is not None)
             if reading is not None:
                 self._drawing = (reading.power_w or 0.0) >= threshold
                 self._car_now(car_from_sensors(self.poller.plugged, self._drawing))

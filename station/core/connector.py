@@ -62,6 +62,7 @@ class Connector(ConnectorState):
     def _settle(self) -> None:
         """Rules that hold after every event, whatever it was."""
         idle = self._op is None
+        self._follow_car()  # Charging exactly while the car charges, whatever moved the state
         if self._session is not None and idle and any(s in self.faults for s in rules.SESSION_ENDING):
             self._stop("Other")  # a session cannot go on with a faulty meter or contactor
         elif self._exit is not None and idle:

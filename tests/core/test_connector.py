@@ -606,8 +606,17 @@ def test_a_limit_of_zero_pauses_with_the_contactor_open_and_lifting_it_closes_ag
     out = d.post(ev.PowerLimit(0))
     assert contactor(out) == [False] and d.state is State.SUSPENDED_EVSE
     out = d.post(ev.PowerLimit(None))
-    assert contactor(out) == [True] and d.state is State.SUSPENDED_EV
+    assert contactor(out) == [True] and d.state is State.CHARGING  # the car still asks for power
     assert d.m.limit_w is None
+
+
+def test_a_pause_lifted_while_the_car_still_asks_for_power_is_charging_again():
+    """A pilot keeps saying C through the station's pause: no new car event comes, and the session
+    must still be Charging once the contactor closes again."""
+    d = at(State.CHARGING)
+    d.post(ev.PowerLimit(0))
+    out = d.post(ev.PowerLimit(None))
+    assert d.state is State.CHARGING and reported(out) == ["SuspendedEV", "Charging"]
 
 
 def test_a_session_that_starts_under_a_zero_limit_starts_paused_without_power():
