@@ -354,8 +354,10 @@ class Charger:
         reading = None
         try:
             reading = await self._sampler.read(tries=action.tries, full=action.full)
-        finally:  # whatever happened, the machine gets its answer (None: no reading)
-            self.post(ev.MeterRead(action.purpose, reading))
+        except Exception:  # a bug below the sampler: the machine still gets its answer (no reading)
+            log.exception("reading the meter failed")
+        # Not when cancelled (the station stops, as at a power cut): a stop must not be journaled then.
+        self.post(ev.MeterRead(action.purpose, reading))
 
     async def _authorize(self, action: ev.Authorize) -> None:
         self.post(ev.Authorized(await self._authorizer.ask(action.tag, action.session)))
