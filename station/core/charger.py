@@ -37,7 +37,6 @@ import logging
 import time
 from collections import deque
 from collections.abc import Callable, Coroutine
-from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
 from station.clock import Clock
@@ -216,8 +215,7 @@ class Charger:
             answers = self.post(event)
             lookup = next((a for a in answers if isinstance(a, ev.LookupParent)), None)
             if lookup is not None:
-                return await self.submit(replace(event, parent=await self._parent_of(lookup.tag),  # type: ignore[type-var]
-                                                 looked_up=True))
+                return await self.submit(event.replaced(parent=await self._parent_of(lookup.tag), looked_up=True))
             return next((a.value for a in answers if isinstance(a, ev.Reply)), None)
         finally:
             self._handling -= 1

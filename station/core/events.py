@@ -27,10 +27,10 @@ one, a backend is told the other. Nothing here does I/O.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import Field, field
 from datetime import datetime
 from enum import Enum
-from typing import Any
+from typing import Any, ClassVar, dataclass_transform
 
 from station.core.faults import ContactorVerdict
 from station.core.model import (
@@ -64,16 +64,68 @@ class Step(str, Enum):
     PROBE = "probe"  # can the journal be written again?
 
 
-class Event:
+@dataclass_transform(eq_default=True, field_specifiers=(field,))
+class Record:
+    """An immutable value with named fields, compared by value: a frozen dataclass, made by hand.
+
+    The machine has some forty kinds of event and action; as frozen dataclasses their generated
+    methods cost about half a MiB of the station's memory (a budget, docs/benchmarks.md), so they
+    share one `__init__`, `__eq__` and `__repr__` here instead. Type checkers see dataclasses."""
+
+    __slots__ = ()
+    _fields: ClassVar[tuple[str, ...]] = ()
+    _defaults: ClassVar[dict[str, Any]] = {}
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        cls._fields = tuple(name for name in cls.__dict__.get("__annotations__", {}) if not name.startswith("_"))
+        defaults = {name: cls.__dict__[name] for name in cls._fields if name in cls.__dict__}
+        for name in defaults:
+            delattr(cls, name)
+        if defaults:
+            cls._defaults = defaults
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        if len(args) > len(self._fields):
+            raise TypeError(f"{type(self).__name__} takes {len(self._fields)} values, not {len(args)}")
+        values = dict(zip(self._fields, args, strict=False))
+        for name, value in kwargs.items():
+            if name not in self._fields or name in values:
+                raise TypeError(f"{type(self).__name__}: unexpected or repeated {name!r}")
+            values[name] = value
+        for name in self._fields:
+            if name not in values:
+                if name not in self._defaults:
+                    raise TypeError(f"{type(self).__name__}: {name!r} missing")
+                default = self._defaults[name]
+                values[name] = default.default_factory() if isinstance(default, Field) else default  # type: ignore[operator]
+            object.__setattr__(self, name, values[name])
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        raise AttributeError(f"{type(self).__name__} is immutable")
+
+    def __eq__(self, other: object) -> bool:
+        return type(other) is type(self) and all(getattr(self, f) == getattr(other, f) for f in self._fields)
+
+    __hash__ = None  # type: ignore[assignment]
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({', '.join(f'{f}={getattr(self, f)!r}' for f in self._fields)})"
+
+    def replaced(self, **changes: Any) -> Any:
+        """A copy with some fields changed (dataclasses.replace)."""
+        return type(self)(**{**{f: getattr(self, f) for f in self._fields}, **changes})
+
+
+class Event(Record):
     """Base of everything the machine is told."""
 
 
-class Action:
+class Action(Record):
     """Base of everything the machine asks for."""
 
 
 # ---------------------------------------------------------------------------------------- events
-@dataclass(frozen=True)
 class Started(Event):
     """The shell is up: the persisted availability, the car as the sensors see it now, and
     why the journal cannot be written (None: it can)."""
@@ -83,7 +135,6 @@ class Started(Event):
     storage: Fault | None = None
 
 
-@dataclass(frozen=True)
 class Tapped(Event):
     """A card at the reader (the tag as the backend writes it). Posted again with
     `looked_up=True` and the tag's `parent` when the machine asked for it (LookupParent)."""
@@ -93,17 +144,14 @@ class Tapped(Event):
     looked_up: bool = False
 
 
-@dataclass(frozen=True)
 class CarChanged(Event):
     car: CarState
 
 
-@dataclass(frozen=True)
 class StopPressed(Event):
     """The stop button (a rising edge)."""
 
 
-@dataclass(frozen=True)
 class ContactorChecked(Event):
     """A new verdict of the contactor watch (command against auxiliary contact)."""
 
@@ -111,7 +159,6 @@ class ContactorChecked(Event):
     followed: bool = False  # the contact had followed the current command once
 
 
-@dataclass(frozen=True)
 class FaultChanged(Event):
     """A part reports a fault of its own (`fault` None: it is gone): the meter, the reader."""
 
@@ -119,14 +166,12 @@ class FaultChanged(Event):
     fault: Fault | None
 
 
-@dataclass(frozen=True)
 class MeterSampled(Event):
     """The meter loop's periodic reading (None: it failed)."""
 
     reading: MeterReading | None
 
 
-@dataclass(frozen=True)
 class MeterRead(Event):
     """The answer to ReadMeter."""
 
@@ -134,14 +179,12 @@ class MeterRead(Event):
     reading: MeterReading | None
 
 
-@dataclass(frozen=True)
 class Authorized(Event):
     """The answer to Authorize (the backend's, or the offline policy's)."""
 
     result: AuthResult
 
 
-@dataclass(frozen=True)
 class Journaled(Event):
     """The outcome of a journal write. `fault` says why it failed (then `session` is, for a
     STOP, the session as it ended, kept in memory until the journal takes it)."""
@@ -151,28 +194,23 @@ class Journaled(Event):
     fault: Fault | None = None
 
 
-@dataclass(frozen=True)
 class Tick(Event):
     """Time passed: look at the timers (Preparing, Finishing, reservation, journal probe)."""
 
 
-@dataclass(frozen=True)
 class Continued(Event):
     """The answer to Continue: the loop has turned once."""
 
 
-@dataclass(frozen=True)
 class BackendLink(Event):
     online: bool
 
 
-@dataclass(frozen=True)
 class Delivered(Event):
     item: OutboxItem
     result: DeliveryResult
 
 
-@dataclass(frozen=True)
 class RemoteStart(Event):
     tag: str
     connector_id: int | None = None
@@ -180,29 +218,24 @@ class RemoteStart(Event):
     looked_up: bool = False
 
 
-@dataclass(frozen=True)
 class RemoteStop(Event):
     backend_session_id: str
 
 
-@dataclass(frozen=True)
 class StopRequested(Event):
     """Stop the running session with an OCPP reason (DeAuthorized, UnlockCommand, Reboot...)."""
 
     reason: str
 
 
-@dataclass(frozen=True)
 class Reset(Event):
     hard: bool
 
 
-@dataclass(frozen=True)
 class SetAvailable(Event):
     available: bool
 
 
-@dataclass(frozen=True)
 class Reserve(Event):
     reservation_id: int
     id_tag: str
@@ -211,67 +244,56 @@ class Reserve(Event):
     now: datetime | None  # the wall clock now (None: not known yet)
 
 
-@dataclass(frozen=True)
 class CancelReservation(Event):
     reservation_id: int
 
 
-@dataclass(frozen=True)
 class PowerLimit(Event):
     watts: float | None
 
 
-@dataclass(frozen=True)
 class CurrentLimit(Event):
     amps: float | None
 
 
-@dataclass(frozen=True)
 class Tune(Event):
     values: dict[str, Any] = field(default_factory=dict)
 
 
 # --------------------------------------------------------------------------------------- actions
-@dataclass(frozen=True)
 class SetContactor(Action):
     closed: bool
 
 
-@dataclass(frozen=True)
 class SetCurrent(Action):
     """The current the car may draw (A per phase; 0: none). Without a charge controller a no-op."""
 
     amps: float
 
 
-@dataclass(frozen=True)
 class ReadMeter(Action):
     purpose: Purpose
     tries: int = 2
     full: bool = True
 
 
-@dataclass(frozen=True)
 class Authorize(Action):
     tag: str
     session: Session
 
 
-@dataclass(frozen=True)
 class LookupParent(Action):
     """Answer to the poster: find the tag's group, then post the same event again with it."""
 
     tag: str
 
 
-@dataclass(frozen=True)
 class JournalOpen(Action):
     tag: str
     reading: MeterReading
     reservation_id: int | None
 
 
-@dataclass(frozen=True)
 class JournalActivate(Action):
     session: Session
     reading: MeterReading
@@ -279,7 +301,6 @@ class JournalActivate(Action):
     start_delivered: bool  # the backend's authorize already opened the session (MCSP START)
 
 
-@dataclass(frozen=True)
 class JournalStop(Action):
     session: Session
     wh: int
@@ -290,7 +311,6 @@ class JournalStop(Action):
     at: str  # the stop's time, kept if the journal has to take it later
 
 
-@dataclass(frozen=True)
 class JournalEnd(Action):
     """A tap that did not become a session: 'refused' or 'aborted', with why."""
 
@@ -299,25 +319,21 @@ class JournalEnd(Action):
     reason: str
 
 
-@dataclass(frozen=True)
 class JournalSample(Action):
     session: Session
     wh: int
 
 
-@dataclass(frozen=True)
 class JournalFault(Action):
     source: str
     fault: Fault | None  # None: cleared
     wh: int | None
 
 
-@dataclass(frozen=True)
 class JournalProbe(Action):
     """Try the journal again (reopen it, write what waits in memory); answered by Journaled(PROBE)."""
 
 
-@dataclass(frozen=True)
 class Remember(Action):
     """A setting that survives a restart."""
 
@@ -325,14 +341,12 @@ class Remember(Action):
     value: Any
 
 
-@dataclass(frozen=True)
 class Show(Action):
     """What the driver should see now (the presenter turns it into LCD lines and LEDs)."""
 
     view: View
 
 
-@dataclass(frozen=True)
 class Notice(Action):
     """A transient screen over the state's screen (a refusal also blinks red)."""
 
@@ -340,19 +354,16 @@ class Notice(Action):
     fields: dict[str, Any] = field(default_factory=dict)
 
 
-@dataclass(frozen=True)
 class Note(Action):
     """A line for the recent events (the simulator's view, the status page)."""
 
     text: str
 
 
-@dataclass(frozen=True)
 class ReportStatus(Action):
     report: StatusReport
 
 
-@dataclass(frozen=True)
 class Announce(Action):
     """A transaction moment, for a backend whose transactions start or end there (OCPP 2.0.1)."""
 
@@ -360,17 +371,14 @@ class Announce(Action):
     session: Session | None
 
 
-@dataclass(frozen=True)
 class WakeDelivery(Action):
     """Something was queued in the journal (or the link came up): deliver now."""
 
 
-@dataclass(frozen=True)
 class Continue(Action):
     """Post Continued once the loop has turned (so that a backend's reply leaves first)."""
 
 
-@dataclass(frozen=True)
 class Exit(Action):
     """A reset: end the process for systemd to restart it, after delivering what is queued
     when the backend is reachable (`drain`)."""
@@ -379,7 +387,6 @@ class Exit(Action):
     drain: bool
 
 
-@dataclass(frozen=True)
 class Reply(Action):
     """Answer to the poster: what the backend's request returns."""
 
