@@ -44,7 +44,7 @@ from station.config import Config
 from station.core import events as ev
 from station.core.auth import TIMEOUT_S, Authorizer, OfflinePolicy
 from station.core.connector import Connector
-from station.core.faults import FaultRegistry
+from station.core.faults import ContactorVerdict, FaultRegistry
 from station.core.journal import Journal, storage_fault
 from station.core.meterguard import MeterGuard
 from station.core.model import (
@@ -257,7 +257,7 @@ class Charger:
     def stop_pressed(self) -> None:
         self.post(ev.StopPressed())
 
-    def contactor_checked(self, verdict: Any, followed: bool) -> None:
+    def contactor_checked(self, verdict: ContactorVerdict, followed: bool) -> None:
         self.post(ev.ContactorChecked(verdict, followed))
 
     def turned(self) -> None:
