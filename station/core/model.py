@@ -11,6 +11,9 @@ A tap becomes an `AuthResult`; an accepted one a `Session` in the journal; a
 start, stop or meter sample an `OutboxItem` that the deliverer hands to the
 backend, which answers with a `DeliveryResult`. The connector's state leaves
 the station as a `StatusReport`. The meter's values travel as `MeterReading`.
+The car comes in as a `CarState` (IEC 61851-1's pilot states); the moments of
+a transaction go out to a backend as `TxFact`s (OCPP 2.0.1's start and stop
+points).
 """
 
 from __future__ import annotations
