@@ -18,6 +18,7 @@ from station.core.connector import Connector
 from station.core.events import CarState, Purpose, Step, TxFact
 from station.core.faults import ContactorVerdict
 from station.core.model import AuthResult, AuthStatus, DeliveryResult, Fault, MessageKind, MeterReading, OutboxItem, Session
+from station.core.reservations import Reservation
 from station.core.rules import Settings
 from station.core.states import TRANSITIONS, State
 
@@ -258,8 +259,7 @@ def test_release_to_reserved_row_holds_though_no_event_reaches_it():
     Finishing connector that holds a reservation to Reserved."""
     d = at(State.FINISHING)
     assert d.reserve() == "Occupied"
-    d.m._reservation = __import__("station.core.reservations", fromlist=["Reservation"]).Reservation(
-        9, CARD, None, d.t + 600)
+    d.m._reservation = Reservation(9, CARD, None, d.t + 600)  # what no event can do today
     d.later(5.1)
     assert d.state is State.RESERVED
 
