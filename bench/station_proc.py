@@ -39,9 +39,9 @@ async def _main(args: argparse.Namespace) -> int:
         meter_server.EmulatedMeter = lambda *a, **kw: RemoteMeter(port, int(ctl))  # type: ignore[misc,assignment]
 
     if args.input_poll_s is not None:  # the idle-cost breakdown (bench/idle_breakdown.py) only
-        from station.core import charger as chargermod
+        from station.core import poller
 
-        chargermod.INPUT_POLL_S = args.input_poll_s
+        poller.IDLE_S = args.input_poll_s
     cfg = configmod.load(args.config)
     station = Station(cfg)
     await station.start()

@@ -12,7 +12,7 @@ from pathlib import Path
 
 from station import __version__
 from station import config as configmod
-from station.errors import ConfigError, HardwareError, StationError
+from station.errors import ConfigError, HardwareError, StationError, StorageError
 
 log = logging.getLogger("station")
 
@@ -129,7 +129,12 @@ def cmd_sessions(args: argparse.Namespace) -> int:
     if not (Path(state_dir) / DB_NAME).exists():
         print(f"no journal in {state_dir}", file=sys.stderr)
         return 1
-    store = Store.open(state_dir)
+    try:
+        store = Store.open(state_dir)
+    except StorageError:  # a read-only or full file system: the journal can still be read
+        from station.journalview import DegradedStore
+
+        store = DegradedStore.open_degraded(state_dir)
     try:
         rows = sessionlist.rows(store, taps=args.all)
         hidden = 0 if args.all else sessionlist.hidden_taps(store)

@@ -72,6 +72,12 @@ SCHEMA: dict[str, Key] = {
         "Time the contactor feedback may take to follow the command; a longer disagreement is a fault.", "s", 0.05, 10),
     "charging.contactor_recover_s": Key(_NUM, 10.0,
         "A contactor fault clears once the auxiliary contact has agreed with the command this long.", "s", 0.5, 600),
+    "charging.max_current_a": Key(_NUM, 32.0,
+        "The installation's maximum current per phase (its breaker and cable): a car is never offered more, whatever "
+        "a backend's limit says. Only a charge controller can offer a current; with a contactor alone a limit of 0 "
+        "pauses the charge and any other is kept and reported.", "A", 6, 80),
+    "charging.phases": Key(_INT, 3, "Phases the station supplies: a limit in watts is taken as amps at 230 V on each.",
+        min=1, max=3),
     # --- hardware ----------------------------------------------------------------
     "hardware.mode": Key(_STR, "pi",
         "'pi' drives the real hardware; 'sim' runs the same drivers against emulated chips.", choices=("pi", "sim")),

@@ -13,6 +13,7 @@ import asyncio
 import logging
 import os
 import time
+from collections.abc import Callable
 from typing import Any
 
 from station import backends, security
@@ -24,7 +25,7 @@ from station.core.control import Control
 from station.core.delivery import DEADLINE_S as DELIVERER_DEADLINE_S
 from station.core.delivery import Deliverer
 from station.core.ports import Backend, Hardware
-from station.errors import StationError
+from station.errors import StationError, StorageError
 from station.hardware.factory import build_hardware
 from station.notify import Notifier
 from station.store import Store
@@ -69,9 +70,9 @@ class Station:
 
             self.world = await SimWorld.create(cfg, embedded=self.embedded)
         self.hardware = await build_hardware(cfg, self.world)
-        self.store = Store.open(cfg.station.state_dir)
+        self.store, reopen = self._open_journal()
         self.backend = self._backend_override or backends.create(cfg, self.store)
-        self.charger = Charger(cfg, self.hardware, self.store, self.backend, self.clock, self.supervisor)
+        self.charger = Charger(cfg, self.hardware, self.store, self.backend, self.clock, self.supervisor, reopen)
         self.charger.exit_event = self.done  # a backend-ordered reset ends run_forever() like a signal
         self.control = Control(self.charger)
         self.deliverer = Deliverer(self.store, self.backend, self.clock, on_result=self.charger.on_delivery,
@@ -95,6 +96,21 @@ class Station:
         if not self.clock.trusted:
             log.warning("clock: the system clock is not synchronized (station.system_clock = %s); session times are "
                         "estimates until NTP or the backend tells the time", cfg.station.system_clock)
+
+    def _open_journal(self) -> tuple[Store, Callable[[], None] | None]:
+        """The journal, for writing; when it cannot be (a read-only file system, a full disk), read-only:
+        the station then runs degraded, refusing sessions and saying why, instead of exiting into a
+        restart loop (docs/durability.md), with the way to open it for writing again. No journal at
+        all, not even to read: that error stands."""
+        state_dir = self.config.station.state_dir
+        try:
+            return Store.open(state_dir), None
+        except StorageError as exc:
+            from station.journalview import DegradedStore  # only then: memory is a budget
+
+            log.error("%s; starting degraded: the journal is read-only, new sessions are refused", exc)
+            degraded = DegradedStore.open_degraded(state_dir)
+            return degraded, degraded.reopen
 
     def watch_event_loop(self, deadline_s: float = LOOP_DEADLINE_S) -> None:
         """Guard against a blocked event loop from a thread (station run and simulate; never in

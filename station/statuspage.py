@@ -26,9 +26,10 @@ password they are shown in full. A password file that cannot be read keeps
 the page off (it never falls back to no password).
 
 Cost: nothing runs between requests (no polling; a timer only to log the
-minute's summary after refusals); a request reads
-the charger's state in memory and the journal through a read-only SQLite
-connection of its own, in a worker thread, so neither blocks the charger.
+minute's summary after refusals); a request reads the charger's state in
+memory and the journal through its read-only view (station/journalview.py:
+a connection of its own, opened `mode=ro`), in a worker thread, so neither
+blocks the charger.
 If the address cannot be bound (the network is not up yet after a power
 cut, the port is taken), that is logged once at ERROR and retried every 30 s;
 the station charges regardless.
@@ -48,8 +49,6 @@ import ipaddress
 import json
 import logging
 import socket
-import sqlite3
-import threading
 import time
 from datetime import datetime
 from pathlib import Path
@@ -58,9 +57,11 @@ from typing import Any
 from station import __version__, billing, privacy, sessionlist
 from station.config import split_listen
 from station.configcheck import read_password
+from station.errors import StationError
 from station.httpd import HttpServer, Request, Response, text
+from station.journalview import FaultRecord, JournalView
 from station.pageauth import PasswordGuard
-from station.store import DB_NAME, _session
+from station.store import DB_NAME
 from station.tally import Tally
 
 log = logging.getLogger(__name__)
@@ -106,8 +107,7 @@ class StatusPage:
         self._task: asyncio.Task | None = None
         self.tally = Tally("status page", TALLY_PERIOD_S, log)
         self._flush_timer: asyncio.TimerHandle | None = None
-        self._db: sqlite3.Connection | None = None
-        self._db_lock = threading.Lock()
+        self._journal_view = JournalView(Path(station.config.station.state_dir) / DB_NAME)
         self._names = _own_names()
         self.disabled_reason: str | None = None
 
@@ -182,10 +182,7 @@ class StatusPage:
         if self._server is not None:
             await self._server.close()
             self._server = None
-        with self._db_lock:
-            if self._db is not None:
-                self._db.close()
-                self._db = None
+        self._journal_view.close()
 
     # ------------------------------------------------------------------ requests
     async def handle(self, request: Request) -> Response:
@@ -289,27 +286,17 @@ class StatusPage:
         return self._journal(last, full_tags)[0]
 
     def _journal(self, last: int, full_tags: bool) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
-        """The last sessions and faults, newest first, through our own read-only connection (a
-        worker thread). Faults come from the journal, so they outlive a restart, with the energy
-        the meter counted while they lasted (a welded contactor lets it flow)."""
+        """The last sessions and faults, newest first, through the journal's read-only view (in a worker
+        thread). Faults come from the journal, so they outlive a restart, with the energy the meter
+        counted while they lasted (a welded contactor lets it flow)."""
         tag = str if full_tags else privacy.mask
-        with self._db_lock:
-            try:
-                if self._db is None:
-                    path = Path(self.station.config.station.state_dir) / DB_NAME
-                    self._db = sqlite3.connect(f"file:{path}?mode=ro", uri=True, check_same_thread=False, timeout=5)
-                    self._db.row_factory = sqlite3.Row
-                rows = self._db.execute("SELECT * FROM sessions WHERE state IN ('active', 'stopped') "
-                                        "ORDER BY id DESC LIMIT ?", (last,)).fetchall()
-                faults = self._db.execute("SELECT * FROM faults ORDER BY id DESC LIMIT ?", (LAST_FAULTS,)).fetchall()
-            except sqlite3.Error as exc:
-                log.warning("status page: cannot read the journal: %s", exc)
-                if self._db is not None:
-                    self._db.close()
-                    self._db = None
-                return [], []
+        try:
+            sessions, faults = self._journal_view.sessions(last), self._journal_view.faults(LAST_FAULTS)
+        except StationError as exc:
+            log.warning("status page: %s", exc)
+            return [], []
         clock = self.station.clock
-        return [sessionlist.summary(_session(r), tag, clock) for r in rows], [_fault(dict(f)) for f in faults]
+        return [sessionlist.summary(s, tag, clock) for s in sessions], [_fault(f) for f in faults]
 
 
 def clock_facts(clock: Any) -> dict[str, Any]:
@@ -318,12 +305,9 @@ def clock_facts(clock: Any) -> dict[str, Any]:
     return {"source": clock.source or "estimate", "steps": clock.steps}
 
 
-def _fault(row: dict[str, Any]) -> dict[str, Any]:
-    flowed = None
-    if row["raised_wh"] is not None and row["cleared_wh"] is not None:
-        flowed = row["cleared_wh"] - row["raised_wh"]
-    return {"at": row["raised_at"], "source": row["source"], "code": row["vendor"] or row["code"], "text": row["text"],
-            "cleared_at": row["cleared_at"], "energy_wh": flowed}
+def _fault(f: FaultRecord) -> dict[str, Any]:
+    return {"at": f.raised_at, "source": f.source, "code": f.vendor or f.code, "text": f.text,
+            "cleared_at": f.cleared_at, "energy_wh": f.energy_wh}
 
 
 def _own_names() -> set[str]:

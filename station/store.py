@@ -190,6 +190,8 @@ def _session(row: sqlite3.Row) -> Session:
 class Store:
     """One SQLite file. Thread-safe by a lock; every public write is one transaction."""
 
+    read_only = False  # opened read-only (station.journalview.DegradedStore): every write fails
+
     def __init__(self, conn: sqlite3.Connection, path: Path) -> None:
         self._db = conn
         self.path = path
@@ -598,3 +600,6 @@ def _sql_literal(value: Any) -> str:
 
 def default_state_dir() -> str:
     return os.environ.get("STATE_DIRECTORY", "/var/lib/station")
+
+
+session_from_row = _session  # a `sessions` row as the model's Session (station.journalview reads with it)

@@ -16,6 +16,7 @@ from datetime import UTC, datetime
 
 import pytest
 
+from station import cli
 from station.clock import MONO_PREFIX, Clock, parse_iso
 from station.errors import StationError, StorageError
 from station.servers.mcsp import McspServer
@@ -347,5 +348,135 @@ async def test_the_reading_is_journaled_when_the_car_stops_drawing(tmp_path):
         st.world.set_load(0)
         await state_is(st, "SuspendedEV")
         final = st.world.meter_wh  # nothing flows any more
+        st.world.set_load(0)
         await until(lambda: st.store.session(sid).extra["last_wh"] == final, what="the final reading journaled")
         assert final > start + 20
+
+
+# --------------------------------------------------------------------------- a journal that fails (issue 22)
+def _mount(*args: str) -> bool:
+    return os.geteuid() == 0 and subprocess.run(["mount", *args], capture_output=True).returncode == 0
+
+
+@pytest.fixture
+def full_disk(tmp_path, monkeypatch):
+    """A 4 MiB tmpfs (root only) and a way to fill it: a real ENOSPC, as on a full SD card. The
+    emulated meter keeps its register outside it (a real meter keeps it in the meter)."""
+    mnt = tmp_path / "small"
+    mnt.mkdir()
+    if not _mount("-t", "tmpfs", "-o", "size=4m", "tmpfs", str(mnt)):
+        pytest.skip("needs root to mount a small tmpfs")
+    from station.emulated import meter_server
+
+    monkeypatch.setattr(meter_server, "STATE_FILE", str(tmp_path / meter_server.STATE_FILE))
+    filler = mnt / "filler"
+
+    def fill() -> None:
+        fd = os.open(filler, os.O_WRONLY | os.O_CREAT)
+        for chunk in (65536, 4096, 512, 1):
+            try:
+                while True:
+                    os.write(fd, b"\0" * chunk)
+            except OSError:
+                pass
+        os.close(fd)
+
+    yield mnt, fill, filler.unlink
+    subprocess.run(["umount", "-l", str(mnt)], capture_output=True)
+
+
+@pytest.fixture
+def read_only_view(tmp_path, monkeypatch):
+    """The state directory through a bind mount (root only) that can be made read-only and writable
+    again: a read-only journal the station has not opened for writing. The emulated meter keeps its
+    register in the real directory (a real meter keeps it in the meter)."""
+    real, view = tmp_path / "real", tmp_path / "state"
+    real.mkdir()
+    view.mkdir()
+    if not _mount("--bind", str(real), str(view)):
+        pytest.skip("needs root to bind-mount a directory")
+    from station.emulated import meter_server
+
+    monkeypatch.setattr(meter_server, "STATE_FILE", str(real / meter_server.STATE_FILE))
+
+    def writable(yes: bool) -> None:
+        assert _mount("-o", f"remount,bind,{'rw' if yes else 'ro'}", str(view)), "remount failed"
+
+    yield view, writable
+    subprocess.run(["umount", "-l", str(view)], capture_output=True)
+
+
+async def test_a_full_journal_does_not_hold_the_stop_and_takes_it_with_its_time_when_space_returns(full_disk):
+    """Disk full at the stop tap: the contactor opens at once; the LCD must not say "Charging" while
+    the journal refuses, the connector goes on (Finishing, Available) with the fault named on the LCD
+    and in the status, and the stop is journaled with its own time and reason once space returns."""
+    mnt, fill, free = full_disk
+    async with running_station(mnt, graceful=False) as st:  # (before the fix, a graceful stop hung on the stop)
+        await st.world.tap(CARD)
+        await state_is(st, "SuspendedEV")
+        sid, start = st.charger.session.id, st.charger.session.meter_start_wh
+        st.world.set_load(11000)
+        await state_is(st, "Charging")
+        await until(lambda: st.charger.reading.energy_wh > start + 5, what="energy flowing")
+        fill()
+        before = st.clock.stamp()
+        await st.world.tap(CARD, wait=False)
+        await until(lambda: not st.world.contactor_closed, what="the contactor open at the tap")
+        await until(lambda: not lcd(st).startswith("Charging"), timeout=5, what=f"the LCD not saying Charging: {lcd(st)!r}")
+        final = st.world.meter_wh  # nothing flows any more
+        st.world.set_load(0)
+        await state_is(st, "Available")  # the connector is not held by the journal
+        assert st.store.session(sid).state == "active"  # nothing recorded that was not written
+        report = st.charger.status()
+        assert (report.error_code, report.vendor_error_code) == ("OtherError", "JournalFull"), report
+        await until(lambda: "Storage full" in lcd(st), what=f"the fault on the LCD: {lcd(st)!r}")
+        await st.world.tap(CARD7)  # refused: it could not be recorded
+        await state_is(st, "Available")
+        assert not st.world.contactor_closed and len(st.store.sessions()) == 1
+        free()
+        await until(lambda: st.store.session(sid).state == "stopped", timeout=20, what="the stop journaled")
+        s = st.store.session(sid)
+        assert (s.stop_reason, s.meter_stop_wh, s.meter_stop_estimated) == ("Local", final, False)
+        assert before <= s.stopped_at < _stamp_after(before, 5)  # when it stopped, not when it was written
+        await until(lambda: "storage" not in st.charger.faults, what="the fault cleared")
+        assert await st.flush(10) and st.store.session(sid).extra["delivered"]
+        await st.world.tap(CARD)
+        await state_is(st, "SuspendedEV")
+
+
+def _stamp_after(stamp: str, seconds: float) -> str:
+    return datetime.fromtimestamp(parse_iso(stamp).timestamp() + seconds, UTC).strftime("%Y-%m-%dT%H:%M:%S.999Z")
+
+
+async def test_a_read_only_journal_starts_degraded_then_takes_the_open_session_when_writable(read_only_view, capsys):
+    """A journal that cannot be written at start: the station starts (no restart loop), refuses
+    sessions with the fault named on the LCD and in the status, keeps the journal readable, and
+    closes the session a power cut left open once the journal takes writes again."""
+    view, writable = read_only_view
+    async with running_station(view, graceful=False) as st:  # a power cut in the middle of a session
+        await st.world.tap(CARD)
+        await state_is(st, "SuspendedEV")
+        sid = st.charger.session.id
+        st.world.consume(200)
+        await until(lambda: st.charger.reading.energy_wh == st.charger.session.meter_start_wh + 200, what="200 Wh read")
+    writable(False)
+    async with running_station(view) as st:
+        assert st.failure is None and st.store.read_only
+        report = st.charger.status()
+        assert (report.error_code, report.vendor_error_code) == ("OtherError", "JournalReadOnly"), report
+        await until(lambda: "Storage read-only" in lcd(st) or "Storage locked" in lcd(st), what=f"LCD: {lcd(st)!r}")
+        assert [s.id for s in st.store.sessions(("active",))] == [sid]  # the journal stays readable
+        capsys.readouterr()
+        assert cli.main(["sessions", "--state-dir", str(view), "--json"]) == 0  # and `station sessions` reads it
+        assert [row["id"] for row in json.loads(capsys.readouterr().out)] == [sid]
+        await st.world.tap(CARD)
+        await state_is(st, "Available")
+        assert not st.world.contactor_closed and "record" in lcd(st).lower()
+        writable(True)
+        await until(lambda: st.store.session(sid).state == "stopped", timeout=20, what="the PowerLoss close journaled")
+        s = st.store.session(sid)
+        assert (s.stop_reason, s.energy_wh, s.meter_stop_estimated) == ("PowerLoss", 200, False)
+        await until(lambda: "storage" not in st.charger.faults, what="the fault cleared")
+        await st.world.tap(CARD)
+        await state_is(st, "SuspendedEV")
+        assert len(st.store.sessions()) == 2

@@ -20,6 +20,7 @@ from station.emulated.meter_server import STATE_FILE, EmulatedMeter
 from station.errors import MeterError
 from station.hardware.meter import ModbusMeter, cli_read
 from station.hardware.meters.models import MODELS
+from tests.support.fakes import FakeClock
 
 # Independent of models.py: the energy register's step (Wh) and per-phase energy presence.
 ENERGY_STEP_WH = {"SDM630": 1, "SDM72D-M-V1": 1, "SDM72D-M-V2": 1,
@@ -33,14 +34,6 @@ PHASES = {"SDM630": 3, "SDM72D-M-V1": 3, "SDM72D-M-V2": 3,
 
 def floor_to(wh: int, step: int) -> int:
     return wh - wh % step
-
-
-class FakeClock:
-    def __init__(self) -> None:
-        self.t = 100.0
-
-    def __call__(self) -> float:
-        return self.t
 
 
 @pytest.mark.parametrize("name", sorted(MODELS))
@@ -532,9 +525,8 @@ async def test_cli_read_unknown_model(capsys):
 def test_station_meter_read_command_line(capsys, monkeypatch):
     """`station meter read` runs cli_read with asyncio.run (its own loop); the emulated
     meter runs meanwhile in a second thread with its own loop (over RTU on a socket)."""
-    from test_rtu_link import run_cli_against
-
     from station import cli
+    from tests.support.meters import run_cli_against
 
     monkeypatch.setattr(cli, "setup_logging", lambda *a, **k: None)  # keep pytest's log handlers
     assert run_cli_against("SDM120", ["--model", "SDM120", "--address", "1", "--json"], link="socket") == 0

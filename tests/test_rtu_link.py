@@ -13,7 +13,6 @@ import errno
 import fcntl
 import json
 import os
-import threading
 
 import pytest
 import serial
@@ -23,6 +22,7 @@ from station.emulated.meter_server import EmulatedMeter
 from station.errors import MeterError
 from station.hardware import rtu
 from station.hardware.meter import ModbusMeter
+from tests.support.meters import run_cli_against
 
 
 def gaps_after_replies(events: list[tuple[str, float]]) -> list[float]:
@@ -241,33 +241,6 @@ async def test_rs485_on_a_port_without_it_is_a_clear_error():
 
 
 # -- `station meter read` (issue 14) -------------------------------------------------------------------
-
-
-def run_cli_against(model: str, args: list[str], fault: str | None = None, link: str = "pty") -> int:
-    """`station meter read ... --port <emulated>` with the emulated meter in its own thread and loop."""
-    from station import cli
-
-    ready = threading.Event()
-    box: dict = {}
-
-    async def serve() -> None:
-        em = EmulatedMeter(model, initial_wh=4321, tick_s=None, link=link)
-        em.set_fault(fault)  # type: ignore[arg-type]
-        box["port"] = await em.start()
-        box["loop"] = asyncio.get_running_loop()
-        box["stop"] = asyncio.Event()
-        ready.set()
-        await box["stop"].wait()
-        await em.stop()
-
-    t = threading.Thread(target=asyncio.run, args=(serve(),), daemon=True)
-    t.start()
-    assert ready.wait(10)
-    try:
-        return cli.main(["meter", "read", "--port", box["port"], *args])
-    finally:
-        box["loop"].call_soon_threadsafe(box["stop"].set)
-        t.join(10)
 
 
 @pytest.fixture

@@ -110,6 +110,8 @@ _TEXT: dict[str, dict[str, Phrase]] = {
         "fault_contactor": "Contactor error",
         "fault_welded": "Contactor welded",
         "fault_storage": "Storage error",
+        "storage_full": "Storage full",
+        "storage_read_only": ("Storage read-only", "Storage locked"),
         "backend_offline": "Backend offline",
         "known_only": "Known cards only",
         "try_later": "Try again later",
@@ -165,6 +167,8 @@ _TEXT: dict[str, dict[str, Phrase]] = {
         "fault_contactor": "Schützfehler",
         "fault_welded": "Schütz verklebt",
         "fault_storage": "Speicherfehler",
+        "storage_full": "Speicher voll",
+        "storage_read_only": ("Speicher nur lesbar", "Schreibschutz"),
         "backend_offline": "Server offline",
         "known_only": ("Nur bekannte Karten", "Nur bek. Karten"),
         "try_later": "Später versuchen",
@@ -181,7 +185,8 @@ _FAULTS = {
     "reader": "reader", "readerfailure": "reader",
     "contactor": "contactor", "contactorfeedback": "contactor", "contactoropen": "contactor",
     "welded": "welded", "contactorwelded": "welded",
-    "storage": "storage",
+    "storage": "storage", "journalerror": "storage",
+    "journalfull": "full", "journalreadonly": "read_only",
 }
 _STATUSES = {"blocked": "blocked", "expired": "expired", "invalid": "invalid",
              "concurrenttx": "concurrent", "concurrent": "concurrent"}
@@ -418,6 +423,15 @@ def _storage_refused(c: _Ctx, **_: Any) -> list[str]:
     return [c.t("cannot_record"), c.t("charging_refused")]
 
 
+def _storage_fault(c: _Ctx, reason: str | None = None, **_: Any) -> list[str]:
+    """Idle with a journal that cannot be written: the station refuses sessions and says why."""
+    kind = _FAULTS.get(str(reason).lower()) if reason else None
+    title = c.t(f"storage_{kind}") if kind in ("full", "read_only") else c.t("fault_storage")
+    if c.big and c.t("cannot_record") != title:
+        return [c.t("cannot_record"), title, c.t("charging_refused")]
+    return [title, c.t("charging_refused")]
+
+
 _SCREENS: dict[str, Callable[..., list[str]]] = {
     "booting": _booting,
     "available": _available,
@@ -437,6 +451,7 @@ _SCREENS: dict[str, Callable[..., list[str]]] = {
     "faulted": _faulted,
     "offline": _offline,
     "storage_refused": _storage_refused,
+    "storage_fault": _storage_fault,
     "meter_fault": _meter_fault,
 }
 
@@ -470,7 +485,7 @@ _SPARE_ROW: dict[str, int | None] = {
     "booting": 0, "available": 0, "authorizing": 1, "accepted": 1, "plug_in": 0, "refused": 0,
     "other_card": None, "charging": 0, "suspended_ev": 1, "suspended_evse": 1, "finishing": 0,
     "no_power_timeout": 1, "reserved": 1, "unavailable": 1, "faulted": None, "offline": None,
-    "storage_refused": None, "tap_card": 0, "meter_fault": None,
+    "storage_refused": None, "storage_fault": None, "tap_card": 0, "meter_fault": None,
 }
 
 

@@ -12,6 +12,9 @@ start, stop or meter sample an `OutboxItem` that the deliverer hands to the
 backend, which answers with a `DeliveryResult`. The connector's state leaves
 the station as a `StatusReport`. The meter's values travel as `MeterReading`,
 the charge controller's (the car's control pilot) as `ControllerReading`.
+The car comes in as a `CarState` (IEC 61851-1's pilot states); the moments of
+a transaction go out to a backend as `TxFact`s (OCPP 2.0.1's start and stop
+points).
 """
 
 from __future__ import annotations
@@ -168,35 +171,65 @@ class Fault:
     vendor: str | None = None  # vendorErrorCode, e.g. "ContactorWelded"
 
 
-# --- the car's own signal: the control pilot (IEC 61851-1) ----------------------------------------
-
-
 class CarState(str, Enum):
-    """The vehicle's state on the control pilot (IEC 61851-1), as a charge controller reports it.
+    """The car as IEC 61851-1 names it (the control pilot's states), or UNKNOWN.
 
-    The letters are the standard's; each board encodes them its own way (a number, two ASCII
-    characters), and its adapter turns them into these.
+    Without a charge controller the shell derives it from the plug switch (A or B) and the meter
+    (C when the power is above `charging.power_threshold_w`); a station without a plug switch knows
+    only UNKNOWN and C. A charge controller reports it as the pilot reads it, E and F included (each
+    board encodes the letters its own way; its adapter turns them into these).
     """
 
-    A = "A"  # no vehicle connected (+12 V on the pilot)
-    B = "B"  # vehicle connected, not asking for current (+9 V)
-    C = "C"  # vehicle asks for current: charging (+6 V)
-    D = "D"  # charging with ventilation required (+3 V)
-    E = "E"  # pilot short-circuited or no supply: an error
-    F = "F"  # the charge controller is not available (-12 V): a fault
-    UNKNOWN = "unknown"  # a code the adapter does not know
+    A = "A"  # no car
+    B = "B"  # a car is connected, it does not ask for power
+    C = "C"  # the car charges (asks for power, or draws it)
+    D = "D"  # the same, with ventilation
+    E = "E"  # no pilot: short circuit or the station's own supply failed
+    F = "F"  # the station signals itself unavailable
+    UNKNOWN = "unknown"  # no sensor for the car
 
     @property
-    def plugged(self) -> bool | None:
-        """A car is connected (B, C, D), not (A), or the pilot cannot tell (E, F, unknown)."""
-        if self in (CarState.B, CarState.C, CarState.D):
-            return True
-        return False if self is CarState.A else None
+    def plugged(self) -> bool:
+        return self in (CarState.B, CarState.C, CarState.D)
+
+    @property
+    def charging(self) -> bool:
+        """The car asks for current (C, D)."""
+        return self in (CarState.C, CarState.D)
 
     @property
     def requesting(self) -> bool:
-        """The car asks for current (C, D)."""
-        return self in (CarState.C, CarState.D)
+        """The car asks for current (C, D): a charge controller's word for `charging`."""
+        return self.charging
+
+    @property
+    def error(self) -> bool:
+        return self in (CarState.E, CarState.F)
+
+
+def car_from_sensors(plugged: bool | None, drawing: bool) -> CarState:
+    """Today's sensors: a plug switch (None: none fitted) and power above the threshold."""
+    if plugged is False:
+        return CarState.A
+    if drawing:
+        return CarState.C
+    return CarState.B if plugged else CarState.UNKNOWN
+
+
+class TxFact(str, Enum):
+    """Moments an OCPP 2.0.1 transaction may start or end at (TxStartPoint, TxStopPoint)."""
+
+    EV_CONNECTED = "EVConnected"
+    EV_DISCONNECTED = "EVDisconnected"
+    AUTHORIZED = "Authorized"
+    DEAUTHORIZED = "Deauthorized"
+    POWER_PATH_CLOSED = "PowerPathClosed"
+    POWER_PATH_OPENED = "PowerPathOpened"
+    ENERGY_TRANSFER_STARTED = "EnergyTransferStarted"
+    ENERGY_TRANSFER_STOPPED = "EnergyTransferStopped"
+
+
+# --- the car's own signal: the control pilot (IEC 61851-1) ----------------------------------------
 
 
 class ControllerFault(str, Enum):

@@ -25,15 +25,19 @@ Backends
   at the reader, so it is answered now or refused/allowed by the offline policy.
 * Transaction messages (session start, stop, meter values) are never sent
   directly by the core. The core writes them to the durable outbox in the
-  store; one deliverer task (station.core.delivery) hands them to
-  `Backend.deliver` in order and removes each only when the backend has
-  confirmed it. A backend raises BackendOffline to have the same message
+  store (a backend's own, such as OCPP meter values, through
+  `StationControl.queue_message`); one deliverer task (station.core.delivery)
+  hands them to `Backend.deliver` in order and removes each only when the
+  backend has confirmed it. When START is sent is the backend's
+  `starts_session_in_authorize`. A backend raises BackendOffline to have the same message
   offered again later, so it must make repeated deliveries idempotent
   (MCSP: the station-generated Session-Key; OCPP: by the queue discipline).
 * Status and other non-transaction messages are best effort: the current
   state is re-sent on every reconnect, so nothing needs to be queued for them.
 * Incoming commands (remote start/stop, reset, availability, limits, ...)
   reach the core through `StationControl`, which the core implements.
+* The moments of the charging cycle (car connected, authorized, power path
+  closed, ...) reach the backend through `Backend.transaction_fact`.
 * Every task a backend runs is started through `StationControl.spawn`, so the
   station's supervisor owns it: its failure is seen, and a critical loop that
   stops reporting progress (`StationControl.beat`) stops the watchdog.
@@ -51,10 +55,12 @@ from station.core.model import (
     AuthResult,
     ControllerReading,
     DeliveryResult,
+    MessageKind,
     MeterReading,
     OutboxItem,
     Session,
     StatusReport,
+    TxFact,
 )
 
 if TYPE_CHECKING:
@@ -274,8 +280,15 @@ class StationControl(Protocol):
     def set_power_limit(self, watts: float | None) -> None:
         """A limit of 0 pauses charging (SuspendedEVSE); None removes the limit."""
 
-    def wake_delivery(self) -> None:
-        """The backend queued a transaction message in the store itself: deliver it now."""
+    def set_current_limit(self, amps: float | None) -> None:
+        """The same in amps per phase (None removes it). With a charge controller the car is offered
+        the lower of the limits and the installation's maximum, and a limit below 6 A pauses; with only
+        a contactor, 0 pauses."""
+
+    def queue_message(self, session_id: int, kind: MessageKind, payload: dict[str, Any]) -> None:
+        """Queue a transaction message of the backend's own (OCPP meter values) in the journal's outbox,
+        in order with the session's START and STOP, and wake the deliverer. A backend never writes the
+        store itself. Raises StorageError when the journal cannot take it."""
 
     def notice(self, text: str) -> None:
         """A line from the backend worth showing (LCD and log), e.g. 'offline'."""
@@ -288,11 +301,14 @@ class Backend(abc.ABC):
     """A backend: local list, MCSP, evcs-serial or OCPP."""
 
     kind: str = "?"
-    #: OCPP wants transaction meter values in the outbox; MCSP does not.
-    wants_meter_values: bool = False
     #: The backend tells the station the time and receives event times (MCSP with HEARTBEAT, OCPP):
     #: the deliverer waits for the clock before sending times stamped while it was unknown.
     tells_time: bool = True
+    #: The moment START is sent. True: `authorize` is the START (MCSP, evcs-serial: the answer opens
+    #: the session), so a session the backend itself accepted queues none; False: START goes through
+    #: the outbox once the session is journaled (OCPP, local). Sessions accepted offline or started
+    #: remotely queue their START either way.
+    starts_session_in_authorize: bool = False
 
     def __init__(self) -> None:
         self.station: StationControl | None = None
@@ -342,3 +358,11 @@ class Backend(abc.ABC):
         """The parent id tag (group) of a tag, if the backend knows one without asking the
         network first (OCPP: local list or cache, else Authorize). None: no group."""
         return None
+
+    def transaction_fact(self, fact: TxFact, session: Session | None) -> None:  # noqa: B027 - optional
+        """A moment of the charging cycle, as it happens (OCPP 2.0.1 TxStartPoint/TxStopPoint): the
+        car connected or left, the driver authorized or deauthorized, the power path closed or
+        opened, energy began or stopped to flow. `session` is the journal's session when there is
+        one (none yet at EVConnected before a card). Best effort and not journaled: a backend that
+        must remember a fact queues its message through `StationControl.queue_message`. Must return
+        at once (it runs inside the machine's turn)."""

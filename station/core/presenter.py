@@ -41,6 +41,19 @@ _STATE_SCREENS = {
 }
 
 
+# States whose screen a fault that only refuses new sessions (the journal) replaces.
+_REFUSING_SHOWN = (State.AVAILABLE, State.RESERVED, State.PREPARING)
+
+
+def led_for(view: View) -> LedPattern:
+    """The LEDs of the state, unless the station stops (busy) or refuses new sessions (fault)."""
+    if view.stopping:
+        return LedPattern.BUSY
+    if view.refusing is not None and view.state in _REFUSING_SHOWN and not view.busy and not view.pending:
+        return LedPattern.FAULT
+    return LED_BY_STATE[view.state]
+
+
 @dataclass(frozen=True)
 class View:
     """The charger as the driver should see it, at one moment."""
@@ -54,6 +67,8 @@ class View:
     power_w: float | None = None
     finished_wh: int | None = None  # of the session just ended (Finishing)
     fault: Fault | None = None
+    stopping: bool = False  # the contactor is open and the stop is being recorded: not charging
+    refusing: Fault | None = None  # why new sessions are refused though the connector works (the journal)
 
 
 @dataclass
@@ -72,6 +87,12 @@ def screen_for(view: View) -> tuple[str, dict[str, Any]]:
         fields["energy_wh"] = max(0, view.energy_wh)
         fields["power_w"] = view.power_w or 0.0
     s = view.state
+    if view.stopping:  # the contactor is open: what the station did, not what the journal has yet
+        fields["energy_wh"] = max(0, view.energy_wh or 0)
+        return "finishing", fields
+    if view.refusing is not None and s in _REFUSING_SHOWN and not view.busy and not view.pending:
+        fields["reason"] = view.refusing.vendor or view.refusing.code
+        return "storage_fault", fields
     if s is State.PREPARING:
         if view.busy:
             return "authorizing", fields
@@ -116,7 +137,7 @@ class Presenter:
         else:
             key, fields = screen_for(view)
             lines = messages.screen(key, self.lang, self.display.cols, self.display.rows, **fields)
-        led = self.notice.led if self.notice is not None and self.notice.led is not None else LED_BY_STATE[view.state]
+        led = self.notice.led if self.notice is not None and self.notice.led is not None else led_for(view)
         if lines != self.lines:
             self.lines = lines
             self.display.show(lines)

@@ -12,7 +12,6 @@ wrong or jump), and the parent lookup is passed in.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -30,13 +29,17 @@ class Reservation:
     def expired(self, now_mono: float) -> bool:
         return now_mono > self.expires_mono
 
-    async def admits(self, tag: str, parent_of: Callable[[str], Awaitable[str | None]]) -> bool:
-        """The reserved tag itself, or a tag whose parent is the reservation's parent."""
+    def needs_parent(self, tag: str) -> bool:
+        """Only the tag's group can tell whether it may start here (the caller asks the backend)."""
+        return normalize_tag(tag) != normalize_tag(self.id_tag) and bool(self.parent_id)
+
+    def allows(self, tag: str, parent: str | None = None) -> bool:
+        """The reserved tag itself, or a tag whose parent (`parent`, looked up by the caller) is the
+        reservation's parent."""
         if normalize_tag(tag) == normalize_tag(self.id_tag):
             return True
         if not self.parent_id:
             return False
-        parent = await parent_of(tag)
         return parent is not None and normalize_tag(parent) == normalize_tag(self.parent_id)
 
 

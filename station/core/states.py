@@ -1,10 +1,10 @@
 """The charging cycle, on one screen.
 
-Everything that decides which state the connector is in lives in this file.
+Which state the connector may go to, and on which trigger, is this table.
 The states are those of an OCPP 1.6 connector (ChargePointStatus), so every
-backend reports them as they are. Behaviour (contactor, journal, display)
-lives in station/core/charger.py, reached through the `on_enter_*`
-callbacks of the `transitions` library; `station diagram` draws this table.
+backend reports them as they are. The connector machine
+(station/core/connector.py) fires the triggers as events arrive and decides
+everything around them, without I/O; `station diagram` draws this table.
 
 The cycle without a control pilot (a contactor and a kWh meter only):
 
@@ -17,7 +17,7 @@ The cycle without a control pilot (a contactor and a kWh meter only):
 Preparing also means "plugged in, waiting for a card" when the station has an
 EV-connected input. SuspendedEVSE is a pause ordered by the station side (a
 charging limit of 0 W). Faulted and Unavailable are reachable from anywhere;
-a fault during a session first ends the session (the charger decides that).
+a fault during a session first ends the session (the machine decides that).
 """
 
 from __future__ import annotations

@@ -1,9 +1,9 @@
-"""The methods `transitions` binds on the charger, declared so that mypy knows them.
+"""The methods `transitions` binds on the connector machine, declared so that mypy knows them.
 
-The charger is built with `Machine(..., model_override=True)`: transitions
-then binds exactly the names declared here and nothing else, so a trigger in
-the table that is not declared here is not bound at all (and
-tests/test_charger_parts.py fails). Each body only runs if transitions did
+The machine (station/core/connector_state.py) is built with `Machine(...,
+model_override=True)`: transitions then binds exactly the names declared here
+and nothing else, so a trigger in the table that is not declared here is not
+bound at all (and tests/core/test_charger_parts.py fails). Each body only runs if transitions did
 not bind the name.
 """
 

@@ -196,7 +196,7 @@ async def sim_factory(tmp_path, monkeypatch):
         if start:
             await st.start()
             st.backend.response_timeout = 2.0
-            assert not st.charger.poller.ev, "the emulated EV input reads 'plugged' at start"
+            assert not st.charger.poller.plugged, "the emulated EV input reads 'plugged' at start"
         return SimStation(st)
 
     yield make

@@ -15,7 +15,7 @@ from typing import Any
 from station.backoff import Backoff
 from station.clock import Clock
 from station.core.delivery import Deliverer
-from station.core.model import ConnectorStatus, DeliveryResult, MeterReading, OutboxItem, Session, StatusReport
+from station.core.model import ConnectorStatus, DeliveryResult, MessageKind, MeterReading, OutboxItem, Session, StatusReport
 from station.supervisor import Supervisor
 
 
@@ -183,7 +183,12 @@ class StationDouble:
         elif watts != 0 and self.state is ConnectorStatus.SUSPENDED_EVSE:
             self.set_state(ConnectorStatus.CHARGING)
 
-    def wake_delivery(self) -> None:
+    def set_current_limit(self, amps: float | None) -> None:
+        self.calls.append(("set_current_limit", amps))
+
+    def queue_message(self, session_id: int, kind: MessageKind, payload: dict[str, Any]) -> None:
+        """As the core does: into the journal's outbox, then deliver."""
+        self.store.enqueue(kind, session_id, payload, self.clock.stamp())
         self.deliverer.wake()
 
     def notice(self, text: str) -> None:

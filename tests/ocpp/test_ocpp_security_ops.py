@@ -16,9 +16,9 @@ from pathlib import Path
 import pytest
 from conftest import Rig
 from firmware_support import RELEASE_MODULE
+from ocpp_files import WHEEL, FilesHandler, in_seconds, make_wheel
+from ocpp_profiles import KEY, profile_config
 from strict_peer import TimedCS
-from test_ocpp_security_profiles import KEY, profile_config
-from test_ocpp_tc_firmware import WHEEL, _Handler, in_seconds, make_wheel
 
 from station.backends.ocpp16 import security as security_mod
 
@@ -32,7 +32,7 @@ def served(tmp_path, pki):
     d = Served(tmp_path / "served")
     d.mkdir()
     make_wheel(d / WHEEL)
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), lambda *a: _Handler(*a, directory=str(d)))
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), lambda *a: FilesHandler(*a, directory=str(d)))
     threading.Thread(target=server.serve_forever, daemon=True).start()
     d.url = f"http://127.0.0.1:{server.server_address[1]}"
     yield d

@@ -15,32 +15,18 @@ import json
 import logging
 from pathlib import Path
 
+from ocpp_profiles import KEY, profile_config
 from pki import ocsp_hash_data
 from strict_peer import TimedCS
 
 from station.backends.ocpp16 import security as security_mod
 
-KEY = "0123456789abcdefXYZ"  # 19 characters: a plain-text AuthorizationKey
 SEC_LOG = "station.backends.ocpp16.security"
 
 
 def tls(pki, *, client: bool = False, server: str = "server") -> dict:
     return {"cert": pki.path(f"{server}.pem"), "key": pki.path(f"{server}.key"), "ca": pki.path("cpo-ca.pem"),
             "requestCert": client}
-
-
-def profile_config(cs, profile: int, pki=None, key: str | None = KEY, station: str = "station", ca: str = "cpo-ca"):
-    extra = {"backend.ocpp.security_profile": profile}
-    if key:
-        extra["backend.ocpp.authorization_key"] = key
-    if cs.tls_url:
-        extra["backend.ocpp.tls_url"] = cs.tls_url
-    if pki is not None and profile >= 2:
-        extra["backend.ocpp.ca_file"] = pki.path(f"{ca}.pem")
-    if pki is not None and profile == 3:
-        extra["backend.ocpp.cert_file"] = pki.path(f"{station}.pem")
-        extra["backend.ocpp.key_file"] = pki.path(f"{station}.key")
-    return extra
 
 
 async def a_session(cs: TimedCS, rig) -> None:

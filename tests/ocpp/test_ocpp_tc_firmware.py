@@ -13,37 +13,14 @@ import http.server
 import sys
 import tarfile
 import threading
-from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
-from firmware_support import RELEASE, RELEASE_MODULE, wheel
+from firmware_support import RELEASE_MODULE
 from ocpp.v16 import call
+from ocpp_files import WHEEL, FilesHandler, in_seconds, make_wheel
 
 UNSIGNED = {"firmware.allow_unsigned": True}
-
-WHEEL = RELEASE
-
-
-def in_seconds(s: float) -> str:
-    return (datetime.now(UTC) + timedelta(seconds=s)).strftime("%Y-%m-%dT%H:%M:%S.000Z")
-
-
-def make_wheel(path: Path) -> Path:
-    return wheel(path)
-
-
-class _Handler(http.server.SimpleHTTPRequestHandler):
-    def do_PUT(self):  # noqa: N802
-        length = int(self.headers.get("Content-Length", 0))
-        target = Path(self.directory) / "uploads" / Path(self.path).name
-        target.parent.mkdir(exist_ok=True)
-        target.write_bytes(self.rfile.read(length))
-        self.send_response(201)
-        self.end_headers()
-
-    def log_message(self, *args):
-        pass
 
 
 @pytest.fixture
@@ -57,7 +34,7 @@ def files_dir(tmp_path):
 
 @pytest.fixture
 def http_url(files_dir):
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), lambda *a: _Handler(*a, directory=str(files_dir)))
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), lambda *a: FilesHandler(*a, directory=str(files_dir)))
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     yield f"http://127.0.0.1:{server.server_address[1]}"
@@ -187,7 +164,7 @@ async def test_TC_044_1_firmware_update_over_https(csms, sim_factory, files_dir,
     certs.ca("ca")
     certs.leaf("server", "ca", cn="127.0.0.1", hosts=["127.0.0.1"])
     cert, key, ca = certs / "server.pem", certs / "server.key", certs / "ca.pem"
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), lambda *a: _Handler(*a, directory=str(files_dir)))
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), lambda *a: FilesHandler(*a, directory=str(files_dir)))
     ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     ctx.load_cert_chain(cert, key)
     server.socket = ctx.wrap_socket(server.socket, server_side=True)

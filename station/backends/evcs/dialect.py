@@ -103,6 +103,7 @@ ANSWER_WITHIN_S = SERVER_WAIT_S - 0.5  # the station's next line comes within th
 class EvcsSerialBackend(OnlineBackend):
     kind = "evcs-serial"
     tells_time = False  # the 2018 messages carry no time either way: nothing waits for the clock
+    starts_session_in_authorize = True  # the server's OK to the tag line opens the session
 
     def __init__(self, port: str, *, baudrate: int = 19200, station_number: int = 1, reply_timeout_s: float = 3.0,
                  meter_read_s: float = 1.5, heartbeat_s: float = 90.0, tag_separator: str = " ",

@@ -134,6 +134,7 @@ def _iso_or_none(stamp: str | None) -> str | None:
 
 class McspBackend(OnlineBackend):
     kind = "mcsp"
+    starts_session_in_authorize = True  # authorize is START: its OK carries the Session-Id
 
     def __init__(self, url: str, name: str, *, store: Any = None, baudrate: int = 19200, timeout_s: float = 5.0,
                  heartbeat_s: float = 60.0, ca_file: str | None = None, secret: str | None = None,

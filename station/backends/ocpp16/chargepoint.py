@@ -65,7 +65,6 @@ SETTING_TIME_S = 60.0  # a clock correction larger than this is a SettingSystemT
 
 class OcppBackend(Backend):
     kind = "ocpp"
-    wants_meter_values = False  # sampled here, by the OCPP configuration keys
 
     def __init__(self, config: Config, store: Store, *, time_scale: float = 1.0) -> None:
         super().__init__()
@@ -157,8 +156,7 @@ class OcppBackend(Backend):
 
     async def registered(self) -> None:
         """BootNotification was Accepted: the link is online."""
-        self._set_online(True)
-        self.control.wake_delivery()
+        self._set_online(True)  # the station wakes its deliverer when told the link is up
         await self.status.send_all()
         await self.jobs.send_pending()
 

@@ -256,9 +256,7 @@ class Transactions:
     def queue_meter_value(self, session: Session, mv: dict[str, Any]) -> None:
         """A transaction's meter value, into the durable outbox (ordered with START and STOP)."""
         try:
-            self.b.store.enqueue(MessageKind.METER_VALUES, session.id,
-                                 {"connectorId": session.connector_id, "meterValue": [mv]})
+            self.b.control.queue_message(session.id, MessageKind.METER_VALUES,
+                                         {"connectorId": session.connector_id, "meterValue": [mv]})
         except StorageError as exc:  # a lost sample is not worth a crash
             log.error("meter value not queued: %s", exc)
-            return
-        self.b.control.wake_delivery()

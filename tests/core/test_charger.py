@@ -1,7 +1,8 @@
-"""The Charger on its own: fake ports, a fake backend, a clock the test moves, a real journal.
+"""The Charger (the shell around the connector machine) on its own: fake ports, a fake backend,
+a clock the test moves, a real journal.
 
-No emulated chips and no drivers here (tests/test_station.py runs whole stations): the
-point is the charger's own decisions, reachable in milliseconds.
+No emulated chips and no drivers here (tests/test_station.py runs whole stations): the point is
+that the shell carries the machine's decisions out, in their order, reachable in milliseconds.
 """
 
 from __future__ import annotations
@@ -11,134 +12,18 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from stations import until
 
 from station import config as configmod
-from station.clock import Clock
 from station.core.charger import Charger
 from station.core.control import Control
-from station.core.model import AuthResult, AuthStatus, DeliveryResult, MeterReading, OutboxItem, Session
-from station.core.ports import Backend, Hardware, LedPattern
+from station.core.ports import Hardware, LedPattern
 from station.core.states import State
-from station.errors import BackendOffline, MeterError
 from station.store import Store
 from station.supervisor import Supervisor
+from tests.stations import until
+from tests.support.fakes import FakeBackend, FakeClock, FakeContactor, FakeDisplay, FakeInputs, FakeLeds, FakeMeter, FakeReader
 
 CARD, OTHER = "D64FC93B", "0A1B2C3D"
-
-
-class FakeClock(Clock):
-    def __init__(self) -> None:
-        super().__init__(synchronized=lambda: True)  # a Pi whose NTP has synchronized the clock
-        self.t = 1000.0
-
-    def monotonic(self) -> float:
-        return self.t
-
-
-class FakeMeter:
-    model, max_power_w = "SDM630", 22_000.0
-    measurands = frozenset({"energy", "power"})
-    map_warning = None
-
-    def __init__(self, clock: FakeClock) -> None:
-        self.clock, self.wh, self.power_w, self.error = clock, 5000, 0.0, None
-
-    async def read(self, full: bool = True) -> MeterReading:
-        if self.error:
-            raise MeterError(self.error)
-        return MeterReading(self.wh, self.power_w, taken_at=self.clock.t)
-
-    async def close(self) -> None:
-        pass
-
-
-class FakeContactor:
-    """Its auxiliary contact follows the command unless welded or broken."""
-
-    def __init__(self) -> None:
-        self.closed, self.welded, self.broken = False, False, False
-        self.history: list[bool] = []
-
-    def set(self, closed: bool) -> None:
-        self.closed = closed
-        self.history.append(closed)
-
-    def feedback(self) -> bool | None:
-        return (self.closed or self.welded) and not self.broken
-
-
-class FakeInputs:
-    def __init__(self, ev: bool | None = False) -> None:
-        self.ev, self.stop = ev, None
-
-    def ev_connected(self) -> bool | None:
-        return self.ev
-
-    def stop_pressed(self) -> bool | None:
-        return self.stop
-
-
-class FakeReader:
-    def start(self, on_tap: Callable[[bytes], None], on_fault: Callable[[str | None], None],
-              on_beat: Callable[[], None] = lambda: None) -> None:
-        self.on_tap, self.on_fault = on_tap, on_fault
-
-    def alive(self) -> bool:
-        return True
-
-    def stop(self) -> None:
-        pass
-
-
-class FakeLeds:
-    def __init__(self) -> None:
-        self.shown: list[LedPattern] = []
-
-    def show(self, pattern: LedPattern) -> None:
-        self.shown.append(pattern)
-
-    def close(self) -> None:
-        pass
-
-
-class FakeDisplay:
-    cols, rows = 20, 4
-
-    def __init__(self) -> None:
-        self.lines: list[str] = []
-        self.shown: list[list[str]] = []
-
-    def show(self, lines: list[str]) -> None:
-        self.lines = list(lines)
-        self.shown.append(list(lines))
-
-    def close(self) -> None:
-        pass
-
-
-class FakeBackend(Backend):
-    kind = "fake"
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.up = True
-        self.tags = {CARD: None, OTHER: "FLEET"}
-        self.delivered: list[tuple[str, dict]] = []
-
-    async def authorize(self, id_tag: str, session: Session) -> AuthResult:
-        if not self.up:
-            raise BackendOffline("down")
-        if id_tag in self.tags:
-            return AuthResult(AuthStatus.ACCEPTED, parent_id=self.tags[id_tag])
-        return AuthResult(AuthStatus.INVALID)
-
-    async def parent_of(self, id_tag: str) -> str | None:
-        return self.tags.get(id_tag)
-
-    async def deliver(self, item: OutboxItem, session: Session) -> DeliveryResult:
-        self.delivered.append((item.kind.value, item.payload))
-        return DeliveryResult()
 
 
 class Rig:
@@ -157,7 +42,7 @@ class Rig:
         self.reader = FakeReader()
         hw = Hardware(self.reader, self.contactor, self.inputs, self.leds, self.display, self.meter)  # type: ignore[arg-type]
         self.store = Store.open(tmp_path)
-        self.backend = FakeBackend()
+        self.backend = FakeBackend({CARD: None, OTHER: "FLEET"})
         self.supervisor = Supervisor(self.clock.monotonic)
         self.charger = Charger(self.config, hw, self.store, self.backend, self.clock, self.supervisor)
         self.control = Control(self.charger)
@@ -358,20 +243,16 @@ async def test_unlock_is_not_supported_and_stops_nothing(tmp_path):
 async def test_scheduled_unavailable_goes_straight_from_finishing_to_unavailable(tmp_path):
     async with Rig(tmp_path, {"charging.finishing_s": 1.0}) as r:
         seen: list[State] = []
+        report = r.charger.statuses.report
+        r.charger.statuses.report = lambda status: (seen.append(status.status), report(status))[1]  # type: ignore[method-assign]
         await r.tap(CARD)
         await r.state(State.SUSPENDED_EV)
         assert await r.control.set_available(False) == "Scheduled"
-        original = r.charger._after_state_change
-
-        def spy() -> None:
-            seen.append(r.charger.state)
-            original()
-        r.charger.machine.after_state_change = [spy]  # type: ignore[attr-defined]
         await r.tap(CARD)
         await r.state(State.FINISHING)
         await r.later(1.1)
         await r.state(State.UNAVAILABLE)
-        assert State.AVAILABLE not in seen
+        assert seen[-2:] == [State.FINISHING, State.UNAVAILABLE] and State.AVAILABLE not in seen[seen.index(State.FINISHING):]
 
 
 @pytest.mark.parametrize("hard", [False, True])
@@ -390,3 +271,52 @@ async def test_reset_stops_the_session_and_waits_for_its_delivery(tmp_path, hard
         assert ("stop", {"reason": "HardReset" if hard else "SoftReset"}) in r.backend.delivered
         assert r.store.pending_messages() == 0
         task.cancel()
+
+
+async def test_the_backend_is_told_the_transaction_points_as_they_happen(tmp_path):
+    async with Rig(tmp_path, ev=False) as r:
+        r.inputs.ev = True
+        await r.state(State.PREPARING)
+        await r.tap(CARD)
+        await r.state(State.SUSPENDED_EV)
+        sid = r.charger.session.id
+        r.meter.wh, r.meter.power_w = 5100, 7400.0
+        await r.later(60)
+        await r.state(State.CHARGING)
+        await r.tap(CARD)
+        await r.state(State.FINISHING)
+        r.inputs.ev = False
+        await r.state(State.AVAILABLE)
+        assert r.backend.facts == [("EVConnected", None), ("Authorized", sid), ("PowerPathClosed", sid),
+                                   ("EnergyTransferStarted", sid), ("Deauthorized", sid), ("PowerPathOpened", sid),
+                                   ("EnergyTransferStopped", sid), ("EVDisconnected", None)]
+
+
+async def test_a_backend_queues_its_own_messages_through_the_port_and_they_are_delivered(tmp_path):
+    async with Rig(tmp_path) as r:
+        from station.core.delivery import Deliverer
+        from station.core.model import MessageKind
+
+        deliverer = Deliverer(r.store, r.backend, r.clock)
+        r.charger.deliverer = deliverer
+        task = r.supervisor.spawn(deliverer.run(), "deliverer")
+        await r.tap(CARD)
+        await r.state(State.SUSPENDED_EV)
+        await r.until(lambda: ("start", {"id_tag": CARD, "meter_start_wh": 5000, "timestamp": r.charger.session.started_at,
+                                         "reservation_id": None}) in r.backend.delivered, "START delivered")
+        r.control.queue_message(r.charger.session.id, MessageKind.METER_VALUES, {"meterValue": [{"v": 1}]})
+        await r.until(lambda: ("meter_values", {"meterValue": [{"v": 1}]}) in r.backend.delivered,
+                      "the meter values delivered at once (the port woke the deliverer)")
+        task.cancel()
+
+
+async def test_remote_start_is_answered_before_the_connector_moves(tmp_path):
+    async with Rig(tmp_path) as r:
+        seen: list[State] = []
+        report = r.charger.statuses.report
+        r.charger.statuses.report = lambda status: (seen.append(status.status), report(status))[1]  # type: ignore[method-assign]
+        assert await r.control.remote_start(CARD)
+        assert r.charger.state is State.AVAILABLE and r.charger.busy  # taken, not yet moved
+        await r.state(State.SUSPENDED_EV)
+        assert seen[-2:] == [State.PREPARING, State.SUSPENDED_EV]
+        assert not await r.control.remote_start(CARD)  # a session runs

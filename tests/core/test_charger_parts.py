@@ -1,4 +1,4 @@
-"""The charger's parts, each on its own: no station, no hardware, a clock the test moves."""
+"""The shell's parts, each on its own: no station, no hardware, a clock the test moves."""
 
 from __future__ import annotations
 
@@ -8,7 +8,6 @@ import threading
 import time
 
 import pytest
-from test_charger import FakeDisplay, FakeLeds
 from transitions import Machine
 
 from station.core import messages, reservations
@@ -23,16 +22,7 @@ from station.core.status import StatusReporter
 from station.core.triggers import Triggers
 from station.errors import MeterError
 from station.supervisor import LoopWatch, Supervisor
-
-
-class Ticks:
-    """A monotonic clock the test moves."""
-
-    def __init__(self, t: float = 100.0) -> None:
-        self.t = t
-
-    def __call__(self) -> float:
-        return self.t
+from tests.support.fakes import FakeClock, FakeDisplay, FakeLeds
 
 
 # ---------------------------------------------------------------- the contactor watch
@@ -110,7 +100,7 @@ def test_fault_registry_priority_and_blocking():
 
 # ---------------------------------------------------------------- the presenter
 def test_refusal_keeps_the_red_led_through_the_state_change_then_returns_to_green():
-    ticks, screen, lights = Ticks(), FakeDisplay(), FakeLeds()
+    ticks, screen, lights = FakeClock(), FakeDisplay(), FakeLeds()
     p = Presenter(screen, lights, "en", message_s=4.0, monotonic=ticks)
     p.render(View(State.PREPARING, busy=True))
     p.show_notice("refused", status="Invalid")
@@ -128,7 +118,7 @@ def test_refusal_keeps_the_red_led_through_the_state_change_then_returns_to_gree
 
 
 def test_a_notice_that_is_not_a_refusal_keeps_the_state_led():
-    ticks, lights = Ticks(), FakeLeds()
+    ticks, lights = FakeClock(), FakeLeds()
     p = Presenter(FakeDisplay(), lights, "en", message_s=4.0, monotonic=ticks)
     p.show_notice("no_power_timeout")
     p.render(View(State.SUSPENDED_EV))
@@ -137,7 +127,7 @@ def test_a_notice_that_is_not_a_refusal_keeps_the_state_led():
 
 def test_presenter_writes_only_changes():
     screen, lights = FakeDisplay(), FakeLeds()
-    p = Presenter(screen, lights, "en", 4.0, Ticks())
+    p = Presenter(screen, lights, "en", 4.0, FakeClock())
     for _ in range(3):
         p.render(View(State.AVAILABLE, name="CP"))
     assert len(screen.shown) == 1 and len(lights.shown) == 1
@@ -163,18 +153,14 @@ def test_screen_for_a_welded_contactor_says_so():
 
 
 # ---------------------------------------------------------------- reservations
-async def test_reservation_admits_its_tag_and_its_group_only():
+def test_reservation_admits_its_tag_and_its_group_only():
     r = reservations.Reservation(7, "D64FC93B", "FLEET", expires_mono=50.0)
-    parents = {"0A1B2C3D": "FLEET", "11223344": "OTHER"}
-
-    async def parent_of(tag: str) -> str | None:
-        return parents.get(tag)
-
-    assert await r.admits("d6:4f:c9:3b", parent_of)
-    assert await r.admits("0A1B2C3D", parent_of)
-    assert not await r.admits("11223344", parent_of)
-    assert not await r.admits("99999999", parent_of)
+    assert not r.needs_parent("d6:4f:c9:3b") and r.allows("d6:4f:c9:3b")
+    assert r.needs_parent("0A1B2C3D") and r.allows("0A1B2C3D", "FLEET")
+    assert not r.allows("11223344", "OTHER")
+    assert not r.allows("99999999", None)
     assert not r.expired(50.0) and r.expired(50.1)
+    assert not reservations.Reservation(8, "A", None, 1.0).needs_parent("B")  # no group: nothing to ask
 
 
 def test_reservation_answers():
@@ -193,7 +179,7 @@ class Meter:
     model, max_power_w, measurands = "X", 22_000.0, frozenset({"energy"})
     map_warning = None
 
-    def __init__(self, ticks: Ticks) -> None:
+    def __init__(self, ticks: FakeClock) -> None:
         self.ticks, self.wh, self.error = ticks, 1000, None
 
     async def read(self, full: bool = True) -> MeterReading:
@@ -206,7 +192,7 @@ class Meter:
 
 
 async def test_sampler_reports_the_fault_once_and_its_end():
-    ticks = Ticks()
+    ticks = FakeClock()
     meter = Meter(ticks)
     sampler = MeterSampler(meter, MeterGuard(22_000.0, max_failures=2), ticks)
     told: list[str | None] = []
@@ -223,7 +209,7 @@ async def test_sampler_reports_the_fault_once_and_its_end():
 
 
 async def test_sampler_idle_reading_only_with_the_contactor_open_and_recent():
-    ticks = Ticks()
+    ticks = FakeClock()
     sampler = MeterSampler(Meter(ticks), MeterGuard(22_000.0, 3), ticks)
     await sampler.read()
     assert sampler.fresh_idle(False, 1.0) is not None
@@ -280,7 +266,7 @@ async def test_supervisor_a_transient_task_that_raises_is_logged_not_fatal(caplo
 
 
 async def test_supervisor_deadline_and_checkpoint_hang():
-    ticks = Ticks()
+    ticks = FakeClock()
     sup = Supervisor(ticks)
     turns = 0
 
@@ -324,7 +310,7 @@ async def test_supervisor_a_critical_loop_that_ends_is_a_failure_but_not_at_clos
 
 
 def test_supervisor_watches_a_thread():
-    ticks = Ticks()
+    ticks = FakeClock()
     sup = Supervisor(ticks)
     done = threading.Event()
     worker = threading.Thread(target=done.wait)
