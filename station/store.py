@@ -43,6 +43,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+from station import salvage
 from station.core.model import MessageKind, OutboxItem, Session
 from station.errors import StorageError
 
@@ -208,9 +209,9 @@ class Store:
             raise StorageError(f"cannot create state directory {state}: {exc.strerror or exc}") from None
         path = state / DB_NAME
         recovered: list[str] = []
-        if path.exists() and not _healthy(path):
+        if path.exists() and not salvage.healthy(path):
             aside = path.with_name(f"{DB_NAME}.corrupt-{time.strftime('%Y%m%d-%H%M%S')}")
-            recovered = _salvage(path)
+            recovered = salvage.salvage(path)
             for suffix in ("", "-wal", "-shm"):
                 p = Path(str(path) + suffix)
                 if p.exists():
@@ -239,7 +240,7 @@ class Store:
                 except sqlite3.DatabaseError:
                     pass
             if recovered:
-                _requeue_lost_messages(conn)
+                salvage.requeue_lost_messages(conn)
         except sqlite3.DatabaseError as exc:
             if conn is not None:
                 conn.close()  # a half-opened journal must not keep the file (and its filesystem) busy
@@ -510,92 +511,6 @@ class Store:
     def put_json(self, key: str, value: Any) -> None:
         self._write(lambda: self._db.execute(
             "INSERT OR REPLACE INTO settings(key, value) VALUES (?, ?)", (key, json.dumps(value))))
-
-
-def _requeue_lost_messages(conn: sqlite3.Connection) -> None:
-    """After a salvage: give back START/STOP to undelivered sessions whose messages did not survive.
-
-    A salvaged session whose outbox rows were on a damaged page would otherwise never be
-    delivered, or worse, its STOP would go without its START and be refused for good (MCSP
-    404). Such a session's surviving messages are dropped and START (unless the backend
-    already gave it an id) and STOP (if it is stopped) queued again, in session order. A START
-    sent twice is the same session at the backend (MCSP: by Session-Key).
-    """
-    conn.execute("BEGIN IMMEDIATE")
-    for r in conn.execute("SELECT * FROM sessions WHERE state IN ('active', 'stopped') AND delivered = 0"
-                          " ORDER BY id").fetchall():
-        kinds = {k for (k,) in conn.execute("SELECT kind FROM outbox WHERE session_id = ?", (r["id"],))}
-        need_start = r["backend_session_id"] is None
-        need_stop = r["state"] == "stopped"
-        if (not need_start or MessageKind.START.value in kinds) and (not need_stop or MessageKind.STOP.value in kinds):
-            continue
-        conn.execute("DELETE FROM outbox WHERE session_id = ?", (r["id"],))
-        if need_start:
-            conn.execute("INSERT INTO outbox(kind, session_id, payload, created_at) VALUES (?, ?, ?, ?)",
-                         (MessageKind.START.value, r["id"], json.dumps({
-                             "id_tag": r["id_tag"], "meter_start_wh": r["meter_start_wh"], "timestamp": r["started_at"],
-                             "reservation_id": r["reservation_id"]}), r["started_at"] or ""))
-        if need_stop:
-            conn.execute("INSERT INTO outbox(kind, session_id, payload, created_at) VALUES (?, ?, ?, ?)",
-                         (MessageKind.STOP.value, r["id"], json.dumps({"reason": r["stop_reason"]}), r["stopped_at"] or ""))
-        log.error("session %d: its queued messages were lost with the damaged journal; queued again", r["id"])
-    conn.execute("COMMIT")
-
-
-def _healthy(path: Path) -> bool:
-    try:
-        conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=10)
-        try:
-            row = conn.execute("PRAGMA quick_check").fetchone()
-            return row is not None and row[0] == "ok"
-        finally:
-            conn.close()
-    except sqlite3.DatabaseError as exc:
-        # Only a damaged file is unhealthy. One that cannot be read now (a read-only or
-        # failing filesystem: CANTOPEN, READONLY, IOERR) must not be set aside as corrupt;
-        # opening it then fails with a clear StorageError instead.
-        return (getattr(exc, "sqlite_errorcode", _SQLITE_CORRUPT) & 0xFF) not in (_SQLITE_CORRUPT, _SQLITE_NOTADB)
-
-
-_SQLITE_CORRUPT, _SQLITE_NOTADB = 11, 26
-
-
-def _salvage(path: Path) -> list[str]:
-    """INSERT statements for whatever rows of a damaged journal can still be read."""
-    out: list[str] = []
-    try:
-        conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
-    except sqlite3.DatabaseError:
-        return out
-    try:
-        for table in ("sessions", "outbox", "settings", "auth_cache"):
-            try:
-                cur = conn.execute(f"SELECT * FROM {table}")
-                cols = [d[0] for d in cur.description]
-                while True:
-                    try:
-                        row = cur.fetchone()
-                    except sqlite3.DatabaseError:
-                        break
-                    if row is None:
-                        break
-                    vals = ", ".join(_sql_literal(v) for v in row)
-                    out.append(f"INSERT OR IGNORE INTO {table}({', '.join(cols)}) VALUES ({vals})")
-            except sqlite3.DatabaseError:
-                continue
-    finally:
-        conn.close()
-    return out
-
-
-def _sql_literal(value: Any) -> str:
-    if value is None:
-        return "NULL"
-    if isinstance(value, (int, float)):
-        return repr(value)
-    if isinstance(value, bytes):
-        return "X'" + value.hex() + "'"
-    return "'" + str(value).replace("'", "''") + "'"
 
 
 def default_state_dir() -> str:
