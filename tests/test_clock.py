@@ -15,57 +15,18 @@ import pytest
 from station.clock import (
     BUILD_FLOOR,
     MONO_PREFIX,
-    Clock,
-    iso,
     kernel_synchronized,
     parse_iso,
     parse_mono,
     resolution_of,
     system_clock_policy,
 )
-
-TRUE_START = datetime(2026, 5, 4, 12, 0, 0, tzinfo=UTC)
-DAY = 86400.0
-
-
-class Machine:
-    """A Pi: `true` is the real time; the system clock starts `wall_error` off and can be stepped."""
-
-    def __init__(self, wall_error: float = 0.0, synced: bool = False) -> None:
-        self.mono = 500.0
-        self.true0 = TRUE_START.timestamp() - self.mono
-        self.wall_offset = self.true0 + wall_error
-        self.synced = synced
-        self.kernel_reads = 0
-
-    def wall(self) -> float:
-        return self.mono + self.wall_offset
-
-    def true(self) -> datetime:
-        return datetime.fromtimestamp(self.mono + self.true0, UTC)
-
-    def run(self, seconds: float) -> None:
-        self.mono += seconds
-
-    def step(self, seconds: float) -> None:
-        self.wall_offset += seconds
-
-    def synchronized(self) -> bool:
-        self.kernel_reads += 1
-        return self.synced
-
-    def clock(self, boot: str = "boot1") -> Clock:
-        return Clock(wall=self.wall, monotonic=lambda: self.mono, synchronized=self.synchronized, boot=boot)
+from tests.support.machine import DAY, TRUE_START, Machine, at
 
 
 def off(a: datetime | None, b: datetime) -> float:
     assert a is not None
     return abs((a - b).total_seconds())
-
-
-def at(m: Machine, seconds: float = 0.0) -> str:
-    """The true time (plus `seconds`) as a backend with a millisecond clock would say it."""
-    return iso(m.true() + timedelta(seconds=seconds))
 
 
 # ---------------------------------------------------------------- a backend's time, then NTP steps

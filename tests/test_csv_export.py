@@ -18,7 +18,7 @@ import pytest
 from station import sessionlist
 from station.cli import main
 from tests.stations import CARD, running_station, state_is
-from tests.test_status_page import PAGE, PASSWORD, basic, http
+from tests.support.page import PAGE, PASSWORD, basic, http
 
 # Each way a cell can start a formula (OWASP), as free text from a backend.
 FORMULAS = ['=HYPERLINK("http://x","y")', "+1+cmd|' /C calc'!A0", "-2+3+cmd|' /C calc'!A0", "@SUM(1+9)*cmd|'/C calc'",

@@ -22,7 +22,7 @@ from station.core.journal import Journal
 from station.core.model import AuthResult, AuthStatus, DeliveryResult, MeterReading
 from station.core.ports import Backend
 from station.store import Store
-from tests.test_clock import DAY, Machine, at
+from tests.support.machine import DAY, Machine, at
 
 TAG = "D64FC93B"
 
@@ -40,13 +40,14 @@ class Rig:
         """A session lasting `seconds` of monotonic time; `during()` happens part-way through."""
         reading = MeterReading(self.wh)
         s = self.journal.open(TAG, reading, None)
-        s = self.journal.activate(s, reading, AuthResult(AuthStatus.ACCEPTED))
+        s = self.journal.activate(s, reading, AuthResult(AuthStatus.ACCEPTED), start_delivered=False)
         self.m.run(seconds * at_fraction)
         if during is not None:
             during()
         self.m.run(seconds * (1 - at_fraction))
         self.wh += 500
-        await self.journal.close(s, self.wh, (), False, "Local", None, on_error=lambda exc: None)
+        _, error = self.journal.close(s, self.wh, (), False, "Local", None, self.clock.stamp())
+        assert error is None
         self.true_spans.append(seconds)
 
     def check(self) -> list:
@@ -140,7 +141,8 @@ async def test_a_stop_after_a_power_cut_is_estimated_and_never_before_the_start(
     m = Machine(synced=True)
     rig = Rig(tmp_path, m)
     reading = MeterReading(1000)
-    s = rig.journal.activate(rig.journal.open(TAG, reading, None), reading, AuthResult(AuthStatus.ACCEPTED))
+    s = rig.journal.activate(rig.journal.open(TAG, reading, None), reading, AuthResult(AuthStatus.ACCEPTED),
+                            start_delivered=False)
     m.run(100)
     m.step(-2 * DAY)  # the Pi comes back with a fake-hwclock time two days old, and NTP agrees (wrongly)
     after = Journal(rig.store, m.clock(boot="boot2"), 1)
@@ -210,7 +212,7 @@ async def test_a_station_without_a_time_source_says_so_on_its_status_page(tmp_pa
     """Local backend, no NTP (untrusted system clock): the page says the clock is not synchronized,
     marks the session's times with "~", and the CSV's last column says which are estimates."""
     from tests.stations import running_station, state_is
-    from tests.test_status_page import PAGE, http
+    from tests.support.page import PAGE, http
 
     async with running_station(tmp_path, {**PAGE, "station.system_clock": "untrusted"}) as st:
         await st.world.tap(TAG)

@@ -8,7 +8,6 @@ too). The browser's view is in test_status_page_browser.py.
 from __future__ import annotations
 
 import asyncio
-import base64
 import csv
 import io
 import json
@@ -20,36 +19,7 @@ import pytest
 from station import pageauth
 from station.cli import main
 from tests.stations import CARD, CARD7, lcd, running_station, state_is, two_sessions_and_a_refusal, until
-
-PAGE = {"status_page.enabled": True, "status_page.listen": "127.0.0.1:0"}
-PASSWORD = "correct horse battery"
-
-
-async def http(port: int, method: str = "GET", path: str = "/", headers: dict[str, str] | None = None,
-               raw: bytes | None = None) -> tuple[int, dict[str, str], bytes]:
-    reader, writer = await asyncio.open_connection("127.0.0.1", port)
-    if raw is None:
-        lines = [f"{method} {path} HTTP/1.1", f"Host: 127.0.0.1:{port}"]
-        lines += [f"{k}: {v}" for k, v in (headers or {}).items()]
-        raw = ("\r\n".join(lines) + "\r\n\r\n").encode()
-    writer.write(raw)
-    await writer.drain()
-    data = await asyncio.wait_for(reader.read(), 20)
-    writer.close()
-    head, _, body = data.partition(b"\r\n\r\n")
-    status_line, *header_lines = head.decode("latin-1").split("\r\n")
-    got = {k.lower(): v.strip() for k, _, v in (h.partition(":") for h in header_lines)}
-    return int(status_line.split()[1]), got, body
-
-
-def basic(user: str, password: str) -> dict[str, str]:
-    return {"Authorization": "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode()}
-
-
-async def status_json(port: int, headers: dict[str, str] | None = None) -> dict:
-    code, _, body = await http(port, path="/api/status", headers=headers)
-    assert code == 200, body
-    return json.loads(body)
+from tests.support.page import PAGE, PASSWORD, basic, http, status_json
 
 
 async def test_off_by_default_and_no_port_opened(tmp_path):

@@ -16,7 +16,7 @@ import pytest
 from station import pageauth
 from station.pageauth import PasswordGuard
 from tests.stations import running_station, until
-from tests.test_status_page import PAGE, PASSWORD, basic
+from tests.support.page import PAGE, PASSWORD, basic
 
 GOOD = basic("station", PASSWORD)
 CONFIG = {**PAGE, "status_page.password": PASSWORD}

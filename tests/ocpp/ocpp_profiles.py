@@ -1,4 +1,5 @@
-"""The station's configuration for an OCPP security profile (1: basic auth, 2: TLS, 3: client certificates)."""
+"""The station's configuration for an OCPP security profile (1: basic auth, 2: TLS, 3: client certificates),
+and the central system's TLS side."""
 
 from __future__ import annotations
 
@@ -17,3 +18,9 @@ def profile_config(cs, profile: int, pki=None, key: str | None = KEY, station: s
         extra["backend.ocpp.cert_file"] = pki.path(f"{station}.pem")
         extra["backend.ocpp.key_file"] = pki.path(f"{station}.key")
     return extra
+
+
+def tls(pki, *, client: bool = False, server: str = "server") -> dict:
+    """The strict central system's TLS options (profile 2, and 3 with `client`)."""
+    return {"cert": pki.path(f"{server}.pem"), "key": pki.path(f"{server}.key"), "ca": pki.path("cpo-ca.pem"),
+            "requestCert": client}

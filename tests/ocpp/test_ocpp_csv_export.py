@@ -15,7 +15,7 @@ from ocpp.v16 import call
 from ocpp_flows import wait_status
 
 from station.cli import main
-from tests.test_status_page import PASSWORD, basic, http
+from tests.support.page import PASSWORD, basic, http
 
 # Each way a cell can start a formula, within an idTag's 20 characters (CiString20Type).
 FORMULAS = ['=HYPERLINK("x","y")', "+1+cmd|'/C calc'!A0", "-2+cmd|'/C calc'!A0", "@SUM(1+9)*cmd|'/C'",

@@ -30,10 +30,10 @@ import pytest
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec
 from firmware_support import RELEASE, hostile_wheels, nothing_ran, sdist, wheel
+from ocpp_files import FilesHandler, in_seconds
+from ocpp_profiles import KEY, profile_config, tls
 from pki import pem
 from pki_support import name, new_key
-from test_ocpp_security_profiles import KEY, profile_config, tls
-from test_ocpp_tc_firmware import _Handler, in_seconds
 
 SDIST = "station-99.0.tar.gz"
 ENDS = {"Installed", "InstallationFailed", "InstallVerificationFailed", "InvalidSignature", "DownloadFailed"}
@@ -56,7 +56,7 @@ def hostile(tmp_path, marker):
     d.mkdir()
     files = {what: path.name for what, path in hostile_wheels(d, marker).items()}
     files["source package"] = sdist(d / SDIST, marker).name
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), lambda *a: _Handler(*a, directory=str(d)))
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), lambda *a: FilesHandler(*a, directory=str(d)))
     threading.Thread(target=server.serve_forever, daemon=True).start()
     base = f"http://127.0.0.1:{server.server_address[1]}"
     yield {what: (f"{base}/{file}", (d / file).read_bytes()) for what, file in files.items()}

@@ -15,18 +15,13 @@ import json
 import logging
 from pathlib import Path
 
-from ocpp_profiles import KEY, profile_config
+from ocpp_profiles import KEY, profile_config, tls
 from pki import ocsp_hash_data
 from strict_peer import TimedCS
 
 from station.backends.ocpp16 import security as security_mod
 
 SEC_LOG = "station.backends.ocpp16.security"
-
-
-def tls(pki, *, client: bool = False, server: str = "server") -> dict:
-    return {"cert": pki.path(f"{server}.pem"), "key": pki.path(f"{server}.key"), "ca": pki.path("cpo-ca.pem"),
-            "requestCert": client}
 
 
 async def a_session(cs: TimedCS, rig) -> None:
