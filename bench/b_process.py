@@ -192,7 +192,7 @@ FLOOR = {
     "+ mcsp backend": "import station.daemon, station.sim.world, station.emulated.meter_server, station.hardware.rfid, "
                       "station.backends.mcsp.client",
     "+ ocpp backend": "import station.daemon, station.sim.world, station.emulated.meter_server, station.hardware.rfid, "
-                      "station.backends.ocpp16.chargepoint",
+                      "station.backends.ocpp.backend",
 }
 
 

@@ -17,7 +17,7 @@ from typing import Any
 from station.clock import Clock, parse_iso
 from station.core import reservations
 from station.core.charger import Charger
-from station.core.model import MeterReading, Session, StatusReport
+from station.core.model import MessageKind, MeterReading, Session, StatusReport
 from station.core.states import IN_SESSION, State
 
 log = logging.getLogger(__name__)
@@ -190,6 +190,11 @@ class Control:
 
     def wake_delivery(self) -> None:
         """A backend queued a message itself (e.g. OCPP meter values): deliver now."""
+        self.charger.wake_delivery()
+
+    def queue_message(self, session_id: int, kind: MessageKind, payload: dict[str, Any]) -> None:
+        """A backend's own transaction message, journaled in the outbox first, then delivered in order."""
+        self.charger.journal.store.enqueue(kind, session_id, payload)
         self.charger.wake_delivery()
 
     def notice(self, text: str) -> None:

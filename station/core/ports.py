@@ -49,6 +49,7 @@ from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 from station.core.model import (
     AuthResult,
     DeliveryResult,
+    MessageKind,
     MeterReading,
     OutboxItem,
     Session,
@@ -233,6 +234,11 @@ class StationControl(Protocol):
 
     def wake_delivery(self) -> None:
         """The backend queued a transaction message in the store itself: deliver it now."""
+
+    def queue_message(self, session_id: int, kind: MessageKind, payload: dict[str, Any]) -> None:
+        """Journal a transaction message of the backend's own (OCPP meter values, a 2.0.1 transaction
+        point) in the outbox, behind everything queued before it, and wake the deliverer. Raises
+        StorageError when the journal cannot take it."""
 
     def notice(self, text: str) -> None:
         """A line from the backend worth showing (LCD and log), e.g. 'offline'."""

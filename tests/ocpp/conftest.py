@@ -17,7 +17,7 @@ from ocpp_double import StationDouble
 from strict_peer import TimedCS
 
 from station import config as config_mod
-from station.backends.ocpp16.chargepoint import OcppBackend
+from station.backends.ocpp.backend import OcppBackend
 from station.store import Store
 
 TIME_SCALE = 0.02
@@ -178,7 +178,7 @@ def station_config(tmp_path, url: str, **overrides: Any):
 @pytest.fixture
 async def sim_factory(tmp_path, monkeypatch):
     """make(url, keys={...}, **config) -> SimStation, started. Stopped (as a power cut) at teardown."""
-    from station.backends.ocpp16 import chargepoint
+    from station.backends.ocpp import backend as chargepoint
     from station.daemon import Station
 
     monkeypatch.setattr(chargepoint, "create", lambda c, s: OcppBackend(c, s, time_scale=TIME_SCALE))

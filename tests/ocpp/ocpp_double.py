@@ -186,6 +186,10 @@ class StationDouble:
     def wake_delivery(self) -> None:
         self.deliverer.wake()
 
+    def queue_message(self, session_id: int, kind: Any, payload: dict[str, Any]) -> None:
+        self.store.enqueue(kind, session_id, payload)
+        self.deliverer.wake()
+
     def notice(self, text: str) -> None:
         self.calls.append(("notice", text))
 

@@ -18,10 +18,10 @@ from pathlib import Path
 from pki import ocsp_hash_data
 from strict_peer import TimedCS
 
-from station.backends.ocpp16 import security as security_mod
+from station.backends.ocpp import security as security_mod
 
 KEY = "0123456789abcdefXYZ"  # 19 characters: a plain-text AuthorizationKey
-SEC_LOG = "station.backends.ocpp16.security"
+SEC_LOG = "station.backends.ocpp.security"
 
 
 def tls(pki, *, client: bool = False, server: str = "server") -> dict:

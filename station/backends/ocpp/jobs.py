@@ -1,17 +1,20 @@
 """Long-running jobs the central system starts: firmware updates, diagnostics and log uploads, key renewal.
 
 The work is done by the shared services (station/services: transfer,
-firmware, diagnostics, certs); what is OCPP 1.6 here is when each step is
-reported and how:
+firmware, diagnostics, certs); what is OCPP here is when each step is
+reported and how. Both versions use this module; the 1.6-only jobs are
+marked, and the one name that differs is given by the version
+(`firmware_action`: 1.6 SignedFirmwareStatusNotification, 2.0.1
+FirmwareStatusNotification, with the same statuses and requestId):
 
-* UpdateFirmware (FirmwareManagement): FirmwareStatusNotification Downloading,
+* 1.6 only: UpdateFirmware (FirmwareManagement): FirmwareStatusNotification Downloading,
   Downloaded / DownloadFailed, Installing, Installed / InstallationFailed; a
   final status that could not be sent is sent after the next boot.
-* GetDiagnostics: DiagnosticsStatusNotification Uploading, Uploaded /
+* 1.6 only: GetDiagnostics: DiagnosticsStatusNotification Uploading, Uploaded /
   UploadFailed.
-* SignedUpdateFirmware (security whitepaper L01): SignedFirmwareStatusNotification
-  with the requestId for every step, the signature check in between; an end
-  state that could not be sent is sent after the next boot.
+* 1.6 SignedUpdateFirmware, 2.0.1 UpdateFirmware (L01): the firmware status
+  notification with the requestId for every step, the signature check in
+  between; an end state that could not be sent is sent after the next boot.
 * GetLog (N01): LogStatusNotification Uploading, Uploaded / UploadFailure /
   PermissionDenied.
 * SignCertificate (A02): a new key and a CSR.
@@ -26,17 +29,16 @@ from __future__ import annotations
 import asyncio
 import logging
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from station.clock import parse_iso
 from station.services.lazy import lazy
 
+from .host import Host
 from .link import sleep_or_event
 
 if TYPE_CHECKING:
     from station.services import certs, diagnostics, firmware, transfer
-
-    from .chargepoint import OcppBackend
 else:  # the services are imported when a job first runs (RSS: most stations never run one)
     certs = lazy("station.services.certs")
     diagnostics = lazy("station.services.diagnostics")
@@ -52,6 +54,12 @@ DEFAULT_TRIES = 3
 DEFAULT_RETRY_S = 60
 
 
+class JobHost(Host, Protocol):
+    """What the jobs need: the shared backend, and what a version adds to a diagnostics archive."""
+
+    def diagnostics_extra(self) -> dict[str, str]: ...
+
+
 def _unlink(path: Path) -> None:
     try:
         path.unlink()
@@ -60,8 +68,9 @@ def _unlink(path: Path) -> None:
 
 
 class Jobs:
-    def __init__(self, backend: OcppBackend) -> None:
+    def __init__(self, backend: JobHost, firmware_action: str = "SignedFirmwareStatusNotification") -> None:
         self.b = backend
+        self.firmware_action = firmware_action
         self.firmware_status = "Idle"
         self.diagnostics_status = "Idle"
         self.log_request: int | None = None  # requestId of the log upload under way
@@ -182,7 +191,7 @@ class Jobs:
         payload: dict[str, Any] = {"status": status}
         if request_id is not None:
             payload["requestId"] = request_id
-        sent = await self.b.link.notify("SignedFirmwareStatusNotification", payload) is not None
+        sent = await self.b.link.notify(self.firmware_action, payload) is not None
         # an end state is sent after the next boot
         self.b.store.put_json(SIGNED_FW_KEY, {"status": status, "requestId": request_id,
                                               "unsent": not sent and status in _FW_ENDS})
