@@ -96,6 +96,13 @@ class TimedCS(StrictCS):
 
 
 
+async def start201(security: dict | None = None, cls: type[StrictCS] = StrictCS,
+                   protocols: tuple[str, ...] = ("ocpp2.0.1",)) -> StrictCS:
+    """A strict OCPP 2.0.1 central system (ocpp-rpc with its bundled 2.0.1 schemas), or one speaking the
+    `protocols` given, first preferred."""
+    return await start({**(security or {}), "protocols": list(protocols)}, cls)
+
+
 async def start(security: dict | None = None, cls: type[StrictCS] = StrictCS) -> StrictCS:
     """A strict central system on 127.0.0.1 (port 0), with the security options of strict_cs.js."""
     ensure_installed()

@@ -94,6 +94,10 @@ class Jobs:
         if delay > 0:
             await asyncio.sleep(self.b.scaled(delay) if self.b.time_scale != 1.0 else delay)
 
+    async def wait_idle(self) -> None:
+        """Until no transaction runs (a reset OnIdle waits so too)."""
+        await self._no_transaction()
+
     async def _no_transaction(self) -> None:
         """Installing restarts the station: wait until no transaction runs."""
         while self.b.active_session() is not None:

@@ -66,7 +66,7 @@ _ATTRIBUTE_VALUE = re.compile(r'("attributeValue"\s*:\s*)"(?:[^"\\]|\\.)*"')
 def mask_frame(text: str) -> str:
     """A frame as it may appear in a log or a diagnostics file: id tags masked unless station.log_tags,
     and the value of a ChangeConfiguration AuthorizationKey (1.6, A01.FR.12) or a SetVariables
-    BasicAuthPassword (2.0.1, A01.FR.11: every attributeValue of such a frame) always redacted."""
+    BasicAuthPassword (2.0.1, A01.FR.12: every attributeValue of such a frame) always redacted."""
     lower = text.lower()
     if "authorizationkey" in lower:
         text = _KEY_OBJECT.sub(lambda m: _VALUE_FIELD.sub(r'\1"<redacted>"', m[0]), text)
