@@ -149,6 +149,7 @@ class Version(Protocol):
     name: str  # "1.6" or "2.0.1", as in backend.ocpp.versions
     dialect: Dialect
     handlers: list[object]
+    refuse_when_rejected: str | None  # while BootNotification is Rejected: None ignores CALLs, else this CALLERROR
 
     # -- the link -------------------------------------------------------------------
     def boot_payload(self) -> dict[str, Any]: ...

@@ -221,13 +221,15 @@ class Link:
             status, interval = conf["status"], conf["interval"]
             self.registration = status
             if status == "Accepted":
-                peer.ignore_calls = False
+                peer.ignore_calls, peer.refuse_calls = False, None
                 self.b.security.registered()
                 if interval > 0:
                     version.boot_accepted(interval)
                 break
             log.info("BootNotification %s; next try in %d s", status, interval)
-            peer.ignore_calls = status == "Rejected"
+            rejected = status == "Rejected"
+            peer.ignore_calls = rejected and version.refuse_when_rejected is None
+            peer.refuse_calls = version.refuse_when_rejected if rejected else None
             await sleep_or_event(self._boot_now if status == "Pending" else None,
                                  self.b.scaled(interval or DEFAULT_WAIT_S))
         self.ready.set()

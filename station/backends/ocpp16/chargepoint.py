@@ -63,6 +63,7 @@ def rules(keys: ConfigurationKeys) -> Rules:
 class Ocpp16(VersionBase):
     name = "1.6"
     dialect = OCPP16
+    refuse_when_rejected: str | None = None  # 1.6: a rejected charge point answers nothing
 
     def __init__(self, host: Host) -> None:
         super().__init__(host)

@@ -227,7 +227,8 @@ class DeviceModel:
         if base == "ConfigurationInventory":
             return [v for v in self.vars if v.mutability in (RW, WO)]
         if base == "SummaryInventory":
-            return [v for v in self.vars if v.name in ("AvailabilityState", "Available")]
+            return [v for v in self.vars if v.component in ("ChargingStation", "EVSE", "Connector")
+                    and v.name in ("AvailabilityState", "Available", "Problem")]
         return list(self.vars)
 
     def custom_report(self, component_variables: builtins.list[dict[str, Any]] | None,

@@ -65,6 +65,7 @@ BOOT_KEY = "ocpp201.boot_reason"  # why the next BootNotification is sent (B01.F
 class Ocpp201(VersionBase):
     name = "2.0.1"
     dialect = OCPP201
+    refuse_when_rejected: str | None = "SecurityError"  # B03.FR.08
 
     def __init__(self, host: Host) -> None:
         super().__init__(host)
