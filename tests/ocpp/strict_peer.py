@@ -48,9 +48,9 @@ class StrictCS:
                 raise AssertionError(f"not seen within {timeout} s; last events: {self.events[-10:]}")
             await asyncio.sleep(0.01)
 
-    async def call_from_cp(self, method: str, pred=lambda p: True, after: int = 0) -> dict:
+    async def call_from_cp(self, method: str, pred=lambda p: True, after: int = 0, timeout: float = 15.0) -> dict:
         e = await self.wait(lambda e: e in self.events[after:] and e["event"] == "call"
-                            and e["method"] == method and pred(e["params"]))
+                            and e["method"] == method and pred(e["params"]), timeout=timeout)
         return e["params"]
 
     async def command(self, method: str, params: dict | None = None) -> dict:
