@@ -330,3 +330,34 @@ async def test_TC_E_41_42_50_51_CS_retries_then_the_next_one(strict201, sim201_f
     session = s.store.sessions(("stopped",))[-1]
     assert "TransactionEvent not processed after 3 tries (seqNo 0)" in session.extra["rejected"]
     assert cs.failures() == []
+
+
+async def test_power_loss_ends_the_transaction_after_the_restart(strict201, sim201_factory):
+    """A power cut (the process killed) in a transaction: after the restart the journal closes the session at
+    the meter's reading of that moment, and the transaction ends at the central system with stoppedReason
+    PowerLoss (E07.FR.06; triggerReason AbnormalCondition, E06.FR.16), its seqNo continuing where it stopped,
+    the energy billed equal to the meter's advance."""
+    cs = strict201
+    s = await sim201_factory(cs.url)
+    await s.online()
+    n = len(cs.events)
+    s.world.plug()
+    await s.world.tap(UID, hold_s=0.15)
+    start = await started(cs, n)
+    await s.state("Charging")
+    s.world.consume(700)
+    await asyncio.sleep(0.4)
+    await s.station.stop(graceful=False)
+    s2 = await sim201_factory(cs.url)
+    await s2.online()
+    end = await ended(cs, n)
+    tx = start["transactionInfo"]["transactionId"]
+    assert end["transactionInfo"]["transactionId"] == tx
+    assert (end["triggerReason"], end["transactionInfo"]["stoppedReason"]) == ("AbnormalCondition", "PowerLoss")
+    assert end.get("offline") is True  # it happened while the station was not connected
+    assert_gapless(cs, tx)
+    billed = energy(end["meterValue"], "Transaction.End") - energy(start["meterValue"], "Transaction.Begin")
+    assert billed == s2.store.sessions(("stopped",))[-1].energy_wh >= 700
+    boot = [e["params"] for e in cs.events[n:] if e["event"] == "call" and e["method"] == "BootNotification"]
+    assert boot and boot[0]["reason"] == "PowerUp"
+    assert cs.failures() == []

@@ -86,8 +86,8 @@ class OcppBackend(Backend):
         self.names: list[str] = list(o.versions)
         self.versions: dict[str, Version] = {
             name: importlib.import_module(VERSIONS[name]).make(self) for name in self.names}
-        saved = store.get_json(VERSION_KEY, None)
-        self._active: str = saved if saved in self.versions else self.names[0]
+        self._saved: str | None = store.get_json(VERSION_KEY, None)
+        self._active: str = self._saved if self._saved in self.versions else self.names[0]
         self._link_task: asyncio.Task[Any] | None = None
         self._spawned: set[asyncio.Task[Any]] = set()  # every task of the backend: cancelled by close()
 
@@ -108,9 +108,11 @@ class OcppBackend(Backend):
             running = self.station is not None
             self.active.stop()
             self._active = chosen
-            self.store.put_json(VERSION_KEY, chosen)
             if running:
                 self.active.start()
+        if chosen is not None and chosen != self._saved:
+            self.store.put_json(VERSION_KEY, chosen)
+            self._saved = chosen
         return self.active
 
     # ================================================================ lifecycle
