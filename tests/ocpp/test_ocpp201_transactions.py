@@ -361,3 +361,31 @@ async def test_power_loss_ends_the_transaction_after_the_restart(strict201, sim2
     boot = [e["params"] for e in cs.events[n:] if e["event"] == "call" and e["method"] == "BootNotification"]
     assert boot and boot[0]["reason"] == "PowerUp"
     assert cs.failures() == []
+
+
+async def test_a_point_delivered_again_is_the_same_event(strict201, sim201_factory):
+    """The kill between the send and the journal's confirmation, replayed: the deliverer offers the same outbox
+    item again (after the restart) and the same TransactionEvent goes out (same seqNo, same content), because
+    the event is journaled with the transaction's state before it is sent; the next item continues at seqNo+1.
+    (The kill test, tests/test_torture.py, does this with real kills.)"""
+    cs = strict201
+    s = await sim201_factory(cs.url, {"SampledDataCtrlr/TxUpdatedInterval": 0})
+    await s.online()
+    version = s.backend.versions["2.0.1"]
+    s.charger.deliverer = None  # the test plays the deliverer now
+    n = len(cs.events)
+    s.world.plug()
+    await s.world.tap(UID, hold_s=0.15)
+    await s.state("Charging")
+    items = list(s.store.messages())
+    for item in items:
+        session = s.store.session(item.session_id)
+        await version.tx.deliver(item, session)
+        again = s.store.session(item.session_id)  # as after a restart: read back from the journal
+        await version.tx.deliver(item, again)
+        s.store.confirm(item)
+    sent = events(cs, n)
+    firsts = sent[::2]
+    assert sent[1::2] == firsts  # each one twice, identical
+    assert [p["seqNo"] for p in firsts] == list(range(len(firsts))) and firsts[0]["eventType"] == "Started"
+    assert cs.failures() == []
