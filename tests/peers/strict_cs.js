@@ -22,6 +22,10 @@
 // "__answer" {method, result} answers that CALL of the charge point so from now on (null: default again;
 // {"error": code} answers a CALLERROR with that code).
 //
+// Frames, from the JSON object in argv[4]: {"frames": true} also reports every websocket message,
+//   {"event":"frame","outbound":bool,"bytes":N,"type":2|3|4,"id":..,"method":..} (method for CALLs),
+//   so a benchmark can count the bytes of a transaction at the central system.
+//
 // Versions, from the JSON object in argv[4]: {"protocols": ["ocpp2.0.1"]} (default ["ocpp1.6"]); the
 // server takes the first of its protocols that the charge point offers.
 //
@@ -127,6 +131,15 @@ server.on('client', (c) => {
         error: e.error ? String(e.error.message) : null, details: e.error ? e.error.details : null,
         params: e.params, result: e.result,
     }));
+    if (security.frames) {
+        c.on('message', ({ message, outbound }) => {
+            const text = String(message);
+            let m = [];
+            try { m = JSON.parse(text); } catch (e) { /* reported as badMessage */ }
+            out({ event: 'frame', outbound, bytes: Buffer.byteLength(text), type: m[0], id: m[1],
+                method: m[0] === 2 ? m[2] : undefined });
+        });
+    }
     c.on('badMessage', (e) => out({ event: 'badMessage', error: String(e.error), message: String(e.buffer) }));
     c.on('close', (e) => out({ event: 'closed', code: e.code }));
     c.handle(({ method, params }) => {
