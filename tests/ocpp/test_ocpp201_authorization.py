@@ -129,9 +129,10 @@ async def test_TC_D_01_to_08_C_27_40_CS_local_list(strict201, sim201_factory):
     assert cs.failures() == []
 
 
-async def test_TC_C_39_42_45_47_49_CS_groups_and_master_pass(strict201, sim201_factory):
+async def test_TC_C_04_39_42_45_49_CS_groups_and_master_pass(strict201, sim201_factory):
     """TC_C_39_CS (C09.FR.03): another card of the group stops the transaction and is named; TC_C_42_CS
-    (C09.FR.11): a card of another group does not; TC_C_45_CS (C16.FR.03): a master pass cannot start;
+    (C09.FR.11): a card of another group does not; TC_C_04_CS (C01.FR.02/03): nor does a different card
+    without a group (it is asked about, and no TransactionEvent names it); TC_C_45_CS (C16.FR.03): a master pass cannot start;
     TC_C_49_CS (C16.FR.02, no UI): it stops the transaction, stoppedReason MasterPass."""
     cs = strict201
     await cs.command("__setTags", {"tags": {UID: {"status": "Accepted", "groupIdToken": FLEET},
@@ -160,9 +161,12 @@ async def test_TC_C_39_42_45_47_49_CS_groups_and_master_pass(strict201, sim201_f
     s.world.plug()
     await s.world.tap(UID, hold_s=0.15)
     await s.state("Charging")
-    await s.world.tap(OTHER, hold_s=0.15)  # no group: does not stop
+    m = len(cs.events)
+    await s.world.tap(OTHER, hold_s=0.15)  # no group: does not stop (TC_C_04)
+    await cs.call_from_cp("Authorize", lambda p: p["idToken"]["idToken"] == OTHER, after=m)
     await asyncio.sleep(0.4)
     assert s.charger.session is not None
+    assert all(p.get("idToken", {}).get("idToken") != OTHER for p in tx_events(cs, m))
     await s.world.tap("AABBCCDD", hold_s=0.15)
     end = await ended(cs, n)
     assert end["idToken"]["idToken"] == "AABBCCDD" and end["transactionInfo"]["stoppedReason"] == "Local"

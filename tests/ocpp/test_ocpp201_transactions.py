@@ -45,8 +45,9 @@ def assert_gapless(cs: TimedCS, tx_id: str) -> list[dict]:
     return mine
 
 
-async def test_TC_E_03_CS_cable_first_local_start_and_stop(strict201, sim201_factory):
-    """TC_E_03_CS (E02), TC_E_01_CS (E01.FR.05 PowerPathClosed), TC_E_15_CS (E06.FR.03), TC_E_06_CS (E07):
+async def test_TC_E_03_07_CS_cable_first_local_start_and_stop(strict201, sim201_factory):
+    """TC_E_03_CS (E02), TC_E_01_CS (E01.FR.05 PowerPathClosed), TC_E_15_CS (E06.FR.03), TC_E_06_CS (E07),
+    TC_E_07_CS (E06.FR.06, stop point PowerPathClosed, a local stop):
     plug, card, charge, the same card again. Started carries the idToken, the evse and the register at the
     start; Updated the charging state; Ended the register at the end, the stopping idToken and Local."""
     cs = strict201
@@ -83,11 +84,12 @@ def started(cs: TimedCS, after: int = 0):
     return cs.call_from_cp("TransactionEvent", lambda p: p["eventType"] == "Started", after=after)
 
 
-async def test_TC_F_01_08_09_K_37_CS_remote_start_cable_first_and_remote_stop(strict201, sim201_factory):
+async def test_TC_F_01_08_09_E_35_K_37_CS_remote_start_cable_first_and_remote_stop(strict201, sim201_factory):
     """TC_F_01_CS (F01.FR.02/19/25): plugged first, RequestStartTransaction: Started with triggerReason
     RemoteStart, the remoteStartId and the idToken of the request (C05.FR.05), no AuthorizeRequest for a
     Central token (C05.FR.01); TC_K_37_CS (K05.FR.03): its TxProfile limits the transaction; TC_F_08_CS
-    (F03.FR.03/07): RequestStopTransaction ends it with RemoteStop / Remote; TC_F_09_CS (F03.FR.08): an
+    (F03.FR.03/07) and TC_E_35_CS (E06.FR.06, stop point PowerPathClosed): RequestStopTransaction ends it with
+    RemoteStop / Remote; TC_F_09_CS (F03.FR.08): an
     unknown transactionId is Rejected."""
     cs = strict201
     s = await sim201_factory(cs.url)
@@ -204,9 +206,10 @@ async def test_TC_E_02_CS_transaction_starts_with_the_energy(strict201, sim201_f
     assert cs.failures() == []
 
 
-async def test_TC_E_14_20_CS_ev_side_disconnect_ends_it(strict201, sim201_factory):
-    """TC_E_14_CS / TC_E_20_CS (E06.FR.02, E09.FR.01 StopTxOnEVSideDisconnect): the EV leaves during the
-    transaction: Ended with EVCommunicationLost, EVDisconnected, chargingState Idle."""
+async def test_TC_E_14_17_20_CS_ev_side_disconnect_ends_it(strict201, sim201_factory):
+    """TC_E_14_CS / TC_E_17_CS / TC_E_20_CS (E06.FR.02/04, E09.FR.01 StopTxOnEVSideDisconnect): the EV leaves
+    during the transaction: Ended with EVCommunicationLost, EVDisconnected, chargingState Idle; then the
+    connector is Available."""
     cs = strict201
     s = await sim201_factory(cs.url)
     await s.online()
@@ -218,10 +221,11 @@ async def test_TC_E_14_20_CS_ev_side_disconnect_ends_it(strict201, sim201_factor
     end = await ended(cs, n)
     assert (end["triggerReason"], end["transactionInfo"]["stoppedReason"], end["transactionInfo"]["chargingState"]) \
         == ("EVCommunicationLost", "EVDisconnected", "Idle")
+    await cs.call_from_cp("StatusNotification", lambda p: p["connectorStatus"] == "Available", after=n)
     assert cs.failures() == []
 
 
-async def test_TC_E_24_26_stop_point_ev_connected_outlives_the_card(strict201, sim201_factory):
+async def test_stop_point_ev_connected_outlives_the_card(strict201, sim201_factory):
     """TxStopPoint EVConnected only (E06.FR.02, E07 diagram, F03.FR.02): the card (or a remote stop) ends the
     energy and the authorization: Updated (StopAuthorized, EVConnected, the card's idToken); the transaction
     ends when the EV leaves: Ended (EVCommunicationLost, Local, Idle)."""

@@ -34,11 +34,17 @@ from typing import TYPE_CHECKING, Any, Protocol
 from station.clock import parse_iso
 from station.services.lazy import lazy
 
-from .host import Host
 from .link import sleep_or_event
 
 if TYPE_CHECKING:
     from station.services import certs, diagnostics, firmware, transfer
+
+    from .host import Host
+
+    class JobHost(Host, Protocol):
+        """What the jobs need: the shared backend, and what a version adds to a diagnostics archive."""
+
+        def diagnostics_extra(self) -> dict[str, str]: ...
 else:  # the services are imported when a job first runs (RSS: most stations never run one)
     certs = lazy("station.services.certs")
     diagnostics = lazy("station.services.diagnostics")
@@ -52,12 +58,6 @@ SIGNED_FW_KEY = "ocpp.signed_firmware"  # last SignedFirmwareStatusNotification 
 _FW_ENDS = {"DownloadFailed", "InstallationFailed", "Installed", "InstallVerificationFailed", "InvalidSignature"}
 DEFAULT_TRIES = 3
 DEFAULT_RETRY_S = 60
-
-
-class JobHost(Host, Protocol):
-    """What the jobs need: the shared backend, and what a version adds to a diagnostics archive."""
-
-    def diagnostics_extra(self) -> dict[str, str]: ...
 
 
 def _unlink(path: Path) -> None:

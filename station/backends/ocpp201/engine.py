@@ -233,6 +233,13 @@ class Ocpp201(VersionBase):
     def is_master_pass(self, id_tag: str) -> bool:
         return self.auth.is_master_pass(self.auth.lookup(self.auth.token(id_tag)))
 
+    def authorizing_session(self, id_tag: str) -> Session | None:
+        try:
+            waiting = self.store.sessions(("authorizing",))
+        except StorageError:
+            return None
+        return next((s for s in reversed(waiting) if s.id_tag.upper() == id_tag.upper()), None)
+
     def remember_remote_start(self, remote_start_id: int, token: dict[str, Any]) -> None:
         self.auth.types[token["idToken"].strip().upper()] = token["type"]
         self.store.put_json(REMOTE_KEY, {"remoteStartId": remote_start_id, "idToken": token, "at": self.stamp()})

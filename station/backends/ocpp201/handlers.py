@@ -193,6 +193,7 @@ class CoreHandlers:
 
     def _started(self, remote_start_id: int, id_token: dict[str, Any]) -> None:
         self.b.remember_remote_start(remote_start_id, id_token)  # F02.FR.01: in the first event
+        self.b.spawn(self.b.points.remote_authorized(id_token), "ocpp-remote-authorized")  # E01.FR.03
         if self._start_profile is not None:
             self.b.smart.install_tx_profile(self._start_profile)  # K05.FR.03
             self.b.limits.wake()

@@ -45,6 +45,7 @@ samples kept every TxEndedInterval).
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Callable
 from enum import Enum
@@ -117,6 +118,9 @@ class TxHost(Protocol):
 
     def resolve(self, stamp: str | None) -> str: ...
 
+    def authorizing_session(self, id_tag: str) -> Session | None:
+        """The journal's session of `id_tag` that is authorized and waits for its EV ('authorizing'), if any."""
+
 
 Handler = Callable[["TxPoints", Session, dict[str, Any], dict[str, Any]], "dict[str, Any] | None"]
 
@@ -152,6 +156,21 @@ class TxPoints:
                                          "Transaction.Begin", self.b.control.clock.stamp())
         self._waiting = session.id
         self.point(Point.AUTHORIZED, session.id, id_token=token, meter=begin)
+
+    async def remote_authorized(self, token: dict[str, Any], timeout_s: float = 3.0) -> None:
+        """A RequestStartTransaction the core took (E01.FR.03 with F01/F02): the authorization point of the
+        session the core journals for it (found in the journal: the core does not hand it over today)."""
+        control = self.b.control
+        deadline = asyncio.get_running_loop().time() + timeout_s
+        while asyncio.get_running_loop().time() < deadline:
+            active = control.current_session()
+            session = active if active is not None and active.id_tag.upper() == token["idToken"].upper() \
+                else self.b.authorizing_session(token["idToken"])
+            if session is not None:
+                self.authorized(session, token, control.last_reading())
+                return
+            await asyncio.sleep(0.02)
+        log.warning("remote start: no session of the token in the journal within %.0f s", timeout_s)
 
     def observe(self, report: StatusReport) -> None:
         """A status report of the connector: the points it implies."""
@@ -205,11 +224,15 @@ class TxPoints:
         state["token"] = facts["id_token"]
         if state.get("started") or "Authorized" not in state["start"]:
             return None
+        remote = self.b.take_remote_start(session)
+        if remote is not None:  # F02.FR.01: the remoteStartId in the first event; triggerReason RemoteStart
+            state["remote"] = remote
         # E01.FR.03: the transaction starts with the authorization. Was the EV there already?
         plugged = session.state in ("active", "stopped") and _within(self.b.resolve(session.started_at),
                                                                      self.b.resolve(state["at"]))
-        return self._started(session, state, "Authorized", "EVConnected" if plugged else "Idle",
-                             evse=EVSE_CONNECTOR if plugged else EVSE, begin=facts.get("meter"))
+        return self._started(session, state, "RemoteStart" if remote is not None else "Authorized",
+                             "EVConnected" if plugged else "Idle", evse=EVSE_CONNECTOR if plugged else EVSE,
+                             begin=facts.get("meter"))
 
     def _power_path_closed(self, session: Session, facts: dict[str, Any], state: dict[str, Any]) -> dict[str, Any] | None:
         state["power_path"] = True
