@@ -111,6 +111,9 @@ class VersionBase:
     def spawn(self, coro: Coroutine[Any, Any, Any], name: str) -> asyncio.Task[Any]:
         return self.host.spawn(coro, name)
 
+    def reconnect_delay(self, failures: int) -> float | None:
+        return None  # the station's backoff (station/backoff.py)
+
     def scaled(self, seconds: float) -> float:
         return self.host.scaled(seconds)
 

@@ -169,6 +169,10 @@ class Version(Protocol):
 
     def link_lost(self) -> None: ...
 
+    def reconnect_delay(self, failures: int) -> float | None:
+        """The wait before the next connection attempt after `failures` failed ones (scaled seconds), or None
+        for the station's own backoff (station/backoff.py)."""
+
     # -- its life ----------------------------------------------------------------------
     def start(self) -> None:
         """Become the active version: start its background tasks."""

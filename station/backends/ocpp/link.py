@@ -153,7 +153,7 @@ class Link:
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
-                delay = backoff.next()
+                delay = self._delay(backoff)
                 self.b.security.connect_failed(exc, url, delay)
                 await self._sleep(delay)
                 continue
@@ -165,9 +165,18 @@ class Link:
                 backoff.reset()
             else:
                 self.b.security.session_ended_unregistered()
-            delay = backoff.next()
+            delay = self._delay(backoff)
             log.info("connection to the central system lost; reconnecting in %.1f s", delay)
             await self._sleep(delay)
+
+    def _delay(self, backoff: Backoff) -> float:
+        """The wait before the next attempt: the active version's rule (OCPP 2.0.1 Part 4 §5.3, from its
+        device model), else the station's backoff."""
+        own = self.b.active.reconnect_delay(backoff.failures)
+        if own is None:
+            return backoff.next()
+        backoff.failures += 1
+        return own
 
     async def _connected(self, ws: ClientConnection, version: Version) -> bool:
         """Serve one connection, in `version`, until it ends; True if it was registered."""

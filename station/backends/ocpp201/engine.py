@@ -27,6 +27,7 @@ them, and why).
 from __future__ import annotations
 
 import logging
+import random
 import time
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
@@ -96,6 +97,7 @@ class Ocpp201(VersionBase):
     # ================================================================ life
     def start(self) -> None:
         self._tune_station()
+        self.host.spawn(self.status.restore(), "ocpp-reservation-restore")  # B11.FR.05
         self.run_loops((self.sampler.run, "ocpp-meter-values"), (self.limits.run, "ocpp-power-limit"))
 
     def measurands(self) -> frozenset[str]:
@@ -192,6 +194,14 @@ class Ocpp201(VersionBase):
     def reboot_reason(self, reason: str) -> None:
         """The station is about to restart: why, for the next BootNotification (B01.FR.09)."""
         self.store.put_json(BOOT_KEY, reason)
+
+    def reconnect_delay(self, failures: int) -> float | None:
+        """Part 4 §5.3: RetryBackOffWaitMinimum, doubled after each failed attempt at most
+        RetryBackOffRepeatTimes times, plus a random 0..RetryBackOffRandomRange s each time."""
+        dm = self.devmodel
+        doubled = dm.int("OCPPCommCtrlr", "RetryBackOffWaitMinimum") * 2 ** min(
+            failures, dm.int("OCPPCommCtrlr", "RetryBackOffRepeatTimes"))
+        return self.scaled(doubled + random.uniform(0, dm.int("OCPPCommCtrlr", "RetryBackOffRandomRange")))
 
     def heartbeat_interval(self) -> int:
         return self.devmodel.int("OCPPCommCtrlr", "HeartbeatInterval")

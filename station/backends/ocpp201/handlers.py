@@ -306,7 +306,7 @@ class CoreHandlers:
         group = group_id_token["idToken"] if group_id_token else None
         status = await self.b.control.reserve(id, id_token["idToken"], group, expiry_date_time)  # H01.FR.02/03/11-14
         if status == "Accepted":
-            self.b.status.reserved(id, expiry_date_time)
+            self.b.status.reserved(id, expiry_date_time, id_token["idToken"], group)
         return {"status": status}
 
     @on("CancelReservation")

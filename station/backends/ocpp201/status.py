@@ -19,7 +19,10 @@ request for the state a level is in already is Accepted (G03.FR.03, G04.FR.04).
 Reservations (H04, H01.FR.16/17): the core keeps the reservation and ends it;
 when the connector leaves Reserved without the reservation being used or
 cancelled, the central system is told: Expired once its time has passed,
-Removed when the EVSE became Unavailable or Faulted.
+Removed when the EVSE became Unavailable or Faulted. The core holds a
+reservation in memory only, so it is also kept in the journal
+("ocpp201.reservation") until it ends, and made again after a restart while
+its time has not passed (B11.FR.05).
 """
 
 from __future__ import annotations
@@ -42,6 +45,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 STORE_KEY = "ocpp201.availability"
+RESERVATION_KEY = "ocpp201.reservation"  # the reservation the core holds: made again after a restart
 LEVELS = ("station", "evse", "connector")
 _STATUS = {ConnectorStatus.AVAILABLE: "Available", ConnectorStatus.RESERVED: "Reserved",
            ConnectorStatus.UNAVAILABLE: "Unavailable", ConnectorStatus.FAULTED: "Faulted"}
@@ -138,21 +142,48 @@ class StatusReporter:
         return answer
 
     # ================================================================ reservations (H04)
-    def reserved(self, reservation_id: int, expiry: str) -> None:
+    def reserved(self, reservation_id: int, expiry: str, id_tag: str, group: str | None) -> None:
         try:
             when = parse_iso(expiry)
         except ValueError:
             when = None
         self._reservation = (reservation_id, when)
+        self._keep({"id": reservation_id, "expiry": expiry, "idTag": id_tag, "group": group})
 
     def cancelled(self, reservation_id: int) -> None:
         self._cancelled.add(reservation_id)
+        self._keep(None)
+
+    def _keep(self, reservation: dict[str, Any] | None) -> None:
+        try:
+            self.b.store.put_json(RESERVATION_KEY, reservation)
+        except Exception as exc:  # the reservation itself stands; only a restart would lose it
+            log.error("reservation not journaled: %s", exc)
+
+    async def restore(self) -> None:
+        """B11.FR.05: after a restart the EVSE is Reserved again while the reservation's time has not passed."""
+        kept = self.b.store.get_json(RESERVATION_KEY, None)
+        if not kept:
+            return
+        try:
+            live = parse_iso(kept["expiry"]) > self.b.now()
+        except (KeyError, ValueError):
+            live = False
+        status = await self.b.control.reserve(kept["id"], kept["idTag"], kept.get("group"), kept["expiry"]) \
+            if live else "Expired"
+        if status == "Accepted":
+            self._reservation = (kept["id"], parse_iso(kept["expiry"]))
+            log.info("reservation %s made again after the restart", kept["id"])
+        else:
+            log.info("reservation %s not made again after the restart: %s", kept["id"], status)
+            self._keep(None)
 
     def _reservation_ended(self, status: ConnectorStatus) -> None:
         if self._reservation is None or status is ConnectorStatus.RESERVED:
             return
         reservation_id, expiry = self._reservation
         self._reservation = None
+        self._keep(None)
         if reservation_id in self._cancelled or status not in (
                 ConnectorStatus.AVAILABLE, ConnectorStatus.UNAVAILABLE, ConnectorStatus.FAULTED):
             self._cancelled.discard(reservation_id)

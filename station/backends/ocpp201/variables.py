@@ -91,9 +91,10 @@ VARIABLES: list[Var] = [
     _i("OCPPCommCtrlr", "NetworkProfileConnectionAttempts", RO, 5),
     _i("OCPPCommCtrlr", "OfflineThreshold", RW, 60, min=0, max=86400, unit="s"),
     _i("OCPPCommCtrlr", "ResetRetries", RW, 1, min=0, max=10),
-    _i("OCPPCommCtrlr", "RetryBackOffRandomRange", RO, 30, unit="s"),
-    _i("OCPPCommCtrlr", "RetryBackOffRepeatTimes", RO, 6),
-    _i("OCPPCommCtrlr", "RetryBackOffWaitMinimum", RO, 1, unit="s"),
+    # Part 4 §5.3: the first reconnection after WaitMinimum + up to RandomRange s, doubled RepeatTimes times
+    _i("OCPPCommCtrlr", "RetryBackOffRandomRange", RW, 3, min=0, max=3600, unit="s"),
+    _i("OCPPCommCtrlr", "RetryBackOffRepeatTimes", RW, 6, min=0, max=20),
+    _i("OCPPCommCtrlr", "RetryBackOffWaitMinimum", RW, 1, min=1, max=3600, unit="s"),
     _b("OCPPCommCtrlr", "UnlockOnEVSideDisconnect", RO, False),
     _i("OCPPCommCtrlr", "WebSocketPingInterval", RW, 60, min=0, max=3600, unit="s", reboot=True),
     # --- DeviceDataCtrlr ------------------------------------------------------------------------------
