@@ -67,8 +67,8 @@ async def test_TC_B_02_CS_cold_boot_pending(strict201, sim201_factory):
     assert cs.failures() == []
 
 
-async def test_TC_B_03_CS_cold_boot_rejected(strict201, sim201_factory):
-    """TC_B_03_CS, B03.FR.02/06/08: Rejected: nothing but BootNotification after the interval, and a
+async def test_TC_B_03_30_CS_cold_boot_rejected(strict201, sim201_factory):
+    """TC_B_03_CS, TC_B_30_CS, B03.FR.02/06/08: Rejected: nothing but BootNotification after the interval, and a
     request of the central system is answered CALLERROR SecurityError."""
     cs = strict201
     await cs.command("__setBoot", {"status": "Rejected", "interval": 15})
