@@ -94,6 +94,31 @@ async def test_TC_A_11_14_CS_station_certificate_on_request(strict_factory, sim2
     assert cs.failures() == []
 
 
+async def test_TC_A_05_15_CS_untrusted_csms_certificate_and_a_refused_signing(strict_factory, sim201_factory, pki):
+    """TC_A_05_CS (A00.FR.3xx): a CSMS certificate the station's CSMS root did not issue: no connection; once the
+    central system shows a valid one the station connects and reports InvalidCsmsCertificate (the 2.0.1 name,
+    A00.FR.4xx security event); TC_A_15_CS (A02): a SignCertificateRequest the central system Rejects changes
+    nothing (the connection and the station certificate stay)."""
+    cs = await start201(strict_factory, {"password": KEY, "tls": tls(pki, server="rogue-server"), "plain": False})
+    s = await sim201_factory("ws://127.0.0.1:1/unused", **profile_config(cs, 2, pki))
+    await asyncio.sleep(1.0)
+    assert cs.of("upgrade") == [] and not s.backend.link.accepted
+    await cs.command("__setServerCert", {"cert": pki.path("server.pem"), "key": pki.path("server.key")})
+    await s.online(timeout=15)
+    event = await cs.call_from_cp("SecurityEventNotification", lambda p: p["type"] == "InvalidCsmsCertificate")
+    assert "server_cert" in event["techInfo"]
+    await cs.command("SetVariables", {"setVariableData": [
+        {"component": {"name": "SecurityCtrlr"}, "variable": {"name": "OrganizationName"}, "attributeValue": "Test CPO"}]})
+    await cs.command("__answer", {"method": "SignCertificate", "result": {"status": "Rejected"}})
+    n = len(cs.events)
+    assert (await cs.command("TriggerMessage", {"requestedMessage": "SignChargingStationCertificate"}))["status"] \
+        == "Accepted"
+    await cs.call_from_cp("SignCertificate", after=n)
+    await asyncio.sleep(0.5)
+    assert s.backend.link.accepted and len(cs.of("upgrade")) == 1
+    assert cs.failures() == []
+
+
 async def test_TC_M_01_02_07_12_13_19_20_22_CS_ca_certificates(strict201, sim201_factory, pki):
     """TC_M_01_CS / TC_M_02_CS (M05.FR.01/02): install a CSMS root and a manufacturer root; TC_M_07_CS
     (M05.FR.07): an invalid one is Rejected; V2G and MO roots are Rejected (no ISO 15118); TC_M_12/13/17/18_CS
