@@ -70,10 +70,11 @@ async def test_TC_K_01_to_41_CS_charging_profiles(strict201, sim201_factory):
     """TC_K_01_CS / TC_K_10_CS TxDefaultProfile on EVSE 1 / 0, TC_K_03_CS ChargingStationMaxProfile (K01);
     TC_K_02_CS a TxProfile without a transaction is Rejected (K01.FR.09), TC_K_60_CS with its transactionId
     Accepted, TC_K_16_CS an unknown transactionId Rejected (K01.FR.33), TC_K_14_CS an unknown EVSE (K01.FR.28);
-    TC_K_04_CS replace by id (K01.FR.05); TC_K_39/40/41_CS GetCompositeSchedule: the rating without profiles,
-    stacked and combined purposes (K08); TC_K_29-36_CS GetChargingProfiles with ReportChargingProfiles (K09);
-    TC_K_05-08_CS ClearChargingProfile (K10); TC_K_13_CS profiles kept over a power cut (K01.FR.27); a limit of
-    0 pauses the charging (SuspendedEVSE), the same arithmetic as 1.6."""
+    TC_K_04_CS replace by id (K01.FR.05); TC_K_39_CS / TC_K_40_CS / TC_K_41_CS GetCompositeSchedule: the rating
+    without profiles, stacked and combined purposes (K08); GetChargingProfiles with ReportChargingProfiles (K09;
+    each filter: test_ocpp201_smart_cases.py); ClearChargingProfile (K10): TC_K_05_CS by id, TC_K_06_CS by
+    purpose and stack level, TC_K_08_CS nothing to clear: Unknown; TC_K_13_CS profiles kept over a power cut
+    (K01.FR.27); a limit of 0 pauses the charging (SuspendedEVSE), the same arithmetic as 1.6."""
     cs = strict201
     s = await sim201_factory(cs.url)
     await s.online()
