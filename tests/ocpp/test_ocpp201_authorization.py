@@ -89,8 +89,8 @@ async def test_TC_C_08_32_33_34_36_37_CS_authorization_cache(strict201, sim201_f
     assert cs.failures() == []
 
 
-async def test_TC_D_01_to_08_C_27_40_CS_local_list(strict201, sim201_factory):
-    """D01: SendLocalList Full (TC_D_01_CS), Differential update and removal (TC_D_02/03_CS), an older
+async def test_TC_D_01_to_08_10_C_27_40_CS_local_list(strict201, sim201_factory):
+    """D01: SendLocalList Full (TC_D_01_CS), Differential update and removal (TC_D_02_CS, TC_D_03_CS), an older
     version: VersionMismatch (TC_D_06_CS), too many: Failed; D02 GetLocalListVersion (TC_D_08_CS); the list
     survives a power cut (TC_D_07_CS); TC_C_27_CS / TC_C_40_CS (C14.FR.02, C09): a card Accepted on the list
     starts without asking and another card of its group stops it (C09.FR.03)."""
@@ -126,6 +126,16 @@ async def test_TC_D_01_to_08_C_27_40_CS_local_list(strict201, sim201_factory):
     assert (await cs.command("SendLocalList", {"versionNumber": 5, "updateType": "Differential",
                                                "localAuthorizationList": [{"idToken": TOKEN}]}))["status"] == "Accepted"
     assert s.backend.versions["2.0.1"].auth.local_list.get(f"ISO14443:{UID}") is None
+    # TC_D_05_CS: a Differential with nothing in it only moves the version; TC_D_04_CS: a Full empty list empties it
+    assert (await cs.command("SendLocalList", {"versionNumber": 6, "updateType": "Differential"}))["status"] == "Accepted"
+    assert (await cs.command("GetLocalListVersion"))["versionNumber"] == 6
+    assert s.backend.versions["2.0.1"].auth.local_list.get(f"ISO14443:{OTHER}") is not None
+    assert (await cs.command("SendLocalList", {"versionNumber": 7, "updateType": "Full"}))["status"] == "Accepted"
+    assert (await cs.command("GetLocalListVersion"))["versionNumber"] == 7
+    assert s.backend.versions["2.0.1"].auth.local_list.entries == {}
+    # TC_D_10_CS (D02.FR.03): the list disabled: version 0
+    await set_vars(cs, LocalAuthListCtrlr__Enabled="false")
+    assert (await cs.command("GetLocalListVersion"))["versionNumber"] == 0
     assert cs.failures() == []
 
 

@@ -66,7 +66,7 @@ def profile(pid: int, purpose: str, kind: str, periods: list[tuple[int, float]],
             "chargingSchedule": [schedule], **more}
 
 
-async def test_TC_K_01_to_41_CS_charging_profiles(strict201, sim201_factory):
+async def test_TC_K_01_to_06_08_10_13_14_16_39_40_41_60_CS_charging_profiles(strict201, sim201_factory):
     """TC_K_01_CS / TC_K_10_CS TxDefaultProfile on EVSE 1 / 0, TC_K_03_CS ChargingStationMaxProfile (K01);
     TC_K_02_CS a TxProfile without a transaction is Rejected (K01.FR.09), TC_K_60_CS with its transactionId
     Accepted, TC_K_16_CS an unknown transactionId Rejected (K01.FR.33), TC_K_14_CS an unknown EVSE (K01.FR.28);

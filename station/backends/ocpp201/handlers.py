@@ -160,7 +160,9 @@ class CoreHandlers:
 
     @on("GetLocalListVersion")
     def on_get_local_list_version(self, **_: Any) -> Answer:
-        return {"versionNumber": self.b.auth.local_list.version}  # D02
+        if not self.b.devmodel.bool("LocalAuthListCtrlr", "Enabled"):
+            return {"versionNumber": 0}  # D02.FR.03: no list in use
+        return {"versionNumber": self.b.auth.local_list.version}  # D02.FR.01/02
 
     # ================================================================ E14 transaction status
     @on("GetTransactionStatus")
