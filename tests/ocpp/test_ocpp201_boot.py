@@ -201,7 +201,7 @@ async def test_TC_B_12_13_14_53_CS_base_reports_in_parts(strict201, sim201_facto
 async def test_TC_B_16_17_18_19_54_55_56_CS_custom_reports(strict201, sim201_factory):
     """TC_B_16_CS criteria (B08.FR.07-10, OR of criteria B08.FR.13), TC_B_17_CS component/variable
     (B08.FR.11), TC_B_18_CS both, TC_B_19_CS an unknown component: EmptyResultSet (B08.FR.15), TC_B_54_CS no
-    instance (B08.FR.21), TC_B_56_CS no evse (B08.FR.23: every EVSE, and the station's own)."""
+    instance (B08.FR.21), TC_B_55_CS with an instance, TC_B_56_CS no evse (B08.FR.23: every EVSE, and the station's own)."""
     cs = strict201
     s = await sim201_factory(cs.url)
     await s.online()
@@ -223,6 +223,9 @@ async def test_TC_B_16_17_18_19_54_55_56_CS_custom_reports(strict201, sim201_fac
     instances = await report(6, componentVariable=[{"component": {"name": "DeviceDataCtrlr"},
                                                    "variable": {"name": "ItemsPerMessage"}}])
     assert {d["variable"].get("instance") for d in instances} == {"GetReport", "GetVariables", "SetVariables"}
+    one_instance = await report(8, componentVariable=[{"component": {"name": "DeviceDataCtrlr"},
+                                                       "variable": {"name": "ItemsPerMessage", "instance": "GetVariables"}}])
+    assert [d["variable"].get("instance") for d in one_instance] == ["GetVariables"]
     evses = await report(7, componentVariable=[{"component": {"name": "Connector"},
                                                "variable": {"name": "AvailabilityState"}}])
     assert [d["component"].get("evse") for d in evses] == [{"id": 1, "connectorId": 1}]
