@@ -275,3 +275,41 @@ async def test_TC_C_41_43_44_CS_groups_with_the_list_and_the_cache(strict201, si
     await asyncio.sleep(0.5)
     assert s.charger.session is not None and [p["eventType"] for p in tx_events(cs, n)].count("Ended") == 0
     assert cs.failures() == []
+
+
+async def test_TC_E_45_CS_offline_stop_by_a_card_of_the_group(strict201, sim201_factory):
+    """TC_E_45_CS (E08.FR.02/04-08): offline, another card of the transaction's group (on the local list) stops
+    it; after the outage every event of it goes with offline true, the Ended among them, naming that card."""
+    cs = strict201
+    s = await sim201_factory(cs.url, {"AuthCtrlr/LocalPreAuthorize": True})
+    await s.online()
+    await cs.command("SendLocalList", {"versionNumber": 1, "updateType": "Full", "localAuthorizationList": [
+        entry(UID, "Accepted", FLEET), entry(OTHER, "Accepted", FLEET)]})
+    s.world.plug()
+    n = len(cs.events)
+    await s.world.tap(UID, hold_s=0.15)
+    start = await cs.call_from_cp("TransactionEvent", lambda p: p["eventType"] == "Started", after=n)
+    await s.state("Charging")
+    m = len(cs.events)
+    await cs.command("__outage", {"seconds": 3})
+    await asyncio.sleep(0.3)
+    await s.world.tap(OTHER, hold_s=0.15)
+    s.world.plug(False)
+    await s.state("Available")
+    end = await ended(cs, m)
+    tx = start["transactionInfo"]["transactionId"]
+    after = [p for p in tx_events(cs, m) if p["transactionInfo"]["transactionId"] == tx]
+    assert after and all(p["offline"] is True for p in after) and after[-1] == end
+    assert end["idToken"] == token(OTHER) and end["transactionInfo"]["stoppedReason"] == "Local"
+    assert cs.failures() == []
+
+
+async def test_TC_E_52_CS_no_remote_authorization(strict201, sim201_factory):
+    """TC_E_52_CS (C01.FR.05, AuthCtrlr.DisableRemoteAuthorization): a token neither the list nor the cache
+    knows is refused without an AuthorizeRequest."""
+    cs = strict201
+    s = await sim201_factory(cs.url, {"AuthCtrlr/DisableRemoteAuthorization": True})
+    await s.online()
+    s.world.plug()
+    await tap_refused(s, cs, UID, asked=False)
+    assert cs.failures() == []

@@ -162,11 +162,12 @@ async def test_TC_G_03_to_G_19_CS_change_availability(strict201, sim201_factory)
     assert cs.failures() == []
 
 
-async def test_TC_H_01_07_17_18_19_CS_reservations(strict201, sim201_factory):
+async def test_TC_H_01_07_15_17_18_19_24_CS_reservations(strict201, sim201_factory):
     """TC_H_01_CS (H01.FR.03/23, H03.FR.01): a reservation of EVSE 1 makes it Reserved, another card may not
     start there, the reserved card starts and its first TransactionEvent carries the reservationId (H01.FR.15,
     E03.FR.03); TC_H_17_CS / TC_H_18_CS (H02): cancel, and cancel of an unknown one; TC_H_07_CS (H04.FR.01):
-    one that runs out is reported Expired; TC_H_19_CS (H03.FR.04): a card of the reservation's group may use it;
+    one that runs out is reported Expired; TC_H_19_CS (H03.FR.04) / TC_H_24_CS (no EVSE given, a groupIdToken): a
+    card of the reservation's group may use it;
     TC_H_15_CS: a connector type the station does not have is Rejected."""
     cs = strict201
     await cs.command("__setTags", {"tags": {OTHER: {"status": "Accepted", "groupIdToken":

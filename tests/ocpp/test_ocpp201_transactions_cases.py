@@ -104,3 +104,21 @@ async def test_TC_E_38_CS_ev_not_ready(strict201, sim201_factory):
     await s.world.tap(UID, hold_s=0.15)
     await ended(cs, n)
     assert cs.failures() == []
+
+
+async def test_TC_E_08_CS_stop_point_energy_transfer_stopped_by_the_card(strict201, sim201_factory):
+    """TC_E_08_CS (E06.FR.07, E06.FR.15) with TxStopPoint EnergyTransfer: the card ends the energy transfer and
+    with it the transaction: Ended, StopAuthorized, Local."""
+    cs = strict201
+    s = await sim201_factory(cs.url, {"TxCtrlr/TxStopPoint": "EnergyTransfer"})
+    await s.online()
+    n = len(cs.events)
+    s.world.plug()
+    await s.world.tap(UID, hold_s=0.15)
+    await started(cs, n)
+    await s.state("Charging")
+    await s.world.tap(UID, hold_s=0.15)
+    end = await ended(cs, n)
+    assert (end["triggerReason"], end["transactionInfo"]["stoppedReason"]) == ("StopAuthorized", "Local")
+    assert_gapless(cs, end["transactionInfo"]["transactionId"])
+    assert cs.failures() == []
