@@ -36,7 +36,7 @@ from typing import Any
 from bench.common import MIB, PYTHON, ROOT, Result, proc_cpu_s, proc_status, sim_env, terminate
 from bench.stations import CARD, backend_rig
 
-BACKENDS = ("local", "mcsp", "ocpp")
+BACKENDS = ("local", "mcsp", "ocpp", "ocpp201")  # ocpp: 1.6 at tests/ocpp's central system; ocpp201: 2.0.1
 
 
 def _toml_value(v: Any) -> str:
@@ -44,6 +44,8 @@ def _toml_value(v: Any) -> str:
         return "true" if v else "false"
     if isinstance(v, (int, float)):
         return repr(v)
+    if isinstance(v, list):
+        return json.dumps([str(x) for x in v])
     return json.dumps(str(v))
 
 
@@ -123,6 +125,14 @@ def _online_probe(kind: str, server: Any):
                     return r.at
             return None
         return status_available
+    if kind == "ocpp201":
+        def connector_available():
+            for e in server.events:
+                if e.get("event") == "call" and e["method"] == "StatusNotification" \
+                        and e["params"].get("connectorStatus") == "Available":
+                    return e["t"]
+            return None
+        return connector_available
     return lambda: None
 
 
@@ -192,7 +202,7 @@ FLOOR = {
     "+ mcsp backend": "import station.daemon, station.sim.world, station.emulated.meter_server, station.hardware.rfid, "
                       "station.backends.mcsp.client",
     "+ ocpp backend": "import station.daemon, station.sim.world, station.emulated.meter_server, station.hardware.rfid, "
-                      "station.backends.ocpp16.chargepoint",
+                      "station.backends.ocpp.backend",
 }
 
 
@@ -345,12 +355,15 @@ async def _window(sp: _Proc, pid: int, meter_pid: int, seconds: float) -> dict[s
 
 # ---------------------------------------------------------------------------- entry
 def run(quick: bool) -> Result:
-    from bench.stations import import_central_system
+    from bench.stations import import_central_system, import_strict_peer
 
     res = Result("process", "Station process: start-up, peak RSS, CPU idle and charging")
-    kinds = [k for k in BACKENDS if k != "ocpp" or import_central_system() is not None]
+    kinds = [k for k in BACKENDS if (k != "ocpp" or import_central_system() is not None)
+             and (k != "ocpp201" or import_strict_peer() is not None)]
     if "ocpp" not in kinds:
         res.notes.append("ocpp: not measured, tests/ocpp/ocpp_csms.py not importable")
+    if "ocpp201" not in kinds:
+        res.notes.append("ocpp201: not measured, no node or tests/peers/install.sh not run")
 
     async def main() -> None:
         res.figures["floor"] = await floor()

@@ -123,16 +123,19 @@ async def _tap_loop(station: Any, cfg: Any, n: int, stamps: _Stamps) -> dict[str
 
 
 def run(quick: bool) -> Result:
-    from bench.stations import import_central_system
+    from bench.stations import import_central_system, import_strict_peer
 
     res = Result("tap", "Tap to contactor (p50/p95/max), product defaults, loopback backends")
     n = 3 if quick else 25
     # Quick mode only shortens the wait for the card to count as gone between taps; it is
     # not on the measured path (tap -> contactor).
     extra = {"rfid.absent_s": 0.2} if quick else {}
-    for kind in ("local", "mcsp", "ocpp"):
+    for kind in ("local", "mcsp", "ocpp", "ocpp201"):
         if kind == "ocpp" and import_central_system() is None:
             res.figures[kind] = {"skipped": "tests/ocpp/ocpp_csms.py not importable"}
+            continue
+        if kind == "ocpp201" and import_strict_peer() is None:
+            res.figures[kind] = {"skipped": "no node or tests/peers/install.sh not run"}
             continue
         with tempfile.TemporaryDirectory(prefix=f"bench-tap-{kind}-") as tmp:
             try:

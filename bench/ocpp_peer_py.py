@@ -26,7 +26,7 @@ async def main(url: str, n: int, m: int, pause_ms: int, state_dir: str) -> None:
     from ocpp_double import StationDouble  # type: ignore[import-not-found]
 
     from station import config as config_mod
-    from station.backends.ocpp16.chargepoint import OcppBackend
+    from station.backends.ocpp.backend import OcppBackend
     from station.store import Store
 
     rigs = []

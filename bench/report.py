@@ -10,7 +10,7 @@ from typing import Any
 
 from bench.common import Result
 
-BACKENDS = ("local", "mcsp", "ocpp")
+BACKENDS = ("local", "mcsp", "ocpp", "ocpp201")  # ocpp: 1.6; ocpp201: the same backend speaking 2.0.1
 
 
 def _get(results: dict[str, Result], name: str, *path: str) -> Any:
@@ -183,9 +183,9 @@ def markdown(info: dict[str, Any], results: dict[str, Result], tgs: list[dict[st
         L += ["## Findings: where the cost is, and the floors", ""] + [f"- {f}" for f in findings] + [""]
 
     for name, section in (("rfid", _rfid), ("tap", _tap), ("process", _process), ("idle", _idle),
-                          ("replay", _replay), ("meter", _meter), ("ocpp_peer", _peer), ("status_page", _status_page),
-                          ("safety", _safety), ("mcsp_server", _mcsp_server), ("controller", _rows),
-                          ("sharing", _sharing)):
+                          ("replay", _replay), ("meter", _meter), ("ocpp_peer", _peer), ("ocpp_versions", _versions),
+                          ("status_page", _status_page), ("safety", _safety), ("mcsp_server", _mcsp_server),
+                          ("controller", _rows), ("sharing", _sharing)):
         r = results.get(name)
         if r is None:
             continue
@@ -337,6 +337,34 @@ def _peer(r: Result) -> list[str]:
             f"{n_big} connections.", ""] + _table(
         ["client", "CPU ms/message", "messages/s", "RSS MiB, 1 connection", f"RSS MiB, {n_big} connections",
          "MiB per extra connection"], rows)
+
+
+def _versions(r: Result) -> list[str]:
+    f = r.figures
+    rows, cpu = [], []
+    for version in ("1.6", "2.0.1"):
+        x = f.get(version)
+        if not x:
+            continue
+        if "error" in x:
+            rows.append([version, x["error"]] + [""] * 6)
+            continue
+        t = x["transaction"]
+        calls = ", ".join(f"{m} {n}" for m, n in t["calls"].items())
+        rows.append([version, t["bytes_total"], f"{t['bytes_station_to_cs']} / {t['bytes_cs_to_station']}", t["frames"],
+                     f"{t['bytes_fixed_part']}", f"{t['periodic_messages']} x {t['bytes_per_periodic_message_with_answer']}",
+                     calls])
+        for what in ("StatusNotification", "MeterValues"):
+            y = x[f"cpu_{what}"]
+            cpu.append([version, what, y["cpu_ms_per_message"], y["wall_ms_per_trigger"], y["bytes_per_trigger"],
+                        y["idle_cpu_s_per_min"], x["schema_failures"]])
+    L = ["### Bytes per transaction (counted at the central system)", ""]
+    L += _table(["version", "bytes", "station->CS / CS->station", "messages", "fixed part", "periodic: n x bytes",
+                 "CALLs from the station"], rows)
+    L += ["### CPU per message (TriggerMessage round trips, idle rate subtracted)", ""]
+    L += _table(["version", "triggered", "CPU ms/message", "wall ms/trigger", "bytes/trigger",
+                 "idle CPU s/min", "schema failures"], cpu)
+    return L
 
 
 def _idle(r: Result) -> list[str]:

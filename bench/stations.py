@@ -2,7 +2,8 @@
 
 `backend_rig(kind, state_dir)` starts what the backend needs (nothing for
 local, an embedded `McspServer` for mcsp, the test central system of
-tests/ocpp for ocpp) and yields (config overrides, server). Product
+tests/ocpp for ocpp, the strict ocpp-rpc central system of tests/peers speaking 2.0.1 for ocpp201)
+and yields (config overrides, server). Product
 defaults are kept except where only waiting is saved (Finishing time).
 """
 
@@ -36,6 +37,38 @@ def import_central_system():
     return CentralSystem
 
 
+def import_strict_peer():
+    """tests/ocpp/strict_peer.py (the ocpp-rpc strict central system in a node process), or None."""
+    import shutil
+
+    path = str(ROOT / "tests" / "ocpp")
+    if path not in sys.path:
+        sys.path.insert(0, path)
+    if shutil.which("node") is None or not (ROOT / "tests" / "peers" / "node_modules" / "ocpp-rpc").is_dir():
+        logging.getLogger(__name__).warning("node or tests/peers/node_modules/ocpp-rpc missing (bash tests/peers/install.sh)")
+        return None
+    try:
+        import strict_peer  # type: ignore[import-not-found]
+    except Exception as exc:  # noqa: BLE001 - reported as "not measured"
+        logging.getLogger(__name__).warning("tests/ocpp/strict_peer.py not importable: %s", exc)
+        return None
+    return strict_peer
+
+
+@contextlib.asynccontextmanager
+async def strict_central_system(version: str, frames: bool = False) -> AsyncIterator[Any]:
+    """The strict central system speaking OCPP `version` ("1.6" or "2.0.1"), events stamped with arrival
+    times; with `frames`, every websocket message is reported with its size."""
+    sp = import_strict_peer()
+    if sp is None:
+        raise RuntimeError("no strict central system (node and tests/peers/install.sh needed)")
+    cs = await sp.start({"protocols": [f"ocpp{version}"], "frames": frames}, cls=sp.TimedCS)
+    try:
+        yield cs
+    finally:
+        await cs.close()
+
+
 @contextlib.asynccontextmanager
 async def backend_rig(kind: str) -> AsyncIterator[tuple[dict[str, Any], Any]]:
     if kind == "local":
@@ -60,6 +93,11 @@ async def backend_rig(kind: str) -> AsyncIterator[tuple[dict[str, Any], Any]]:
             yield {"backend.kind": "ocpp", "backend.ocpp.url": cs.url, "station.name": "CP1"}, cs
         finally:
             await cs.close()
+        return
+    if kind == "ocpp201":
+        async with strict_central_system("2.0.1") as cs:
+            yield {"backend.kind": "ocpp", "backend.ocpp.url": cs.url, "backend.ocpp.versions": ["2.0.1"],
+                   "station.name": "CP1"}, cs
         return
     raise ValueError(kind)
 

@@ -1,6 +1,6 @@
 """Torture: SIGKILL a real station daemon at random moments, restart it, check at the backend.
 
-    python bench/torture.py --kills 300 --seed 1 --backend mcsp|ocpp [--outages 0.3] [--budget 1800]
+    python bench/torture.py --kills 300 --seed 1 --backend mcsp|ocpp|ocpp201 [--outages 0.3] [--budget 1800]
 
 Theory of operation
 -------------------
@@ -22,7 +22,9 @@ After the last kill, one clean round runs to its end (the scenario runner
 waits until nothing is left undelivered). Then the checks, at the backend's
 end. With `--backend ocpp` the backend is a strict OCPP 1.6 central system we
 did not write (ocpp-rpc in strict mode, tests/peers/ledger_cs.js) and the
-checks are bench/torture_ocpp.py's. With `--backend mcsp` it is the MCSP
+checks are bench/torture_ocpp.py's; with `--backend ocpp201` the same central
+system speaks OCPP 2.0.1 (the station's backend.ocpp.versions = ["2.0.1"])
+and the checks are bench/torture_ocpp201.py's. With `--backend mcsp` it is the MCSP
 reference server (station.servers.mcsp, McspServer) on 127.0.0.1, in
 this process, with its ledger in SQLite, and the checks are:
 
@@ -133,6 +135,11 @@ class Figures:
     aimed_duplicates: int = 0  # ... whose first StartTransaction was the target of an aimed kill
     resent_starts: int = 0  # StartTransactions the station sent again after one without an answer (its marks)
     repeated_stops: int = 0  # StopTransaction sent again with the same values (harmless)
+    # OCPP 2.0.1 only (bench/torture_ocpp201.py)
+    cs_events: int = 0  # TransactionEvents the central system got (repeats included)
+    repeated_events: int = 0  # TransactionEvents sent again after a kill: same seqNo, same content
+    offline_events: int = 0  # TransactionEvents marked offline
+    seq_gaps: int = 0  # transactions whose seqNo has a gap (must be 0)
     window_ms: list[float] = field(default_factory=list)  # median, 95th percentile, most: CS got it -> id journaled
     schema_failures: int = 0
     failures: list[str] = field(default_factory=list)
@@ -319,6 +326,8 @@ class Rig:
 def make_side(backend: str, work: Path) -> McspSide | LedgerCS:
     """The backend side for `backend`, its files in `work` (created)."""
     work.mkdir(parents=True, exist_ok=True)
+    if backend == "ocpp201":
+        return LedgerCS(work, TAGS, version="2.0.1")
     return LedgerCS(work, TAGS) if backend == "ocpp" else McspSide(work)
 
 
@@ -330,7 +339,7 @@ async def torture(workdir: str | Path, kills: int, seed: int, *, backend: str = 
     `aim` (OCPP only): the probability that a round's kill is aimed at a StartTransaction in
     flight: the round is killed a uniform 0..`aim_ms` ms after the central system received the
     first StartTransaction of the round (or at its random moment if that comes first)."""
-    if aim and backend != "ocpp":
+    if aim and backend not in ("ocpp", "ocpp201"):
         raise ValueError("aimed kills are for the OCPP backend (MCSP repeats are idempotent by Session-Key)")
     say = say or (lambda text: None)
     work = Path(workdir)
@@ -451,7 +460,7 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--kills", type=int, default=300)
     p.add_argument("--seed", type=int, default=1)
-    p.add_argument("--backend", choices=("mcsp", "ocpp"), default="mcsp")
+    p.add_argument("--backend", choices=("mcsp", "ocpp", "ocpp201"), default="mcsp")
     p.add_argument("--outages", type=float, default=0.25, help="probability of a backend outage per round")
     p.add_argument("--budget", type=float, default=3600.0, help="seconds at most for the killing rounds")
     p.add_argument("--max-delay", type=float, default=4.0, help="kill delays are uniform in [0.05, this] s")
@@ -481,7 +490,12 @@ def main(argv: list[str] | None = None) -> int:
         print(f"journal: {fig.sessions} sessions ({fig.sessions_with_energy} with energy, {fig.power_loss} closed by"
               f" PowerLoss, {fig.offline_sessions} authorized offline, {fig.estimated} estimated), "
               f"{fig.aborted_taps} taps aborted, {fig.refused_taps} refused")
-        if fig.backend == "ocpp":
+        if fig.backend == "ocpp201":
+            print(f"central system (2.0.1): {fig.cs_transactions} transactions in {fig.cs_events} TransactionEvents "
+                  f"({fig.repeated_events} sent again after a kill, all identical; {fig.offline_events} offline; "
+                  f"{fig.seq_gaps} seqNo gaps), {fig.schema_failures} schema failures, {fig.billed_wh} Wh billed; "
+                  f"meter advanced {fig.meter_advance_wh} Wh")
+        elif fig.backend == "ocpp":
             print(f"central system: {fig.cs_transactions} transactions, {fig.duplicate_starts} duplicate "
                   f"StartTransactions ({fig.duplicates_after_kill} after a kill, {fig.aimed_duplicates} of them after "
                   f"one of the {fig.aimed_kills} aimed kills; {fig.duplicates_after_drop} after an outage's drop; the "

@@ -2,7 +2,8 @@
 
 The central system is tests/peers/ledger_cs.js: the npm library ocpp-rpc in
 strict mode (every message, both ways, checked against the official OCPP 1.6
-JSON schemas) with a small ledger around it. It runs as a Node process for
+JSON schemas, or with `version="2.0.1"` the 2.0.1 ones) with a small ledger
+around it. The 2.0.1 judge is bench/torture_ocpp201.py. It runs as a Node process for
 the whole torture and appends each call, each schema failure and each
 connection's end to a JSON-lines file before it answers; `judge()` reads that
 file and the station's journal after the last round.
@@ -56,6 +57,8 @@ STOP_REASONS = {"EmergencyStop", "EVDisconnected", "HardReset", "Local", "Other"
 # The charge point's configuration keys for the torture (as a central system would set them):
 # meter values every second, so MeterValues share the outbox with the transactions.
 KEYS = {"MeterValueSampleInterval": "1"}
+# The same for OCPP 2.0.1 (device model values): TransactionEvent Updated every second.
+VARIABLES = {"SampledDataCtrlr/TxUpdatedInterval": "1"}
 _JOURNALED = re.compile(r"(?P<at>\d{4}-\d\d-\d\d \d\d:\d\d:\d\d),(?P<ms>\d{3}) INFO \S+: "
                         r"StartTransaction of session \d+: transactionId (?P<tx>\d+)$")
 
@@ -74,14 +77,15 @@ class LedgerCS:
 
     name = "ocpp"
 
-    def __init__(self, work: Path, tags: Iterable[str]) -> None:
+    def __init__(self, work: Path, tags: Iterable[str], version: str = "1.6") -> None:
+        self.version = version
         self.ledger = work / "cs-ledger.jsonl"
         self.tags = list(tags)
         self.url = ""
-        self.aimed: set[int] = set()  # transactionIds whose StartTransaction an aimed kill was aimed at
+        self.aimed: set[int | str] = set()  # transactionIds whose start an aimed kill was aimed at
         self._proc: asyncio.subprocess.Process | None = None
         self._reader: asyncio.Task | None = None
-        self._starts: asyncio.Queue[int] = asyncio.Queue()  # transactionIds as StartTransactions arrive
+        self._starts: asyncio.Queue[int | str] = asyncio.Queue()  # transactionIds as starts arrive
         self._acks: asyncio.Queue[dict] = asyncio.Queue()
         self._down_until = 0.0
 
@@ -89,7 +93,8 @@ class LedgerCS:
         why = missing()
         if why:
             raise RuntimeError(why)
-        options = json.dumps({"tags": self.tags, "heartbeat": 60})
+        protocols = ["ocpp2.0.1"] if self.version == "2.0.1" else ["ocpp1.6"]
+        options = json.dumps({"tags": self.tags, "heartbeat": 60, "protocols": protocols})
         self._proc = await asyncio.create_subprocess_exec(
             "node", str(SCRIPT), "0", str(self.ledger), options,
             stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE)
@@ -109,7 +114,7 @@ class LedgerCS:
             else:
                 self._acks.put_nowait(event)
 
-    async def aim(self, delay: float) -> int:
+    async def aim(self, delay: float) -> int | str:
         """Return `delay` s after the next StartTransaction reaches the central system (its
         transactionId): the moment to kill the station with that StartTransaction in flight."""
         while not self._starts.empty():
@@ -120,15 +125,18 @@ class LedgerCS:
         return tx
 
     def config(self) -> str:
-        return f'[backend]\nkind = "ocpp"\n[backend.ocpp]\nurl = "{self.url}"\n'
+        return f'[backend]\nkind = "ocpp"\n[backend.ocpp]\nurl = "{self.url}"\nversions = ["{self.version}"]\n'
 
     def prepare(self, state: Path) -> None:
-        """The configuration keys, stored where the charge point keeps them."""
+        """The configuration keys (2.0.1: device model values), stored where the station keeps them."""
         from station.store import Store
 
         store = Store.open(state)
         try:
-            store.put_json("ocpp.config", dict(KEYS))
+            if self.version == "2.0.1":
+                store.put_json("ocpp201.variables", dict(VARIABLES))
+            else:
+                store.put_json("ocpp.config", dict(KEYS))
         finally:
             store.close()
 
@@ -166,6 +174,11 @@ class LedgerCS:
         await cancel_and_wait(self._reader)
 
     def check(self, fig: Any, journal: Path) -> None:
+        if self.version == "2.0.1":
+            from bench.torture_ocpp201 import judge201
+
+            judge201(fig, journal, read_ledger(self.ledger))
+            return
         judge(fig, journal, read_ledger(self.ledger), self.aimed)
         windows = sorted(start_windows(self.ledger.parent))
         if windows:
@@ -210,7 +223,8 @@ def _start_values(params: dict[str, Any]) -> tuple:
     return params["connectorId"], params["idTag"], params["meterStart"], params["timestamp"]
 
 
-def judge(fig: Any, journal: Path, events: list[dict[str, Any]], aimed: set[int] | frozenset[int] = frozenset()) -> None:
+def judge(fig: Any, journal: Path, events: list[dict[str, Any]],
+          aimed: set[int | str] | frozenset[int | str] = frozenset()) -> None:
     """The invariants at the central system. Appends to fig.failures, fills the OCPP figures.
     `aimed`: the transactionIds aimed kills were aimed at."""
     fail = fig.failures.append

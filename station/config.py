@@ -40,6 +40,7 @@ _INT = int
 _NUM = (int, float)
 _STR = str
 _TABLE = dict
+_LIST = list  # a list of strings, each one of `choices`, none twice, at least one
 
 SCHEMA: dict[str, Key] = {
     # --- station -----------------------------------------------------------------
@@ -220,6 +221,10 @@ SCHEMA: dict[str, Key] = {
         "Text before the tag ('Tag ID = ' per the server; the 2018 device wrote 'Tag ID= ')."),
     "backend.ocpp.url": Key(_STR, "ws://127.0.0.1:9000/",
         "Central system URL (ws:// or wss://); the charge point id is appended."),
+    "backend.ocpp.versions": Key(_LIST, ["1.6"], (
+        "OCPP versions offered to the central system as websocket subprotocols, in order of preference (on the "
+        "wire ocpp2.0.1, ocpp1.6); the central system's choice decides the version of each connection."),
+        choices=("2.0.1", "1.6")),
     "backend.ocpp.tls_url": Key(_STR, None,
         "wss:// URL of the central system for security profiles 2 and 3, when it is not `url` with ws:// turned into wss:// "
         "(the central system may raise the profile).", optional=True),
@@ -232,6 +237,13 @@ SCHEMA: dict[str, Key] = {
     "backend.ocpp.ca_file": Key(_STR, None, "CA file to verify the central system (wss://).", optional=True),
     "backend.ocpp.cert_file": Key(_STR, None, "Station certificate (profile 3).", optional=True),
     "backend.ocpp.key_file": Key(_STR, None, "Station private key (profile 3).", optional=True),
+    "backend.ocpp.connector_type": Key(_STR, "cType2", (
+        "OCPP 2.0.1 only: the connector's type in the device model (Connector.ConnectorType) and for ReserveNow "
+        "connectorType: cType2 for a fixed Type 2 cable, sType2 for a Type 2 socket, and the other values of "
+        "ConnectorEnumType."), choices=("cCCS1", "cCCS2", "cG105", "cTesla", "cType1", "cType2", "s309-1P-16A",
+                                        "s309-1P-32A", "s309-3P-16A", "s309-3P-32A", "sBS1361", "sCEE-7-7",
+                                        "sType2", "sType3", "Other1PhMax16A", "Other1PhOver16A", "Other3Ph",
+                                        "Pan", "wInductive", "wResonant", "Undetermined", "Unknown")),
     # --- firmware updates (OCPP SignedUpdateFirmware / UpdateFirmware) -------------
     "firmware.signing_ca_file": Key(_STR, None, (
         "PEM file of the root certificate(s) that sign firmware releases (the manufacturer's); a release is installed "
@@ -335,7 +347,9 @@ def _check(file: str, dotted: str, key: Key, value: Any) -> Any:
         raise ConfigError(file, dotted, f"expected {_type_name(key)}, got a boolean")
     if not isinstance(value, types):
         raise ConfigError(file, dotted, f"expected {_type_name(key)}, got {type(value).__name__} {value!r}")
-    if key.choices is not None and value not in key.choices:
+    if isinstance(value, list):
+        _check_list(file, dotted, key, value)
+    elif key.choices is not None and value not in key.choices:
         raise ConfigError(file, dotted, f"must be one of {', '.join(map(repr, key.choices))}, got {value!r}")
     if isinstance(value, float) and not math.isfinite(value):
         # TOML has nan and inf; nan passes every comparison, so it would slip through the bounds.
@@ -355,13 +369,26 @@ def _check(file: str, dotted: str, key: Key, value: Any) -> Any:
     return value
 
 
+def _check_list(file: str, dotted: str, key: Key, value: list[Any]) -> None:
+    if not value:
+        raise ConfigError(file, dotted, "must name at least one")
+    for item in value:
+        if not isinstance(item, str):
+            raise ConfigError(file, dotted, f"expected strings, got {type(item).__name__} {item!r}")
+        if key.choices is not None and item not in key.choices:
+            raise ConfigError(file, dotted, f"each must be one of {', '.join(map(repr, key.choices))}, got {item!r}")
+    if len(set(value)) != len(value):
+        raise ConfigError(file, dotted, f"names one twice: {value!r}")
+
+
 def _hex(value: Any) -> str:
     return f"0x{int(value):02X}"
 
 
 def _type_name(key: Key) -> str:
     types = key.type if isinstance(key.type, tuple) else (key.type,)
-    names = {int: "an integer", float: "a number", str: "a string", bool: "true or false", dict: "a table"}
+    names = {int: "an integer", float: "a number", str: "a string", bool: "true or false", dict: "a table",
+             list: "a list of strings"}
     if types == (int, float):
         return "a number"
     return " or ".join(names.get(t, t.__name__) for t in types)
@@ -391,6 +418,8 @@ def _build(flat: dict[str, Any], source: str) -> Config:
         value = flat.get(dotted, key.default)
         if isinstance(value, dict):
             value = dict(value)
+        elif isinstance(value, list):
+            value = list(value)  # never the schema's own default
         node = tree
         parts = dotted.split(".")
         for part in parts[:-1]:
@@ -570,6 +599,8 @@ def _toml_value(value: Any) -> str:
         return repr(value)
     if isinstance(value, dict):
         return "{}"
+    if isinstance(value, (list, tuple)):
+        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
     return str(value)
 
 

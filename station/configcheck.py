@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from station.config import Config, split_listen
+from station.config import SCHEMA, Config, split_listen
 
 
 @dataclass(frozen=True)
@@ -69,12 +69,32 @@ def _backend(cfg: Config) -> list[Finding]:
     return out
 
 
+# The backend.ocpp keys one OCPP version only uses (every other key is used by both: the link, the
+# security profile and its credentials, 1.6 AuthorizationKey = 2.0.1 SecurityCtrlr.BasicAuthPassword).
+OCPP_VERSION_KEYS: dict[str, tuple[str, ...]] = {"connector_type": ("2.0.1",)}
+
+
+def _ocpp_versions(cfg: Config) -> list[Finding]:
+    """A key set for an OCPP version that backend.ocpp.versions does not offer does nothing: say so."""
+    o = cfg.backend.ocpp
+    versions = list(o.versions)
+    out = []
+    for name, used_by in OCPP_VERSION_KEYS.items():
+        dotted = f"backend.ocpp.{name}"
+        if not set(used_by) & set(versions) and cfg.get(dotted) != SCHEMA[dotted].default:
+            out.append(Finding("warning", dotted,
+                               f"used by OCPP {' and '.join(used_by)} only, and backend.ocpp.versions = {versions} "
+                               f"does not offer it: this setting does nothing (add \"{used_by[0]}\" to versions, "
+                               "or remove the key)"))
+    return out
+
+
 def _ocpp(cfg: Config, read_files: bool) -> list[Finding]:
     if cfg.backend.kind != "ocpp":
         return []
     o = cfg.backend.ocpp
     p = o.security_profile
-    out = []
+    out = _ocpp_versions(cfg)
     if p in (1, 2) and not o.authorization_key:
         out.append(Finding("error", "backend.ocpp.authorization_key",
                            f"security profile {p} sends an HTTP Basic password, but none is set: the central system "

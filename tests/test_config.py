@@ -31,7 +31,9 @@ def test_documented_file_loads_with_defaults():
 def test_every_key_has_doc_and_valid_default():
     for dotted, key in config.SCHEMA.items():
         assert key.doc.strip(), dotted
-        if key.default is not None and key.choices:
+        if isinstance(key.default, list) and key.choices:  # a list key: each item is one of the choices
+            assert key.default and set(key.default) <= set(key.choices), dotted
+        elif key.default is not None and key.choices:
             assert key.default in key.choices, dotted
 
 

@@ -105,7 +105,9 @@ def check_value(dotted: str, value) -> None:
         return
     types = key.type if isinstance(key.type, tuple) else (key.type,)
     assert isinstance(value, types) and (bool in types or not isinstance(value, bool)), (dotted, value)
-    if key.choices is not None:
+    if key.choices is not None and isinstance(value, list):  # a list key: items of the choices, none twice
+        assert value and len(set(value)) == len(value) and set(value) <= set(key.choices), (dotted, value)
+    elif key.choices is not None:
         assert value in key.choices, (dotted, value)
     if isinstance(value, float):
         assert math.isfinite(value), (dotted, value)

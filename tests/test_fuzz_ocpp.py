@@ -33,7 +33,7 @@ from ocpp.v16.enums import Action
 from websockets.asyncio.server import serve
 
 from station import config as config_mod
-from station.backends.ocpp16.chargepoint import OcppBackend
+from station.backends.ocpp.backend import OcppBackend
 from station.store import Store
 from tests.ocpp.ocpp_double import StationDouble
 

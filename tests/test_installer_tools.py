@@ -44,6 +44,18 @@ def test_ocpp_basic_profiles_need_an_authorization_key(tmp_path, capsys, profile
     assert code == 0 and "OK" in out and "error" not in err
 
 
+def test_check_config_knows_which_ocpp_version_uses_a_key(tmp_path, capsys):
+    """backend.ocpp.connector_type is OCPP 2.0.1's: with versions = ["1.6"] check-config says it does nothing;
+    with 2.0.1 offered it is quiet; every other backend.ocpp key is used by both versions."""
+    base = '[backend]\nkind = "ocpp"\n[backend.ocpp]\nconnector_type = "sType2"\n'
+    code, out, err = check(tmp_path, base + 'versions = ["1.6"]\n', capsys)
+    assert "backend.ocpp.connector_type: used by OCPP 2.0.1 only" in err and "['1.6']" in err
+    code, out, err = check(tmp_path, base + 'versions = ["2.0.1", "1.6"]\n', capsys)
+    assert "connector_type" not in err and code == 0
+    code, out, err = check(tmp_path, '[backend]\nkind = "ocpp"\n[backend.ocpp]\nversions = ["2.0.1", "2.0.1"]\n', capsys)
+    assert code != 0 and "names one twice" in err
+
+
 def test_ocpp_profile_3_needs_its_certificate_files(tmp_path, capsys):
     code, _, err = check(tmp_path, '[backend]\nkind = "ocpp"\n[backend.ocpp]\nsecurity_profile = 3\n', capsys)
     assert code == 2

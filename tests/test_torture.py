@@ -18,7 +18,7 @@ import subprocess
 
 import pytest
 
-from bench import torture_ocpp
+from bench import torture_ocpp, torture_ocpp201
 from bench.torture import Figures, Rig, make_side, round_scenario, torture
 from station.store import Store
 
@@ -26,6 +26,10 @@ from station.store import Store
 def _report(fig: Figures) -> str:
     text = (f"{fig.kills} kills, {fig.sessions} sessions ({fig.power_loss} PowerLoss, {fig.offline_sessions} offline), "
             f"{fig.billed_wh} Wh billed, meter +{fig.meter_advance_wh} Wh, {fig.duration_s} s")
+    if fig.backend == "ocpp201":
+        text += (f"; {fig.cs_transactions} transactions in {fig.cs_events} TransactionEvents, "
+                 f"{fig.repeated_events} sent again after a kill, {fig.offline_events} offline, {fig.seq_gaps} gaps, "
+                 f"{fig.aimed_kills} aimed kills")
     if fig.backend == "ocpp":
         text += (f"; {fig.cs_transactions} transactions, {fig.duplicate_starts} duplicate StartTransactions "
                  f"({fig.aimed_duplicates} after {fig.aimed_kills} aimed kills, {fig.duplicates_after_drop} after a drop),"
@@ -68,6 +72,24 @@ async def test_ocpp_sigkills_judged_at_a_strict_central_system(tmp_path):
     assert fig.sessions_with_energy >= 5 and fig.power_loss >= 3, _report(fig)
     assert fig.billed_wh == fig.meter_advance_wh > 0 and fig.schema_failures == 0
     assert fig.duplicate_starts <= fig.resent_starts, _report(fig)
+
+
+@pytest.mark.timeout(300)
+async def test_ocpp201_sigkills_judged_at_a_strict_central_system(tmp_path):
+    """OCPP 2.0.1 (backend.ocpp.versions = ["2.0.1"]) at the strict central system speaking 2.0.1 (ocpp-rpc,
+    its bundled 2.0.1 schemas): random kills, some aimed just after a TransactionEvent Started reached it,
+    outages: every journal session is one transaction under its session key, its events numbered 0..n without
+    a gap, one Started and one Ended with the journal's registers and stop reason, every event sent again after
+    a kill identical to the first (counted), the energy billed equal to the meter's advance, zero schema
+    failures (bench/torture_ocpp201.py)."""
+    _need_ocpp_peer()
+    fig = await torture(tmp_path, kills=40, seed=20261207, backend="ocpp201", budget_s=75.0, outages=0.2,
+                        kill_range=(0.05, 2.2), aim=0.3, aim_ms=2.0)
+    print("\ntorture (OCPP 2.0.1): " + _report(fig))
+    assert fig.failures == [], _report(fig) + "\n" + "\n".join(fig.failures)
+    assert fig.kills >= 15 and fig.sessions_with_energy >= 5 and fig.power_loss >= 3, _report(fig)
+    assert fig.billed_wh == fig.meter_advance_wh > 0 and fig.schema_failures == 0 and fig.seq_gaps == 0
+    assert fig.cs_transactions == fig.sessions
 
 
 @pytest.mark.timeout(120)
@@ -164,4 +186,82 @@ def test_judge_fails_what_it_must(tmp_path, case):
         events.append(_call(6, "StartTransaction", {"connectorId": 1, "idTag": "04A2B3C4D5E6F7", "meterStart": 170,
                                                     "timestamp": "2026-11-28T13:00:00.000Z"}, 2, txId=1004))
     fig = _judge(tmp_path, rows, events)
+    assert any(expected in f for f in fig.failures), fig.failures
+
+
+# --- the OCPP 2.0.1 judge itself can fail ------------------------------------------------------
+
+def _tx_event(seq: int, tx: str, seq_no: int, kind: str, begin: int | None = None, end: int | None = None,
+              reason: str | None = None, repeat: bool = False, same: bool = True) -> dict:
+    values = []
+    if begin is not None:
+        values.append({"timestamp": "2026-12-07T10:00:00.000Z", "sampledValue": [
+            {"value": begin, "context": "Transaction.Begin", "measurand": "Energy.Active.Import.Register"}]})
+    if end is not None:
+        values.append({"timestamp": "2026-12-07T11:00:00.000Z", "sampledValue": [
+            {"value": end, "context": "Transaction.End", "measurand": "Energy.Active.Import.Register"}]})
+    params = {"eventType": kind, "seqNo": seq_no, "triggerReason": "Authorized", "timestamp": "2026-12-07T10:00:00Z",
+              "transactionInfo": {"transactionId": tx, **({"stoppedReason": reason} if reason else {})}}
+    if kind == "Started":
+        params["idToken"] = {"idToken": "A1B2C3D4", "type": "ISO14443"}
+    if values:
+        params["meterValue"] = values
+    return {"ev": "call", "conn": 1, "seq": seq, "method": "TransactionEvent", "params": params, "txId": tx,
+            "repeat": repeat, "same": same}
+
+
+def _journal201(tmp_path, rows: list[dict]) -> str:
+    Store.open(tmp_path).close()
+    path = tmp_path / "journal.db"
+    db = sqlite3.connect(path)
+    for n, r in enumerate(rows, 1):
+        db.execute("INSERT INTO sessions(id, key, connector_id, id_tag, state, meter_start_wh, meter_stop_wh,"
+                   " stop_reason, backend_session_id, delivered, extra) VALUES (?, ?, 1, 'A1B2C3D4', 'stopped', ?, ?,"
+                   " 'Local', ?, 1, '{}')", (n, r["key"], r["start"], r["stop"], r["key"]))
+    db.commit()
+    db.close()
+    return path
+
+
+def _good201() -> tuple[list[dict], list[dict]]:
+    rows = [{"key": "t1", "start": 100, "stop": 150}, {"key": "t2", "start": 150, "stop": 170}]
+    events = [_tx_event(1, "t1", 0, "Started", begin=100), _tx_event(2, "t1", 1, "Updated"),
+              _tx_event(3, "t1", 2, "Ended", begin=100, end=150, reason="Local"),
+              _tx_event(4, "t2", 0, "Started", begin=150), _tx_event(5, "t2", 1, "Ended", end=170, reason="Local")]
+    return rows, events
+
+
+def test_judge201_accepts_a_clean_ledger_and_counts_identical_repeats(tmp_path):
+    rows, events = _good201()
+    events.insert(2, _tx_event(9, "t1", 1, "Updated", repeat=True, same=True))
+    fig = Figures(seed=0, kills_asked=0, backend="ocpp201")
+    torture_ocpp201.judge201(fig, _journal201(tmp_path, rows), events)
+    assert fig.failures == [] and (fig.billed_wh, fig.repeated_events, fig.cs_transactions) == (70, 1, 2)
+
+
+@pytest.mark.parametrize("case", ["gap", "different repeat", "stray", "wrong register", "no end", "schema",
+                                  "out of order", "wrong reason"])
+def test_judge201_fails_what_it_must(tmp_path, case):
+    rows, events = _good201()
+    expected = {"gap": "without a gap", "different repeat": "other content", "stray": "belongs to no journal",
+                "wrong register": "registers", "no end": "events", "schema": "schema", "out of order": "before",
+                "wrong reason": "ended at the central system as"}[case]
+    if case == "gap":
+        events[1]["params"]["seqNo"] = 5
+    elif case == "different repeat":
+        events.append(_tx_event(9, "t1", 1, "Updated", repeat=True, same=False))
+    elif case == "stray":
+        events.append(_tx_event(9, "t9", 0, "Started", begin=170))
+    elif case == "wrong register":
+        events[2] = _tx_event(3, "t1", 2, "Ended", end=149, reason="Local")
+    elif case == "no end":
+        del events[2]
+    elif case == "schema":
+        events.append({"ev": "schema", "conn": 1, "method": "TransactionEvent", "outbound": False})
+    elif case == "out of order":
+        events[2], events[3] = {**events[3], "seq": 3}, {**events[2], "seq": 4}
+    elif case == "wrong reason":
+        events[2] = _tx_event(3, "t1", 2, "Ended", end=150, reason="Remote")
+    fig = Figures(seed=0, kills_asked=0, backend="ocpp201")
+    torture_ocpp201.judge201(fig, _journal201(tmp_path, rows), events)
     assert any(expected in f for f in fig.failures), fig.failures

@@ -14,7 +14,7 @@ MODULES = {
     "local": "station.backends.local",
     "mcsp": "station.backends.mcsp.client",
     "evcs-serial": "station.backends.evcs.dialect",
-    "ocpp": "station.backends.ocpp16.chargepoint",
+    "ocpp": "station.backends.ocpp.backend",
 }
 
 

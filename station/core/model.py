@@ -87,6 +87,7 @@ class MessageKind(str, Enum):
     START = "start"
     STOP = "stop"
     METER_VALUES = "meter_values"
+    TX_EVENT = "tx_event"  # an OCPP 2.0.1 transaction point, sent as a TransactionEvent (ocpp201/txpoints.py)
 
 
 @dataclass

@@ -286,9 +286,10 @@ class StationControl(Protocol):
         a contactor, 0 pauses."""
 
     def queue_message(self, session_id: int, kind: MessageKind, payload: dict[str, Any]) -> None:
-        """Queue a transaction message of the backend's own (OCPP meter values) in the journal's outbox,
-        in order with the session's START and STOP, and wake the deliverer. A backend never writes the
-        store itself. Raises StorageError when the journal cannot take it."""
+        """Queue a transaction message of the backend's own (OCPP meter values, a 2.0.1 transaction
+        point) in the journal's outbox, in order with the session's START and STOP, and wake the
+        deliverer. A backend never writes the store itself. Raises StorageError when the journal
+        cannot take it."""
 
     def notice(self, text: str) -> None:
         """A line from the backend worth showing (LCD and log), e.g. 'offline'."""

@@ -2,5 +2,5 @@
 install, the diagnostics archive, certificates and signatures, and the security event log.
 
 Nothing here speaks OCPP: message names, status values and timing rules stay in the backend
-(station/backends/ocpp16); these modules do the work and report through plain return values.
+(station/backends/ocpp, ocpp16, ocpp201); these modules do the work and report through plain return values.
 """

@@ -17,7 +17,7 @@ from ocpp_double import StationDouble
 from strict_peer import TimedCS
 
 from station import config as config_mod
-from station.backends.ocpp16.chargepoint import OcppBackend
+from station.backends.ocpp.backend import OcppBackend
 from station.store import Store
 
 TIME_SCALE = 0.02
@@ -178,7 +178,7 @@ def station_config(tmp_path, url: str, **overrides: Any):
 @pytest.fixture
 async def sim_factory(tmp_path, monkeypatch):
     """make(url, keys={...}, **config) -> SimStation, started. Stopped (as a power cut) at teardown."""
-    from station.backends.ocpp16 import chargepoint
+    from station.backends.ocpp import backend as chargepoint
     from station.daemon import Station
 
     monkeypatch.setattr(chargepoint, "create", lambda c, s: OcppBackend(c, s, time_scale=TIME_SCALE))
@@ -223,3 +223,34 @@ def pki(tmp_path_factory):
     from pki import Pki
 
     return Pki(tmp_path_factory.mktemp("pki"))
+
+
+# ---------------------------------------------------------------------------- OCPP 2.0.1
+@pytest.fixture
+async def strict201():
+    """The independent strict OCPP 2.0.1 central system (ocpp-rpc with its bundled 2.0.1 schemas)."""
+    cs = await strict_peer.start201(cls=TimedCS)
+    try:
+        yield cs
+    finally:
+        await cs.close()
+
+
+@pytest.fixture
+async def sim201_factory(sim_factory, tmp_path):
+    """make(url, variables={"TxCtrlr/TxStartPoint": "Authorized", ...}, versions=["2.0.1"], **config) -> a
+    whole simulated station speaking OCPP 2.0.1 (device-model values seeded in the journal as the central
+    system would have set them)."""
+
+    async def make(url: str, variables: dict[str, Any] | None = None, versions: list[str] | None = None,
+                   start: bool = True, **overrides: Any) -> SimStation:
+        if variables:
+            store = Store.open(tmp_path)
+            saved = store.get_json("ocpp201.variables", {}) or {}
+            saved.update({k: str(v).lower() if isinstance(v, bool) else str(v) for k, v in variables.items()})
+            store.put_json("ocpp201.variables", saved)
+            store.close()
+        overrides.setdefault("backend.ocpp.versions", versions or ["2.0.1"])
+        return await sim_factory(url, start=start, **overrides)
+
+    return make

@@ -191,6 +191,7 @@ class StationDouble:
         self.store.enqueue(kind, session_id, payload, self.clock.stamp())
         self.deliverer.wake()
 
+
     def notice(self, text: str) -> None:
         self.calls.append(("notice", text))
 

@@ -48,9 +48,9 @@ class StrictCS:
                 raise AssertionError(f"not seen within {timeout} s; last events: {self.events[-10:]}")
             await asyncio.sleep(0.01)
 
-    async def call_from_cp(self, method: str, pred=lambda p: True, after: int = 0) -> dict:
+    async def call_from_cp(self, method: str, pred=lambda p: True, after: int = 0, timeout: float = 15.0) -> dict:
         e = await self.wait(lambda e: e in self.events[after:] and e["event"] == "call"
-                            and e["method"] == method and pred(e["params"]))
+                            and e["method"] == method and pred(e["params"]), timeout=timeout)
         return e["params"]
 
     async def command(self, method: str, params: dict | None = None) -> dict:
@@ -94,6 +94,13 @@ class TimedCS(StrictCS):
         return [e["params"] for e in self.events if e["event"] == "call" and e["method"] == method]
 
 
+
+
+async def start201(security: dict | None = None, cls: type[StrictCS] = StrictCS,
+                   protocols: tuple[str, ...] = ("ocpp2.0.1",)) -> StrictCS:
+    """A strict OCPP 2.0.1 central system (ocpp-rpc with its bundled 2.0.1 schemas), or one speaking the
+    `protocols` given, first preferred."""
+    return await start({**(security or {}), "protocols": list(protocols)}, cls)
 
 
 async def start(security: dict | None = None, cls: type[StrictCS] = StrictCS) -> StrictCS:

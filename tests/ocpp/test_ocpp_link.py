@@ -41,7 +41,7 @@ async def test_heartbeat_at_heartbeat_interval(csms, rig_factory):
             break
         await asyncio.sleep(0.01)
     assert len([c for c in r.station.calls if c[0] == "set_clock"]) > clock_sets
-    assert r.backend.keys.get("HeartbeatInterval") == "5"
+    assert r.backend.versions["1.6"].keys.get("HeartbeatInterval") == "5"
 
 
 async def test_reconnects_after_the_link_drops_and_boots_again(csms, rig):
@@ -136,7 +136,8 @@ async def test_minimum_status_duration_hides_short_states(csms, rig_factory):
 async def test_link_loop_is_supervised_and_beats_connected_or_not(csms, rig_factory, monkeypatch):
     """The link loop runs under the station's supervisor as a critical loop with a deadline, and its
     waits are bounded so it reports progress while connected and idle and while backing off."""
-    from station.backends.ocpp16 import chargepoint, link
+    from station.backends.ocpp import backend as chargepoint
+    from station.backends.ocpp import link
 
     monkeypatch.setattr(link, "BEAT_S", 0.05)
     monkeypatch.setattr(chargepoint, "DEADLINE_S", 0.6)

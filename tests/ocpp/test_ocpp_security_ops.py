@@ -20,7 +20,7 @@ from ocpp_files import WHEEL, FilesHandler, in_seconds, make_wheel
 from ocpp_profiles import KEY, profile_config
 from strict_peer import TimedCS
 
-from station.backends.ocpp16 import security as security_mod
+from station.backends.ocpp import security as security_mod
 
 
 class Served(type(Path())):
@@ -223,7 +223,7 @@ async def test_security_events_survive_an_outage_and_a_restart(csms, tmp_path):
     from conftest import TIME_SCALE
     from ocpp_double import StationDouble
 
-    from station.backends.ocpp16.chargepoint import OcppBackend
+    from station.backends.ocpp.backend import OcppBackend
     rig2.backend = OcppBackend(rig.cfg, rig.store, time_scale=TIME_SCALE)
     rig2.backend.response_timeout = 2.0
     rig2.station = StationDouble(rig.store, rig2.backend)

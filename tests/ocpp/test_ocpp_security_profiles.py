@@ -19,9 +19,9 @@ from ocpp_profiles import KEY, profile_config, tls
 from pki import ocsp_hash_data
 from strict_peer import TimedCS
 
-from station.backends.ocpp16 import security as security_mod
+from station.backends.ocpp import security as security_mod
 
-SEC_LOG = "station.backends.ocpp16.security"
+SEC_LOG = "station.backends.ocpp.security"
 
 
 async def a_session(cs: TimedCS, rig) -> None:

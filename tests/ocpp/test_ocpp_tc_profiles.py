@@ -35,7 +35,7 @@ async def test_TC_043_send_local_list_full_and_differential(csms, sim_factory):
         {"id_tag": OTHER},  # removed
         {"id_tag": "11223344", "id_tag_info": {"status": "Accepted"}}]))
     assert diff.status == "Accepted"
-    assert set(s.backend.local_list.entries) == {UID, "11223344"}
+    assert set(s.backend.versions["1.6"].local_list.entries) == {UID, "11223344"}
     # persisted in the store
     assert s.store.get_json("ocpp.local_list")["version"] == 2
     # the list is used: no Authorize.req for a listed tag
@@ -242,7 +242,8 @@ async def test_TC_057_tx_profile(csms, sim):
     await sim.world.tap(UID, hold_s=0.15)
     await csms.wait_for("StopTransaction")
     await asyncio.sleep(0.8)
-    assert not [p for p in sim.backend.profiles.installed if p["profile"]["chargingProfilePurpose"] == "TxProfile"]
+    installed = sim.backend.versions["1.6"].profiles.installed
+    assert not [p for p in installed if p["profile"]["chargingProfilePurpose"] == "TxProfile"]
 
 
 async def test_limit_zero_pauses_with_suspended_evse(csms, sim):
@@ -297,10 +298,10 @@ async def test_TC_067_clear_charging_profile(csms, sim):
                                                 cs_charging_profiles=profile(pid, "TxDefaultProfile", 6 + pid, stack=stack)))
     cleared = await csms.call(call.ClearChargingProfile(charging_profile_purpose="TxDefaultProfile", stack_level=1))
     assert cleared.status == "Accepted"
-    assert [p["profile"]["chargingProfileId"] for p in sim.backend.profiles.installed] == [8]
+    assert [p["profile"]["chargingProfileId"] for p in sim.backend.versions["1.6"].profiles.installed] == [8]
     assert (await csms.call(call.ClearChargingProfile(id=42))).status == "Unknown"
     assert (await csms.call(call.ClearChargingProfile())).status == "Accepted"
-    assert sim.backend.profiles.installed == []
+    assert sim.backend.versions["1.6"].profiles.installed == []
     result = await csms.call(call.GetCompositeSchedule(connector_id=1, duration=60))
     assert result.status == "Accepted" and result.charging_schedule is None
 

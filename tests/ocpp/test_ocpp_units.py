@@ -6,10 +6,11 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
+from station.backends.ocpp.smart import Profiles
 from station.backends.ocpp16 import metering
 from station.backends.ocpp16.authz import AuthCache, LocalList, effective_status
+from station.backends.ocpp16.chargepoint import rules
 from station.backends.ocpp16.confkeys import KEYS, ConfigurationKeys
-from station.backends.ocpp16.smart import Profiles
 from station.backends.ocppj.schema import OCPP16
 from station.core.model import MessageKind, MeterReading
 from station.store import Store
@@ -102,7 +103,7 @@ def _profile(pid, purpose, kind, periods, stack=0, unit="A", start=None, recurre
 
 def test_recurring_daily_profile_composite(store):
     keys = ConfigurationKeys(None, lambda: frozenset())
-    profiles = Profiles(store, keys)
+    profiles = Profiles(store, rules(keys))
     # every day from 06:00: 0 A for two hours (night tariff ends), then 16 A
     daily = _profile(1, "TxDefaultProfile", "Recurring", [{"startPeriod": 0, "limit": 0},
                                                            {"startPeriod": 7200, "limit": 16}],
@@ -116,7 +117,7 @@ def test_recurring_daily_profile_composite(store):
 
 def test_relative_profile_starts_with_the_transaction_and_cap_applies(store):
     keys = ConfigurationKeys(None, lambda: frozenset())
-    profiles = Profiles(store, keys)
+    profiles = Profiles(store, rules(keys))
     rel = _profile(2, "TxProfile", "Relative", [{"startPeriod": 0, "limit": 11000}, {"startPeriod": 600, "limit": 0}],
                    unit="W")
     assert profiles.set(1, rel, None) == "Rejected"  # no transaction

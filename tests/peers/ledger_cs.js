@@ -1,6 +1,6 @@
 #!/usr/bin/env node
-// A strict OCPP 1.6-J central system that keeps a billing ledger: the judge of the OCPP kill test
-// (bench/torture.py --backend ocpp, tests/test_torture.py).
+// A strict OCPP 1.6-J or 2.0.1 central system that keeps a billing ledger: the judge of the OCPP kill test
+// (bench/torture.py --backend ocpp|ocpp201, tests/test_torture.py).
 //
 // ocpp-rpc in strict mode validates every message in both directions against the official
 // OCPP 1.6 JSON schemas (date-time formats included); a message that breaks them is answered by
@@ -10,7 +10,13 @@
 // (OCPP 1.6 gives a central system no way to refuse them) and recorded with whether their
 // transactionId is one this central system handed out.
 //
-//   node ledger_cs.js PORT LEDGER_FILE '{"tags": ["D64FC93B", ...], "heartbeat": 30}'
+//   node ledger_cs.js PORT LEDGER_FILE '{"tags": ["D64FC93B", ...], "heartbeat": 30, "protocols": ["ocpp2.0.1"]}'
+//
+// OCPP 2.0.1 (protocols ["ocpp2.0.1"]; the schemas are ocpp-rpc's bundled 2.0.1 ones): Authorize answers
+// the idTokenInfo of the tag set; every TransactionEvent is answered (with the idTokenInfo when it carries an
+// idToken) and recorded with "txId" (transactionInfo.transactionId), "repeat" (that transactionId and seqNo
+// came before: a resend) and "same" (a resend identical to the first); stdout says {"event":"start","txId":..}
+// as an eventType Started arrives.
 //
 // Every event is appended to LEDGER_FILE as one JSON line, synchronously, before the answer
 // leaves, so the ledger never misses a transaction the charge point was told about:
@@ -50,7 +56,7 @@ const record = (obj) => fs.writeSync(ledger, JSON.stringify(obj) + '\n');
 const say = (obj) => process.stdout.write(JSON.stringify(obj) + '\n');
 const now = () => new Date().toISOString();
 
-const server = new RPCServer({ protocols: ['ocpp1.6'], strictMode: true });
+const server = new RPCServer({ protocols: options.protocols || ['ocpp1.6'], strictMode: true });
 let conns = 0;
 let seq = 0;
 let nextTx = 1000;
@@ -58,6 +64,7 @@ let downUntil = 0;
 let loseStart = false;
 const clients = new Map(); // conn -> client
 const transactions = new Map(); // txId -> {stopped: bool}
+const events201 = new Map(); // "txId/seqNo" -> the first TransactionEvent's params, as JSON
 
 const status = (idTag) => (tags.has(String(idTag).toUpperCase()) ? 'Accepted' : 'Invalid');
 
@@ -92,13 +99,35 @@ server.on('client', (client) => {
         case 'BootNotification':
             answer = { status: 'Accepted', currentTime: now(), interval: heartbeat };
             break;
+        case 'NotifyReport':
+        case 'NotifyCustomerInformation':
+        case 'ReportChargingProfiles':
+        case 'ReservationStatusUpdate':
+            answer = {};
+            break;
         case 'Heartbeat':
             answer = { currentTime: now() };
             break;
         case 'Authorize':
+            if (params.idToken) {  // 2.0.1
+                entry.status = status(params.idToken.idToken);
+                answer = { idTokenInfo: { status: entry.status } };
+                break;
+            }
             entry.status = status(params.idTag);
             answer = { idTagInfo: { status: entry.status } };
             break;
+        case 'TransactionEvent': {
+            entry.txId = params.transactionInfo.transactionId;
+            const key = `${entry.txId}/${params.seqNo}`;
+            const text = JSON.stringify(params);
+            entry.repeat = events201.has(key);
+            entry.same = entry.repeat && events201.get(key) === text;
+            if (!entry.repeat) events201.set(key, text);
+            if (params.eventType === 'Started' && !entry.repeat) say({ event: 'start', txId: entry.txId });
+            answer = params.idToken ? { idTokenInfo: { status: status(params.idToken.idToken) } } : {};
+            break;
+        }
         case 'StartTransaction': {
             entry.txId = ++nextTx;
             entry.status = status(params.idTag);
@@ -128,6 +157,9 @@ server.on('client', (client) => {
             break;
         case 'DataTransfer':
             answer = { status: 'UnknownVendorId' };
+            break;
+        case 'SignCertificate':
+            answer = { status: 'Accepted' };
             break;
         default:  // StatusNotification, SecurityEventNotification, firmware and diagnostics notices
             answer = {};

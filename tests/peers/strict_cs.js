@@ -1,8 +1,9 @@
 #!/usr/bin/env node
-// An independent, strict OCPP 1.6-J central system for the station's tests.
+// An independent, strict OCPP 1.6-J or 2.0.1 central system for the station's tests.
 //
 // ocpp-rpc in strict mode validates every message in both directions against the
-// official OCPP 1.6 JSON schemas (date-time formats included). This script serves
+// official OCPP JSON schemas of the subprotocol in use (its bundled ocpp1_6.json and
+// ocpp2_0_1.json, date-time formats included). This script serves
 // on 127.0.0.1 (port from argv[2], 0 = any), answers the charge point like a
 // well-behaved CSMS, and reports everything as JSON lines on stdout:
 //   {"event":"listening","port":N}            once the server is up
@@ -15,7 +16,18 @@
 // Harness commands (not OCPP): "__setServerCert" {cert, key} swaps the TLS server certificate,
 // "__setPassword" {password} changes the expected Basic password, "__drop" closes the connection,
 // "__setTags" {tags: {idTag: idTagInfo}} sets the idTagInfo of Authorize and StartTransaction per tag
-// (default {status: Accepted}).
+// (2.0.1: {idToken: idTokenInfo} for Authorize and TransactionEvent; default {status: Accepted}),
+// "__setBoot" {status, interval} answers BootNotification so from now on (default Accepted),
+// "__outage" {seconds} closes the connection and refuses upgrades (HTTP 503) that long,
+// "__answer" {method, result} answers that CALL of the charge point so from now on (null: default again;
+// {"error": code} answers a CALLERROR with that code).
+//
+// Frames, from the JSON object in argv[4]: {"frames": true} also reports every websocket message,
+//   {"event":"frame","outbound":bool,"bytes":N,"type":2|3|4,"id":..,"method":..} (method for CALLs),
+//   so a benchmark can count the bytes of a transaction at the central system.
+//
+// Versions, from the JSON object in argv[4]: {"protocols": ["ocpp2.0.1"]} (default ["ocpp1.6"]); the
+// server takes the first of its protocols that the charge point offers.
 //
 // Security (OCPP 1.6 security whitepaper), from a JSON object in argv[4]:
 //   {"password": "...",          // HTTP Basic required: user = identity, this password (profiles 1, 2)
@@ -40,14 +52,21 @@ let password = security.password === undefined ? null
 const out = (obj) => process.stdout.write(JSON.stringify(obj) + '\n');
 const now = () => new Date().toISOString();
 
-const server = new RPCServer({ protocols: ['ocpp1.6'], strictMode: true });
+const server = new RPCServer({ protocols: security.protocols || ['ocpp1.6'], strictMode: true });
 let client = null;
 let txId = 500;
 let tags = {};
+let boot = { status: 'Accepted', interval: heartbeat };
+let downUntil = 0;
+const overrides = {};
 const tagInfo = (idTag) => tags[idTag] || { status: 'Accepted' };
 let tlsServer = null;
 
 server.auth((accept, reject, handshake) => {
+    if (Date.now() < downUntil) {
+        out({ event: 'refused', reason: 'outage', identity: handshake.identity });
+        return reject(503, 'Service Unavailable');
+    }
     const sock = handshake.request.socket;
     const tls = Boolean(sock.encrypted);
     const peerCert = tls && sock.getPeerCertificate ? sock.getPeerCertificate() : null;
@@ -69,7 +88,7 @@ server.auth((accept, reject, handshake) => {
 });
 
 const answers = {
-    BootNotification: () => ({ status: 'Accepted', currentTime: now(), interval: heartbeat }),
+    BootNotification: () => ({ status: boot.status, currentTime: now(), interval: boot.interval }),
     Heartbeat: () => ({ currentTime: now() }),
     StatusNotification: () => ({}),
     MeterValues: () => ({}),
@@ -84,6 +103,25 @@ const answers = {
     LogStatusNotification: () => ({}),
     SignCertificate: () => ({ status: 'Accepted' }),
 };
+// OCPP 2.0.1: what a plain central system answers (idTokenInfo where an idToken is given).
+const answers201 = {
+    BootNotification: answers.BootNotification,
+    Heartbeat: answers.Heartbeat,
+    StatusNotification: () => ({}),
+    Authorize: (p) => ({ idTokenInfo: tagInfo(p.idToken.idToken) }),
+    TransactionEvent: (p) => (p.idToken ? { idTokenInfo: tagInfo(p.idToken.idToken) } : {}),
+    MeterValues: () => ({}),
+    NotifyReport: () => ({}),
+    NotifyCustomerInformation: () => ({}),
+    NotifyEvent: () => ({}),
+    ReportChargingProfiles: () => ({}),
+    ReservationStatusUpdate: () => ({}),
+    SecurityEventNotification: () => ({}),
+    FirmwareStatusNotification: () => ({}),
+    LogStatusNotification: () => ({}),
+    SignCertificate: () => ({ status: 'Accepted' }),
+    DataTransfer: () => ({ status: 'UnknownVendorId' }),
+};
 
 server.on('client', (c) => {
     client = c;
@@ -93,11 +131,29 @@ server.on('client', (c) => {
         error: e.error ? String(e.error.message) : null, details: e.error ? e.error.details : null,
         params: e.params, result: e.result,
     }));
+    if (security.frames) {
+        c.on('message', ({ message, outbound }) => {
+            const text = String(message);
+            let m = [];
+            try { m = JSON.parse(text); } catch (e) { /* reported as badMessage */ }
+            out({ event: 'frame', outbound, bytes: Buffer.byteLength(text), type: m[0], id: m[1],
+                method: m[0] === 2 ? m[2] : undefined });
+        });
+    }
     c.on('badMessage', (e) => out({ event: 'badMessage', error: String(e.error), message: String(e.buffer) }));
     c.on('close', (e) => out({ event: 'closed', code: e.code }));
     c.handle(({ method, params }) => {
         out({ event: 'call', method, params });
-        const answer = answers[method];
+        if (overrides[method]) {
+            const o = overrides[method];
+            if (o.error) {
+                const err = new Error(`answered with ${o.error} by the test`);
+                err.rpcErrorCode = o.error;
+                throw err;
+            }
+            return o;
+        }
+        const answer = (c.protocol === 'ocpp2.0.1' ? answers201 : answers)[method];
         if (!answer) {
             const err = new Error(`no handler for ${method}`);
             err.rpcErrorCode = 'NotImplemented';
@@ -124,6 +180,23 @@ rl.on('line', async (line) => {
     }
     if (cmd.method === '__setTags') {
         tags = cmd.params.tags || {};
+        out({ event: 'result', id: cmd.id, method: cmd.method, result: {} });
+        return;
+    }
+    if (cmd.method === '__setBoot') {
+        boot = { status: cmd.params.status, interval: cmd.params.interval ?? heartbeat };
+        out({ event: 'result', id: cmd.id, method: cmd.method, result: {} });
+        return;
+    }
+    if (cmd.method === '__answer') {
+        if (cmd.params.result) overrides[cmd.params.method] = cmd.params.result;
+        else delete overrides[cmd.params.method];
+        out({ event: 'result', id: cmd.id, method: cmd.method, result: {} });
+        return;
+    }
+    if (cmd.method === '__outage') {
+        downUntil = Date.now() + 1000 * Number(cmd.params.seconds || 0);
+        if (client) await client.close({ code: 1001, force: true });
         out({ event: 'result', id: cmd.id, method: cmd.method, result: {} });
         return;
     }

@@ -23,7 +23,7 @@ from station.core.model import ConnectorStatus
 from station.core.ports import StationControl
 
 if TYPE_CHECKING:
-    from .chargepoint import OcppBackend
+    from .api import Ocpp16Api
 
 log = logging.getLogger(__name__)
 
@@ -32,7 +32,7 @@ _START_STATES = (ConnectorStatus.AVAILABLE, ConnectorStatus.PREPARING, Connector
 
 
 class CoreHandlers:
-    def __init__(self, backend: OcppBackend) -> None:
+    def __init__(self, backend: Ocpp16Api) -> None:
         self.b = backend
         self._start_profile: dict[str, Any] | None = None  # the TxProfile of the last RemoteStartTransaction
 

@@ -15,16 +15,15 @@ from typing import TYPE_CHECKING, Any
 
 from ocpp.routing import after, on
 
+from station.backends.ocpp.security import CHAIN_MAX
 from station.services.lazy import lazy
-
-from .security import CHAIN_MAX
 
 if TYPE_CHECKING:
     from cryptography import x509
 
     from station.services import certs
 
-    from .chargepoint import OcppBackend
+    from .api import Ocpp16Api
     from .handlers import CoreHandlers
 
 if not TYPE_CHECKING:  # certificates (and `cryptography`) only when a certificate message comes
@@ -47,7 +46,7 @@ def _name(kind: str) -> str:
 
 
 class SecurityHandlers:
-    def __init__(self, backend: OcppBackend, core: CoreHandlers) -> None:
+    def __init__(self, backend: Ocpp16Api, core: CoreHandlers) -> None:
         self.b = backend
         self.core = core  # ExtendedTriggerMessage of the 1.6 messages triggers them as TriggerMessage does
 

@@ -24,7 +24,7 @@ from station.backends.ocppj.schema import OCPP16
 from station.core.model import ConnectorStatus, StatusReport
 
 if TYPE_CHECKING:
-    from .chargepoint import OcppBackend
+    from .api import Ocpp16Api
 
 INOPERATIVE_KEY = "ocpp.cp_inoperative"
 _ERROR_CODES = frozenset(OCPP16.schema("StatusNotification", False)["properties"]["errorCode"]["enum"])
@@ -32,7 +32,7 @@ _OUT = (ConnectorStatus.UNAVAILABLE, ConnectorStatus.FAULTED)
 
 
 class StatusReporter:
-    def __init__(self, backend: OcppBackend) -> None:
+    def __init__(self, backend: Ocpp16Api) -> None:
         self.b = backend
         self.inoperative = bool(backend.store.get_json(INOPERATIVE_KEY, False))
         self._sent: dict[int, tuple[Any, ...]] = {}  # connector -> what was last sent (status, error code)

@@ -27,13 +27,14 @@ samples of StopTxnSampledData / StopTxnAlignedData kept during the session
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from station import privacy
-from station.backends.ocppj.rpc import CallFailed, InvalidResponse, LinkDown
+from station.backends.ocpp.retry import Exhausted as _Exhausted
+from station.backends.ocpp.retry import transaction_call
+from station.backends.ocppj.rpc import InvalidResponse
 from station.clock import MONO_PREFIX
 from station.core.model import AuthStatus, DeliveryResult, MessageKind, OutboxItem, Session
 from station.errors import BackendOffline, StorageError
@@ -41,7 +42,7 @@ from station.errors import BackendOffline, StorageError
 from . import metering
 
 if TYPE_CHECKING:
-    from .chargepoint import OcppBackend
+    from .api import Ocpp16Api
 
 log = logging.getLogger(__name__)
 
@@ -53,12 +54,8 @@ _STOP_REASONS = {"EmergencyStop", "EVDisconnected", "HardReset", "Local", "Other
                  "Remote", "SoftReset", "UnlockCommand", "DeAuthorized"}
 
 
-class _Exhausted(Exception):
-    pass
-
-
 class Transactions:
-    def __init__(self, backend: OcppBackend) -> None:
+    def __init__(self, backend: Ocpp16Api) -> None:
         self.b = backend
 
     def transaction_id(self, session: Session) -> int | None:
@@ -81,32 +78,27 @@ class Transactions:
     async def _transaction_call(self, action: str, payload: dict[str, Any],
                                 before_send: Callable[[], None] | None = None) -> dict[str, Any]:
         """TransactionMessageAttempts tries, TransactionMessageRetryInterval x tries apart;
-        `before_send()` runs before each try."""
+        `before_send()` runs before each try (station/backends/ocpp/retry.py)."""
         keys = self.b.keys
-        attempts = keys.int("TransactionMessageAttempts")
-        for n in range(attempts):
-            if before_send is not None:
-                before_send()
-            try:
-                return await self.b.link.request(action, payload)
-            except InvalidResponse as exc:
-                tx_id = exc.payload.get("transactionId") if isinstance(exc.payload, dict) else None
-                if action == "StartTransaction" and isinstance(tx_id, int) and not isinstance(tx_id, bool):
-                    log.warning("StartTransaction answer is off-schema (%s); using its transactionId", exc.problem)
-                    answer: dict[str, Any] = exc.payload
-                    return answer
-                log.warning("%s (try %d of %d)", exc, n + 1, attempts)
-            except LinkDown:
-                raise
-            except CallFailed as exc:
-                log.warning("%s (try %d of %d)", exc, n + 1, attempts)
-            if n + 1 < attempts:
-                await asyncio.sleep(self.b.scaled(keys.int("TransactionMessageRetryInterval") * (n + 1)))
-        raise _Exhausted(f"{action} not processed after {attempts} tries")
+
+        def salvage(exc: InvalidResponse) -> dict[str, Any] | None:
+            tx_id = exc.payload.get("transactionId") if isinstance(exc.payload, dict) else None
+            if action == "StartTransaction" and isinstance(tx_id, int) and not isinstance(tx_id, bool):
+                log.warning("StartTransaction answer is off-schema (%s); using its transactionId", exc.problem)
+                answer: dict[str, Any] = exc.payload
+                return answer
+            return None
+
+        return await transaction_call(
+            lambda: self.b.link.request(action, payload), action, attempts=keys.int("TransactionMessageAttempts"),
+            interval_s=lambda n: self.b.scaled(keys.int("TransactionMessageRetryInterval") * n),
+            before_send=before_send, salvage=salvage)
 
     async def deliver(self, item: OutboxItem, session: Session) -> DeliveryResult:
         if not self.b.link.accepted:
             raise BackendOffline("not registered with the central system")
+        if item.kind is MessageKind.TX_EVENT:  # queued while the central system spoke 2.0.1
+            return DeliveryResult(rejected="an OCPP 2.0.1 TransactionEvent; the central system now speaks 1.6")
         if item.kind is MessageKind.START:
             return await self._deliver_start(session)
         if item.kind is MessageKind.STOP:

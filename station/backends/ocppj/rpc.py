@@ -163,8 +163,11 @@ class Peer:
         self._incoming: asyncio.Queue[tuple[str, str, Any]] = asyncio.Queue()
         self._tasks: set[asyncio.Task[Any]] = set()
         self.closed = False
-        #: While True (BootNotification Rejected) incoming CALLs are not answered.
+        #: While True (BootNotification Rejected) incoming CALLs are not answered (OCPP 1.6).
         self.ignore_calls = False
+        #: While set (BootNotification Rejected, OCPP 2.0.1 B03.FR.08) incoming CALLs are answered with this
+        #: CALLERROR code instead of being handled.
+        self.refuse_calls: str | None = None
         #: Hook for logs and tests: called with ("in"|"out", frame text).
         self.on_frame: Callable[[str, str], None] | None = None
         #: Called with a short description when a frame is not valid OCPP (security event InvalidMessages).
@@ -242,6 +245,9 @@ class Peer:
                 await self._send_error(uid, self.dialect.formation, "a CALL has 4 elements: 2, id, action, payload")
             elif self.ignore_calls:
                 log.info("%s: BootNotification rejected: not answering %s", self.name, msg[2])
+            elif self.refuse_calls is not None:
+                log.info("%s: BootNotification rejected: refusing %s", self.name, msg[2])
+                await self._send_error(uid, self.refuse_calls, "the charging station is not accepted by the CSMS")
             else:
                 self._incoming.put_nowait((uid, msg[2], msg[3]))
         elif kind in (CALLRESULT, CALLERROR):

@@ -1,7 +1,17 @@
-"""OCPP 1.6 security whitepaper (edition 2): security profiles, credentials, security events and log.
+"""Security profiles, credentials, security events and log: OCPP 1.6 security whitepaper (edition 2) and
+OCPP 2.0.1 block A, which the whitepaper was taken from.
 
 Theory of operation
 -------------------
+Both versions share this state: the profile, the password (1.6
+AuthorizationKey, 2.0.1 SecurityCtrlr.BasicAuthPassword), the CPO name (1.6
+CpoName, 2.0.1 SecurityCtrlr.OrganizationName), the trust stores and the
+queue of security events. Events are recorded under the whitepaper's names;
+a 2.0.1 connection sends them under the 2.0.1 names (ocpp201/names.py). The
+1.6 configuration keys of the whitepaper are served here too (`change`,
+`report`); 2.0.1 reaches the same state through `set_password`,
+`set_cpo_name` and `raise_profile`.
+
 **Profiles.** 0 none; 1 HTTP Basic (user = charge point id, password =
 AuthorizationKey) over ws://; 2 TLS 1.2+ with the central system verified
 against the CPO trust anchors (the installer's `ca_file` plus the roots
@@ -242,27 +252,37 @@ class Security:
     def change(self, name: str, value: str) -> str:
         """ChangeConfiguration of a whitepaper key: Accepted / Rejected (never logs the value of a secret)."""
         if name == "AuthorizationKey":
-            if not valid_key(value):
-                log.warning("ChangeConfiguration AuthorizationKey rejected: 16-40 printable characters required")
-                return "Rejected"
-            self._state["key"] = value
-            self._save()
-            self.event("ReconfigurationOfSecurityParameters", "AuthorizationKey changed")
-            log.info("AuthorizationKey changed by the central system")
-            if self.profile in (1, 2):
-                self.reconnect_requested = True  # A01: reconnect with the new password
-            return "Accepted"
+            return "Accepted" if self.set_password(value, "AuthorizationKey") else "Rejected"
         if name == "CpoName":
-            if not value.strip() or len(value) > 64:
-                return "Rejected"
-            self._state["cpo_name"] = value.strip()
-            self._save()
-            return "Accepted"
+            return "Accepted" if self.set_cpo_name(value) else "Rejected"
         if name == "SecurityProfile":
-            return self._raise(value)
+            return self.raise_profile(value)
         return "Rejected"  # read-only
 
-    def _raise(self, value: str) -> str:
+    def set_password(self, value: str, name: str = "BasicAuthPassword") -> bool:
+        """A new Basic password from the central system (1.6 AuthorizationKey, 2.0.1 BasicAuthPassword, A01):
+        16-40 printable characters; kept, reported as a security event, and used from the next connection
+        (a reconnect now under profiles 1 and 2). The value is never logged."""
+        if not valid_key(value):
+            log.warning("%s rejected: 16-40 printable characters required", name)
+            return False
+        self._state["key"] = value
+        self._save()
+        self.event("ReconfigurationOfSecurityParameters", f"{name} changed")
+        log.info("%s changed by the central system", name)
+        if self.profile in (1, 2):
+            self.reconnect_requested = True  # A01: reconnect with the new password
+        return True
+
+    def set_cpo_name(self, value: str) -> bool:
+        """1.6 CpoName, 2.0.1 SecurityCtrlr.OrganizationName: the O of the station's CSR."""
+        if not value.strip() or len(value) > 64:
+            return False
+        self._state["cpo_name"] = value.strip()
+        self._save()
+        return True
+
+    def raise_profile(self, value: str) -> str:
         text = value.strip()
         if not text.isdigit() or int(text) > 3:
             return "Rejected"

@@ -3,18 +3,25 @@
 Theory of operation
 -------------------
 One critical task (`Link.run`, supervised with a deadline) keeps the link:
-connect (websockets, subprotocol ocpp1.6, no environment proxy, keepalive
-pings every WebSocketPingInterval, pong and closing handshake within half an
-interval each, so a dead link is noticed within two intervals), register,
+connect (websockets, offering the subprotocols of `backend.ocpp.versions` in
+order of preference, no environment proxy, keepalive pings every
+WebSocketPingInterval, pong and closing handshake within half an interval
+each, so a dead link is noticed within two intervals), register,
 heartbeat; on any loss wait an exponential backoff with jitter
 (station.backoff) and start over. Every wait in it is bounded by BEAT_S, so
 it reports progress to the supervisor while connected and idle too.
+
+The central system's choice of subprotocol decides the version for that
+connection (OCPP-J 1.6 §3.1.2, OCPP 2.0.1 Part 4 §3.1.2: the server answers
+with one of the offered subprotocols): the backend makes that version the
+active one, and the connection speaks its dialect, its BootNotification and
+its handlers. Everything else here is the same for 1.6 and 2.0.1.
 
 Registration is BootNotification first and nothing else until it is Accepted
 (Pending: answer the central system, boot again after `interval`; Rejected:
 answer nothing, boot again after `interval`; CALLERROR or no answer: boot
 again after BOOT_RETRY_S). The clock is set from BootNotification and
-Heartbeat. After Accepted the backend is told (`OcppBackend.registered`):
+Heartbeat. After Accepted the backend is told (`registered`):
 statuses, queued messages and security events flow.
 
 `request()` sends a CALL once registered; `notify()` is the one best-effort
@@ -32,15 +39,14 @@ from typing import TYPE_CHECKING, Any
 
 from websockets.asyncio.client import ClientConnection, connect
 
-from station import __version__, privacy
+from station import privacy
 from station.backends.link import SWITCH
 from station.backends.ocppj.rpc import CallErrorReceived, CallFailed, LinkDown, Peer
-from station.backends.ocppj.schema import OCPP16
 from station.backoff import Backoff
 from station.errors import BackendOffline
 
 if TYPE_CHECKING:
-    from .chargepoint import OcppBackend
+    from .host import LinkOwner, Version
 
 log = logging.getLogger(__name__)
 
@@ -50,17 +56,23 @@ BEAT_S = 20.0  # the link loop reports progress at least this often
 DEADLINE_S = 120.0  # ... and is declared dead after this long without (a connect may take 30 s)
 EVENTS_RETRY_S = 60.0  # security events not delivered: try again after this long
 
-# idTag / parentIdTag values inside a frame (personal data: masked in logs, station.privacy).
-_TAG_FIELD = re.compile(r'("(?:idTag|parentIdTag)"\s*:\s*")((?:[^"\\]|\\.)*)(")')
+# idTag / parentIdTag (1.6) and idToken (2.0.1) values inside a frame (personal data: masked in logs,
+# station.privacy). A 2.0.1 idToken is an object whose own "idToken" field holds the string.
+_TAG_FIELD = re.compile(r'("(?:idTag|parentIdTag|idToken)"\s*:\s*")((?:[^"\\]|\\.)*)(")')
 _KEY_OBJECT = re.compile(r'\{[^{}]*"key"\s*:\s*"AuthorizationKey"[^{}]*\}', re.I)
 _VALUE_FIELD = re.compile(r'("value"\s*:\s*)"(?:[^"\\]|\\.)*"')
+_ATTRIBUTE_VALUE = re.compile(r'("attributeValue"\s*:\s*)"(?:[^"\\]|\\.)*"')
 
 
 def mask_frame(text: str) -> str:
     """A frame as it may appear in a log or a diagnostics file: id tags masked unless station.log_tags,
-    and the value of a ChangeConfiguration AuthorizationKey always redacted (A01.FR.12)."""
-    if "authorizationkey" in text.lower():
+    and the value of a ChangeConfiguration AuthorizationKey (1.6, A01.FR.12) or a SetVariables
+    BasicAuthPassword (2.0.1, A01.FR.12: every attributeValue of such a frame) always redacted."""
+    lower = text.lower()
+    if "authorizationkey" in lower:
         text = _KEY_OBJECT.sub(lambda m: _VALUE_FIELD.sub(r'\1"<redacted>"', m[0]), text)
+    if "basicauthpassword" in lower:
+        text = _ATTRIBUTE_VALUE.sub(r'\1"<redacted>"', text)
     if privacy.log_tags():
         return text
     return _TAG_FIELD.sub(lambda m: m[1] + privacy.tag(m[2]) + m[3], text)
@@ -84,8 +96,9 @@ async def sleep_or_event(event: asyncio.Event | None, seconds: float | None) -> 
 class Link:
     NAME = "ocpp-link"
 
-    def __init__(self, backend: OcppBackend) -> None:
+    def __init__(self, backend: LinkOwner) -> None:
         self.b = backend
+        self.version: Version | None = None  # the version of the current connection
         self.peer: Peer | None = None
         self.registration: str | None = None  # Accepted | Pending | Rejected while connected
         self.connections = 0  # successful websocket handshakes (for logs and tests)
@@ -115,9 +128,10 @@ class Link:
     def _connect_kwargs(self) -> tuple[str, dict[str, Any]]:
         """(url, websockets.connect keyword arguments) for the active security profile."""
         # A ping every interval; its pong must come within half an interval, and a dead
-        # link's closing handshake may take another half: lost within two intervals.
-        ping = self.b.scaled(self.b.keys.int("WebSocketPingInterval")) or None
-        kwargs: dict[str, Any] = dict(subprotocols=[OCPP16.subprotocol], proxy=None, ping_interval=ping,
+        # link's closing handshake may take another half: lost within two intervals. The
+        # interval is the active version's setting (the one of the last connection).
+        ping = self.b.scaled(self.b.active.ping_interval()) or None
+        kwargs: dict[str, Any] = dict(subprotocols=self.b.subprotocols, proxy=None, ping_interval=ping,
                                       ping_timeout=ping / 2 if ping else None,
                                       close_timeout=ping / 2 if ping else self.b.scaled(10.0),
                                       open_timeout=max(1.0, min(30.0, self.b.response_timeout)),
@@ -141,31 +155,41 @@ class Link:
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
-                delay = backoff.next()
+                delay = self._delay(backoff)
                 self.b.security.connect_failed(exc, url, delay)
                 await self._sleep(delay)
                 continue
             self.connections += 1
-            if ws.subprotocol != OCPP16.subprotocol:
-                log.warning("central system did not confirm subprotocol ocpp1.6 (got %r)", ws.subprotocol)
-            accepted = await self._connected(ws)
+            if ws.subprotocol is None:
+                log.warning("central system did not confirm a subprotocol (offered %s)", ", ".join(self.b.subprotocols))
+            accepted = await self._connected(ws, self.b.version_for(ws.subprotocol))
             if accepted:
                 backoff.reset()
             else:
                 self.b.security.session_ended_unregistered()
-            delay = backoff.next()
+            delay = self._delay(backoff)
             log.info("connection to the central system lost; reconnecting in %.1f s", delay)
             await self._sleep(delay)
 
-    async def _connected(self, ws: ClientConnection) -> bool:
-        """Serve one connection until it ends; True if it was registered."""
-        peer = Peer(ws, OCPP16, self.b.handlers, name=self.b.charge_point_id, spawn=self.b.spawn,
+    def _delay(self, backoff: Backoff) -> float:
+        """The wait before the next attempt: the active version's rule (OCPP 2.0.1 Part 4 §5.3, from its
+        device model), else the station's backoff."""
+        own = self.b.active.reconnect_delay(backoff.failures)
+        if own is None:
+            return backoff.next()
+        backoff.failures += 1
+        return own
+
+    async def _connected(self, ws: ClientConnection, version: Version) -> bool:
+        """Serve one connection, in `version`, until it ends; True if it was registered."""
+        self.version = version
+        peer = Peer(ws, version.dialect, version.handlers, name=self.b.charge_point_id, spawn=self.b.spawn,
                     response_timeout=self.b.response_timeout, mask=mask_frame)
         peer.on_frame = lambda d, f: self.frames.append(f"{self.b.stamp()} {d} {mask_frame(f[:2000])}")
         peer.on_invalid = self._invalid_message
         self.peer = peer
         receiver = self.b.spawn(peer.start(), "ocpp-receive")
-        session = self.b.spawn(self._registered(peer), "ocpp-session")
+        session = self.b.spawn(self._registered(peer, version), "ocpp-session")
         unwatch = SWITCH.watch(lambda up: None if up else ws.transport.abort())
         try:
             while not (receiver.done() or session.done()):
@@ -196,21 +220,13 @@ class Link:
             self.b.security.event("InvalidMessages", what[:200])
 
     # ================================================================ registration
-    def boot_payload(self) -> dict[str, Any]:
-        payload = {"chargePointVendor": self.b.vendor[:20], "chargePointModel": self.b.model[:20],
-                   "firmwareVersion": str(__version__)[:50]}
-        meter = self.b.control.meter_model
-        if meter:
-            payload["meterType"] = meter[:25]
-        return payload
-
-    async def _registered(self, peer: Peer) -> None:
+    async def _registered(self, peer: Peer, version: Version) -> None:
         """BootNotification until Accepted, then heartbeats until the link ends."""
         while True:
             self._boot_now.clear()
             sent = self.b.clock.monotonic()
             try:
-                conf = await peer.request("BootNotification", self.boot_payload(), timeout=self.b.response_timeout)
+                conf = await peer.request("BootNotification", version.boot_payload(), timeout=self.b.response_timeout)
             except CallFailed as exc:
                 log.warning("BootNotification failed (%s); retrying", exc)
                 await sleep_or_event(self._boot_now, self.b.scaled(BOOT_RETRY_S))
@@ -219,31 +235,34 @@ class Link:
             status, interval = conf["status"], conf["interval"]
             self.registration = status
             if status == "Accepted":
-                peer.ignore_calls = False
+                peer.ignore_calls, peer.refuse_calls = False, None
                 self.b.security.registered()
-                if interval > 0 and str(interval) != self.b.keys.get("HeartbeatInterval"):
-                    self.b.keys.change("HeartbeatInterval", str(interval))
+                if interval > 0:
+                    version.boot_accepted(interval)
                 break
             log.info("BootNotification %s; next try in %d s", status, interval)
-            peer.ignore_calls = status == "Rejected"
+            rejected = status == "Rejected"
+            peer.ignore_calls = rejected and version.refuse_when_rejected is None
+            peer.refuse_calls = version.refuse_when_rejected if rejected else None
             await sleep_or_event(self._boot_now if status == "Pending" else None,
                                  self.b.scaled(interval or DEFAULT_WAIT_S))
         self.ready.set()
-        peer.spawn(self._deliver_security_events(), "ocpp-security-events")
-        await self.b.registered()
+        peer.spawn(self._deliver_security_events(version), "ocpp-security-events")
+        await self.b.registered(version)
         while True:
             self._heartbeat_wake.clear()
-            interval = self.b.keys.int("HeartbeatInterval") or 86400  # at least one a day
+            interval = version.heartbeat_interval() or 86400  # at least one a day
             if not await sleep_or_event(self._heartbeat_wake, self.b.scaled(interval)):
                 await self.heartbeat()
 
     async def trigger_boot(self) -> None:
         """TriggerMessage BootNotification: boot again now (while Pending), or send one more."""
-        if not self.accepted:
+        version = self.version
+        if not self.accepted or version is None:
             self._boot_now.set()
             return
         sent = self.b.clock.monotonic()
-        conf = await self.notify("BootNotification", self.boot_payload(), allow_pending=False)
+        conf = await self.notify("BootNotification", version.boot_payload(), allow_pending=False)
         if conf is not None:
             self.b.set_time(conf.get("currentTime"), self.b.clock.monotonic() - sent)
 
@@ -259,15 +278,13 @@ class Link:
     def security_event_queued(self) -> None:
         self._events_wake.set()
 
-    async def _deliver_security_events(self) -> None:
+    async def _deliver_security_events(self, version: Version) -> None:
         """SecurityEventNotification for every queued event, in order, confirmed one by one."""
         events = self.b.security.events
         while True:
             self._events_wake.clear()
             for item in events.pending():
-                payload = {"type": item["type"], "timestamp": self.b.resolve(item["timestamp"])}
-                if item.get("techInfo"):
-                    payload["techInfo"] = item["techInfo"]
+                payload = version.security_event(item["type"], self.b.resolve(item["timestamp"]), item.get("techInfo"))
                 try:
                     await self.request("SecurityEventNotification", payload)
                 except CallErrorReceived as exc:

@@ -1,9 +1,12 @@
-"""The power limit handed to the core: charging profiles, and the cap after an invalid StartTransaction.
+"""The power limit handed to the core: charging profiles, and the cap after an invalid id at the start.
 
 The limit is the composite of the installed charging profiles at this
-instant (smart.py), or 0 once a transaction whose StartTransaction was
-answered with an idTagInfo that is not Accepted (and
-StopTransactionOnInvalidId is false) has delivered MaxEnergyOnInvalidId Wh.
+instant (smart.py), or 0 once a transaction whose start was answered with an
+id that is not Accepted (1.6 StartTransaction idTagInfo with
+StopTransactionOnInvalidId false; 2.0.1 TransactionEvent idTokenInfo with
+TxCtrlr.StopTxOnInvalidId false) has delivered MaxEnergyOnInvalidId Wh.
+Both versions use this module; each gives it its profiles and its idea of
+the running transaction's id (`LimitHost`).
 It is handed to the core (`set_power_limit`) only when it changes.
 
 The task sleeps until the next instant a profile can change the limit
@@ -17,7 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 from station.clock import MONO_PREFIX, parse_iso
 
@@ -26,7 +29,10 @@ from .link import sleep_or_event
 if TYPE_CHECKING:
     from datetime import datetime
 
-    from .chargepoint import OcppBackend
+    from station.core.model import Session
+    from station.core.ports import StationControl
+
+    from .smart import Profiles
 
 log = logging.getLogger(__name__)
 
@@ -35,8 +41,26 @@ PROFILE_S = 60.0
 CAP_S = 1.0
 
 
+class LimitHost(Protocol):
+    """What the limit needs of a version."""
+
+    profiles: Profiles
+
+    @property
+    def control(self) -> StationControl: ...
+
+    @property
+    def connector_id(self) -> int: ...
+
+    def active_session(self) -> Session | None: ...
+
+    def transaction_id(self, session: Session) -> int | str | None: ...
+
+    def now(self) -> datetime: ...
+
+
 class PowerLimit:
-    def __init__(self, backend: OcppBackend) -> None:
+    def __init__(self, backend: LimitHost) -> None:
         self.b = backend
         self._wake = asyncio.Event()
         self._sent: object = object()  # the last value given to set_power_limit
@@ -54,14 +78,14 @@ class PowerLimit:
         self._deauthorized = None
         self.wake()
 
-    def _tx_start(self) -> tuple[int | None, datetime | None]:
+    def _tx_start(self) -> tuple[int | str | None, datetime | None]:
         session = self.b.active_session()
         if session is None:
             return None, None
         start = None
         if session.started_at and not session.started_at.startswith(MONO_PREFIX):
             start = parse_iso(session.started_at)
-        return self.b.tx.transaction_id(session), start
+        return self.b.transaction_id(session), start
 
     def current(self) -> float | None:
         session = self.b.active_session()

@@ -1,20 +1,23 @@
 """Long-running jobs the central system starts: firmware updates, diagnostics and log uploads, key renewal.
 
 The work is done by the shared services (station/services: transfer,
-firmware, diagnostics, certs); what is OCPP 1.6 here is when each step is
-reported and how:
+firmware, diagnostics, certs); what is OCPP here is when each step is
+reported and how. Both versions use this module; the 1.6-only jobs are
+marked, and the one name that differs is given by the version
+(`firmware_action`: 1.6 SignedFirmwareStatusNotification, 2.0.1
+FirmwareStatusNotification, with the same statuses and requestId):
 
-* UpdateFirmware (FirmwareManagement): FirmwareStatusNotification Downloading,
+* 1.6 only: UpdateFirmware (FirmwareManagement): FirmwareStatusNotification Downloading,
   Downloaded / DownloadFailed, Installing, Installed / InstallationFailed; a
   final status that could not be sent is sent after the next boot. Only with
-  `firmware.allow_unsigned` (handlers.py refuses it otherwise).
-* GetDiagnostics: DiagnosticsStatusNotification Uploading, Uploaded /
+  `firmware.allow_unsigned` (the handlers refuse it otherwise).
+* 1.6 only: GetDiagnostics: DiagnosticsStatusNotification Uploading, Uploaded /
   UploadFailed.
-* SignedUpdateFirmware (security whitepaper L01): SignedFirmwareStatusNotification
-  with the requestId for every step, the signature check in between
-  (against `firmware.signing_ca_file` only), then the release's contents
-  (InstallVerificationFailed); an end state that could not be sent is sent
-  after the next boot.
+* 1.6 SignedUpdateFirmware, 2.0.1 UpdateFirmware (L01): the firmware status
+  notification with the requestId for every step, the signature check in
+  between (against `firmware.signing_ca_file` only), then the release's
+  contents (InstallVerificationFailed); an end state that could not be sent
+  is sent after the next boot.
 * GetLog (N01): LogStatusNotification Uploading, Uploaded / UploadFailure /
   PermissionDenied.
 * SignCertificate (A02): a new key and a CSR.
@@ -32,7 +35,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from station.clock import parse_iso
 from station.services.lazy import lazy
@@ -42,7 +45,12 @@ from .link import sleep_or_event
 if TYPE_CHECKING:
     from station.services import certs, diagnostics, firmware, transfer
 
-    from .chargepoint import OcppBackend
+    from .host import Host
+
+    class JobHost(Host, Protocol):
+        """What the jobs need: the shared backend, and what a version adds to a diagnostics archive."""
+
+        def diagnostics_extra(self) -> dict[str, str]: ...
 else:  # the services are imported when a job first runs (RSS: most stations never run one)
     certs = lazy("station.services.certs")
     diagnostics = lazy("station.services.diagnostics")
@@ -66,8 +74,9 @@ def _unlink(path: Path) -> None:
 
 
 class Jobs:
-    def __init__(self, backend: OcppBackend) -> None:
+    def __init__(self, backend: JobHost, firmware_action: str = "SignedFirmwareStatusNotification") -> None:
         self.b = backend
+        self.firmware_action = firmware_action
         self.firmware_status = "Idle"
         self.diagnostics_status = "Idle"
         self.log_request: int | None = None  # requestId of the log upload under way
@@ -90,6 +99,10 @@ class Jobs:
         delay = (parse_iso(stamp) - self.b.now()).total_seconds()
         if delay > 0:
             await asyncio.sleep(self.b.scaled(delay) if self.b.time_scale != 1.0 else delay)
+
+    async def wait_idle(self) -> None:
+        """Until no transaction runs (a reset OnIdle waits so too)."""
+        await self._no_transaction()
 
     async def _no_transaction(self) -> None:
         """Installing restarts the station: wait until no transaction runs."""
@@ -221,7 +234,7 @@ class Jobs:
         payload: dict[str, Any] = {"status": status}
         if request_id is not None:
             payload["requestId"] = request_id
-        sent = await self.b.link.notify("SignedFirmwareStatusNotification", payload) is not None
+        sent = await self.b.link.notify(self.firmware_action, payload) is not None
         # an end state is sent after the next boot
         self.b.store.put_json(SIGNED_FW_KEY, {"status": status, "requestId": request_id,
                                               "unsent": not sent and status in _FW_ENDS})

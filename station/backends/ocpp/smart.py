@@ -2,9 +2,12 @@
 
 Theory of operation
 -------------------
-Profiles (SetChargingProfile) are checked against the SmartCharging keys,
-kept per connector, persisted ("ocpp.profiles") and stacked as OCPP 1.6
-§3.13 says:
+Profiles (SetChargingProfile) are checked against the version's limits
+(`Rules`: the 1.6 SmartCharging keys, the 2.0.1 SmartChargingCtrlr), kept per
+connector (2.0.1: per EVSE, which is the same here: one of each), persisted
+(1.6 "ocpp.profiles", 2.0.1 "ocpp201.profiles") and stacked as OCPP 1.6
+§3.13 and OCPP 2.0.1 K01/K08 say (the same rules; 2.0.1 profiles are kept in
+the 1.6 shape, ocpp201/smart.py converts them):
 
 * at any instant each purpose yields the limit of its valid profile with
   the highest stackLevel whose schedule covers that instant;
@@ -26,6 +29,7 @@ converted at a nominal 230 V per phase (numberPhases, default 3).
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -35,6 +39,17 @@ STORE_KEY = "ocpp.profiles"
 VOLTS = 230.0
 _DAY = 86400
 _WEEK = 7 * _DAY
+
+
+@dataclass(frozen=True)
+class Rules:
+    """What a profile may be here (1.6: the SmartCharging keys; 2.0.1: SmartChargingCtrlr)."""
+
+    connectors: int = 1
+    max_stack_level: int = 10
+    rate_units: frozenset[str] = frozenset({"A", "W"})  # "A" amps, "W" watts
+    max_periods: int = 48
+    max_installed: int = 16
 
 
 def to_watts(limit: float, unit: str, phases: int) -> float:
@@ -48,25 +63,25 @@ def from_watts(watts: float, unit: str, phases: int) -> float:
 class Profiles:
     """The installed profiles of a one-connector charge point."""
 
-    def __init__(self, store: Any, keys: Any) -> None:
+    def __init__(self, store: Any, rules: Rules, store_key: str = STORE_KEY) -> None:
         self.store = store
-        self.keys = keys  # ConfigurationKeys
-        saved = store.get_json(STORE_KEY, None) if store is not None else None
+        self.rules = rules
+        self.store_key = store_key
+        saved = store.get_json(store_key, None) if store is not None else None
         # each: {"connectorId": int, "profile": csChargingProfiles (camelCase)}
         self.installed: list[dict[str, Any]] = list(saved or [])
 
     def _save(self) -> None:
         if self.store is not None:
-            self.store.put_json(STORE_KEY, self.installed)
+            self.store.put_json(self.store_key, self.installed)
 
     # -- SetChargingProfile / ClearChargingProfile -------------------------------
-    def set(self, connector_id: int, profile: dict[str, Any], tx_id: int | None) -> str:
+    def set(self, connector_id: int, profile: dict[str, Any], tx_id: int | str | None) -> str:
         purpose = profile["chargingProfilePurpose"]
         schedule = profile["chargingSchedule"]
         periods = schedule["chargingSchedulePeriod"]
-        units = {"Current": "A", "Power": "W"}
-        allowed = {units.get(u, u) for u in self.keys.list("ChargingScheduleAllowedChargingRateUnit")}
-        if connector_id > self.keys.int("NumberOfConnectors") or connector_id < 0:
+        rules = self.rules
+        if connector_id > rules.connectors or connector_id < 0:
             return "Rejected"
         if purpose == "ChargePointMaxProfile" and connector_id != 0:
             return "Rejected"
@@ -76,11 +91,11 @@ class Profiles:
             if profile.get("transactionId") is not None and profile["transactionId"] != tx_id:
                 return "Rejected"
             profile = {**profile, "transactionId": tx_id}
-        if profile["stackLevel"] < 0 or profile["stackLevel"] > self.keys.int("ChargeProfileMaxStackLevel"):
+        if profile["stackLevel"] < 0 or profile["stackLevel"] > rules.max_stack_level:
             return "Rejected"
-        if schedule["chargingRateUnit"] not in allowed:
+        if schedule["chargingRateUnit"] not in rules.rate_units:
             return "Rejected"
-        if not periods or len(periods) > self.keys.int("ChargingScheduleMaxPeriods"):
+        if not periods or len(periods) > rules.max_periods:
             return "Rejected"
         starts = [p["startPeriod"] for p in periods]
         if starts[0] != 0 or starts != sorted(set(starts)) or any(p["limit"] < 0 for p in periods):
@@ -95,7 +110,7 @@ class Profiles:
                 and not (p["connectorId"] == connector_id
                          and p["profile"]["stackLevel"] == profile["stackLevel"]
                          and p["profile"]["chargingProfilePurpose"] == purpose)]
-        if len(kept) >= self.keys.int("MaxChargingProfilesInstalled"):
+        if len(kept) >= rules.max_installed:
             return "Rejected"
         if not schedule.get("startSchedule") and profile["chargingProfileKind"] == "Absolute":
             # An absolute schedule without a start begins when it is received.
@@ -176,7 +191,7 @@ class Profiles:
         return to_watts(float(chosen["limit"]), sched["chargingRateUnit"], phases), phases
 
     def _best(self, purpose: str, connectors: tuple[int, ...], at: datetime,
-              tx_start: datetime | None, tx_id: int | None) -> tuple[float, int] | None:
+              tx_start: datetime | None, tx_id: int | str | None) -> tuple[float, int] | None:
         candidates = []
         for p in self.installed:
             prof = p["profile"]
@@ -193,7 +208,7 @@ class Profiles:
         return max(candidates, key=lambda c: (c[0], c[1]))[2]
 
     def limit_at(self, at: datetime, connector_id: int = 1, tx_start: datetime | None = None,
-                 tx_id: int | None = None) -> tuple[float, int] | None:
+                 tx_id: int | str | None = None) -> tuple[float, int] | None:
         """The limit in watts (and phases) at `at`, or None when nothing limits."""
         cap = self._best("ChargePointMaxProfile", (0,), at, tx_start, tx_id)
         tx = None
@@ -236,7 +251,7 @@ class Profiles:
         return sorted(t for t in points if t0 <= t < t1)
 
     def composite(self, connector_id: int, duration: int, unit: str | None, now: datetime,
-                  tx_start: datetime | None = None, tx_id: int | None = None) -> dict[str, Any] | None:
+                  tx_start: datetime | None = None, tx_id: int | str | None = None) -> dict[str, Any] | None:
         """GetCompositeSchedule's chargingSchedule, or None when no profile limits the window."""
         t0 = now.replace(microsecond=0)
         t1 = t0 + timedelta(seconds=duration)

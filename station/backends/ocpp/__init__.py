@@ -1,0 +1,1 @@
+"""OCPP: the shared backend (both versions), see backend.py."""

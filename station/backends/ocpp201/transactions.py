@@ -1,0 +1,198 @@
+"""OCPP 2.0.1 TransactionEvent delivery: from the journal's outbox, exactly once per seqNo, in order.
+
+Theory of operation
+-------------------
+The deliverer hands the outbox's items to `deliver()` one at a time, in
+order. Each item is a transaction point (txpoints.py); its TransactionEvent
+is built once, numbered (seqNo: 0 for the first event of a transaction, +1
+for each after it, E01.FR.07 and Part 2 §E 1.3.2.1) and written to the
+journal together with the transaction's state *before* it is sent
+(session extra "ocpp201": the state, and the event in flight). If the station
+dies after the send, the same item is offered again after the restart and
+the very same event goes out again (same seqNo, same content): the central
+system sees a repeat, never a gap and never two events under one seqNo.
+
+A TransactionEvent the central system does not process (CALLERROR, no
+answer, an answer off the schema) is tried OCPPCommCtrlr.MessageAttempts
+[TransactionEvent] times, MessageAttemptInterval[TransactionEvent] x the
+number of earlier tries apart, then dropped (E13.FR.02-04; the reason is kept
+on the session). A lost link is not a try: the deliverer offers it again.
+
+`offline` is true for an event whose point happened while the station was
+not connected, and for one still queued when the connection was lost
+(E04.FR.03, E11.FR.07): the point's time against the time the current
+connection was accepted.
+
+The answer's idTokenInfo goes to the authorization cache (C10.FR.05); one
+that is not Accepted stops or suspends the transaction (E05, C15).
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING, Any, Protocol
+
+from station.backends.ocpp.retry import Exhausted, transaction_call
+from station.clock import parse_iso
+from station.core.model import DeliveryResult, MessageKind, OutboxItem, Session
+from station.errors import BackendOffline, StorageError
+
+from .txpoints import _ENDING, Point, TxPoints
+
+if TYPE_CHECKING:
+    from datetime import datetime
+
+    from station.backends.ocpp.host import LinkApi
+    from station.backends.ocpp.limits import PowerLimit
+    from station.core.ports import StationControl
+
+    from .authz import Authorizer
+    from .devmodel import DeviceModel
+
+log = logging.getLogger(__name__)
+
+STATE = "ocpp201"  # session extra: the transaction's state and its event in flight
+
+
+class DeliveryHost(Protocol):
+    devmodel: DeviceModel
+    auth: Authorizer
+    points: TxPoints
+    limits: PowerLimit
+
+    @property
+    def control(self) -> StationControl: ...
+
+    @property
+    def link(self) -> LinkApi: ...
+
+    @property
+    def store(self) -> Any: ...
+
+    def resolve(self, stamp: str | None) -> str: ...
+
+    def scaled(self, seconds: float) -> float: ...
+
+    def online_since(self) -> datetime | None: ...
+
+
+def state_of(session: Session) -> dict[str, Any]:
+    raw = session.extra.get(STATE)
+    return dict(raw) if isinstance(raw, dict) else {}
+
+
+class Transactions:
+    def __init__(self, host: DeliveryHost) -> None:
+        self.b = host
+
+    async def deliver(self, item: OutboxItem, session: Session) -> DeliveryResult:
+        if item.kind is MessageKind.METER_VALUES:  # queued while the central system spoke 1.6
+            return DeliveryResult(rejected="OCPP 1.6 MeterValues; the central system now speaks 2.0.1")
+        if not self.b.link.accepted:
+            raise BackendOffline("not registered with the central system")
+        state = state_of(session)
+        if not state and session.backend_session_id not in (None, session.key):
+            return DeliveryResult(rejected="started under OCPP 1.6; the central system now speaks 2.0.1")
+        inflight = state.get("inflight") or {}
+        if inflight.get("item") == item.seq:
+            payload = inflight.get("payload")  # offered again after a restart: the same event
+        else:
+            payload = self._build(item, session, state)
+        if payload is None:
+            return DeliveryResult(backend_session_id=session.key if state.get("started") else None)
+        try:
+            conf = await transaction_call(
+                lambda: self.b.link.request("TransactionEvent", payload), "TransactionEvent",
+                attempts=self.b.devmodel.int("OCPPCommCtrlr", "MessageAttempts", "TransactionEvent"),
+                interval_s=lambda n: self.b.scaled(
+                    self.b.devmodel.int("OCPPCommCtrlr", "MessageAttemptInterval", "TransactionEvent") * n))
+        except Exhausted as exc:  # E13.FR.04: dropped, and the next one goes
+            self._after(payload, session)
+            return DeliveryResult(backend_session_id=session.key, rejected=f"{exc} (seqNo {payload['seqNo']})")
+        self._after(payload, session)
+        self._answered(payload, conf, session)
+        return DeliveryResult(backend_session_id=session.key)
+
+    def _build(self, item: OutboxItem, session: Session, state: dict[str, Any]) -> dict[str, Any] | None:
+        """The event for a new item, journaled with the state before it is sent (None: nothing to send)."""
+        state.setdefault("id", session.key)
+        state.setdefault("seq", 0)
+        event = self.b.points.event(item, session, state)
+        payload: dict[str, Any] | None = None
+        if event is not None:
+            at = state.get("at")
+            payload = {**event, "timestamp": self.b.resolve(at), "seqNo": state["seq"]}
+            if self._offline(at):
+                payload["offline"] = True
+            state["seq"] += 1
+        state["inflight"] = {"item": item.seq, "payload": payload}
+        self.b.store.set_extra(session.id, **{STATE: state})
+        return payload
+
+    def _offline(self, at: str | None) -> bool:
+        """The point happened before the current connection was accepted (or in an earlier boot)."""
+        since = self.b.online_since()
+        if since is None:
+            return True
+        try:
+            return parse_iso(self.b.resolve(at)) < since
+        except ValueError:
+            return True
+
+    def _after(self, payload: dict[str, Any], session: Session) -> None:
+        if payload["eventType"] == "Ended":
+            try:
+                self.b.store.drop_samples(session.id)
+            except StorageError as exc:
+                log.error("samples of session %d not dropped: %s", session.id, exc)
+
+    def _answered(self, payload: dict[str, Any], conf: dict[str, Any], session: Session) -> None:
+        """The idTokenInfo of the answer: to the cache (C10.FR.05), and E05/C15 when it is not Accepted."""
+        info = conf.get("idTokenInfo")
+        token = payload.get("idToken")
+        if not isinstance(info, dict) or not isinstance(token, dict):
+            return
+        self.b.auth.learn(token, info)
+        if info.get("status") == "Accepted" or payload["eventType"] == "Ended":
+            return
+        if payload["triggerReason"] in ("StopAuthorized",):
+            return  # the answer about the card that stopped it: nothing left to stop
+        current = self.b.control.current_session()
+        if current is None or current.id != session.id:
+            return  # already over
+        log.warning("the central system answered the transaction of session %d with %s", session.id, info["status"])
+        self.b.control.notice(f"card {info['status']}")
+        dm = self.b.devmodel
+        stop = set(dm.list("TxCtrlr", "TxStopPoint"))
+        if dm.bool("TxCtrlr", "StopTxOnInvalidId"):
+            if stop & _ENDING:  # E05.FR.10, C15.FR.04, E06.FR.04: the transaction ends
+                self.b.control.spawn(self.b.control.stop_session("DeAuthorized"), "ocpp-deauthorize")
+            else:  # E05.FR.09, C15.FR.03: energy stops, the transaction goes on until the EV leaves
+                self.b.limits.deauthorize(session.id, 0)
+                self.b.points.point(Point.DEAUTHORIZED, session.id)
+        else:  # E05.FR.02/03, C15.FR.06/07: energy up to MaxEnergyOnInvalidId, then SuspendedEVSE
+            reading = self.b.control.last_reading()
+            base = reading.energy_wh if reading is not None else session.meter_start_wh
+            self.b.limits.deauthorize(session.id, base + dm.int("TxCtrlr", "MaxEnergyOnInvalidId"))
+
+    # ================================================================ E14 GetTransactionStatus
+    def status(self, transaction_id: str | None) -> dict[str, Any]:
+        try:
+            queued = [i for i in self.b.store.messages() if i.kind in (MessageKind.START, MessageKind.STOP,
+                                                                        MessageKind.TX_EVENT)]
+        except StorageError:
+            queued = []
+        if transaction_id is None:  # E14.FR.06-08
+            return {"messagesInQueue": bool(queued)}
+        try:
+            session = self.b.store.session_by_key(transaction_id)
+        except StorageError:
+            session = None
+        if session is None:  # E14.FR.01
+            return {"ongoingIndicator": False, "messagesInQueue": False}
+        state = state_of(session)
+        # ongoing: the session runs, or it stopped and the transaction waits for the EV to leave (TxStopPoint)
+        ongoing = session.state in ("active", "authorizing") or (
+            bool(state.get("started")) and not state.get("ended") and "stop_reason" in state)
+        return {"ongoingIndicator": ongoing,  # E14.FR.02/03
+                "messagesInQueue": any(i.session_id == session.id for i in queued)}  # E14.FR.04/05
