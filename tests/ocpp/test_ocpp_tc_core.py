@@ -77,8 +77,9 @@ async def test_TC_003_regular_charging_session_plugin_first(csms, sim):
     assert stop["transactionId"] == 101 and stop["reason"] == "Local"
     assert isinstance(stop["meterStop"], int) and stop["meterStop"] - start["meterStart"] >= 1234
     await wait_status(csms, "Finishing", after=n)
+    unplugged = len(csms.received)
     sim.world.plug(False)
-    await wait_status(csms, "Available", after=len(csms.received) - 1)
+    await wait_status(csms, "Available", after=unplugged)
     order = [r.action for r in csms.received[n:] if r.action in ("Authorize", "StartTransaction", "StopTransaction")]
     assert order == ["Authorize", "StartTransaction", "StopTransaction"]
 
