@@ -74,9 +74,10 @@ class LedgerCS:
 
     name = "ocpp"
 
-    def __init__(self, work: Path, tags: Iterable[str]) -> None:
+    def __init__(self, work: Path, tags: Iterable[str], start_latency_ms: float = 0.0) -> None:
         self.ledger = work / "cs-ledger.jsonl"
         self.tags = list(tags)
+        self.start_latency_ms = start_latency_ms  # the central system's own latency on StartTransaction
         self.url = ""
         self.aimed: set[int] = set()  # transactionIds whose StartTransaction an aimed kill was aimed at
         self._proc: asyncio.subprocess.Process | None = None
@@ -89,7 +90,7 @@ class LedgerCS:
         why = missing()
         if why:
             raise RuntimeError(why)
-        options = json.dumps({"tags": self.tags, "heartbeat": 60})
+        options = json.dumps({"tags": self.tags, "heartbeat": 60, "startLatencyMs": self.start_latency_ms})
         self._proc = await asyncio.create_subprocess_exec(
             "node", str(SCRIPT), "0", str(self.ledger), options,
             stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE)
@@ -132,13 +133,18 @@ class LedgerCS:
         finally:
             store.close()
 
-    async def command(self, cmd: str, **values: Any) -> None:
+    async def command(self, cmd: str, **values: Any) -> dict[str, Any]:
         assert self._proc is not None and self._proc.stdin is not None
         self._proc.stdin.write((json.dumps({"cmd": cmd, **values}) + "\n").encode())
         await self._proc.stdin.drain()
-        answer = await self._acks.get()
+        answer: dict[str, Any] = await self._acks.get()
         if answer.get("ok") != cmd:
             raise RuntimeError(f"central system: {answer}")
+        return answer
+
+    async def open_transactions(self) -> list[int]:
+        """Transactions started at the central system and never stopped."""
+        return list((await self.command("open"))["open"])
 
     async def outage(self, after: float, length: float) -> None:
         """The central system drops the link and refuses connections for `length` s."""

@@ -22,6 +22,7 @@ from station.config import Config
 from station.core.charger import Charger
 from station.core.control import Control
 from station.core.delivery import DEADLINE_S as DELIVERER_DEADLINE_S
+from station.core.delivery import NAME as DELIVERER
 from station.core.delivery import Deliverer
 from station.core.ports import Backend, Hardware
 from station.errors import StationError
@@ -75,13 +76,20 @@ class Station:
         self.charger.exit_event = self.done  # a backend-ordered reset ends run_forever() like a signal
         self.control = Control(self.charger)
         self.deliverer = Deliverer(self.store, self.backend, self.clock, on_result=self.charger.on_delivery,
-                                   checkpoint=lambda: self.supervisor.checkpoint("deliverer"))
+                                   checkpoint=lambda: self.supervisor.checkpoint(DELIVERER),
+                                   supervisor=self.supervisor, deadline_s=DELIVERER_DEADLINE_S)
         self.charger.deliverer = self.deliverer
         if self.world is not None:
             self.world.bind(self)
         await self.charger.start()
         await self.backend.start(self.control)
-        self.supervisor.spawn(self.deliverer.run(), "deliverer", critical=True, deadline_s=DELIVERER_DEADLINE_S)
+        # The deliverer and the backend's link only carry messages: restarted when they hang, never a
+        # reason to open the contactor under a running charge (docs/safety.md, "The station's own loops").
+        self.supervisor.on_restart = self._restarted
+        self.supervisor.restartable(DELIVERER, self._spawn_deliverer)
+        for name, respawn in self.backend.carriers().items():
+            self.supervisor.restartable(name, respawn)
+        self._spawn_deliverer()
         self.supervisor.spawn(self._supervise(), "supervise")
         if cfg.status_page.enabled:
             from station.statuspage import StatusPage
@@ -92,6 +100,14 @@ class Station:
         self.notifier.ready(self.status_line())
         log.info("station %s ready in %.2f s (%s hardware, %s backend)", cfg.station.name, self.ready_after,
                  cfg.hardware.mode, cfg.backend.kind)
+
+    def _spawn_deliverer(self) -> asyncio.Task[Any]:
+        assert self.deliverer is not None
+        return self.supervisor.spawn(self.deliverer.run(), DELIVERER, critical=True, deadline_s=DELIVERER_DEADLINE_S)
+
+    def _restarted(self, name: str, why: str) -> None:
+        """A carrier was restarted (the supervisor logged it): the status line says so at once."""
+        self.notifier.status(self.status_line())
 
     def watch_event_loop(self, deadline_s: float = LOOP_DEADLINE_S) -> None:
         """Guard against a blocked event loop from a thread (station run and simulate; never in
@@ -168,6 +184,15 @@ class Station:
                 pending = -1
             if pending:
                 parts.append(f"{pending} queued")
+            try:
+                held = self.store.held_count()
+            except StationError:
+                held = 0
+            if held:
+                parts.append(f"{held} held undelivered")
+        if self.supervisor.restarts:
+            parts.append("restarted: " + ", ".join(f"{name} {r.count}x ({r.why})"
+                                                   for name, r in self.supervisor.restarts.items()))
         return " | ".join(parts)
 
     async def stop(self, graceful: bool = True) -> None:

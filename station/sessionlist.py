@@ -5,6 +5,15 @@ page name sessions by them), so they are never renumbered. A tap is
 journaled before the backend is asked, which gives refused and abandoned
 taps ids too: those are the gaps in a list of sessions, and `taps=True`
 lists them (state "refused" or "aborted", with the reason).
+
+Two columns say what the backend did not take (added after the earlier
+ones, whose order billing scripts may rely on): `undelivered`, the messages
+held undelivered and why (the backend did not process them in all their
+tries; `station sessions --resend ID` sends them again, station/held.py),
+and `maybe_open_at_backend`, how many transactions the backend may hold
+open for the session that the station cannot stop (OCPP: StartTransactions
+whose answer never came); the text form adds a line for each with the
+masked idTag, meterStart and timestamp to look for at the backend.
 """
 
 from __future__ import annotations
@@ -14,12 +23,13 @@ import io
 from collections.abc import Callable
 from typing import Any
 
-from station.core.model import Session
+from station.core.model import HELD, Session
 from station.store import Store
 
 # The columns of the earlier CSV first, in their order (billing scripts may read by position).
 FIELDS = ["id", "id_tag", "meter_start_wh", "meter_stop_wh", "energy_wh", "started_at", "stopped_at",
-          "stop_reason", "backend_session_id", "delivered", "estimated", "state"]
+          "stop_reason", "backend_session_id", "delivered", "estimated", "state", "undelivered",
+          "maybe_open_at_backend"]
 SESSION_STATES = ("active", "stopped")
 TAP_STATES = ("refused", "aborted")
 
@@ -32,7 +42,38 @@ def summary(s: Session, tag: Callable[[str], str] = str) -> dict[str, Any]:
         "stopped_at": s.stopped_at, "stop_reason": s.stop_reason, "backend_session_id": s.backend_session_id,
         "delivered": bool(s.extra.get("delivered")) if s.state in SESSION_STATES else None,
         "estimated": s.meter_stop_estimated,
+        "undelivered": undelivered(s),
+        "maybe_open_at_backend": maybe_open(s)[0],
+        "open_timestamp": maybe_open(s)[1],
     }
+
+
+def undelivered(s: Session) -> str | None:
+    """The messages of the session held undelivered, with their reasons, or None."""
+    held = s.extra.get(HELD) or {}
+    return "; ".join(f"{kind}: {reason}" for kind, reason in held.items()) or None
+
+
+def maybe_open(s: Session) -> tuple[int, str | None]:
+    """(how many transactions the backend may hold open for the session, the timestamp they carry)."""
+    note = s.extra.get("maybe_open_at_backend") or {}
+    if not isinstance(note, dict):
+        return 0, None
+    return int(note.get("count") or 0), note.get("timestamp") or s.started_at
+
+
+def attention(table: list[dict[str, Any]]) -> list[str]:
+    """One line per session the operator must look at: held messages, transactions left open."""
+    lines = []
+    for r in table:
+        if r.get("undelivered"):
+            lines.append(f"! session {r['id']}: undelivered: {r['undelivered']}; send again with "
+                         f"`station sessions --resend {r['id']}`")
+        if r.get("maybe_open_at_backend"):
+            lines.append(f"! session {r['id']}: the backend may hold {r['maybe_open_at_backend']} transaction(s) open "
+                         f"that the station cannot stop: idTag {r['id_tag']}, meterStart {r['meter_start_wh']} Wh, "
+                         f"timestamp {r['open_timestamp']}; close them there")
+    return lines
 
 
 def rows(store: Store, taps: bool = False, last: int | None = None,
@@ -75,7 +116,7 @@ def to_text(table: list[dict[str, Any]]) -> str:
             lines.append(f"{r['id']:>4} {r['id_tag']:<18} {'':>10} {'':>10} {'':>7} {'':<20} {'':<20} "
                          f"{r['state'] + ': ' + (r['stop_reason'] or ''):<27} -")
             continue
-        delivered = "yes" if r["delivered"] else "no"
+        delivered = "yes" if r["delivered"] else ("held" if r.get("undelivered") else "no")
         if r["estimated"]:
             delivered += " (stop reading estimated)"
         stopped = r["stopped_at"] or ("charging" if r["state"] == "active" else "")
@@ -83,7 +124,7 @@ def to_text(table: list[dict[str, Any]]) -> str:
             f"{r['id']:>4} {r['id_tag']:<18} {_blank(r['meter_start_wh']):>10} {_blank(r['meter_stop_wh']):>10} "
             f"{_blank(r['energy_wh']):>7} {r['started_at'] or '':<20} {stopped:<20} "
             f"{r['stop_reason'] or '':<14} {_blank(r['backend_session_id']):<12} {delivered}")
-    return "\n".join(lines)
+    return "\n".join(lines + attention(table))
 
 
 def _blank(value: Any) -> str:

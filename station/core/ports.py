@@ -247,6 +247,9 @@ class Backend(abc.ABC):
     kind: str = "?"
     #: OCPP wants transaction meter values in the outbox; MCSP does not.
     wants_meter_values: bool = False
+    #: The longest one `deliver` may take (its own timeouts, and waiting for its turn on the
+    #: link); the deliverer cancels it after that and offers the message again later.
+    delivery_timeout_s: float = 300.0
 
     def __init__(self) -> None:
         self.station: StationControl | None = None
@@ -287,7 +290,15 @@ class Backend(abc.ABC):
 
     @abc.abstractmethod
     async def deliver(self, item: OutboxItem, session: Session) -> DeliveryResult:
-        """Deliver one queued transaction message; raise BackendOffline to retry later."""
+        """Deliver one queued transaction message; raise BackendOffline to retry later,
+        RetryLater when the backend did not process it (a counted try), Undeliverable when it
+        did not process it in all its tries (kept for the operator)."""
+
+    def carriers(self) -> dict[str, Callable[[], asyncio.Task[Any]]]:
+        """The backend's critical loops that only carry messages (its link), each with the function
+        that starts it again: the supervisor restarts such a loop when it hangs or ends, instead of
+        stopping the station (station/supervisor.py). Called after `start`."""
+        return {}
 
     async def send_status(self, report: StatusReport) -> None:  # noqa: B027 - optional: the local backend has no one to tell
         """Best effort; the backend re-sends the current status on reconnect."""

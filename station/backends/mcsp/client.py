@@ -46,6 +46,7 @@ import asyncio
 import logging
 import re
 import ssl
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -157,7 +158,16 @@ class McspBackend(OnlineBackend):
     # ------------------------------------------------------------------ lifecycle
     async def start(self, station: StationControl) -> None:
         await super().start(station)
-        self._task = station.spawn(self._keep_link(), LINK_TASK, critical=True, deadline_s=self._deadline_s())
+        self._spawn_keeper()
+
+    def _spawn_keeper(self) -> asyncio.Task:
+        assert self.station is not None
+        self._task = self.station.spawn(self._keep_link(), LINK_TASK, critical=True, deadline_s=self._deadline_s())
+        return self._task
+
+    def carriers(self) -> dict[str, Callable[[], asyncio.Task]]:
+        """The link keeper only carries messages: the supervisor restarts it if it hangs."""
+        return {LINK_TASK: self._spawn_keeper}
 
     def _deadline_s(self) -> float:
         """Longest the link keeper may go without a beat: one wait slice, plus a HEARTBEAT that

@@ -31,7 +31,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import deque
-from collections.abc import Coroutine
+from collections.abc import Callable, Coroutine
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -134,10 +134,25 @@ class OcppBackend(Backend):
         self._tune_station()
         self.security.event("StartupOfTheDevice", f"station {self.model} started")
         self._tasks = [
-            station.spawn(self.link.run(), Link.NAME, critical=True, deadline_s=DEADLINE_S),
+            self._spawn_link(),
             station.spawn(self.sampler.run(), "ocpp-meter-values"),
             station.spawn(self.limits.run(), "ocpp-power-limit"),
         ]
+
+    def _spawn_link(self) -> asyncio.Task[Any]:
+        task = self.control.spawn(self.link.run(), Link.NAME, critical=True, deadline_s=DEADLINE_S)
+        if self._tasks:
+            self._tasks[0] = task  # a restart: close() ends the new one
+        return task
+
+    def carriers(self) -> dict[str, Callable[[], asyncio.Task[Any]]]:
+        """The link loop only carries messages: the supervisor restarts it if it hangs."""
+        return {Link.NAME: self._spawn_link}
+
+    @property
+    def delivery_timeout_s(self) -> float:  # type: ignore[override]
+        """One try: its own response timeout, after waiting its turn behind other CALLs in flight."""
+        return 4 * self.response_timeout
 
     async def close(self) -> None:
         tasks = self._tasks + list(self._spawned)

@@ -1,0 +1,173 @@
+"""Safety loops and message carriers (station/supervisor.py): a loop that only carries messages is
+restarted when it hangs or dies, a declared wait on the network is not a hang, and a safety loop
+still fails the station. Time is the test's (an injected monotonic clock)."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from station.supervisor import RESTART_CALM_S, Supervisor
+
+
+class Ticks:
+    def __init__(self, t: float = 100.0) -> None:
+        self.t = t
+
+    def __call__(self) -> float:
+        return self.t
+
+
+async def _turns(sup: Supervisor, name: str, counter: dict[str, int]) -> None:
+    counter["starts"] = counter.get("starts", 0) + 1
+    while True:
+        await sup.checkpoint(name)
+        counter["turns"] = counter.get("turns", 0) + 1
+        await asyncio.sleep(0.01)
+
+
+def _carrier(sup: Supervisor, name: str, counter: dict[str, int], deadline: float = 10.0):
+    def respawn() -> asyncio.Task[Any]:
+        return sup.spawn(_turns(sup, name, counter), name, critical=True, deadline_s=deadline)
+    sup.restartable(name, respawn)
+    return respawn
+
+
+async def _until(cond, timeout: float = 5.0) -> None:
+    loop = asyncio.get_running_loop()
+    end = loop.time() + timeout
+    while not cond():
+        assert loop.time() < end, "condition not met"
+        await asyncio.sleep(0.01)
+
+
+async def test_a_hung_carrier_is_restarted_not_a_station_failure():
+    ticks = Ticks()
+    sup = Supervisor(ticks)
+    told: list[tuple[str, str]] = []
+    sup.on_restart = lambda name, why: told.append((name, why))
+    counter: dict[str, int] = {}
+    _carrier(sup, "deliverer", counter)()
+    await _until(lambda: counter.get("turns", 0) > 0)
+    sup.hang.add("deliverer")  # it stops making progress
+    await asyncio.sleep(0.05)
+    ticks.t += 10.5
+    assert sup.check() is None  # not a failure: restarted
+    assert told and told[0][0] == "deliverer" and "no progress for 10.5 s" in told[0][1]
+    await _until(lambda: counter["starts"] == 2)
+    turns = counter["turns"]
+    await _until(lambda: counter["turns"] > turns)  # the new one turns (the injected hang was the old task's)
+    assert sup.restarts["deliverer"].count == 1 and sup.failure is None
+    assert list(sup.loops()) == ["deliverer"]
+    sup.stopping()
+    assert await sup.close() == []
+
+
+async def test_a_carrier_that_keeps_dying_is_restarted_with_backoff():
+    ticks = Ticks()
+    sup = Supervisor(ticks)
+    starts = []
+
+    async def dies() -> None:
+        starts.append(ticks.t)
+        raise RuntimeError("link bug")
+
+    def respawn() -> asyncio.Task[Any]:
+        return sup.spawn(dies(), "ocpp-link", critical=True, deadline_s=120)
+
+    sup.restartable("ocpp-link", respawn)
+    respawn()
+    await _until(lambda: len(starts) == 2)  # the first restart is at once
+    await asyncio.sleep(0.05)
+    assert len(starts) == 2 and sup.check() is None  # the second waits 1 s
+    ticks.t += 1.0
+    assert sup.check() is None
+    await _until(lambda: len(starts) == 3)
+    ticks.t += 1.0
+    sup.check()
+    await asyncio.sleep(0.05)
+    assert len(starts) == 3  # then 2 s
+    ticks.t += 1.0
+    sup.check()
+    await _until(lambda: len(starts) == 4)
+    ticks.t += RESTART_CALM_S + 5  # long after: started again when due (4 s), and then at once again
+    assert sup.check() is None
+    await _until(lambda: len(starts) >= 6)
+    await asyncio.sleep(0.05)
+    assert len(starts) == 6 and sup.restarts["ocpp-link"].count == 6 and sup.failure is None
+    sup.stopping()
+    await sup.close()
+
+
+async def test_a_declared_wait_is_not_a_hang_but_its_bound_is():
+    ticks = Ticks()
+    sup = Supervisor(ticks)
+    release = asyncio.Event()
+
+    async def waits() -> None:
+        with sup.waiting("deliverer", 120.0):
+            await release.wait()
+        await asyncio.Event().wait()
+
+    sup.spawn(waits(), "deliverer", critical=True, deadline_s=180)
+    await asyncio.sleep(0.02)
+    ticks.t += 290  # beyond its deadline, within deadline + the declared wait
+    assert sup.check() is None
+    release.set()
+    await asyncio.sleep(0.02)  # it leaves the wait: beats, and the deadline is 180 s again
+    ticks.t += 179
+    assert sup.check() is None
+    ticks.t += 2
+    assert sup.check() == "deliverer: no progress for 181.0 s (deadline 180 s)"  # not restartable here
+    sup.stopping()
+    await sup.close()
+
+
+async def test_a_safety_loop_still_fails_the_station_while_carriers_are_restartable():
+    ticks = Ticks()
+    sup = Supervisor(ticks)
+    counter: dict[str, int] = {}
+    _carrier(sup, "deliverer", counter, deadline=180)()
+    sup.spawn(_turns(sup, "meter", {}), "meter", critical=True, deadline_s=9)
+    await asyncio.sleep(0.05)
+    sup.hang.add("meter")
+    await asyncio.sleep(0.05)
+    ticks.t += 10
+    assert sup.check() == "meter: no progress for 10.0 s (deadline 9 s)"
+    assert sup.restarts == {}
+    sup.stopping()
+    await sup.close()
+
+
+async def test_a_restart_cancels_the_hung_task():
+    """The hung task is cancelled (its end is no failure), so two deliverers never run at once."""
+    ticks = Ticks()
+    sup = Supervisor(ticks)
+    cancelled = asyncio.Event()
+    first = True
+
+    async def stuck() -> None:
+        nonlocal first
+        if not first:
+            await asyncio.Event().wait()
+        first = False
+        try:
+            await asyncio.Event().wait()
+        except asyncio.CancelledError:
+            cancelled.set()
+            raise
+
+    def respawn() -> asyncio.Task[Any]:
+        return sup.spawn(stuck(), "deliverer", critical=True, deadline_s=10)
+
+    sup.restartable("deliverer", respawn)
+    respawn()
+    await asyncio.sleep(0.02)
+    ticks.t += 11
+    assert sup.check() is None
+    await asyncio.wait_for(cancelled.wait(), 5)
+    await asyncio.sleep(0.02)
+    assert sup.check() is None and sup.failure is None
+    assert sum(t.get_name() == "deliverer" and not t.done() for t in asyncio.all_tasks()) == 1
+    sup.stopping()
+    await sup.close()
