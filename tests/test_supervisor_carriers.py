@@ -171,3 +171,61 @@ async def test_a_restart_cancels_the_hung_task():
     assert sum(t.get_name() == "deliverer" and not t.done() for t in asyncio.all_tasks()) == 1
     sup.stopping()
     await sup.close()
+
+
+# --------------------------------------------------------------------------- a whole station
+async def test_a_hung_deliverer_is_restarted_and_the_charge_goes_on(tmp_path, monkeypatch, notify_socket):
+    """Before issue 22 this opened the contactor mid-charge and ended the station (exit 70)."""
+    import station.core.delivery
+    import station.daemon
+    from tests.stations import CARD, running_station, state_is, until
+
+    monkeypatch.setattr(station.daemon, "DELIVERER_DEADLINE_S", 3.0)  # 180 s in the field
+    monkeypatch.setattr(station.core.delivery, "IDLE_WAKE_S", 0.25)
+    page = {"status_page.enabled": True, "status_page.listen": "127.0.0.1:0", "sim.load_w": 7400.0}
+    async with running_station(tmp_path / "state", page, graceful=False) as st:
+        await st.world.tap(CARD)
+        await state_is(st, "Charging")
+        st.world.inject("loop-hang", loop="deliverer")
+        await until(lambda: "deliverer" in st.supervisor.restarts, timeout=30, what="the deliverer's restart")
+        assert st.failure is None and st.world.contactor_closed and st.charger.state.value == "Charging"
+        assert "restarted: deliverer 1x (deliverer: no progress" in st.status_line()
+        await until(lambda: any("restarted: deliverer" in m for m in notify_socket.drain()), timeout=10,
+                    what="STATUS= naming the restart")
+        snap = await st.status_page.snapshot(False)
+        assert snap["restarts"]["deliverer"]["count"] == 1
+        st.world.consume(100)
+        await st.world.tap(CARD)  # the restarted deliverer delivers the session
+        await state_is(st, "Available")
+        await until(lambda: st.store.pending_messages() == 0, timeout=10, what="the session delivered")
+        assert st.failure is None
+
+
+async def test_status_page_shows_what_needs_attention(tmp_path):
+    from station.core.model import MessageKind, OutboxItem
+    from station.statuspage import render_html
+    from tests.stations import CARD, running_station, state_is
+
+    page = {"status_page.enabled": True, "status_page.listen": "127.0.0.1:0"}
+    async with running_station(tmp_path / "state", page) as st:
+        await st.world.tap(CARD)
+        await state_is(st, "SuspendedEV")
+        sid = st.charger.session.id
+        st.world.consume(42)
+        await st.world.tap(CARD)
+        await state_is(st, "Available")
+        # What an OCPP backend leaves when the central system never processed the stop, and when
+        # StartTransactions went unanswered (see tests/ocpp/test_ocpp_slow_central_system.py).
+        st.store.hold(OutboxItem(10_000, MessageKind.STOP, sid, {}, "2026-12-07T10:00:00Z"),
+                      "StopTransaction not processed after 3 tries (last: CALLERROR InternalError)")
+        st.store.set_extra(sid, maybe_open_at_backend={"count": 2, "timestamp": "2026-12-07T09:00:00.000Z"})
+        snap = await st.status_page.snapshot(False)
+        assert snap["backend"]["held"] == 1
+        [row] = snap["attention"]
+        assert row["id"] == sid and "not processed after 3 tries" in row["undelivered"]
+        assert row["maybe_open_at_backend"] == 2 and row["id_tag"] == "…3B"  # masked without a password
+        html = render_html(snap)
+        assert "Needs attention" in html and f"station sessions --resend {sid}" in html
+        assert "may hold 2 transaction(s) open" in html and "meterStart 0 Wh" in html
+        assert "2026-12-07T09:00:00.000Z" in html and CARD not in html
+        assert '<span class="bad">held</span>' in html  # in the list of sessions too
