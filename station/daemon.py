@@ -16,7 +16,7 @@ import time
 from typing import Any
 
 from station import backends, security
-from station.aio import stop_on_signals
+from station.aio import bounded, stop_on_signals
 from station.clock import Clock
 from station.config import Config
 from station.core.charger import Charger
@@ -36,6 +36,7 @@ log = logging.getLogger(__name__)
 EXIT_RESET = 75  # EX_TEMPFAIL: systemd's Restart=on-failure brings the station back after a Reset
 EXIT_FAILURE = 70  # EX_SOFTWARE: a loop of the station died or hung; systemd restarts it
 LOOP_DEADLINE_S = 10.0  # the event loop itself must turn at least this often (LoopWatch)
+CLOSE_STEP_S = 10.0  # each step of a stop (backend, hardware, emulation, embedded server) at most this long
 
 
 class Station:
@@ -212,27 +213,23 @@ class Station:
         self._contactor_off()  # before anything that could wait: the process may not get further
         if self.charger is not None:
             await self.charger.close()
+        # Every step below is bounded by a wait that a step swallowing its cancellation cannot defeat
+        # (station.aio.bounded): a stop must never hang (issue 22: one did, after the MCSP link closed).
         if self.backend is not None:
-            try:
-                async with asyncio.timeout(10.0):
-                    await self.backend.close()
-            except TimeoutError:
-                log.error("the backend did not close within 10 s; stopping anyway")
-            except Exception:
-                log.exception("closing the backend")
+            await bounded(self.backend.close(), CLOSE_STEP_S, "closing the backend")
         await self.supervisor.close()
         if self.hardware is not None:
             for closer in self.hardware.closers:
                 try:
                     result = closer()
                     if asyncio.iscoroutine(result):
-                        await result
+                        await bounded(result, CLOSE_STEP_S, "closing hardware")
                 except Exception:
                     log.exception("closing hardware")
         if self.world is not None:
-            await self.world.close()
+            await bounded(self.world.close(), CLOSE_STEP_S, "closing the emulated hardware")
         if self.embedded is not None:
-            await self.embedded.close()
+            await bounded(self.embedded.close(), CLOSE_STEP_S, "closing the embedded backend server")
         if self.store is not None:
             self.store.close()
 
