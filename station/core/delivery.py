@@ -99,6 +99,8 @@ class Deliverer:
                 async with asyncio.timeout(limit):
                     return await self.backend.deliver(item, session)
         except TimeoutError:
+            log.warning("%s of session %d: the backend gave no result within %.0f s; cancelled, offered again later",
+                        item.kind.value, item.session_id, limit)
             raise BackendOffline(f"no result within {limit:.0f} s") from None
 
     async def run(self) -> None:

@@ -87,6 +87,13 @@ class Starts:
                 pass
         value = session.extra.get(TX_ID)
         if value is None:
+            # The running session's copy may predate a late answer: the journal knows.
+            try:
+                fresh = self.b.store.find_session(session.id)
+            except StorageError:
+                fresh = None
+            value = fresh.extra.get(TX_ID) if fresh is not None else None
+        if value is None:
             value = (self.b.store.get_json(TX_MAP_KEY, {}) or {}).get(session.key)
         return int(value) if value is not None else None
 
