@@ -262,7 +262,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--state-dir", help="the station's state directory (overrides the config)")
     s.add_argument("--all", action="store_true", help="also list refused and abandoned taps, with their reason")
     s.add_argument("--undelivered", action="store_true",
-                   help="only sessions not delivered yet; with --json each carries its held messages (an export)")
+                   help="only sessions not delivered yet; in JSON each carries its held messages (an export)")
     s.add_argument("--resend", type=int, metavar="ID",
                    help="put the messages of session ID that the backend did not process (held) back into the queue")
     g = s.add_mutually_exclusive_group()
