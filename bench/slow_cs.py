@@ -39,6 +39,7 @@ import json
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -48,6 +49,14 @@ if str(ROOT) not in sys.path:
 
 from bench.stations import CARD, station_config  # noqa: E402
 from bench.torture_ocpp import LedgerCS, missing, read_ledger  # noqa: E402
+
+
+async def _until(pred: Callable[[], bool], period: float = 0.1) -> None:
+    """Poll a condition of the station (no event tells it); the run itself is bounded by the caller."""
+    while True:
+        if pred():
+            return
+        await asyncio.sleep(period)
 
 
 async def _look(st: Any, seen: dict[str, int], until: float) -> None:
@@ -90,8 +99,7 @@ async def run(minutes: float, work: Path, say=print) -> dict[str, Any]:
         await cs.command("misbehave", method="StartTransaction", mode="late", times=1, delayMs=35_000)
         st.world.plug()
         await st.world.tap(CARD)
-        while st.charger.state.value != "Charging":
-            await asyncio.sleep(0.05)
+        await _until(lambda: st.charger.state.value == "Charging")
         start = loop.time()
         session = st.charger.session
         say(f"charging: session {session.id}; StartTransaction answered 35 s late")
@@ -110,15 +118,13 @@ async def run(minutes: float, work: Path, say=print) -> dict[str, Any]:
         await st.world.tap(CARD)
         say("the driver stops; StopTransaction answered with CALLERROR")
         t_stop = loop.time()
-        while "held" not in st.store.session(session.id).extra:
-            await asyncio.sleep(0.5)
+        await _until(lambda: "held" in st.store.session(session.id).extra)
         held_after_s = loop.time() - t_stop
         reason = st.store.session(session.id).extra["held"]["stop"]
         say(f"StopTransaction held after {held_after_s:.0f} s: {reason}")
         await cs.command("misbehave", method="StopTransaction")
         assert cli.main(["sessions", "--state-dir", str(state), "--resend", str(session.id)]) == 0
-        while not st.store.session(session.id).extra.get("delivered"):
-            await asyncio.sleep(0.5)
+        await _until(lambda: bool(st.store.session(session.id).extra.get("delivered")))
         say("resent: delivered")
         row = st.store.session(session.id)
         calls = [e for e in read_ledger(cs.ledger) if e["ev"] == "call"]
