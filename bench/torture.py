@@ -140,6 +140,10 @@ class Figures:
     repeated_events: int = 0  # TransactionEvents sent again after a kill: same seqNo, same content
     offline_events: int = 0  # TransactionEvents marked offline
     seq_gaps: int = 0  # transactions whose seqNo has a gap (must be 0)
+    duplicates_stopped: int = 0  # ... duplicates the station learnt of (a late answer) and stopped at 0 Wh
+    open_at_cs: int = 0  # transactions the central system holds open at the end (never stopped)
+    named_open: int = 0  # transactions the station names as possibly open (journal, sessions, status page)
+    cs_latency_ms: float = 0.0  # the central system's own latency on StartTransaction
     window_ms: list[float] = field(default_factory=list)  # median, 95th percentile, most: CS got it -> id journaled
     schema_failures: int = 0
     failures: list[str] = field(default_factory=list)
@@ -323,17 +327,18 @@ class Rig:
             fig.failures.append("no session carried energy: the torture tested nothing")
 
 
-def make_side(backend: str, work: Path) -> McspSide | LedgerCS:
+def make_side(backend: str, work: Path, cs_latency_ms: float = 0.0) -> McspSide | LedgerCS:
     """The backend side for `backend`, its files in `work` (created)."""
     work.mkdir(parents=True, exist_ok=True)
     if backend == "ocpp201":
-        return LedgerCS(work, TAGS, version="2.0.1")
-    return LedgerCS(work, TAGS) if backend == "ocpp" else McspSide(work)
+        return LedgerCS(work, TAGS, version="2.0.1", start_latency_ms=cs_latency_ms)
+    return LedgerCS(work, TAGS, start_latency_ms=cs_latency_ms) if backend == "ocpp" else McspSide(work)
 
 
 async def torture(workdir: str | Path, kills: int, seed: int, *, backend: str = "mcsp", budget_s: float = 90.0,
                   outages: float = 0.0, kill_range: tuple[float, float] = (0.05, 3.0), aim: float = 0.0,
-                  aim_ms: float = 20.0, say: Callable[[str], None] | None = None) -> Figures:
+                  aim_ms: float = 20.0, cs_latency_ms: float = 0.0,
+                  say: Callable[[str], None] | None = None) -> Figures:
     """Run the torture in `workdir` (created) and return the figures; `failures` lists what broke.
 
     `aim` (OCPP only): the probability that a round's kill is aimed at a StartTransaction in
@@ -344,8 +349,8 @@ async def torture(workdir: str | Path, kills: int, seed: int, *, backend: str = 
     say = say or (lambda text: None)
     work = Path(workdir)
     rng = random.Random(seed)
-    fig = Figures(seed=seed, kills_asked=kills, backend=backend)
-    async with Rig(work, make_side(backend, work)) as rig:
+    fig = Figures(seed=seed, kills_asked=kills, backend=backend, cs_latency_ms=cs_latency_ms)
+    async with Rig(work, make_side(backend, work, cs_latency_ms)) as rig:
         side = rig.side
         started = time.monotonic()
         while fig.kills < kills and time.monotonic() - started < budget_s:
@@ -468,6 +473,9 @@ def main(argv: list[str] | None = None) -> int:
                    help="OCPP: probability that a round's kill is aimed at a StartTransaction in flight")
     p.add_argument("--aim-ms", type=float, default=20.0,
                    help="aimed kills land uniformly in [0, this] ms after the central system got the StartTransaction")
+    p.add_argument("--cs-latency-ms", type=float, default=0.0,
+                   help="OCPP: the central system answers each StartTransaction this much later (it opens the "
+                        "transaction at once)")
     p.add_argument("--workdir", help="keep everything here (default: a new temporary directory)")
     p.add_argument("--json", action="store_true")
     args = p.parse_args(argv)
@@ -481,7 +489,8 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, interrupted)
     fig = asyncio.run(torture(work, args.kills, args.seed, backend=args.backend, budget_s=args.budget,
                               outages=args.outages, kill_range=(0.05, args.max_delay), aim=args.aim,
-                              aim_ms=args.aim_ms, say=lambda t: print(t, flush=True)))
+                              aim_ms=args.aim_ms, cs_latency_ms=args.cs_latency_ms,
+                              say=lambda t: print(t, flush=True)))
     if args.json:
         print(json.dumps(asdict(fig), indent=2))
     else:
@@ -501,6 +510,8 @@ def main(argv: list[str] | None = None) -> int:
                   f"one of the {fig.aimed_kills} aimed kills; {fig.duplicates_after_drop} after an outage's drop; the "
                   f"station sent {fig.resent_starts} StartTransactions again after one without an answer), "
                   f"{fig.repeated_stops} repeated StopTransactions, {fig.schema_failures} schema failures, "
+                  f"{fig.open_at_cs} transactions left open (the station names {fig.named_open}; "
+                  f"{fig.duplicates_stopped} duplicates it stopped at 0 Wh; latency {fig.cs_latency_ms:g} ms), "
                   f"window from the central system's receipt to the journaled transactionId (ms, median/95%/max) "
                   f"{fig.window_ms}, "
                   f"{fig.billed_wh} Wh billed; meter advanced {fig.meter_advance_wh} Wh")

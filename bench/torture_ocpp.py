@@ -18,10 +18,15 @@ What the judge demands (docs/durability.md, "The OCPP kill test"):
   must repeat the same values, and is counted;
 * a StartTransaction whose transactionId no journal session holds is a
   duplicate: it must repeat, value for value (connectorId, idTag, meterStart,
-  timestamp), the StartTransaction of a journal session, and must never be
-  stopped (it bills nothing). That is how it is accounted for. Each one is
-  counted and put down to its cause: the station was killed on that
+  timestamp), the StartTransaction of a journal session, and bill nothing:
+  either never stopped, or stopped by the station with meterStop =
+  meterStart (an extra transaction it learnt of from a late answer). Each one
+  is counted and put down to its cause: the station was killed on that
   connection (a kill in flight) or the central system dropped it (an outage);
+* every transaction left open at the central system is one the station
+  names (journal mark `maybe_open_at_backend`, also in `station sessions`
+  and on the status page): the station may name more (a send journaled just
+  before a kill that never left), never fewer;
 * no StopTransaction and no MeterValues for a transactionId the central
   system never handed out;
 * the energy billed at the central system, the sum of meterStop - meterStart
@@ -77,10 +82,11 @@ class LedgerCS:
 
     name = "ocpp"
 
-    def __init__(self, work: Path, tags: Iterable[str], version: str = "1.6") -> None:
+    def __init__(self, work: Path, tags: Iterable[str], version: str = "1.6", start_latency_ms: float = 0.0) -> None:
         self.version = version
         self.ledger = work / "cs-ledger.jsonl"
         self.tags = list(tags)
+        self.start_latency_ms = start_latency_ms  # the central system's own latency on StartTransaction
         self.url = ""
         self.aimed: set[int | str] = set()  # transactionIds whose start an aimed kill was aimed at
         self._proc: asyncio.subprocess.Process | None = None
@@ -94,7 +100,8 @@ class LedgerCS:
         if why:
             raise RuntimeError(why)
         protocols = ["ocpp2.0.1"] if self.version == "2.0.1" else ["ocpp1.6"]
-        options = json.dumps({"tags": self.tags, "heartbeat": 60, "protocols": protocols})
+        options = json.dumps({"tags": self.tags, "heartbeat": 60, "protocols": protocols,
+                              "startLatencyMs": self.start_latency_ms})
         self._proc = await asyncio.create_subprocess_exec(
             "node", str(SCRIPT), "0", str(self.ledger), options,
             stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE)
@@ -140,13 +147,18 @@ class LedgerCS:
         finally:
             store.close()
 
-    async def command(self, cmd: str, **values: Any) -> None:
+    async def command(self, cmd: str, **values: Any) -> dict[str, Any]:
         assert self._proc is not None and self._proc.stdin is not None
         self._proc.stdin.write((json.dumps({"cmd": cmd, **values}) + "\n").encode())
         await self._proc.stdin.drain()
-        answer = await self._acks.get()
+        answer: dict[str, Any] = await self._acks.get()
         if answer.get("ok") != cmd:
             raise RuntimeError(f"central system: {answer}")
+        return answer
+
+    async def open_transactions(self) -> list[int]:
+        """Transactions started at the central system and never stopped."""
+        return list((await self.command("open"))["open"])
 
     async def outage(self, after: float, length: float) -> None:
         """The central system drops the link and refuses connections for `length` s."""
@@ -217,6 +229,12 @@ def _journal(path: Path) -> list[sqlite3.Row]:
 def _sends(row: sqlite3.Row) -> int:
     """How many times the station sent this session's StartTransaction (its journal mark)."""
     return int(json.loads(row["extra"] or "{}").get("ocpp_start_sends", 1))
+
+
+def _named(row: sqlite3.Row) -> int:
+    """How many transactions the station says the central system may hold open for this session."""
+    note = json.loads(row["extra"] or "{}").get("maybe_open_at_backend") or {}
+    return int(note.get("count") or 0) if isinstance(note, dict) else 0
 
 
 def _start_values(params: dict[str, Any]) -> tuple:
@@ -300,13 +318,22 @@ def judge(fig: Any, journal: Path, events: list[dict[str, Any]],
             fig.duplicates_after_kill += 1
             fig.aimed_duplicates += tx in aimed
         if tx in stops:
-            fail(f"duplicate transaction {tx} (of {twin}) was stopped: billed twice")
+            if any(s["params"]["meterStop"] != start["params"]["meterStart"] for s in stops[tx]):
+                fail(f"duplicate transaction {tx} (of {twin}) was stopped with energy: billed twice")
+            fig.duplicates_stopped += 1
+            continue
         orphans[twin] = orphans.get(twin, 0) + 1
     for twin, n in orphans.items():
         if marked and n > _sends(claimed[twin]) - 1:
             fail(f"{n} duplicate transaction(s) of {twin}: the station's journal does not know it sent "
                  f"session {claimed[twin]['id']}'s StartTransaction {n + 1} times")
 
+    fig.open_at_cs = sum(tx not in stops for tx in starts)
+    fig.named_open = sum(_named(r) for r in rows)
+    # Journals written before that mark existed cannot name them.
+    naming = any("maybe_open_at_backend" in json.loads(r["extra"] or "{}") for r in rows)
+    if naming and fig.open_at_cs > fig.named_open:
+        fail(f"{fig.open_at_cs} transaction(s) left open at the central system, the station names {fig.named_open}")
     fig.billed_wh = sum(s[0]["params"]["meterStop"] - starts[tx]["params"]["meterStart"]
                         for tx, s in stops.items() if tx in starts)
     _check_order(fig, claimed, starts, stops)

@@ -9,10 +9,14 @@ import logging
 import os
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from station import __version__
 from station import config as configmod
 from station.errors import ConfigError, HardwareError, StationError, StorageError
+
+if TYPE_CHECKING:
+    from station.store import Store
 
 log = logging.getLogger("station")
 
@@ -136,8 +140,17 @@ def cmd_sessions(args: argparse.Namespace) -> int:
 
         store = DegradedStore.open_degraded(state_dir)
     try:
+        if args.resend is not None:
+            return _resend(store, args.resend)
         rows = sessionlist.rows(store, taps=args.all)
         hidden = 0 if args.all else sessionlist.hidden_taps(store)
+        if args.undelivered:
+            rows = [r for r in rows if r["delivered"] is False]
+            for r in rows:  # the export: what is held, as it would be sent
+                r["held_messages"] = [{"seq": item.seq, "kind": item.kind.value, "reason": reason,
+                                       "created_at": item.created_at, "payload": item.payload}
+                                      for item, reason in store.held(r["id"])]
+            hidden = 0
     finally:
         store.close()
     if args.json:
@@ -149,6 +162,17 @@ def cmd_sessions(args: argparse.Namespace) -> int:
         print(sessionlist.to_text(rows))
         if hidden:
             print(f"({hidden} refused or abandoned tap(s) not listed: they took the missing ids; --all lists them)")
+    return 0
+
+
+def _resend(store: Store, session_id: int) -> int:
+    """`station sessions --resend ID`: the session's held messages back into the queue."""
+    n = store.resend(session_id)
+    if not n:
+        print(f"session {session_id} has no message held undelivered", file=sys.stderr)
+        return 1
+    print(f"session {session_id}: {n} held message(s) queued again; a running station sends them within 15 s, "
+          f"with all their tries (`station sessions` shows the outcome)")
     return 0
 
 
@@ -270,6 +294,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help=f"read station.state_dir from this config (default $STATION_CONFIG or {DEFAULT_CONFIG})")
     s.add_argument("--state-dir", help="the station's state directory (overrides the config)")
     s.add_argument("--all", action="store_true", help="also list refused and abandoned taps, with their reason")
+    s.add_argument("--undelivered", action="store_true",
+                   help="only sessions not delivered yet; in JSON each carries its held messages (an export)")
+    s.add_argument("--resend", type=int, metavar="ID",
+                   help="put the messages of session ID that the backend did not process (held) back into the queue")
     g = s.add_mutually_exclusive_group()
     g.add_argument("--json", action="store_true", help="one JSON array of objects")
     g.add_argument("--csv", action="store_true", help="CSV with a header line, booleans as true/false, times in UTC")

@@ -17,12 +17,13 @@ from collections.abc import Callable
 from typing import Any
 
 from station import backends, security
-from station.aio import stop_on_signals
+from station.aio import bounded, stop_on_signals
 from station.clock import Clock, system_clock_policy
 from station.config import Config
 from station.core.charger import Charger
 from station.core.control import Control
 from station.core.delivery import DEADLINE_S as DELIVERER_DEADLINE_S
+from station.core.delivery import NAME as DELIVERER
 from station.core.delivery import Deliverer
 from station.core.ports import Backend, Hardware
 from station.errors import StationError, StorageError
@@ -36,6 +37,7 @@ log = logging.getLogger(__name__)
 EXIT_RESET = 75  # EX_TEMPFAIL: systemd's Restart=on-failure brings the station back after a Reset
 EXIT_FAILURE = 70  # EX_SOFTWARE: a loop of the station died or hung; systemd restarts it
 LOOP_DEADLINE_S = 10.0  # the event loop itself must turn at least this often (LoopWatch)
+CLOSE_STEP_S = 10.0  # each step of a stop (backend, hardware, emulation, embedded server) at most this long
 
 
 class Station:
@@ -76,13 +78,20 @@ class Station:
         self.charger.exit_event = self.done  # a backend-ordered reset ends run_forever() like a signal
         self.control = Control(self.charger)
         self.deliverer = Deliverer(self.store, self.backend, self.clock, on_result=self.charger.on_delivery,
-                                   checkpoint=lambda: self.supervisor.checkpoint("deliverer"))
+                                   checkpoint=lambda: self.supervisor.checkpoint(DELIVERER),
+                                   supervisor=self.supervisor, deadline_s=DELIVERER_DEADLINE_S)
         self.charger.deliverer = self.deliverer
         if self.world is not None:
             self.world.bind(self)
         await self.charger.start()
         await self.backend.start(self.control)
-        self.supervisor.spawn(self.deliverer.run(), "deliverer", critical=True, deadline_s=DELIVERER_DEADLINE_S)
+        # The deliverer and the backend's link only carry messages: restarted when they hang, never a
+        # reason to open the contactor under a running charge (docs/safety.md, "The station's own loops").
+        self.supervisor.on_restart = self._restarted
+        self.supervisor.restartable(DELIVERER, self._spawn_deliverer)
+        for name, respawn in self.backend.carriers().items():
+            self.supervisor.restartable(name, respawn)
+        self._spawn_deliverer()
         self.supervisor.spawn(self._supervise(), "supervise")
         if cfg.status_page.enabled:
             from station.statuspage import StatusPage
@@ -111,6 +120,14 @@ class Station:
             log.error("%s; starting degraded: the journal is read-only, new sessions are refused", exc)
             degraded = DegradedStore.open_degraded(state_dir)
             return degraded, degraded.reopen
+
+    def _spawn_deliverer(self) -> asyncio.Task[Any]:
+        assert self.deliverer is not None
+        return self.supervisor.spawn(self.deliverer.run(), DELIVERER, critical=True, deadline_s=DELIVERER_DEADLINE_S)
+
+    def _restarted(self, name: str, why: str) -> None:
+        """A carrier was restarted (the supervisor logged it): the status line says so at once."""
+        self.notifier.status(self.status_line())
 
     def watch_event_loop(self, deadline_s: float = LOOP_DEADLINE_S) -> None:
         """Guard against a blocked event loop from a thread (station run and simulate; never in
@@ -187,6 +204,15 @@ class Station:
                 pending = -1
             if pending:
                 parts.append(f"{pending} queued")
+            try:
+                held = self.store.held_count()
+            except StationError:
+                held = 0
+            if held:
+                parts.append(f"{held} held undelivered")
+        if self.supervisor.restarts:
+            parts.append("restarted: " + ", ".join(f"{name} {r.count}x ({r.why})"
+                                                   for name, r in self.supervisor.restarts.items()))
         return " | ".join(parts)
 
     async def stop(self, graceful: bool = True) -> None:
@@ -206,27 +232,23 @@ class Station:
         self._contactor_off()  # before anything that could wait: the process may not get further
         if self.charger is not None:
             await self.charger.close()
+        # Every step below is bounded by a wait that a step swallowing its cancellation cannot defeat
+        # (station.aio.bounded): a stop must never hang (issue 22: one did, after the MCSP link closed).
         if self.backend is not None:
-            try:
-                async with asyncio.timeout(10.0):
-                    await self.backend.close()
-            except TimeoutError:
-                log.error("the backend did not close within 10 s; stopping anyway")
-            except Exception:
-                log.exception("closing the backend")
+            await bounded(self.backend.close(), CLOSE_STEP_S, "closing the backend")
         await self.supervisor.close()
         if self.hardware is not None:
             for closer in self.hardware.closers:
                 try:
                     result = closer()
                     if asyncio.iscoroutine(result):
-                        await result
+                        await bounded(result, CLOSE_STEP_S, "closing hardware")
                 except Exception:
                     log.exception("closing hardware")
         if self.world is not None:
-            await self.world.close()
+            await bounded(self.world.close(), CLOSE_STEP_S, "closing the emulated hardware")
         if self.embedded is not None:
-            await self.embedded.close()
+            await bounded(self.embedded.close(), CLOSE_STEP_S, "closing the embedded backend server")
         if self.store is not None:
             self.store.close()
 

@@ -70,6 +70,20 @@ class BackendOffline(BackendError):
     """The backend cannot be reached now; the caller retries later."""
 
 
+class RetryLater(BackendOffline):
+    """The backend did not process a queued message (no answer, an error, nonsense): offer the
+    same message again after `delay_s`, counting this as one of its tries (`OutboxItem.attempts`)."""
+
+    def __init__(self, message: str, delay_s: float) -> None:
+        self.delay_s = delay_s
+        super().__init__(message)
+
+
+class Undeliverable(BackendError):
+    """The backend did not process a queued message in all its tries: it leaves the queue but is
+    kept undelivered, with this reason, for the operator (`station sessions --resend`)."""
+
+
 class ProtocolError(BackendError):
     """A peer broke a protocol. `remote` is True when the peer is at fault."""
 

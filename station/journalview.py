@@ -120,6 +120,15 @@ class JournalView:
                           (last,))
         return [session_from_row(r) for r in rows]
 
+    def needing_attention(self, last: int) -> list[Session]:
+        """The last `last` sessions the operator must look at, newest first: messages held undelivered
+        (station/held.py), transactions the backend may hold open (OCPP: answers lost)."""
+        rows = self._rows("SELECT * FROM sessions WHERE state IN ('active', 'stopped') AND ("
+                          "json_extract(extra, '$.held') IS NOT NULL"
+                          " OR json_extract(extra, '$.maybe_open_at_backend.count') > 0) ORDER BY id DESC LIMIT ?",
+                          (last,))
+        return [session_from_row(r) for r in rows]
+
     def faults(self, last: int) -> list[FaultRecord]:
         """The last `last` faults, newest first."""
         rows = self._rows("SELECT * FROM faults ORDER BY id DESC LIMIT ?", (last,))

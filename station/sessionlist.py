@@ -6,6 +6,15 @@ journaled before the backend is asked, which gives refused and abandoned
 taps ids too: those are the gaps in a list of sessions, and `taps=True`
 lists them (state "refused" or "aborted", with the reason).
 
+Two columns say what the backend did not take (added after the earlier
+ones, whose order billing scripts may rely on): `undelivered`, the messages
+held undelivered and why (the backend did not process them in all their
+tries; `station sessions --resend ID` sends them again, station/held.py),
+and `maybe_open_at_backend`, how many transactions the backend may hold
+open for the session that the station cannot stop (OCPP: StartTransactions
+whose answer never came); the text form adds a line for each with the
+masked idTag, meterStart and timestamp to look for at the backend.
+
 Times the station could not date (its clock was not known: no NTP, no
 backend's time, in that boot) show as the system clock's estimate, and the
 column `time_estimated` says which ("start", "stop", "start+stop"); the text
@@ -22,7 +31,7 @@ from typing import Any
 
 from station import billing
 from station.clock import Clock
-from station.core.model import Session
+from station.core.model import HELD, Session
 from station.core.sessiontime import estimated_times
 from station.store import Store
 
@@ -30,6 +39,7 @@ from station.store import Store
 FIELDS = ["id", "id_tag", "meter_start_wh", "meter_stop_wh", "energy_wh", "started_at", "stopped_at",
           "stop_reason", "backend_session_id", "delivered", "estimated", "state"]
 FIELDS += billing.FIELDS  # refusals, unacknowledged and possibly lost ENDs, late STARTs: appended
+FIELDS += ["undelivered", "maybe_open_at_backend"]  # held messages, transactions left open at the backend
 FIELDS += ["time_estimated"]
 SESSION_STATES = ("active", "stopped")
 TAP_STATES = ("refused", "aborted")
@@ -44,6 +54,9 @@ def summary(s: Session, tag: Callable[[str], str] = str, clock: Clock | None = N
         "delivered": bool(s.extra.get("delivered")) if s.state in SESSION_STATES else None,
         "estimated": s.meter_stop_estimated,
         **billing_fields(s),
+        "undelivered": undelivered(s),
+        "maybe_open_at_backend": maybe_open(s)[0],
+        "open_timestamp": maybe_open(s)[1],
     }
     row.update(session_times(s, clock))
     return row
@@ -60,6 +73,34 @@ def session_times(s: Session, clock: Clock | None = None) -> dict[str, Any]:
 def billing_fields(s: Session) -> dict[str, Any]:
     """What the journal knows of the session's billing (station.billing); blank for a tap."""
     return billing.facts(s) if s.state in SESSION_STATES else dict.fromkeys(billing.FIELDS)
+
+
+def undelivered(s: Session) -> str | None:
+    """The messages of the session held undelivered, with their reasons, or None."""
+    held = s.extra.get(HELD) or {}
+    return "; ".join(f"{kind}: {reason}" for kind, reason in held.items()) or None
+
+
+def maybe_open(s: Session) -> tuple[int, str | None]:
+    """(how many transactions the backend may hold open for the session, the timestamp they carry)."""
+    note = s.extra.get("maybe_open_at_backend") or {}
+    if not isinstance(note, dict):
+        return 0, None
+    return int(note.get("count") or 0), note.get("timestamp") or s.started_at
+
+
+def attention(table: list[dict[str, Any]]) -> list[str]:
+    """One line per session the operator must look at: held messages, transactions left open."""
+    lines = []
+    for r in table:
+        if r.get("undelivered"):
+            lines.append(f"! session {r['id']}: undelivered: {r['undelivered']}; send again with "
+                         f"`station sessions --resend {r['id']}`")
+        if r.get("maybe_open_at_backend"):
+            lines.append(f"! session {r['id']}: the backend may hold {r['maybe_open_at_backend']} transaction(s) open "
+                         f"that the station cannot stop: idTag {r['id_tag']}, meterStart {r['meter_start_wh']} Wh, "
+                         f"timestamp {r['open_timestamp']}; close them there")
+    return lines
 
 
 def rows(store: Store, taps: bool = False, last: int | None = None,
@@ -121,6 +162,8 @@ def to_text(table: list[dict[str, Any]]) -> str:
                          f"{r['state'] + ': ' + (r['stop_reason'] or ''):<27} -")
             continue
         delivered = billing.delivered_words(r)
+        if r.get("undelivered"):
+            delivered = "held" if delivered == "no" else delivered + ", held"
         if r["estimated"]:
             delivered += " (stop reading estimated)"
         if notes := billing.notes_text(r):  # refused, possibly lost, late START: the energy at stake
@@ -133,7 +176,7 @@ def to_text(table: list[dict[str, Any]]) -> str:
             f"{r['stop_reason'] or '':<14} {_blank(r['backend_session_id']):<12} {delivered}")
     if any(r.get("time_estimated") for r in table):
         lines.append("~ time estimated: the station's clock was not synchronized (no NTP, no backend's time)")
-    return "\n".join(lines)
+    return "\n".join(lines + attention(table))
 
 
 def _marked(row: dict[str, Any], which: str, value: str | None) -> str:

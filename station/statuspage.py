@@ -11,7 +11,12 @@ Off by default (`status_page.enabled`). When on, the daemon serves, on
 
 State, LCD text, LEDs, contactor, meter, the running session, the backend
 link and its queue (and, in the simulator, the emulated link as well), the
-last sessions and the faults the journal holds.
+last sessions and the faults the journal holds. "Needs attention" lists the
+sessions the backend did not take (messages held undelivered, with the
+reason and the command that sends them again) and the transactions the
+backend may hold open that the station cannot stop (masked idTag,
+meterStart, timestamp); the loops the supervisor had to restart are named
+with their reason.
 
 Read-only, entirely: no request changes anything in the station, with or
 without a password (v1 has no action at all; GET and HEAD are the only
@@ -70,6 +75,7 @@ REFRESH_S = 5
 LAST_SESSIONS = 10
 CSV_SESSIONS = 1000
 LAST_FAULTS = 10
+LAST_ATTENTION = 20
 RETRY_BIND_S = 30.0
 TALLY_PERIOD_S = 60.0  # wrong passwords, lockouts and closed connections: one log line this often
 
@@ -250,9 +256,10 @@ class StatusPage:
             emulated = "up" if world.backend_up else "down"
         try:
             queued: int | None = st.store.pending_messages()
+            held: int | None = st.store.held_count()
         except Exception:
-            queued = None
-        sessions, faults = await asyncio.to_thread(self._journal, LAST_SESSIONS, full_tags)
+            queued = held = None
+        sessions, faults, attention = await asyncio.to_thread(self._journal, LAST_SESSIONS, full_tags)
         return {
             "station": {"name": cfg.station.name, "version": __version__, "connector_id": cfg.station.connector_id,
                         "hardware": cfg.hardware.mode, "uptime_s": round(time.monotonic() - st.started_at)},
@@ -274,8 +281,10 @@ class StatusPage:
                 "energy_wh": max(0, reading.energy_wh - session.meter_start_wh) if reading else None,
             },
             "backend": {"kind": cfg.backend.kind, "online": bool(ch.online), "queued": queued,
-                        "emulated_link": emulated},
+                        "held": held, "emulated_link": emulated},
             "sessions": sessions,
+            "attention": attention,
+            "restarts": {name: {"count": r.count, "why": r.why} for name, r in st.supervisor.restarts.items()},
             "recent_faults": faults,
             "id_tags": "full" if full_tags else "masked",
             "generated_at": st.clock.stamp(),
@@ -285,18 +294,21 @@ class StatusPage:
     def _sessions(self, last: int, full_tags: bool) -> list[dict[str, Any]]:
         return self._journal(last, full_tags)[0]
 
-    def _journal(self, last: int, full_tags: bool) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
-        """The last sessions and faults, newest first, through the journal's read-only view (in a worker
-        thread). Faults come from the journal, so they outlive a restart, with the energy the meter
-        counted while they lasted (a welded contactor lets it flow)."""
+    def _journal(self, last: int, full_tags: bool) -> tuple[list[dict[str, Any]], list[dict[str, Any]],
+                                                            list[dict[str, Any]]]:
+        """The last sessions and faults, newest first, and the sessions that need the operator, through the
+        journal's read-only view (in a worker thread). Faults come from the journal, so they outlive a
+        restart, with the energy the meter counted while they lasted (a welded contactor lets it flow)."""
         tag = str if full_tags else privacy.mask
+        view = self._journal_view
         try:
-            sessions, faults = self._journal_view.sessions(last), self._journal_view.faults(LAST_FAULTS)
+            sessions, faults, attention = view.sessions(last), view.faults(LAST_FAULTS), view.needing_attention(LAST_ATTENTION)
         except StationError as exc:
             log.warning("status page: %s", exc)
-            return [], []
+            return [], [], []
         clock = self.station.clock
-        return [sessionlist.summary(s, tag, clock) for s in sessions], [_fault(f) for f in faults]
+        return ([sessionlist.summary(s, tag, clock) for s in sessions], [_fault(f) for f in faults],
+                [sessionlist.summary(s, tag, clock) for s in attention])
 
 
 def clock_facts(clock: Any) -> dict[str, Any]:
@@ -350,6 +362,8 @@ def _kwh(wh: int | None) -> str:
 
 
 def _delivered(row: dict[str, Any]) -> str:
+    if row.get("undelivered"):
+        return '<span class="bad">held</span>'
     if row["state"] == "active":
         return "running"
     return escape(billing.delivered_words(row)) if row["delivered"] else '<span class="bad">not yet</span>'
@@ -363,6 +377,16 @@ def _at_stake(row: dict[str, Any]) -> str:
     return f'<span class="bad">{_kwh(row.get("at_stake_wh"))} kWh: {escape(notes)}</span>'
 
 
+def _attention(s: dict[str, Any]) -> str:
+    """The "Needs attention" section: held messages, transactions left open, restarted loops."""
+    items = [f"<li>{escape(line.lstrip('! '))}</li>" for line in sessionlist.attention(s.get("attention", []))]
+    items += [f"<li>the {escape(name)} loop was restarted {r['count']} time(s); last: {escape(r['why'])}</li>"
+              for name, r in s.get("restarts", {}).items()]
+    if not items:
+        return ""
+    return f'<h2>Needs attention</h2>\n<ul id="attention" class="bad">{"".join(items)}</ul>\n'
+
+
 def render_html(s: dict[str, Any]) -> str:
     e = escape
     b, m, sess = s["backend"], s["meter"], s["session"]
@@ -372,7 +396,8 @@ def render_html(s: dict[str, Any]) -> str:
         link += f" (emulated link {b['emulated_link']})"
     rows = [
         ("Backend", f"{e(b['kind'])}: <span id=\"backend\" class=\"{'ok' if b['online'] else 'bad'}\">{e(link)}</span>, "
-                    f"<span id=\"queued\">{e(str(b['queued']))}</span> message(s) queued"),
+                    f"<span id=\"queued\">{e(str(b['queued']))}</span> message(s) queued"
+                    + (f", <span id=\"held\" class=\"bad\">{b['held']}</span> held undelivered" if b.get("held") else "")),
         ("Meter", f"<span id=\"power\">{power}</span> kW, register {_kwh(m['energy_wh'])} kWh ({e(m['model'])})"),
         ("Contactor", e(s["contactor"])),
         ("LEDs", e(str(s["leds"] or "-"))),
@@ -410,7 +435,7 @@ def render_html(s: dict[str, Any]) -> str:
 <ul id="faults">{faults}</ul>
 <pre class="lcd" id="lcd">{e(chr(10).join(s['lcd']))}</pre>
 <table id="facts">{table}</table>
-<h2>Last sessions</h2>
+{_attention(s)}<h2>Last sessions</h2>
 <table id="sessions"><tr><th>#</th><th>tag</th><th>started</th><th class="num">kWh</th><th>ended</th><th>sent</th>
 <th>at stake</th></tr>
 {sessions}</table>

@@ -46,6 +46,7 @@ from typing import Any
 from station import salvage
 from station.core.model import MessageKind, OutboxItem, Session
 from station.errors import StorageError
+from station.held import HeldMessages
 
 log = logging.getLogger(__name__)
 
@@ -188,8 +189,9 @@ def _session(row: sqlite3.Row) -> Session:
     return s
 
 
-class Store:
-    """One SQLite file. Thread-safe by a lock; every public write is one transaction."""
+class Store(HeldMessages):
+    """One SQLite file. Thread-safe by a lock; every public write is one transaction.
+    Messages held undelivered are station/held.py's part of it."""
 
     read_only = False  # opened read-only (station.journalview.DegradedStore): every write fails
 
@@ -433,7 +435,9 @@ class Store:
             if rejected is not None:
                 self._db.execute("UPDATE sessions SET rejected=COALESCE(rejected || '; ', '') || ? WHERE id=?",
                                  (f"{item.kind.value}: {rejected}", item.session_id))
-            if item.kind is MessageKind.STOP:
+            # A STOP of an extra transaction (OCPP: one a late StartTransaction answer revealed) is not
+            # the session's own stop: the session is delivered with its own STOP only.
+            if item.kind is MessageKind.STOP and "extra_transaction" not in item.payload:
                 self._db.execute("UPDATE sessions SET delivered=1 WHERE id=?", (item.session_id,))
         self._write(do)
 

@@ -19,6 +19,24 @@ saying it. So liveness is the sum of the loops, not the event loop alone:
   opens the contactor, journals what is open and exits non-zero, so systemd
   restarts the station (station/daemon.py).
 
+Safety loops and message carriers. The rule above is for the loops that
+keep the car and the driver safe (meter, inputs, events, the reader): a
+station that cannot trust them must stop. A loop that only carries messages
+(the deliverer, a backend's link) is another matter: waiting on a slow
+network is not a hang, and even a truly stuck carrier endangers nothing, so
+it must never open the contactor under a running charge. Two tools keep the
+two apart:
+
+* `waiting(name, seconds)`: a loop declares a wait on the network that it
+  bounds itself (it cancels the wait after `seconds`); its deadline is
+  stretched by that much while it waits. Liveness (the loop turns) stays
+  apart from the network's progress.
+* `restartable(name, respawn)`: a critical loop that is a carrier. If it
+  ends or misses its deadline, the supervisor cancels it and starts it
+  again with `respawn()` (at once the first time, then backing off up to
+  RESTART_CAP_S while it keeps failing), logs it, counts it in `restarts`
+  and tells `on_restart`; the station charges on.
+
 Beats are plain stores into a dict (atomic under the GIL), so a thread may
 beat without a lock. Time comes from an injected monotonic function, so the
 deadlines are testable without waiting.
@@ -27,16 +45,19 @@ deadlines are testable without waiting.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import threading
 import time
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Coroutine, Iterator
 from dataclasses import dataclass
 from typing import Any
 
 log = logging.getLogger(__name__)
 
 CLOSE_TIMEOUT_S = 5.0
+RESTART_CAP_S = 60.0  # a carrier that keeps failing is restarted at most this often
+RESTART_CALM_S = 600.0  # ... and once it ran this long without failing, at once again
 
 
 @dataclass
@@ -44,6 +65,16 @@ class _Watch:
     deadline_s: float | None
     alive: Callable[[], bool] | None = None
     task: asyncio.Task[Any] | None = None
+
+
+@dataclass
+class Restarts:
+    """How often a carrier was restarted, and why the last time (for logs, STATUS= and the status page)."""
+
+    count: int = 0
+    why: str = ""
+    at: float = 0.0  # monotonic
+    streak: int = 0  # restarts since it last ran RESTART_CALM_S without failing
 
 
 class Supervisor:
@@ -55,7 +86,13 @@ class Supervisor:
         self._failure: str | None = None
         self._closing = False
         self.on_failure: Callable[[str], None] | None = None  # told once, at the first failure
+        self.on_restart: Callable[[str, str], None] | None = None  # told (name, why) at each carrier restart
         self.hang: set[str] = set()  # fault injection: loops that stop at their next checkpoint
+        self.restarts: dict[str, Restarts] = {}
+        self._carriers: dict[str, Callable[[], asyncio.Task[Any]]] = {}
+        self._due: dict[str, float] = {}  # carrier -> when to start it again
+        self._retired: set[asyncio.Task[Any]] = set()  # carriers cancelled for a restart: their end is no failure
+        self._grace: dict[str, float] = {}  # loop -> seconds its deadline is stretched by (a declared wait)
 
     # ------------------------------------------------------------------ owning
     def spawn(self, coro: Coroutine[Any, Any, Any], name: str, *, critical: bool = False,
@@ -81,6 +118,23 @@ class Supervisor:
     def beat(self, name: str) -> None:
         self._beats[name] = self._now()
 
+    def restartable(self, name: str, respawn: Callable[[], asyncio.Task[Any]]) -> None:
+        """`name` only carries messages: when it ends or hangs, `respawn()` starts it again (it must
+        spawn it as a critical loop of the same name) instead of the station failing."""
+        self._carriers[name] = respawn
+
+    @contextlib.contextmanager
+    def waiting(self, name: str, seconds: float) -> Iterator[None]:
+        """A wait on the network that the loop bounds itself to `seconds`: meanwhile its deadline is
+        `seconds` longer. The loop beats as it enters and as it leaves."""
+        self.beat(name)
+        self._grace[name] = seconds
+        try:
+            yield
+        finally:
+            self._grace.pop(name, None)
+            self.beat(name)
+
     async def checkpoint(self, name: str) -> None:
         """A loop's turn: beat, and stop here for good if a fault injection said this loop hangs
         (scenario step `loop-hang`: the loop stops making progress, as a real bug would)."""
@@ -91,20 +145,68 @@ class Supervisor:
 
     def _done(self, task: asyncio.Task[Any]) -> None:
         self._tasks.discard(task)
+        if task in self._retired:  # cancelled for its restart
+            self._retired.discard(task)
+            if not task.cancelled() and task.exception() is not None:
+                log.error("task %s failed on its way out: %s", task.get_name(), task.exception())
+            return
         name = task.get_name()
         watch = self._watches.get(name)
         critical = watch is not None and watch.task is task
         if task.cancelled():
             if critical and not self._closing:
-                self._fail(f"{name}: cancelled")
+                self._ended(name, f"{name}: cancelled")
             return
         exc = task.exception()
         if exc is not None:
             log.error("task %s failed: %s", name, exc, exc_info=exc)
             if critical and not self._closing:
-                self._fail(f"{name}: {type(exc).__name__}: {exc}")
+                self._ended(name, f"{name}: {type(exc).__name__}: {exc}")
         elif critical and not self._closing:
-            self._fail(f"{name}: ended")
+            self._ended(name, f"{name}: ended")
+
+    def _ended(self, name: str, why: str) -> None:
+        """A critical loop is gone: a carrier is started again, any other loop fails the station."""
+        if name in self._carriers:
+            self._schedule_restart(name, why)
+        else:
+            self._fail(why)
+
+    def _schedule_restart(self, name: str, why: str) -> None:
+        now = self._now()
+        record = self.restarts.setdefault(name, Restarts())
+        if record.count and now - record.at > RESTART_CALM_S:
+            record.streak = 0
+        delay = 0.0 if record.streak == 0 else min(RESTART_CAP_S, 2.0 ** (record.streak - 1))
+        record.count += 1
+        record.streak += 1
+        record.why, record.at = why, now
+        watch = self._watches.pop(name, None)
+        self._beats.pop(name, None)
+        self._grace.pop(name, None)
+        if watch is not None and watch.task is not None and not watch.task.done():
+            self._retired.add(watch.task)
+            watch.task.cancel()
+        self._due[name] = now + delay
+        if delay == 0.0:
+            with contextlib.suppress(RuntimeError):  # no running loop: check() restarts it
+                asyncio.get_running_loop().call_soon(lambda: None if self._closing else self._restart_due(self._now()))
+        log.error("supervisor: %s; it only carries messages: restarting it%s (restart %d); charging goes on",
+                  why, f" in {delay:.0f} s" if delay else "", record.count)
+        if self.on_restart is not None:
+            self.on_restart(name, why)
+
+    def _restart_due(self, now: float) -> None:
+        for name, due in list(self._due.items()):
+            if now < due:
+                continue
+            del self._due[name]
+            self.hang.discard(name)  # a new task is a new loop (an injected hang was the old one's)
+            try:
+                self._carriers[name]()
+            except Exception as exc:  # cannot start it now: try again later
+                log.exception("supervisor: restarting %s failed", name)
+                self._schedule_restart(name, f"{name}: restart failed: {exc}")
 
     # ------------------------------------------------------------------ judging
     def check(self) -> str | None:
@@ -112,13 +214,20 @@ class Supervisor:
         if self._failure is not None:
             return self._failure
         now = self._now()
+        if not self._closing:
+            self._restart_due(now)
         for name, watch in list(self._watches.items()):
             if watch.alive is not None and not watch.alive():
                 return self._fail(f"{name}: thread died")
             if watch.deadline_s is not None:
                 silent = now - self._beats.get(name, now)
-                if silent > watch.deadline_s:
-                    return self._fail(f"{name}: no progress for {silent:.1f} s (deadline {watch.deadline_s:g} s)")
+                allowed = watch.deadline_s + self._grace.get(name, 0.0)
+                if silent > allowed:
+                    why = f"{name}: no progress for {silent:.1f} s (deadline {allowed:g} s)"
+                    if name in self._carriers and not self._closing:
+                        self._schedule_restart(name, why)
+                        continue
+                    return self._fail(why)
         return None
 
     def _fail(self, why: str) -> str:

@@ -33,7 +33,7 @@ async def test_json_shows_state_lcd_meter_session_backend(tmp_path):
         port = st.status_page._server.port
         s = await status_json(port)
         assert s["state"] == "Available" and s["session"] is None and s["contactor"] == "open"
-        assert s["backend"] == {"kind": "local", "online": True, "queued": 0, "emulated_link": "up"}
+        assert s["backend"] == {"kind": "local", "online": True, "queued": 0, "held": 0, "emulated_link": "up"}
         await st.world.tap(CARD)
         await state_is(st, "Charging")
         await until(lambda: "kW" in lcd(st), what="power on the LCD")

@@ -389,6 +389,11 @@ class Charger:
         self._journal.queue(session_id, kind, payload)
         self.wake_delivery()
 
+    def resend_held(self, session_id: int) -> int:
+        n = self._journal.resend(session_id)
+        self.wake_delivery()
+        return n
+
     def on_delivery(self, item: OutboxItem, result: DeliveryResult) -> None:
         """A queued message was confirmed (the deliverer calls this)."""
         self.post(ev.Delivered(item, result))

@@ -77,6 +77,9 @@ class Control:
     def queue_message(self, session_id: int, kind: MessageKind, payload: dict[str, Any]) -> None:
         self.charger.queue_message(session_id, kind, payload)
 
+    def resend_held(self, session_id: int) -> int:
+        return self.charger.resend_held(session_id)
+
     # ------------------------------------------------------------------ the station
     async def reset(self, hard: bool) -> bool:
         async def go() -> None:

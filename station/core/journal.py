@@ -183,6 +183,10 @@ class Journal:
         Raises StorageError."""
         self.store.enqueue(kind, session_id, payload, self.clock.stamp())
 
+    def resend(self, session_id: int) -> int:
+        """A session's held messages back into the outbox (station/held.py); how many. Raises StorageError."""
+        return self.store.resend(session_id)
+
     # ------------------------------------------------------------------ after a power cut
     def leftovers(self) -> list[Session]:
         try:

@@ -102,6 +102,11 @@ class OutboxItem:
     attempts: int = 0
 
 
+#: A session's `extra` key: {message kind: reason} of its messages held undelivered (Store.hold):
+#: the backend did not process them in all their tries; `station sessions --resend` sends them again.
+HELD = "held"
+
+
 @dataclass(frozen=True)
 class DeliveryResult:
     """What the backend made of one delivered message.

@@ -291,6 +291,11 @@ class StationControl(Protocol):
         deliverer. A backend never writes the store itself. Raises StorageError when the journal
         cannot take it."""
 
+    def resend_held(self, session_id: int) -> int:
+        """Put a session's held messages (what the backend did not process in all its tries, station/held.py)
+        back into the outbox, after an answer that came late after all, and wake the deliverer. Returns how
+        many. Raises StorageError when the journal cannot take it."""
+
     def notice(self, text: str) -> None:
         """A line from the backend worth showing (LCD and log), e.g. 'offline'."""
 
@@ -310,6 +315,9 @@ class Backend(abc.ABC):
     #: the outbox once the session is journaled (OCPP, local). Sessions accepted offline or started
     #: remotely queue their START either way.
     starts_session_in_authorize: bool = False
+    #: The longest one `deliver` may take (its own timeouts, and waiting for its turn on the
+    #: link); the deliverer cancels it after that and offers the message again later.
+    delivery_timeout_s: float = 300.0
 
     def __init__(self) -> None:
         self.station: StationControl | None = None
@@ -350,7 +358,15 @@ class Backend(abc.ABC):
 
     @abc.abstractmethod
     async def deliver(self, item: OutboxItem, session: Session) -> DeliveryResult:
-        """Deliver one queued transaction message; raise BackendOffline to retry later."""
+        """Deliver one queued transaction message; raise BackendOffline to retry later,
+        RetryLater when the backend did not process it (a counted try), Undeliverable when it
+        did not process it in all its tries (kept for the operator)."""
+
+    def carriers(self) -> dict[str, Callable[[], asyncio.Task[Any]]]:
+        """The backend's critical loops that only carry messages (its link), each with the function
+        that starts it again: the supervisor restarts such a loop when it hangs or ends, instead of
+        stopping the station (station/supervisor.py). Called after `start`."""
+        return {}
 
     async def send_status(self, report: StatusReport) -> None:  # noqa: B027 - optional: the local backend has no one to tell
         """Best effort; the backend re-sends the current status on reconnect."""

@@ -191,6 +191,11 @@ class StationDouble:
         self.store.enqueue(kind, session_id, payload, self.clock.stamp())
         self.deliverer.wake()
 
+    def resend_held(self, session_id: int) -> int:
+        n = self.store.resend(session_id)
+        self.deliverer.wake()
+        return n
+
 
     def notice(self, text: str) -> None:
         self.calls.append(("notice", text))

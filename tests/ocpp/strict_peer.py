@@ -37,20 +37,22 @@ class StrictCS:
             except ValueError:
                 self.events.append({"event": "noise", "text": line.decode(errors="replace")})
 
-    async def wait(self, pred, timeout: float = 15.0) -> dict:
+    async def wait(self, pred, timeout: float = 15.0, after: int = 0, what: str = "the event") -> dict:
+        """The first event from index `after` on that satisfies `pred`."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
         while True:
-            for e in self.events:
+            for e in self.events[after:]:
                 if pred(e):
                     return e
             if loop.time() > deadline:
-                raise AssertionError(f"not seen within {timeout} s; last events: {self.events[-10:]}")
+                raise AssertionError(f"{what} not seen within {timeout} s (from event {after} of "
+                                     f"{len(self.events)}); last events: {self.events[-10:]}")
             await asyncio.sleep(0.01)
 
     async def call_from_cp(self, method: str, pred=lambda p: True, after: int = 0, timeout: float = 15.0) -> dict:
-        e = await self.wait(lambda e: e in self.events[after:] and e["event"] == "call"
-                            and e["method"] == method and pred(e["params"]), timeout=timeout)
+        e = await self.wait(lambda e: e["event"] == "call" and e["method"] == method and pred(e["params"]),
+                            timeout=timeout, after=after, what=f"a {method} from the charge point")
         return e["params"]
 
     async def command(self, method: str, params: dict | None = None) -> dict:

@@ -208,10 +208,10 @@ async def test_security_events_survive_an_outage_and_a_restart(csms, tmp_path):
     await rig.start()
     await rig.online()
     await csms.wait_for("SecurityEventNotification", lambda p: p["type"] == "StartupOfTheDevice")
-    for _ in range(500):  # until the station has the answer too (the event leaves the queue)
-        if not rig.backend.security.events.pending():
-            break
-        await asyncio.sleep(0.01)
+    # Until the station has the answer too (the event leaves the queue). This wait fell through
+    # silently when it ran out: on a busy machine the test then failed two steps later, at a
+    # comparison that did not say what it had waited for.
+    await _queue_empty(rig, "StartupOfTheDevice's answer before the outage")
     await csms.down()
     await asyncio.sleep(0.3)
     rig.backend.security.event("TamperDetectionActivated", "test: enclosure opened")
@@ -237,12 +237,17 @@ async def test_security_events_survive_an_outage_and_a_restart(csms, tmp_path):
     assert events[:3] == ["TamperDetectionActivated", "SettingSystemTime", "StartupOfTheDevice"]
     first = next(r.payload for r in csms.received[n:] if r.action == "SecurityEventNotification")
     assert first["techInfo"] == "test: enclosure opened" and first["timestamp"][:2] == "20"
-    for _ in range(100):
-        if not rig2.backend.security.events.pending():
-            break
-        await asyncio.sleep(0.02)
-    assert rig2.backend.security.events.pending() == []
+    await _queue_empty(rig2, "the answers to the events queued over the outage")
     await rig2.close()
+
+
+async def _queue_empty(rig, what: str, timeout: float = 20.0) -> None:
+    """Until the station's security event queue is empty (each event answered and confirmed)."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while rig.backend.security.events.pending():
+        assert loop.time() < deadline, f"{what}: still queued after {timeout} s: {rig.backend.security.events.pending()}"
+        await asyncio.sleep(0.02)
 
 
 async def test_security_event_queue_bounded_and_coalesced(tmp_path):

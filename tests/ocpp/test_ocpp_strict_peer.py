@@ -37,10 +37,15 @@ async def test_full_session_against_strict_central_system(strict_cs, sim_factory
     assert len(config["configurationKey"]) >= 35
     assert (await cs.command("ChangeConfiguration", {"key": "ConnectionTimeOut", "value": "90"}))["status"] == "Accepted"
     assert (await cs.command("ChangeConfiguration", {"key": "NoSuchKey", "value": "1"}))["status"] == "NotSupported"
+    # The index is taken before the command: the triggered CALL may be reported before the command's
+    # result, and clock-aligned MeterValues (every 0.3 s here) keep arriving, so an index counted back
+    # from the end after the result could already lie beyond it. A triggered MeterValues is told apart
+    # from the clock-aligned ones by its context.
     for message in ("BootNotification", "Heartbeat", "StatusNotification", "MeterValues",
                     "DiagnosticsStatusNotification", "FirmwareStatusNotification"):
+        n = len(cs.events)
         assert (await cs.command("TriggerMessage", {"requestedMessage": message}))["status"] == "Accepted"
-        await cs.call_from_cp(message, after=len(cs.events) - 2)
+        await cs.call_from_cp(message, _triggered if message == "MeterValues" else (lambda p: True), after=n)
     assert (await cs.command("SendLocalList", {"listVersion": 3, "updateType": "Full", "localAuthorizationList": [
         {"idTag": UID, "idTagInfo": {"status": "Accepted", "expiryDate": in_seconds(86400)}}]}))["status"] == "Accepted"
     assert (await cs.command("GetLocalListVersion"))["listVersion"] == 3
@@ -77,9 +82,10 @@ async def test_full_session_against_strict_central_system(strict_cs, sim_factory
     # a remote session: UnlockConnector is NotSupported (no lock), RemoteStop ends it
     s.world.plug(False)
     await s.state("Available")
+    n = len(cs.events)
     assert (await cs.command("RemoteStartTransaction", {"idTag": UID, "connectorId": 1}))["status"] == "Accepted"
     s.world.plug()
-    await cs.call_from_cp("StartTransaction", after=len(cs.events) - 1)
+    await cs.call_from_cp("StartTransaction", after=n)
     await s.idle()
     assert (await cs.command("UnlockConnector", {"connectorId": 1}))["status"] == "NotSupported"  # no lock
     assert (await cs.command("RemoteStopTransaction", {"transactionId": 502}))["status"] == "Accepted"
@@ -106,6 +112,10 @@ async def test_full_session_against_strict_central_system(strict_cs, sim_factory
              and e["params"]["meterValue"][0]["sampledValue"][0].get("context") == "Sample.Clock"]
     assert clock, "no clock-aligned meter values seen"
     assert cs.failures() == []
+
+
+def _triggered(params: dict) -> bool:
+    return params["meterValue"][0]["sampledValue"][0].get("context") == "Trigger"
 
 
 def _calls(cs: StrictCS, method: str, after: int = 0) -> list[dict]:

@@ -77,8 +77,9 @@ async def test_TC_003_regular_charging_session_plugin_first(csms, sim):
     assert stop["transactionId"] == 101 and stop["reason"] == "Local"
     assert isinstance(stop["meterStop"], int) and stop["meterStop"] - start["meterStart"] >= 1234
     await wait_status(csms, "Finishing", after=n)
+    unplugged = len(csms.received)
     sim.world.plug(False)
-    await wait_status(csms, "Available", after=len(csms.received) - 1)
+    await wait_status(csms, "Available", after=unplugged)
     order = [r.action for r in csms.received[n:] if r.action in ("Authorize", "StartTransaction", "StopTransaction")]
     assert order == ["Authorize", "StartTransaction", "StopTransaction"]
 
@@ -620,7 +621,10 @@ async def test_TC_039_offline_transaction(csms, sim_factory):
 
 
 # ----------------------------------------------------------------- misbehaving central systems
-async def test_start_transaction_answer_without_transaction_id_keeps_session(csms, sim_factory):
+async def test_start_transaction_answer_without_transaction_id_is_held_and_sent_again(csms, sim_factory):
+    """Answers without transactionId: TransactionMessageAttempts tries, then the START is held
+    undelivered (the charge goes on; the tries may have opened transactions, and the journal says
+    how many); the operator's resend gets all its tries again."""
     s = await sim_factory(csms.url, {"TransactionMessageAttempts": 2, "TransactionMessageRetryInterval": 1})
     await s.online()
     bad = {"n": 0}
@@ -631,15 +635,24 @@ async def test_start_transaction_answer_without_transaction_id_keeps_session(csm
     csms.respond["StartTransaction"] = no_tx_id
     await start_tx(csms, s)
     await s.idle(timeout=20)
-    assert bad["n"] == 4  # three answers without transactionId, then a good one
+    assert bad["n"] == 2  # bounded: two tries, not one more
     session = s.store.sessions()[-1]
-    assert session.backend_session_id == "101"
+    assert "not processed after 2 tries" in session.extra["held"]["start"]
+    assert session.extra["maybe_open_at_backend"]["count"] == 2 and session.backend_session_id is None
+    await s.state("Charging")  # charging goes on
+    assert s.store.resend(session.id) == 1
+    s.station.deliverer.wake()
+    await s.idle(timeout=20)
+    assert bad["n"] == 4  # the resend's first try answered without transactionId again, its second well
+    session = s.store.sessions()[-1]
+    assert session.backend_session_id == "101" and "held" not in session.extra
+    assert session.extra["maybe_open_at_backend"]["count"] == 3  # three answers without an id: unknown, maybe open
     await s.world.tap(UID, hold_s=0.15)
     stop = await csms.wait_for("StopTransaction")
     assert stop["transactionId"] == 101
 
 
-async def test_stop_transaction_never_answered_moves_on(csms, sim_factory):
+async def test_stop_transaction_never_answered_is_held_undelivered_and_sent_again(csms, sim_factory):
     s = await sim_factory(csms.url, {"TransactionMessageAttempts": 2, "TransactionMessageRetryInterval": 1})
     await s.online()
     s.backend.response_timeout = 0.5
@@ -649,11 +662,20 @@ async def test_stop_transaction_never_answered_moves_on(csms, sim_factory):
     await s.idle(timeout=20)
     assert len(csms.calls("StopTransaction")) == 2
     session = s.store.sessions()[-1]
-    assert "no answer" in session.extra.get("rejected", "") or "not processed" in session.extra.get("rejected", "")
-    # the link and the next session are fine
+    assert not session.extra["delivered"] and "no answer" in session.extra["held"]["stop"]
+    [(held, reason)] = s.store.held(session.id)
+    assert held.kind.value == "stop" and "not processed after 2 tries" in reason
+    # the link and the next session are fine: the held STOP blocks nothing
     s.world.plug(False)
     await s.state("Available")
     await start_tx(csms, s)
+    await s.idle(timeout=20)
+    del csms.respond["StopTransaction"]
+    assert s.store.resend(session.id) == 1
+    s.station.deliverer.wake()
+    await s.idle(timeout=20)
+    assert s.store.session(session.id).extra["delivered"] and s.store.held() == []
+    assert [p["transactionId"] for p in csms.calls("StopTransaction")] == [101, 101, 101]
 
 
 async def test_start_transaction_callerror_is_retried(csms, sim):

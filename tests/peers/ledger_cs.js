@@ -36,6 +36,24 @@
 //   {"cmd":"lose_start"}           the next StartTransaction opens its transaction (recorded with
 //                                  "lost": true) but the connection is closed instead of answering:
 //                                  what the charge point sees when the answer is lost in flight
+//   {"cmd":"misbehave","method":M,"mode":X,"times":N,"delayMs":D}
+//                                  the next N calls of M (StartTransaction, StopTransaction or
+//                                  MeterValues; N absent: all of them) are answered wrongly, as
+//                                  central systems in the field do. The call is processed (a
+//                                  StartTransaction opens its transaction, a StopTransaction stops
+//                                  it) except with "callerror", and recorded with "answer": X:
+//                                    late       the right answer, D ms late
+//                                    silent     no answer at all
+//                                    garbage    a frame that is not JSON
+//                                    wrong_id   a CALLRESULT with another message id
+//                                    no_tx      StartTransaction.conf without transactionId
+//                                    string_tx  StartTransaction.conf with transactionId as a string
+//                                    callerror  CALLERROR InternalError, not processed
+//                                  ({"cmd":"misbehave","method":M} alone: answer M well again)
+//   {"cmd":"open"}                 answered {"ok":"open","open":[txId...]}: transactions started
+//                                  here and not stopped
+// Options (argv[4]) may also hold "startLatencyMs": every StartTransaction opens its transaction at
+// once and is answered that much later (a central system's own latency).
 // stdout also carries {"event":"listening","port":N} once the server is up, and
 // {"event":"start","txId":N} as each StartTransaction arrives, before it is answered (so a test
 // can aim a kill at a StartTransaction in flight).
@@ -43,7 +61,7 @@
 
 const fs = require('fs');
 const readline = require('readline');
-const { RPCServer } = require('ocpp-rpc');
+const { RPCServer, NOREPLY } = require('ocpp-rpc');
 
 const port = Number(process.argv[2] || 0);
 const ledgerFile = process.argv[3];
@@ -65,6 +83,43 @@ let loseStart = false;
 const clients = new Map(); // conn -> client
 const transactions = new Map(); // txId -> {stopped: bool}
 const events201 = new Map(); // "txId/seqNo" -> the first TransactionEvent's params, as JSON
+const misbehaviour = new Map(); // method -> {mode, times (null: always), delayMs}
+const startLatencyMs = Number(options.startLatencyMs || 0);
+const later = (ms, value) => new Promise((resolve) => setTimeout(() => resolve(value), ms));
+
+// The misbehaviour for this call of `method`, if any (counts it down).
+function misbehaving(method) {
+    const m = misbehaviour.get(method);
+    if (!m) return null;
+    if (m.times !== null && --m.times <= 0) misbehaviour.delete(method);
+    return m;
+}
+
+// Answer `answer` to the CALL `messageId` the way `m` says (the call itself is processed already).
+function answerBadly(client, m, messageId, answer) {
+    switch (m.mode) {
+    case 'late':
+        return later(Number(m.delayMs || 0), answer);
+    case 'silent':
+        return NOREPLY;
+    case 'garbage':
+        client.sendRaw('this is not JSON {');
+        return NOREPLY;
+    case 'wrong_id':
+        client.sendRaw(JSON.stringify([3, `${messageId}-not`, answer]));
+        return NOREPLY;
+    case 'no_tx': {
+        const { transactionId, ...rest } = answer;
+        client.sendRaw(JSON.stringify([3, messageId, rest]));
+        return NOREPLY;
+    }
+    case 'string_tx':
+        client.sendRaw(JSON.stringify([3, messageId, { ...answer, transactionId: String(answer.transactionId) }]));
+        return NOREPLY;
+    default:
+        throw new Error(`unknown misbehaviour ${m.mode}`);
+    }
+}
 
 const status = (idTag) => (tags.has(String(idTag).toUpperCase()) ? 'Accepted' : 'Invalid');
 
@@ -92,8 +147,17 @@ server.on('client', (client) => {
         clients.delete(conn);
         record({ ev: 'close', conn, code: e.code, by: closedByCs ? 'cs' : 'cp', at: now() });
     });
-    client.handle(({ method, params }) => {
+    client.handle(({ method, params, messageId }) => {
         const entry = { ev: 'call', conn, seq: ++seq, method, params, at: now() };
+        const bad = misbehaving(method);
+        if (bad) entry.answer = bad.mode;
+        if (bad && bad.mode === 'callerror') {
+            entry.refused = true;
+            record(entry);
+            const err = new Error('test central system: not processed');
+            err.rpcErrorCode = 'InternalError';
+            throw err;
+        }
         let answer;
         switch (method) {
         case 'BootNotification':
@@ -165,6 +229,8 @@ server.on('client', (client) => {
             answer = {};
         }
         record(entry);
+        if (bad) return answerBadly(client, bad, messageId, answer);
+        if (method === 'StartTransaction' && startLatencyMs > 0) return later(startLatencyMs, answer);
         return answer;
     });
 });
@@ -187,6 +253,16 @@ rl.on('line', async (line) => {
     } else if (cmd.cmd === 'lose_start') {
         loseStart = true;
         say({ ok: 'lose_start' });
+    } else if (cmd.cmd === 'misbehave') {
+        if (cmd.mode) {
+            misbehaviour.set(cmd.method, { mode: cmd.mode, times: cmd.times || null, delayMs: cmd.delayMs || 0 });
+        } else {
+            misbehaviour.delete(cmd.method);
+        }
+        say({ ok: 'misbehave' });
+    } else if (cmd.cmd === 'open') {
+        const open = [...transactions.entries()].filter(([, t]) => !t.stopped).map(([id]) => id);
+        say({ ok: 'open', open });
     } else {
         say({ error: cmd.error ? `bad command: ${cmd.error}` : `unknown command ${cmd.cmd}` });
     }

@@ -56,6 +56,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
@@ -136,7 +137,16 @@ class EvcsSerialBackend(OnlineBackend):
     # ------------------------------------------------------------------ lifecycle
     async def start(self, station: StationControl) -> None:
         await super().start(station)
-        self._task = station.spawn(self._heartbeat(), HEARTBEAT_TASK, critical=True, deadline_s=self._deadline_s())
+        self._spawn_heartbeat()
+
+    def _spawn_heartbeat(self) -> asyncio.Task:
+        assert self.station is not None
+        self._task = self.station.spawn(self._heartbeat(), HEARTBEAT_TASK, critical=True, deadline_s=self._deadline_s())
+        return self._task
+
+    def carriers(self) -> dict[str, Callable[[], asyncio.Task]]:
+        """The heartbeat loop only carries messages: the supervisor restarts it if it hangs."""
+        return {HEARTBEAT_TASK: self._spawn_heartbeat}
 
     def _deadline_s(self) -> float:
         """Longest the heartbeat loop may go without a beat: one wait slice, the lock held by the

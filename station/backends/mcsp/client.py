@@ -52,7 +52,7 @@ import asyncio
 import logging
 import re
 import ssl
-from dataclasses import dataclass
+from collections.abc import Callable
 from typing import Any
 
 from station import privacy
@@ -60,6 +60,7 @@ from station.aio import cancel_and_wait
 from station.backends.link import Link, open_link, parse_url
 from station.backends.mcsp import codec
 from station.backends.mcsp.codec import CLOSED, Connection, Reply, Request, Role
+from station.backends.mcsp.replies import ERROR_RULES, StationRefused, _printable, rule_for  # noqa: F401 - re-exported
 from station.backends.mcsp.sitelimit import SHARED_HEARTBEAT_S, SiteLimit
 from station.backends.online import OnlineBackend
 from station.backoff import Backoff
@@ -75,48 +76,6 @@ BEAT_S = 5.0  # the link keeper reports progress at least this often while it wa
 LINK_TASK = "mcsp-link"
 OPENED_KEY = "mcsp.opened"  # store setting: session key -> Session-Id opened by authorize
 _ISO = re.compile(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d{1,6})?Z")
-
-
-@dataclass(frozen=True)
-class ErrorRule:
-    """What the station does with one error code."""
-
-    meaning: str
-    auth: AuthStatus | None  # refusal status at authorize; None: BackendOffline (offline policy)
-    retry: bool  # deliver: True = BackendOffline (offered again later), False = rejected for good
-
-
-ERROR_RULES: dict[int, ErrorRule] = {
-    400: ErrorRule("Malformed request", AuthStatus.INVALID, False),
-    401: ErrorRule("Key is not registered", AuthStatus.INVALID, False),
-    403: ErrorRule("Key not allowed at this station", AuthStatus.BLOCKED, False),
-    404: ErrorRule("Unknown session", AuthStatus.INVALID, False),
-    405: ErrorRule("Action not supported", AuthStatus.INVALID, False),
-    407: ErrorRule("Station not authenticated", None, True),
-    409: ErrorRule("Session already open", AuthStatus.CONCURRENT_TX, False),
-    500: ErrorRule("Server error", None, True),
-    503: ErrorRule("Meter not readable", None, True),
-}
-
-
-class StationRefused(BackendOffline):
-    """407: the server does not accept this station's Name or Auth secret."""
-
-
-def _printable(text: str, limit: int = 200) -> str:
-    """A header value: printable ASCII only (the codec refuses anything else), bounded."""
-    return "".join(ch if " " <= ch <= "~" else "?" for ch in text)[:limit].strip()
-
-
-def rule_for(code: int | None) -> ErrorRule:
-    """The rule for a code; unknown codes follow their class, a bare ERROR (2017 server) refuses."""
-    if code in ERROR_RULES:
-        return ERROR_RULES[code]
-    if code is None:
-        return ErrorRule("Refused by the server", AuthStatus.INVALID, False)
-    if code >= 500:
-        return ErrorRule("Server error", None, True)
-    return ErrorRule("Refused by the server", AuthStatus.INVALID, False)
 
 
 def _mask(tag: str) -> str:
@@ -171,7 +130,16 @@ class McspBackend(OnlineBackend):
     # ------------------------------------------------------------------ lifecycle
     async def start(self, station: StationControl) -> None:
         await super().start(station)
-        self._task = station.spawn(self._keep_link(), LINK_TASK, critical=True, deadline_s=self._deadline_s())
+        self._spawn_keeper()
+
+    def _spawn_keeper(self) -> asyncio.Task:
+        assert self.station is not None
+        self._task = self.station.spawn(self._keep_link(), LINK_TASK, critical=True, deadline_s=self._deadline_s())
+        return self._task
+
+    def carriers(self) -> dict[str, Callable[[], asyncio.Task]]:
+        """The link keeper only carries messages: the supervisor restarts it if it hangs."""
+        return {LINK_TASK: self._spawn_keeper}
 
     def _deadline_s(self) -> float:
         """Longest the link keeper may go without a beat: one wait slice, plus a HEARTBEAT that

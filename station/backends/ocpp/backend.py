@@ -33,7 +33,7 @@ import asyncio
 import importlib
 import logging
 from collections import deque
-from collections.abc import Coroutine
+from collections.abc import Callable, Coroutine
 from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -141,7 +141,21 @@ class OcppBackend(Backend):
         self.clock = station.clock  # one clock for the journal and the wire
         self.security.event("StartupOfTheDevice", f"station {self.model} started")
         self.active.start()
-        self._link_task = station.spawn(self.link.run(), Link.NAME, critical=True, deadline_s=DEADLINE_S)
+        self._spawn_link()
+
+    def _spawn_link(self) -> asyncio.Task[Any]:
+        self._link_task = self.control.spawn(self.link.run(), Link.NAME, critical=True, deadline_s=DEADLINE_S)
+        return self._link_task
+
+    def carriers(self) -> dict[str, Callable[[], asyncio.Task[Any]]]:
+        """The link loop only carries messages: the supervisor restarts it if it hangs (close() ends the
+        new one), instead of stopping the station."""
+        return {Link.NAME: self._spawn_link}
+
+    @property
+    def delivery_timeout_s(self) -> float:  # type: ignore[override]
+        """One try: its own response timeout, after waiting its turn behind other CALLs in flight."""
+        return 4 * self.response_timeout
 
     async def close(self) -> None:
         for version in self.versions.values():

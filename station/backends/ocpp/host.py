@@ -22,7 +22,7 @@ may touch.
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Coroutine
+from collections.abc import Callable, Coroutine
 from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
@@ -32,6 +32,7 @@ from station.core.model import AuthResult, DeliveryResult, OutboxItem, Session, 
 if TYPE_CHECKING:
     import asyncio
 
+    from station.backends.ocppj.rpc import Late
     from station.backends.ocppj.schema import Dialect
     from station.clock import Clock
     from station.config import Config
@@ -52,7 +53,8 @@ class LinkApi(Protocol):
         """BootNotification Accepted on the current connection."""
 
     async def request(self, action: str, payload: dict[str, Any], *, allow_pending: bool = False,
-                      timeout: float | None = None) -> dict[str, Any]: ...
+                      timeout: float | None = None, on_send: Callable[[], None] | None = None,
+                      on_late: Callable[[Late], None] | None = None) -> dict[str, Any]: ...
 
     async def notify(self, action: str, payload: dict[str, Any], *,
                      allow_pending: bool = True) -> dict[str, Any] | None: ...

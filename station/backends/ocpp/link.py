@@ -35,13 +35,14 @@ import asyncio
 import logging
 import re
 from collections import deque
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from websockets.asyncio.client import ClientConnection, connect
 
 from station import privacy
 from station.backends.link import SWITCH
-from station.backends.ocppj.rpc import CallErrorReceived, CallFailed, LinkDown, Peer
+from station.backends.ocppj.rpc import CallErrorReceived, CallFailed, Late, LinkDown, Peer
 from station.backoff import Backoff
 from station.errors import BackendOffline
 
@@ -302,13 +303,16 @@ class Link:
 
     # ================================================================ sending
     async def request(self, action: str, payload: dict[str, Any], *, allow_pending: bool = False,
-                      timeout: float | None = None) -> dict[str, Any]:
-        """Send a CALL once registered (BootNotification Accepted; Pending only if triggered)."""
+                      timeout: float | None = None, on_send: Callable[[], None] | None = None,
+                      on_late: Callable[[Late], None] | None = None) -> dict[str, Any]:
+        """Send a CALL once registered (BootNotification Accepted; Pending only if triggered).
+        `on_send` and `on_late`: see Peer.request (a journal mark before the send; a late answer)."""
         peer = self.peer
         allowed = ("Accepted", "Pending") if allow_pending else ("Accepted",)
         if peer is None or peer.closed or self.registration not in allowed:
             raise LinkDown("not registered with the central system")
-        return await peer.request(action, payload, timeout=timeout or self.b.response_timeout)
+        return await peer.request(action, payload, timeout=timeout or self.b.response_timeout,
+                                  on_send=on_send, on_late=on_late)
 
     async def notify(self, action: str, payload: dict[str, Any], *,
                      allow_pending: bool = True) -> dict[str, Any] | None:

@@ -5,16 +5,26 @@ Theory of operation
 The core writes START and STOP to its outbox, the sampler writes meter
 values there too; the deliverer hands them to `deliver()` one at a time, in
 order, so a StopTransaction waits for its StartTransaction and never carries
-a made-up transactionId. A CALL the central system does not process
-(CALLERROR, no answer, an answer that breaks the schema such as
-StartTransaction without transactionId) is tried TransactionMessageAttempts
-times, waiting TransactionMessageRetryInterval x the number of earlier tries;
-then a StartTransaction is kept (BackendOffline: the deliverer offers it
-again later, the session is never lost) while a StopTransaction or MeterValues
-moves on (rejected for good, reason kept on the session).
+a made-up transactionId.
 
-Deliveries are idempotent: the transactionId of each session and the
-sessions whose StopTransaction was answered are kept in the store, so a
+One `deliver` is one try: one CALL, bounded by the response timeout (the
+deliverer never waits minutes in one call, station/core/delivery.py). A CALL
+the central system does not process (a CALLERROR, no answer, an answer that
+breaks the schema, such as StartTransaction without transactionId) is a
+failed try: RetryLater, so the deliverer counts it in the outbox and offers
+the same message again after TransactionMessageRetryInterval x the number of
+tries so far, up to TransactionMessageAttempts tries. After the last one:
+
+* StartTransaction and StopTransaction are held undelivered (Undeliverable:
+  out of the queue, kept with the reason, the session undelivered and shown
+  so, `station sessions --resend` sends them again; station/held.py);
+* MeterValues move on (rejected for good, reason kept on the session: the
+  StopTransaction carries the session's energy anyway).
+
+StartTransaction's own bookkeeping (sends journaled before they leave, late
+answers, extra transactions stopped at 0 Wh, which ones may remain open) is
+starts.py's. Deliveries are idempotent: a session's transactionId and the
+sessions whose StopTransaction was answered are kept in the journal, so a
 message delivered just before a crash is not sent twice.
 
 StopTransaction names the card that asked for the stop (the STOP item's
@@ -28,28 +38,22 @@ samples of StopTxnSampledData / StopTxnAlignedData kept during the session
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NoReturn
 
-from station import privacy
-from station.backends.ocpp.retry import Exhausted as _Exhausted
-from station.backends.ocpp.retry import transaction_call
-from station.backends.ocppj.rpc import InvalidResponse
+from station.backends.ocppj.rpc import CallFailed, Late, LinkDown
 from station.clock import MONO_PREFIX
-from station.core.model import AuthStatus, DeliveryResult, MessageKind, OutboxItem, Session
-from station.errors import BackendOffline, StorageError
+from station.core.model import HELD, DeliveryResult, MessageKind, OutboxItem, Session
+from station.errors import BackendOffline, RetryLater, StorageError, Undeliverable
 
 from . import metering
+from .starts import EXTRA_STOP, Starts
 
 if TYPE_CHECKING:
     from .api import Ocpp16Api
 
 log = logging.getLogger(__name__)
 
-TX_MAP_KEY = "ocpp.transactions"  # session key -> transactionId (idempotent START)
 STOPPED_KEY = "ocpp.stopped"  # session keys whose StopTransaction was answered
-START_SENDS = "ocpp_start_sends"  # session extra: StartTransactions sent for it (journaled before each send)
-START_TIMESTAMP = "ocpp_start_timestamp"  # session extra: the timestamp they carried
 _STOP_REASONS = {"EmergencyStop", "EVDisconnected", "HardReset", "Local", "Other", "PowerLoss", "Reboot",
                  "Remote", "SoftReset", "UnlockCommand", "DeAuthorized"}
 
@@ -57,15 +61,10 @@ _STOP_REASONS = {"EmergencyStop", "EVDisconnected", "HardReset", "Local", "Other
 class Transactions:
     def __init__(self, backend: Ocpp16Api) -> None:
         self.b = backend
+        self.starts = Starts(self)
 
     def transaction_id(self, session: Session) -> int | None:
-        if session.backend_session_id not in (None, ""):
-            try:
-                return int(session.backend_session_id)
-            except ValueError:
-                pass
-        value = (self.b.store.get_json(TX_MAP_KEY, {}) or {}).get(session.key)
-        return int(value) if value is not None else None
+        return self.starts.known(session)
 
     def _remember(self, key: str, list_key: str, value: Any) -> None:
         """Small bounded idempotency records in the store."""
@@ -75,24 +74,19 @@ class Transactions:
             data.pop(next(iter(data)))
         self.b.store.put_json(list_key, data)
 
-    async def _transaction_call(self, action: str, payload: dict[str, Any],
-                                before_send: Callable[[], None] | None = None) -> dict[str, Any]:
-        """TransactionMessageAttempts tries, TransactionMessageRetryInterval x tries apart;
-        `before_send()` runs before each try (station/backends/ocpp/retry.py)."""
-        keys = self.b.keys
+    def last_try(self, item: OutboxItem) -> bool:
+        return item.attempts + 1 >= self.b.keys.int("TransactionMessageAttempts")
 
-        def salvage(exc: InvalidResponse) -> dict[str, Any] | None:
-            tx_id = exc.payload.get("transactionId") if isinstance(exc.payload, dict) else None
-            if action == "StartTransaction" and isinstance(tx_id, int) and not isinstance(tx_id, bool):
-                log.warning("StartTransaction answer is off-schema (%s); using its transactionId", exc.problem)
-                answer: dict[str, Any] = exc.payload
-                return answer
-            return None
-
-        return await transaction_call(
-            lambda: self.b.link.request(action, payload), action, attempts=keys.int("TransactionMessageAttempts"),
-            interval_s=lambda n: self.b.scaled(keys.int("TransactionMessageRetryInterval") * n),
-            before_send=before_send, salvage=salvage)
+    def failed_try(self, action: str, item: OutboxItem, problem: str) -> NoReturn:
+        """The central system did not process this try: RetryLater after TransactionMessageRetryInterval
+        x tries so far, or Undeliverable once TransactionMessageAttempts tries failed."""
+        attempts = self.b.keys.int("TransactionMessageAttempts")
+        tries = item.attempts + 1
+        log.warning("%s (try %d of %d)", problem, tries, attempts)
+        if tries >= attempts:
+            raise Undeliverable(f"{action} not processed after {tries} tries (last: {problem})")
+        delay = self.b.scaled(self.b.keys.int("TransactionMessageRetryInterval") * tries)
+        raise RetryLater(f"{problem} (try {tries} of {attempts})", delay)
 
     async def deliver(self, item: OutboxItem, session: Session) -> DeliveryResult:
         if not self.b.link.accepted:
@@ -100,58 +94,15 @@ class Transactions:
         if item.kind is MessageKind.TX_EVENT:  # queued while the central system spoke 2.0.1
             return DeliveryResult(rejected="an OCPP 2.0.1 TransactionEvent; the central system now speaks 1.6")
         if item.kind is MessageKind.START:
-            return await self._deliver_start(session)
+            return await self.starts.deliver(item, session)
         if item.kind is MessageKind.STOP:
+            if item.payload.get(EXTRA_STOP) is not None:
+                return await self.starts.stop_extra(item, session, int(item.payload[EXTRA_STOP]))
             return await self._deliver_stop(item, session)
         return await self._deliver_meter_values(item, session)
 
-    async def _deliver_start(self, session: Session) -> DeliveryResult:
-        known = self.transaction_id(session)
-        if known is not None:  # delivered before a crash: do not start it twice
-            return DeliveryResult(backend_session_id=str(known))
-        payload: dict[str, Any] = {"connectorId": session.connector_id, "idTag": session.id_tag[:20],
-                                   "meterStart": int(session.meter_start_wh),
-                                   "timestamp": self.b.resolve(session.started_at)}
-        if session.reservation_id is not None:
-            payload["reservationId"] = session.reservation_id
-        # OCPP 1.6 has no idempotency key: a StartTransaction whose answer was lost (a power cut,
-        # a dropped link) may have opened a transaction whose id we never learn. Each send is
-        # journaled first, so such a session is known; it is sent again with the same values
-        # (the only way it gets billed; a central system can recognise the repeat by them),
-        # and the possible orphan is named in the log for the operator (docs/durability.md).
-        sends = int(session.extra.get(START_SENDS, 0))
-        if sends:
-            # The same timestamp too where the first one had to be made up (a start stamped before
-            # the clock was known, in an earlier boot).
-            payload["timestamp"] = session.extra.get(START_TIMESTAMP) or payload["timestamp"]
-            log.warning("StartTransaction of session %d was sent %d time(s) before without an answer: the central "
-                        "system may hold an extra transaction for idTag %s, meterStart %d Wh, timestamp %s that "
-                        "will never be stopped; sending the same values again", session.id, sends,
-                        privacy.tag(session.id_tag), payload["meterStart"], payload["timestamp"])
-
-        def journal_send() -> None:
-            nonlocal sends
-            sends += 1
-            self.b.store.set_extra(session.id, **{START_SENDS: sends, START_TIMESTAMP: payload["timestamp"]})
-
-        try:
-            conf = await self._transaction_call("StartTransaction", payload, before_send=journal_send)
-        except _Exhausted as exc:
-            # Never lose the session: keep the START at the head of the queue.
-            raise BackendOffline(f"{exc}; kept for a later try") from None
-        tx_id = int(conf["transactionId"])
-        self._remember(session.key, TX_MAP_KEY, tx_id)
-        log.info("StartTransaction of session %d: transactionId %d", session.id, tx_id)
-        raw = conf.get("idTagInfo")
-        info: dict[str, Any] = raw if isinstance(raw, dict) else {"status": "Accepted"}
-        self.b.auth.learn(session.id_tag, info)
-        status = info.get("status", "Accepted")
-        if status != "Accepted":
-            self._deauthorize(session, status)
-            return DeliveryResult(backend_session_id=str(tx_id), id_tag_status=AuthStatus(status))
-        return DeliveryResult(backend_session_id=str(tx_id))
-
-    def _deauthorize(self, session: Session, status: str) -> None:
+    def deauthorize(self, session: Session, status: str) -> None:
+        """StartTransaction's idTagInfo is not Accepted: StopTransactionOnInvalidId, MaxEnergyOnInvalidId."""
         control = self.b.control
         current = control.current_session()
         if current is None or current.id != session.id:
@@ -214,11 +165,22 @@ class Transactions:
         data = self.transaction_data(session, stopped_at)
         if data:
             payload["transactionData"] = data
+        def late(answer: Late) -> None:
+            # Processed after all (answered after the timeout): the next try is confirmed without a
+            # send, and a STOP already held goes out again to be confirmed so.
+            if answer.error is None and answer.problem is None:
+                log.warning("session %d: StopTransaction answered late: processed", session.id)
+                self._remember(session.key, STOPPED_KEY, tx_id)
+                if MessageKind.STOP.value in (self.b.store.session(session.id).extra.get(HELD) or {}):
+                    self.b.control.resend_held(session.id)
+
         try:
-            conf = await self._transaction_call("StopTransaction", payload)
-        except _Exhausted as exc:
-            self._forget_samples(session)
-            return DeliveryResult(backend_session_id=str(tx_id), rejected=str(exc))
+            conf = await self.b.link.request("StopTransaction", payload, on_late=late)
+        except LinkDown:
+            raise
+        except CallFailed as exc:
+            # Not processed: tried again, then held undelivered (its samples kept for the resend).
+            self.failed_try("StopTransaction", item, str(exc))
         self._remember(session.key, STOPPED_KEY, tx_id)
         self._forget_samples(session)
         if isinstance(conf.get("idTagInfo"), dict) and stop_tag:
@@ -240,9 +202,14 @@ class Transactions:
         if tx_id is not None:
             payload["transactionId"] = tx_id
         try:
-            await self._transaction_call("MeterValues", payload)
-        except _Exhausted as exc:
-            return DeliveryResult(rejected=str(exc))
+            await self.b.link.request("MeterValues", payload)
+        except LinkDown:
+            raise
+        except CallFailed as exc:
+            try:
+                self.failed_try("MeterValues", item, str(exc))
+            except Undeliverable as gave_up:
+                return DeliveryResult(rejected=str(gave_up))
         return DeliveryResult()
 
     def queue_meter_value(self, session: Session, mv: dict[str, Any]) -> None:

@@ -27,7 +27,14 @@ tasks once the answer is sent; that is where follow-up CALLs belong.
 
 Outgoing: one CALL in flight (a lock). Every CALL gets a fresh unique id; a
 CALLRESULT/CALLERROR whose id is not the one in flight is logged and
-dropped. Nothing here ends the receive loop but the connection closing.
+dropped, except a *late answer*: a caller that passes `on_late` to
+`request` is handed the answer to its CALL if it arrives after the CALL gave
+up (NoResponse, a cancellation), on the same connection, as a `Late`
+(validated like any answer). That is how a StartTransaction answered after
+the response timeout still yields its transactionId (the central system
+opened that transaction). The last LATE_KEEP such CALLs are remembered.
+`on_send` runs just before the frame goes out (a journal-before-send mark).
+Nothing here ends the receive loop but the connection closing.
 
 Nesting is bounded: a frame whose arrays and objects nest deeper than
 MAX_DEPTH (far beyond any OCPP message) is refused before anything walks it
@@ -48,7 +55,9 @@ import json
 import logging
 import re
 import uuid
+from collections import OrderedDict
 from collections.abc import Callable, Coroutine, Iterable
+from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any, Protocol
 
@@ -62,6 +71,7 @@ log = logging.getLogger(__name__)
 
 CALL, CALLRESULT, CALLERROR = 2, 3, 4
 MAX_DEPTH = 32  # levels of arrays and objects in a frame (the frame itself is one); OCPP needs fewer than 10
+LATE_KEEP = 32  # CALLs that gave up, remembered for a late answer
 _CALL_ID = re.compile(r'^\s*\[\s*2\s*,\s*"((?:[^"\\]|\\.){1,36})"')
 _CAMEL = re.compile(r"([a-z0-9])([A-Z])")
 
@@ -104,6 +114,16 @@ class NoResponse(CallFailed):
     def __init__(self, action: str, timeout: float) -> None:
         self.action = action
         super().__init__(f"{action}: no answer within {timeout:.1f} s")
+
+
+@dataclass(frozen=True)
+class Late:
+    """The answer to a CALL that had already given up (see `Peer.request`'s `on_late`)."""
+
+    action: str
+    payload: Any  # the CALLRESULT's payload; None for a CALLERROR
+    error: str | None = None  # the CALLERROR's code
+    problem: str | None = None  # why the CALLRESULT's payload breaks the schema, if it does
 
 
 class RpcError(Exception):
@@ -160,6 +180,7 @@ class Peer:
                 self.routes.setdefault(str(action), {}).update(route)
         self._lock = asyncio.Lock()
         self._pending: tuple[str, asyncio.Future[tuple[int, list[Any]]]] | None = None
+        self._late: OrderedDict[str, tuple[str, Callable[[Late], None]]] = OrderedDict()
         self._incoming: asyncio.Queue[tuple[str, str, Any]] = asyncio.Queue()
         self._tasks: set[asyncio.Task[Any]] = set()
         self.closed = False
@@ -277,9 +298,26 @@ class Peer:
     def _answer(self, uid: str | None, msg: list[Any], raw: str) -> None:
         pending = self._pending
         if pending is None or uid != pending[0] or pending[1].done():
+            late = self._late.pop(uid, None) if uid is not None else None
+            if late is not None:
+                self._late_answer(late[0], late[1], msg, raw)
+                return
             log.warning("%s: ignoring an answer to no CALL in flight: %.200s", self.name, self._mask(raw))
             return
         pending[1].set_result((msg[0], msg))
+
+    def _late_answer(self, action: str, handler: Callable[[Late], None], msg: list[Any], raw: str) -> None:
+        log.warning("%s: a late answer to %s (after it gave up): %.200s", self.name, action, self._mask(raw))
+        if msg[0] == CALLERROR:
+            late = Late(action, None, error=str(msg[2]) if len(msg) > 2 else "GenericError")
+        else:
+            answer = msg[2] if len(msg) > 2 else None
+            problem = self.dialect.check(action, answer, response=True)
+            late = Late(action, answer, problem=problem[1] if problem is not None else None)
+        try:
+            handler(late)
+        except Exception:
+            log.exception("%s: handling a late answer to %s failed", self.name, action)
 
     async def _serve_calls(self) -> None:
         while True:
@@ -349,10 +387,14 @@ class Peer:
             raise LinkDown(f"send failed: {exc}") from exc
 
     # -- sending --------------------------------------------------------------
-    async def request(self, action: str, payload: dict[str, Any], timeout: float | None = None) -> dict[str, Any]:
+    async def request(self, action: str, payload: dict[str, Any], timeout: float | None = None, *,
+                      on_send: Callable[[], None] | None = None,
+                      on_late: Callable[[Late], None] | None = None) -> dict[str, Any]:
         """Send one CALL and return the CALLRESULT payload (camelCase dict).
 
-        Raises LinkDown, NoResponse, CallErrorReceived or InvalidResponse.
+        Raises LinkDown, NoResponse, CallErrorReceived or InvalidResponse. `on_send()` runs just
+        before the frame goes out; `on_late(Late)` gets the answer if it arrives after this
+        call gave up (a timeout or a cancellation once sent), on this connection.
         """
         problem = self.dialect.check(action, payload, response=False)
         if problem is not None:
@@ -364,13 +406,23 @@ class Peer:
             uid = str(uuid.uuid4())
             future: asyncio.Future[tuple[int, list[Any]]] = asyncio.get_running_loop().create_future()
             self._pending = (uid, future)
+            sent = False
             try:
+                if on_send is not None:
+                    on_send()
+                sent = True  # from here the frame may be out, even if the send below fails
                 await self._send(dumps([CALL, uid, action, payload]))
                 try:
                     async with asyncio.timeout(timeout):
                         kind, msg = await future
                 except TimeoutError:
                     raise NoResponse(action, timeout) from None
+            except (NoResponse, asyncio.CancelledError):
+                if sent and on_late is not None and not self.closed:
+                    self._late[uid] = (action, on_late)
+                    while len(self._late) > LATE_KEEP:
+                        self._late.popitem(last=False)
+                raise
             finally:
                 self._pending = None
         if kind == CALLERROR:

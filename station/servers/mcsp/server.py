@@ -34,6 +34,7 @@ FRAME_GAP_S = 2.0  # serial: silence inside a message after which its start is d
 ERROR_REPLY_GAP_S = 1.0  # serial: at most one 400 per this long (the line is shared with the station's replies)
 WRITE_S = 10.0  # a reply the peer has not taken (TCP flow control) within this long ends its connection
 REFUSALS_BEFORE_VALID = 3  # 400/405/407 replies an unproven connection gets before it is closed
+STOP_S = 5.0  # stop(): connection tasks get this long to end after their cancellation
 
 
 class McspServer(Service):
@@ -84,7 +85,10 @@ class McspServer(Service):
     async def stop(self) -> None:
         if self._server is not None:
             self._server.close()
-        await cancel_and_wait(*self._clients.values(), self._serial_task, self._tally_task)
+        stuck = await cancel_and_wait(*self._clients.values(), self._serial_task, self._tally_task, timeout=STOP_S)
+        if stuck:  # a connection task that swallowed its cancellation must not hang the stop
+            log.error("MCSP server: %d task(s) did not end within %.0f s of their cancellation: %s", len(stuck),
+                      STOP_S, ", ".join(stuck))
         self.tally.flush()
         self.refusal_tally.flush()
         self._tally_task = None
