@@ -14,6 +14,7 @@ import pytest
 import strict_peer
 from ocpp_csms import CentralSystem
 from ocpp_double import StationDouble
+from ocpp_files import served  # noqa: F401 - a fixture for every test here (files the central system serves)
 from strict_peer import TimedCS
 
 from station import config as config_mod

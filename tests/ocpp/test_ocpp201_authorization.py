@@ -6,23 +6,10 @@ from __future__ import annotations
 
 import asyncio
 
+from ocpp201_support import FLEET, TOKEN, calls, tx_events
+from ocpp201_support import any_ended as ended
 from ocpp_flows import OTHER, UID
 from strict_peer import TimedCS
-
-TOKEN = {"idToken": UID, "type": "ISO14443"}
-FLEET = {"idToken": "FLEET", "type": "Central"}
-
-
-def calls(cs: TimedCS, method: str, after: int = 0) -> list[dict]:
-    return [e["params"] for e in cs.events[after:] if e["event"] == "call" and e["method"] == method]
-
-
-def tx_events(cs: TimedCS, after: int = 0) -> list[dict]:
-    return calls(cs, "TransactionEvent", after)
-
-
-async def ended(cs: TimedCS, after: int = 0) -> dict:
-    return await cs.call_from_cp("TransactionEvent", lambda p: p["eventType"] == "Ended", after=after)
 
 
 async def set_vars(cs: TimedCS, **values: str) -> None:

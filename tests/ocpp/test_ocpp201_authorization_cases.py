@@ -9,9 +9,10 @@ from __future__ import annotations
 import asyncio
 from datetime import UTC, datetime, timedelta
 
+from ocpp201_support import FLEET, TOKEN, calls, tx_events
+from ocpp201_support import any_ended as ended
 from ocpp_flows import OTHER, UID
 from strict_peer import TimedCS
-from test_ocpp201_authorization import FLEET, TOKEN, calls, ended, tx_events
 
 THIRD = "AABBCCDD"
 FOURTH = "11223344"

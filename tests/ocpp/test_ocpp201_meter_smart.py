@@ -6,16 +6,8 @@ from __future__ import annotations
 import asyncio
 from datetime import UTC, datetime, timedelta
 
+from ocpp201_support import profile, stamp
 from ocpp_flows import UID
-from strict_peer import TimedCS
-
-
-def calls(cs: TimedCS, method: str, after: int = 0) -> list[dict]:
-    return [e["params"] for e in cs.events[after:] if e["event"] == "call" and e["method"] == method]
-
-
-def stamp(dt: datetime) -> str:
-    return dt.strftime("%Y-%m-%dT%H:%M:%S.000Z")
 
 
 async def test_TC_J_01_02_03_07_09_10_CS_sampled_and_clock_aligned_values(strict201, sim201_factory):
@@ -54,16 +46,6 @@ async def test_TC_J_01_02_03_07_09_10_CS_sampled_and_clock_aligned_values(strict
     assert contexts[0] == "Transaction.Begin" and contexts[-1] == "Transaction.End"
     assert "Sample.Periodic" in contexts and "Sample.Clock" in contexts
     assert cs.failures() == []
-
-
-def profile(pid: int, purpose: str, kind: str, periods: list[tuple[int, float]], unit: str = "A", stack: int = 0,
-            start: str | None = None, **more) -> dict:
-    schedule = {"id": pid, "chargingRateUnit": unit,
-                "chargingSchedulePeriod": [{"startPeriod": p, "limit": limit} for p, limit in periods]}
-    if start:
-        schedule["startSchedule"] = start
-    return {"id": pid, "stackLevel": stack, "chargingProfilePurpose": purpose, "chargingProfileKind": kind,
-            "chargingSchedule": [schedule], **more}
 
 
 async def test_TC_K_01_to_06_08_10_13_14_16_39_40_41_60_CS_charging_profiles(strict201, sim201_factory):

@@ -12,11 +12,11 @@ import threading
 import time
 
 import pytest
+from ocpp201_support import in_seconds
+from ocpp_files import FilesHandler as _Handler
+from ocpp_files import firmware
 from ocpp_flows import UID
 from strict_peer import TimedCS
-from test_ocpp201_station import in_seconds
-from test_ocpp_security_ops import firmware, served  # noqa: F401 - the fixture
-from test_ocpp_tc_firmware import _Handler
 
 TOKEN = {"idToken": UID, "type": "ISO14443"}
 

@@ -7,8 +7,8 @@ from __future__ import annotations
 
 import asyncio
 
+from ocpp201_support import calls, charging, in_seconds, status
 from ocpp_flows import OTHER, UID
-from test_ocpp201_station import calls, charging, in_seconds, status
 
 TOKEN = {"idToken": UID, "type": "ISO14443"}
 OTHER_TOKEN = {"idToken": OTHER, "type": "ISO14443"}

@@ -8,11 +8,11 @@ import asyncio
 import sys
 
 import strict_peer
+from ocpp_files import firmware
 from ocpp_flows import UID
+from ocpp_profiles import KEY, profile_config, tls
 from pki import ocsp_hash_data
 from strict_peer import TimedCS
-from test_ocpp_security_ops import firmware, served  # noqa: F401 - the fixture
-from test_ocpp_security_profiles import KEY, profile_config, tls
 
 
 async def start201(strict_factory, security: dict) -> TimedCS:

@@ -7,8 +7,8 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
+from ocpp201_support import calls, profile, stamp
 from ocpp_flows import UID
-from test_ocpp201_meter_smart import calls, profile, stamp
 
 
 async def get_profiles(cs, request_id: int, criteria: dict, evse_id: int | None = None) -> list[int]:

@@ -5,50 +5,10 @@ commands (F05, F06) on the whole simulated station, against the independent stri
 from __future__ import annotations
 
 import asyncio
-from datetime import UTC, datetime, timedelta
 
+from ocpp201_support import calls, charging, exited, in_seconds, status, statuses
+from ocpp201_support import tx_ended as ended
 from ocpp_flows import OTHER, UID
-from strict_peer import TimedCS
-
-
-def in_seconds(s: float) -> str:
-    return (datetime.now(UTC) + timedelta(seconds=s)).strftime("%Y-%m-%dT%H:%M:%S.000Z")
-
-
-def calls(cs: TimedCS, method: str, after: int = 0) -> list[dict]:
-    return [e["params"] for e in cs.events[after:] if e["event"] == "call" and e["method"] == method]
-
-
-def statuses(cs: TimedCS, after: int = 0) -> list[str]:
-    return [p["connectorStatus"] for p in calls(cs, "StatusNotification", after)]
-
-
-async def status(cs: TimedCS, value: str, after: int = 0) -> None:
-    await cs.call_from_cp("StatusNotification", lambda p: p["connectorStatus"] == value, after=after)
-
-
-async def exited(s, timeout: float = 20.0) -> str:
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while s.charger.exit_request is None:
-        assert loop.time() < deadline, "the station did not exit"
-        await asyncio.sleep(0.02)
-    return s.charger.exit_request
-
-
-async def charging(cs: TimedCS, s, tag: str = UID) -> str:
-    """Plug, card, Charging: the transactionId."""
-    n = len(cs.events)
-    s.world.plug()
-    await s.world.tap(tag, hold_s=0.15)
-    started = await cs.call_from_cp("TransactionEvent", lambda p: p["eventType"] == "Started", after=n)
-    await s.state("Charging")
-    return started["transactionInfo"]["transactionId"]
-
-
-async def ended(cs: TimedCS, tx: str, after: int = 0) -> dict:
-    return await cs.call_from_cp("TransactionEvent", lambda p: p["eventType"] == "Ended"
-                                 and p["transactionInfo"]["transactionId"] == tx, after=after)
 
 
 async def test_TC_B_20_CS_reset_without_transaction_and_the_next_boot_says_why(strict201, sim201_factory):

@@ -9,9 +9,9 @@ from __future__ import annotations
 import asyncio
 
 from conftest import TIME_SCALE
+from ocpp201_support import calls, charging, exited, in_seconds, status
 from ocpp_flows import OTHER, UID
 from strict_peer import TimedCS
-from test_ocpp201_station import calls, charging, exited, in_seconds, status
 
 TOKEN = {"idToken": UID, "type": "ISO14443"}
 

@@ -11,38 +11,10 @@ from __future__ import annotations
 
 import asyncio
 
+from ocpp201_support import any_ended as ended
+from ocpp201_support import assert_gapless, energy, events
 from ocpp_flows import OTHER, UID
 from strict_peer import TimedCS
-
-
-def events(cs: TimedCS, after: int = 0) -> list[dict]:
-    return [e["params"] for e in cs.events[after:] if e["event"] == "call" and e["method"] == "TransactionEvent"]
-
-
-def of_tx(cs: TimedCS, tx_id: str) -> list[dict]:
-    return [p for p in events(cs) if p["transactionInfo"]["transactionId"] == tx_id]
-
-
-def energy(mv: list[dict], context: str) -> int:
-    return next(int(v["value"]) for m in mv for v in m["sampledValue"]
-                if v.get("context") == context and v.get("measurand", "Energy.Active.Import.Register")
-                == "Energy.Active.Import.Register" and "phase" not in v)
-
-
-async def ended(cs: TimedCS, after: int = 0, timeout: float = 15.0) -> dict:
-    e = await cs.wait(lambda e: e in cs.events[after:] and e["event"] == "call" and e["method"] == "TransactionEvent"
-                      and e["params"]["eventType"] == "Ended", timeout=timeout)
-    return e["params"]
-
-
-def assert_gapless(cs: TimedCS, tx_id: str) -> list[dict]:
-    mine = of_tx(cs, tx_id)
-    assert [p["seqNo"] for p in mine] == list(range(len(mine))), [p["seqNo"] for p in mine]
-    assert mine[0]["eventType"] == "Started" and mine[-1]["eventType"] == "Ended"
-    # E01.FR.16: evse in the first event, and the connector once, in the first event after the EV connected
-    assert "evse" in mine[0] and len([p for p in mine if "connectorId" in p.get("evse", {})]) <= 1
-    assert len([p for p in mine if "evse" in p]) <= 2
-    return mine
 
 
 async def test_TC_E_03_07_CS_cable_first_local_start_and_stop(strict201, sim201_factory):

@@ -7,8 +7,9 @@ from __future__ import annotations
 
 import asyncio
 
+from ocpp201_support import any_ended as ended
+from ocpp201_support import assert_gapless, events
 from ocpp_flows import UID
-from test_ocpp201_transactions import assert_gapless, ended, events
 
 TOKEN = {"idToken": UID, "type": "ISO14443"}
 

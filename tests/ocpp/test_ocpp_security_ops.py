@@ -5,39 +5,18 @@ outage and a restart."""
 from __future__ import annotations
 
 import asyncio
-import http.server
 import json
 import logging
 import sys
 import tarfile
-import threading
-from pathlib import Path
 
-import pytest
 from conftest import Rig
 from firmware_support import RELEASE_MODULE
-from ocpp_files import WHEEL, FilesHandler, in_seconds, make_wheel
+from ocpp_files import WHEEL, firmware, in_seconds
 from ocpp_profiles import KEY, profile_config
 from strict_peer import TimedCS
 
 from station.backends.ocpp import security as security_mod
-
-
-class Served(type(Path())):
-    url = ""
-
-
-@pytest.fixture
-def served(tmp_path, pki):
-    d = Served(tmp_path / "served")
-    d.mkdir()
-    make_wheel(d / WHEEL)
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), lambda *a: FilesHandler(*a, directory=str(d)))
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    d.url = f"http://127.0.0.1:{server.server_address[1]}"
-    yield d
-    server.shutdown()
-    server.server_close()
 
 
 async def fw_rig(rig_factory, cs, tmp_path, pki, extra: dict | None = None, **kw):
@@ -50,15 +29,6 @@ async def fw_rig(rig_factory, cs, tmp_path, pki, extra: dict | None = None, **kw
     rig.target = target
     await rig.online()
     return rig
-
-
-def firmware(served, pki, name: str = WHEEL, signature: str | None = None, **extra) -> dict:
-    data = (served / name).read_bytes()
-    fw = {"location": f"{served.url}/{name}", "retrieveDateTime": in_seconds(0),
-          "signingCertificate": (pki.dir / "signer.pem").read_text(),
-          "signature": signature if signature is not None else pki.sign_firmware(data)}
-    fw.update(extra)
-    return fw
 
 
 async def signed_statuses(cs: TimedCS, ends: set[str], request_id: int, timeout: float = 60.0) -> list[str]:
