@@ -61,6 +61,7 @@ from station.core.model import (
 from station.core.poller import Poller
 from station.core.ports import Backend, Hardware
 from station.core.presenter import Presenter, View
+from station.core.reservations import Reservation
 from station.core.rules import AVAILABLE_KEY, Settings
 from station.core.sampler import MeterSampler
 from station.core.states import State
@@ -159,6 +160,10 @@ class Charger:
     @property
     def limit_w(self) -> float | None:
         return self.machine.limit_w
+
+    @property
+    def reservation(self) -> Reservation | None:
+        return self.machine.reservation
 
     @property
     def car(self) -> CarState:

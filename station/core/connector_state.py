@@ -110,6 +110,11 @@ class ConnectorState(Triggers):
         return self._car
 
     @property
+    def reservation(self) -> Reservation | None:
+        """The reservation held at this connector (OCPP ReserveNow), if any."""
+        return self._reservation
+
+    @property
     def limit_w(self) -> float | None:
         return self._limit_w
 
