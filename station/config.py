@@ -72,12 +72,9 @@ SCHEMA: dict[str, Key] = {
         "Time the contactor feedback may take to follow the command; a longer disagreement is a fault.", "s", 0.05, 10),
     "charging.contactor_recover_s": Key(_NUM, 10.0,
         "A contactor fault clears once the auxiliary contact has agreed with the command this long.", "s", 0.5, 600),
-    "charging.max_current_a": Key(_NUM, 32.0,
-        "The installation's maximum current per phase (its breaker and cable): a car is never offered more, whatever "
-        "a backend's limit says. Only a charge controller can offer a current; with a contactor alone a limit of 0 "
-        "pauses the charge and any other is kept and reported.", "A", 6, 80),
-    "charging.phases": Key(_INT, 3, "Phases the station supplies: a limit in watts is taken as amps at 230 V on each.",
-        min=1, max=3),
+    "charging.phases": Key(_INT, 3, (
+        "Phases the station supplies: a limit in watts (OCPP) is taken as amps at 230 V on each until the meter has "
+        "seen on how many phases the car draws (a meter without per-phase currents never tells)."), min=1, max=3),
     # --- hardware ----------------------------------------------------------------
     "hardware.mode": Key(_STR, "pi",
         "'pi' drives the real hardware; 'sim' runs the same drivers against emulated chips.", choices=("pi", "sim")),
@@ -174,6 +171,9 @@ SCHEMA: dict[str, Key] = {
     "controller.min_current_a": Key(_NUM, 6.0,
         "The least current offered (IEC 61851: 6 A); a limit below it pauses charging.", "A", 6, 80),
     "controller.poll_interval_s": Key(_NUM, 1.0, "How often the controller is read.", "s", 0.2, 10),
+    "controller.max_failures": Key(_INT, 3, (
+        "Consecutive failed reads or writes before the controller is reported faulted (a running session is "
+        "ended)."), min=1, max=100),
     "controller.port": Key(_STR, None, (
         "The controller's own serial port, when it has a line of its own. Default: the meter's line (meter.port and "
         "its settings): one bus, one request at a time."), optional=True),
@@ -279,6 +279,12 @@ SCHEMA: dict[str, Key] = {
 }
 
 FREE_TABLES = {"backend.local.tags"}
+# Keys an earlier release had and this one does not use: a file with them still loads (they are ignored),
+# and `station check-config` and the log at start say where the setting went.
+RETIRED = {
+    "charging.max_current_a": "the installation's rating is now controller.max_current_a, used with a charge "
+                              "controller (without one no current is offered: the key never had an effect)",
+}
 
 
 class Section:
@@ -311,9 +317,12 @@ class Section:
 class Config(Section):
     """The whole configuration. `source` is the file it came from (or '<defaults>')."""
 
+    retired: tuple[str, ...]
+
     def __init__(self, values: dict[str, Any], source: str) -> None:
         super().__init__("", values)
         object.__setattr__(self, "source", source)
+        object.__setattr__(self, "retired", ())  # keys of RETIRED the file has (ignored)
 
     def get(self, dotted: str) -> Any:
         node: Any = self
@@ -370,7 +379,9 @@ def _type_name(key: Key) -> str:
 def _walk(file: str, data: dict[str, Any], prefix: str, out: dict[str, Any]) -> None:
     for name, value in data.items():
         dotted = f"{prefix}{name}"
-        if dotted in SCHEMA:
+        if dotted in RETIRED:
+            out[dotted] = value  # ignored by _build; from_dict lists it in Config.retired
+        elif dotted in SCHEMA:
             out[dotted] = _check(file, dotted, SCHEMA[dotted], value)
         elif isinstance(value, dict) and any(k.startswith(dotted + ".") for k in SCHEMA):
             _walk(file, value, dotted + ".", out)
@@ -479,7 +490,9 @@ def from_dict(data: dict[str, Any], source: str = "<dict>") -> Config:
     _walk(source, data, "", flat)
     _validate_combinations(source, flat)
     _validate_status_page(source, flat)
-    return _build(flat, source)
+    config = _build(flat, source)
+    object.__setattr__(config, "retired", tuple(k for k in flat if k in RETIRED))
+    return config
 
 
 def load(path: str | Path) -> Config:

@@ -708,6 +708,8 @@ def test_a_pilot_error_ends_the_session_and_faults_until_it_clears():
     d.stop_answers(5100)
     assert d.state is State.FAULTED and d.m.status().vendor_error_code == "PilotError"
     d.post(ev.CarChanged(CarState.B))
+    assert d.state is State.PREPARING  # still plugged in: it waits for a card (B without a session)
+    d.post(ev.CarChanged(CarState.A))
     assert d.state is State.AVAILABLE
 
 

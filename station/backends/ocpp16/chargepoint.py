@@ -117,7 +117,9 @@ class OcppBackend(Backend):
         return task
 
     def measurands(self) -> frozenset[str]:
-        source = self.station.meter_measurands() if self.station is not None else ()
+        source = self.station.meter_measurands() if self.station is not None else frozenset()
+        if self.station is not None and self.station.offered_current() is not None:  # a charge controller
+            source |= {metering.OFFERED}
         return metering.ocpp_measurands(source)
 
     def scaled(self, seconds: float) -> float:

@@ -3,7 +3,9 @@
 Measurands: only those the meter model really measures are offered
 (MeterValuesSampledData & co. reject the rest). The station reports what its
 meter has as port names ("energy", "power", "voltage", "current",
-"energy_phase", "frequency"); OCPP names are accepted too.
+"energy_phase", "frequency"); OCPP names are accepted too. A station with a
+charge controller also offers Current.Offered: the current the pilot offers
+the car (A per phase), from the station, not the meter.
 
 Energy.Active.Import.Register is always integer Wh, like meterStart and
 meterStop (which the 1.6 schemas type as integers): strict central systems
@@ -38,7 +40,8 @@ _PORT_NAMES = {
     # a unit means Wh.
     "energy_phase": set(),  # per-phase energy: reported as ENERGY with a phase
 }
-_OCPP_NAMES = {ENERGY, "Power.Active.Import", "Voltage", "Current.Import"}
+OFFERED = "Current.Offered"
+_OCPP_NAMES = {ENERGY, "Power.Active.Import", "Voltage", "Current.Import", OFFERED}
 
 
 def ocpp_measurands(meter_measurands: Iterable[str]) -> frozenset[str]:
@@ -55,8 +58,10 @@ def _phases(n: int) -> list[str]:
     return ["L1", "L2", "L3"][:n] if n > 1 else []
 
 
-def sampled_values(reading: Any, measurands: Iterable[str], context: str) -> list[dict[str, Any]]:
-    """SampledValue list for one reading (a station.core.ports.MeterReading)."""
+def sampled_values(reading: Any, measurands: Iterable[str], context: str,
+                   offered_a: float | None = None) -> list[dict[str, Any]]:
+    """SampledValue list for one reading (a station.core.ports.MeterReading) and the current offered
+    (`offered_a`: a charge controller's, None without one)."""
     out: list[dict[str, Any]] = []
 
     def add(measurand: str, value: float | int, unit: str, phase: str | None = None) -> None:
@@ -80,6 +85,8 @@ def sampled_values(reading: Any, measurands: Iterable[str], context: str) -> lis
             phases = _phases(len(reading.current_a))
             for i, a in enumerate(reading.current_a):
                 add(measurand, a, "A", phases[i] if phases else None)
+        elif measurand == OFFERED and offered_a is not None:
+            add(measurand, offered_a, "A")
     return out
 
 
