@@ -105,6 +105,9 @@ SCHEMA: dict[str, Key] = {
         "SPI clock to the MFRC522. The chip allows up to 10 MHz; lower it (e.g. 500000) for long or noisy wires "
         "between the Pi and the reader."), "Hz", 50_000, 10_000_000),
     # --- contactor ---------------------------------------------------------------
+    "contactor.enabled": Key(_BOOL, True, (
+        "A contactor relay driven by the station on contactor.pin. false: none on GPIO, only with a charge controller "
+        "(controller.model), whose relay output switches the contactor.")),
     "contactor.pin": Key(_INT, 17, "BCM pin driving the contactor relay.", min=0, max=27),
     "contactor.active_low": Key(_BOOL, False, "The relay closes when the pin is low."),
     "contactor.feedback_pin": Key(_INT, None, "BCM pin of the auxiliary contact (optional).", min=0, max=27, optional=True),
@@ -422,6 +425,10 @@ def _build(flat: dict[str, Any], source: str) -> Config:
 def _validate_combinations(file: str, flat: dict[str, Any]) -> None:
     """Checks that involve more than one key."""
     mode = flat.get("hardware.mode", SCHEMA["hardware.mode"].default)
+    gpio_contactor = flat.get("contactor.enabled", True)
+    if not gpio_contactor and flat.get("controller.model", "none") == "none":
+        raise ConfigError(file, "contactor.enabled", "false needs a charge controller (controller.model) to switch "
+                                                     "the contactor: without either, nothing would cut the power")
     pins: dict[int, str] = {}
     if mode == "pi":
         for dotted in ("contactor.pin", "contactor.feedback_pin", "inputs.ev_connected_pin",
@@ -429,6 +436,8 @@ def _validate_combinations(file: str, flat: dict[str, Any]) -> None:
             if dotted.startswith("leds.") and flat.get("leds.kind", "gyr") == "none":
                 continue
             if dotted == "rfid.reset_pin" and not flat.get("rfid.enabled", True):
+                continue
+            if dotted.startswith("contactor.") and not gpio_contactor:
                 continue
             pin = flat.get(dotted, SCHEMA[dotted].default)
             if pin is None:

@@ -22,6 +22,12 @@ round trip (docs/benchmarks.md). Writing comes before reading, and the writes
 are the machine's values only: 0 outside a session and whenever the contactor
 is commanded open.
 
+The board's fault bits are the "pilot" fault, most serious first
+(PILOT_FAULTS: residual current is GroundFailure, the car's missing diode and
+its wish for ventilation are named); a fault of the car itself (CAR_FAULTS)
+is kept until the car is unplugged, even where the board stops reporting it
+once it offers nothing.
+
 Failures are counted like the meter's (meterguard.py): after
 `controller.max_failures` failed turns in a row the "controller" fault is
 posted (`ControllerFailure`); the machine ends a running session (0 A, the
@@ -67,6 +73,11 @@ PILOT_FAULTS = (
     (ControllerFault.UNAVAILABLE, "OtherError", "ControllerUnavailable", "the controller reports itself unavailable"),
     (ControllerFault.OTHER, "OtherError", "ControllerFault", "the controller reports a failure"),
 )
+
+
+# Faults of the car itself: a board may stop reporting them once it offers nothing (the car no longer
+# asks for ventilation at 0 A), but the car has not changed: they are kept until it is unplugged.
+CAR_FAULTS = ("DiodeCheck", "VentilationRequired")
 
 
 def pilot_fault(faults: frozenset[ControllerFault]) -> Fault | None:
@@ -177,6 +188,9 @@ class PilotLink:
             self._sent = None
             self._wake.set()
         fault = pilot_fault(reading.faults)
+        if (fault is None and self._pilot_fault is not None and self._pilot_fault.vendor in CAR_FAULTS
+                and reading.car_state is not CarState.A):
+            fault = self._pilot_fault  # the car's own fault stays until it is unplugged
         if fault != self._pilot_fault:
             self._pilot_fault = fault
             self._post(ev.FaultChanged("pilot", fault))
