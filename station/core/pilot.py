@@ -61,12 +61,13 @@ log = logging.getLogger(__name__)
 WAKE_AFTER_S = 30.0  # a car offered current that stays in B this long is woken (where the board can)
 OFF_TIMEOUT_S = 3.0  # the daemon's last write of 0 A waits at most this long
 
-# The board's fault bits, most serious first: (fault, OCPP ChargePointErrorCode, vendorErrorCode, text).
+# The board's fault bits, most serious first: (fault, OCPP ChargePointErrorCode, vendorErrorCode, text;
+# the text fits StatusNotification's info, 50 characters).
 PILOT_FAULTS = (
     (ControllerFault.RESIDUAL_CURRENT, "GroundFailure", "ResidualCurrent", "residual current monitor tripped"),
     (ControllerFault.DIODE_CHECK, "EVCommunicationError", "DiodeCheck", "no diode in the car's pilot circuit"),
     (ControllerFault.VENTILATION_REQUIRED, "OtherError", "VentilationRequired",
-     "the car asks for ventilation, which this station has not"),
+     "the car asks for ventilation (none fitted here)"),
     (ControllerFault.CONTACTOR, "PowerSwitchFailure", "ControllerContactor", "the controller's contactor check failed"),
     (ControllerFault.CABLE, "OtherError", "CableError", "the cable's proximity pilot is invalid or rejected"),
     (ControllerFault.PILOT, "EVCommunicationError", "PilotError", "the control pilot reads an invalid value"),
@@ -132,7 +133,9 @@ class PilotLink:
             self._wake.set()
 
     async def run(self, checkpoint: Callable[[str], Awaitable[None]]) -> None:
-        while True:
+        # Until off(): the loop ends by itself then, even where pymodbus' wait_for (Python 3.11) swallowed
+        # the cancellation of the station's stop.
+        while not self._off:
             await checkpoint("pilot")
             self._wake.clear()
             await self.turn()
