@@ -264,3 +264,32 @@ async def test_a_board_not_set_up_is_a_named_fault_that_refuses_sessions(tmp_pat
         await board.stop()
         await meter.stop()
         await line.stop()
+
+
+async def test_an_mcsp_site_cap_becomes_the_offered_current_and_the_station_reports_its_currents(tmp_path):
+    """A reference server sharing a site limit of 10 A: the cap it sends is the station's current limit
+    (through StationControl), written to the board; the station tells the server what it offers and
+    what its car draws (Current-Offered, Current-Drawn)."""
+    from station.servers.mcsp import McspServer
+    from station.servers.mcsp.sharing import Sharing
+
+    server = McspServer(tags={CARD: "Apartment 2"})
+    server.share_site_limit(Sharing(10.0, min_current_a=6.0, headroom_a=1.0))
+    await server.start()
+    try:
+        overrides = {**DIN, "backend.kind": "mcsp", "backend.mcsp.url": server.url, "backend.mcsp.heartbeat_s": 5.0}
+        async with running_station(tmp_path, overrides) as st:
+            assert await st.backend.wait_ready(10)
+            st.world.plug()
+            await st.world.tap(CARD)
+            await state_is(st, "Charging", timeout=20)
+            await setpoint(st, 10, "the server's cap ")
+            assert st.charger.limit_a == 10
+            load = server.sharing.stations[st.config.station.name]
+            await until(lambda: load.reports and load.offered_a == 10 and load.drawn_a == 10, 20.0,
+                        "the server knowing what the station offers and its car draws")
+            await st.world.tap(CARD)
+            await state_is(st, "Finishing", timeout=20)
+            await until(lambda: load.offered_a == 0, 20.0, "the station reporting it offers nothing")
+    finally:
+        await server.close()
