@@ -88,7 +88,7 @@ async def _launch(tmp_path: Path, scenario: str, name: str) -> asyncio.subproces
     path = tmp_path / f"{name}.toml"
     path.write_text(scenario)
     env = dict(os.environ, PYTHONPATH=str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""))
-    log = open(tmp_path / f"{name}.log", "wb")  # noqa: SIM115 - the child writes it; closed below
+    log = open(tmp_path / f"{name}.log", "wb")  # noqa: SIM115, ASYNC230 - the child writes it; closed below
     try:
         return await asyncio.create_subprocess_exec(
             sys.executable, "-m", "station", "--log-level", "INFO", "simulate", "-c", str(tmp_path / "station.toml"),
