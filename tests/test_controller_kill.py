@@ -121,7 +121,8 @@ async def test_after_a_kill_and_a_restart_no_current_is_offered_without_a_sessio
         before = len(line.writes)
         second = await _launch(tmp_path, RESTART, "second")
         await until(lambda: len(line.writes) > before, 90.0, "the restarted station's first write")
-        assert line.writes[before].values == (0,) and board.setpoint == 0  # 0 A before anything else
+        assert line.writes[before].values == (0,)  # 0 A before anything else
+        await until(lambda: board.setpoint == 0, 5.0, "the board taking it")  # (recorded as it arrives)
         offered = []
         while second.returncode is None:  # the car stays plugged in; nothing may be offered
             offered.append(board.offered_a)

@@ -50,7 +50,8 @@ def offered_values(cs, after: int = 0) -> list[str]:
 
 async def test_limits_in_amps_reach_the_setpoint_register_and_current_offered_is_reported(strict_cs, sim_factory):
     cs = strict_cs
-    s = await sim_factory(cs.url, {"MeterValueSampleInterval": 10}, **CONTROLLER)
+    # A car on one phase: a profile in A must stay amps (as watts at 230 V x 3 phases it would be 30 A here)
+    s = await sim_factory(cs.url, {"MeterValueSampleInterval": 10}, **CONTROLLER, **{"sim.car_phases": 1})
     await s.online()
     await cs.call_from_cp("StatusNotification", lambda p: p["connectorId"] == 1)
     board = s.world.controller
@@ -63,6 +64,8 @@ async def test_limits_in_amps_reach_the_setpoint_register_and_current_offered_is
     await cs.call_from_cp("StartTransaction")
     await s.state("Charging")
     await until(lambda: board.setpoint == 16, "16 A, the installation's rating")
+    await until(lambda: s.charger.reading is not None and len([a for a in s.charger.reading.current_a if a > 1]) == 1,
+                "the meter seeing the car draw on one phase")
 
     n = len(cs.events)
     assert (await cs.command("SetChargingProfile", {"connectorId": 1, "csChargingProfiles": profile(1, 10)}))[
