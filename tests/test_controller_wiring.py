@@ -293,3 +293,28 @@ async def test_an_mcsp_site_cap_becomes_the_offered_current_and_the_station_repo
             await until(lambda: load.offered_a == 0, 20.0, "the station reporting it offers nothing")
     finally:
         await server.close()
+
+
+async def test_without_a_gpio_contactor_the_board_s_relay_switches_the_car(tmp_path):
+    """contactor.enabled = false: nothing on the contactor's GPIO pin; the board's relay alone switches
+    the car, and the station has no auxiliary contact to watch."""
+    from station.emulated import fakegpio
+
+    overrides = {**DIN, "contactor.enabled": False}
+    async with running_station(tmp_path, overrides) as st:
+        world, board = st.world, st.world.controller
+        assert st.hardware.contactor.feedback() is None and world.pins.feedback is None
+        before = world.meter_wh
+        world.plug()
+        await world.tap(CARD)
+        await state_is(st, "Charging")
+        await setpoint(st, 16)
+        assert world.contactor_closed and board.relay_closed and world.power_w > 0
+        assert fakegpio.level(st.config.contactor.pin) is None  # the pin was never set up
+        await asyncio.sleep(1.0)
+        await world.tap(CARD)
+        await state_is(st, "Finishing")
+        await until(lambda: not world.contactor_closed, what="the board's relay open")
+        session = st.store.sessions()[0]
+        assert session.energy_wh == world.meter_wh - before > 0
+    only_ram_writes(st)

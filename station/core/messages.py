@@ -181,7 +181,7 @@ _TEXT: dict[str, dict[str, Phrase]] = {
         "fault_ventilation": ("Belüftung gefordert", "Belüftung nötig"),
         "fault_pilot": ("Pilotsignal-Fehler", "Pilotfehler"),
         "fault_cable": "Kabelfehler",
-        "fault_controller": ("Ladesteuerung Fehler", "Steuerungsfehler"),
+        "fault_controller": ("Ladesteuerungsfehler", "Steuerungsfehler"),
         "fault_controller_setup": ("Steuerung einrichten", "Steuerung einr."),
         "storage_full": "Speicher voll",
         "storage_read_only": ("Speicher nur lesbar", "Schreibschutz"),
