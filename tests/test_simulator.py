@@ -217,7 +217,7 @@ def test_readme_first_screen_matches_the_simulator(tmp_path):
 def test_a_controller_scenario_checks_the_offered_current(tmp_path, capsys):
     """The example configuration with a charge controller, a scripted car and `expect offered_a`."""
     code = main(["--log-level", "WARNING", "simulate", "-c", str(ROOT / "config" / "examples" / "evse-din.toml"),
-                 "--scenario", str(ROOT / "tests" / "scenarios" / "controller_session.toml"), "--state-dir",
+                 "--scenario", str(ROOT / "tests" / "scenarios" / "evse-din" / "session.toml"), "--state-dir",
                  str(tmp_path / "s"), "--json"])
     out = json.loads(capsys.readouterr().out)
     assert code == 0 and out["ok"] is True, out["failures"]
