@@ -174,9 +174,8 @@ SCHEMA: dict[str, Key] = {
     "controller.min_current_a": Key(_NUM, 6.0,
         "The least current offered (IEC 61851: 6 A); a limit below it pauses charging.", "A", 6, 80),
     "controller.poll_interval_s": Key(_NUM, 1.0, "How often the controller is read.", "s", 0.2, 10),
-    "controller.max_failures": Key(_INT, 3, (
-        "Consecutive failed reads or writes before the controller is reported faulted (a running session is "
-        "ended)."), min=1, max=100),
+    "controller.max_failures": Key(_INT, 3, "Consecutive failed polls (reads, writes) before the controller is faulted.",
+        min=1, max=100),
     "controller.port": Key(_STR, None, (
         "The controller's own serial port, when it has a line of its own. Default: the meter's line (meter.port and "
         "its settings): one bus, one request at a time."), optional=True),
@@ -284,10 +283,8 @@ SCHEMA: dict[str, Key] = {
 FREE_TABLES = {"backend.local.tags"}
 # Keys an earlier release had and this one does not use: a file with them still loads (they are ignored),
 # and `station check-config` and the log at start say where the setting went.
-RETIRED = {
-    "charging.max_current_a": "the installation's rating is now controller.max_current_a, used with a charge "
-                              "controller (without one no current is offered: the key never had an effect)",
-}
+RETIRED = {"charging.max_current_a": "the installation's rating is now controller.max_current_a, used with a charge "
+           "controller (without one no current is offered: the key never had an effect)"}
 
 
 class Section:

@@ -374,7 +374,7 @@ class SimWorld:
         if b is None:
             return None
         faults = ", ".join(sorted(f.value for f in b.faults))
-        return (f"state {b.car_state.value}, offered {b.offered_a:g} A, car draws {b.draw_a:g} A on {b.car.phases} "
+        return (f"state {b.car_state.value}, offered {b.offered_a:g} A, car draws {round(b.draw_a, 1):g} A on {b.car.phases} "
                 f"phase(s){', relay closed' if b.relay_closed else ''}{', fault: ' + faults if faults else ''}")
 
     def lcd_text(self) -> list[str]:
