@@ -1,8 +1,8 @@
-"""A whole simulated station with a charge controller on the emulated line, before the core drives
-it: the hardware is built and wired (meter and controller on one line), no current is offered at
-start (even when the board's RAM still holds the last run's current, as after a kill -9) nor after
-the station stops; and `hardware.emulate_bus = false` reads real RS-485 devices while the reader,
-GPIO and LCD stay emulated.
+"""A whole simulated station with a charge controller on the emulated line: the hardware is built and
+wired (meter and controller on one line), no current is offered at start (even when the board's RAM
+still holds the last run's current, as after a kill -9), nor to a car plugged in without a session,
+nor after the station stops; and `hardware.emulate_bus = false` reads real RS-485 devices while the
+reader, GPIO and LCD stay emulated. The core's driving of the board is in test_controller_wiring.py.
 """
 
 from __future__ import annotations

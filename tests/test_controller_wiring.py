@@ -203,6 +203,20 @@ async def test_a_silent_controller_is_a_fault_after_its_failures_and_recovers(tm
         await setpoint(st, 0)
 
 
+async def test_a_lost_meter_ends_the_session_with_zero_amps(tmp_path):
+    async with running_station(tmp_path, {**DIN, "meter.max_failures": 2}) as st:
+        world = st.world
+        world.plug()
+        await world.tap(CARD)
+        await state_is(st, "Charging")
+        await setpoint(st, 16)
+        world.inject("meter-silent")
+        await state_is(st, "Faulted", timeout=20)
+        assert st.charger.status().error_code == "PowerMeterFailure"
+        await setpoint(st, 0, "with the meter lost ")
+        assert st.store.sessions()[0].stop_reason == "Other" and not world.controller.relay_closed
+
+
 async def test_a_board_that_restarts_mid_session_gets_its_setpoint_again(tmp_path):
     async with running_station(tmp_path, DIN) as st:
         world = st.world
