@@ -101,7 +101,7 @@ def run(quick: bool) -> Result:
         "meter's plan plus one controller poll; add each device's turnaround per request on a real bus.",
         "measured = one cycle through the shared RtuBus on a pty (no wire time: ptys ignore the baud rate), "
         "including the 3.5-character silences the bus keeps between all frames.",
-        "The time from a new limit (OCPP, MCSP) to the controller's register being written comes with the "
-        "wiring step (the core does not drive the controller yet).",
+        "The time from a new limit (OCPP, MCSP) to the controller's register being written: the next part "
+        "(a whole station).",
     ]
     return res

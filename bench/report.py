@@ -92,6 +92,13 @@ def targets(results: dict[str, Result]) -> list[dict[str, Any]]:
             if v is not None:
                 rows.append((f"{kind}, {n} messages: msg/s (order kept: {_fmt(order)})", v, v >= 500 and bool(order)))
     target("replay", "Offline replay at least 500 messages per second", rows)
+
+    rows = []
+    for row in (_get(results, "limit", "rows") or []):
+        if "SetChargingProfile" in row["path"] or "read by the station" in row["path"]:
+            rows.append((f"{row['path']}: worst ms", row["max_ms"], row["max_ms"] < 1000))
+    if rows:
+        target("limit", "Issue 20: a new limit on the charge controller's register within a second", rows)
     return out
 
 
@@ -185,7 +192,7 @@ def markdown(info: dict[str, Any], results: dict[str, Result], tgs: list[dict[st
     for name, section in (("rfid", _rfid), ("tap", _tap), ("process", _process), ("idle", _idle),
                           ("replay", _replay), ("meter", _meter), ("ocpp_peer", _peer), ("ocpp_versions", _versions),
                           ("status_page", _status_page), ("safety", _safety), ("mcsp_server", _mcsp_server),
-                          ("controller", _rows), ("sharing", _sharing)):
+                          ("controller", _rows), ("sharing", _sharing), ("limit", _rows)):
         r = results.get(name)
         if r is None:
             continue

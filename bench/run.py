@@ -25,11 +25,11 @@ from bench import report  # noqa: E402
 from bench.common import ROOT, Result, dump_json, library_versions, machine  # noqa: E402
 
 ORDER = ("rfid", "meter", "replay", "tap", "process", "idle", "ocpp_peer", "ocpp_versions", "status_page", "safety",
-         "mcsp_server", "controller", "sharing")
+         "mcsp_server", "controller", "sharing", "limit")
 MODULES = {"rfid": "b_rfid", "meter": "b_meter", "replay": "b_replay", "tap": "b_tap", "process": "b_process",
            "ocpp_peer": "b_ocpp_peer", "ocpp_versions": "b_ocpp_versions", "idle": "idle_breakdown",
            "status_page": "b_status_page", "safety": "b_safety", "mcsp_server": "b_mcsp_server",
-           "controller": "b_controller", "sharing": "b_sharing"}
+           "controller": "b_controller", "sharing": "b_sharing", "limit": "b_limit"}
 
 
 def run_one(name: str, quick: bool) -> Result:

@@ -20,6 +20,10 @@ from station.config_schema import SCHEMA, Key
 from station.errors import ConfigError
 
 FREE_TABLES = {"backend.local.tags"}
+# Keys an earlier release had and this one does not use: a file with them still loads (they are ignored),
+# and `station check-config` and the log at start say where the setting went.
+RETIRED = {"charging.max_current_a": "the installation's rating is now controller.max_current_a, used with a charge "
+           "controller (without one no current is offered: the key never had an effect)"}
 
 
 class Section:
@@ -52,9 +56,12 @@ class Section:
 class Config(Section):
     """The whole configuration. `source` is the file it came from (or '<defaults>')."""
 
+    retired: tuple[str, ...]
+
     def __init__(self, values: dict[str, Any], source: str) -> None:
         super().__init__("", values)
         object.__setattr__(self, "source", source)
+        object.__setattr__(self, "retired", ())  # keys of RETIRED the file has (ignored)
 
     def get(self, dotted: str) -> Any:
         node: Any = self
@@ -126,7 +133,9 @@ def _type_name(key: Key) -> str:
 def _walk(file: str, data: dict[str, Any], prefix: str, out: dict[str, Any]) -> None:
     for name, value in data.items():
         dotted = f"{prefix}{name}"
-        if dotted in SCHEMA:
+        if dotted in RETIRED:
+            out[dotted] = value  # ignored by _build; from_dict lists it in Config.retired
+        elif dotted in SCHEMA:
             out[dotted] = _check(file, dotted, SCHEMA[dotted], value)
         elif isinstance(value, dict) and any(k.startswith(dotted + ".") for k in SCHEMA):
             _walk(file, value, dotted + ".", out)
@@ -169,6 +178,10 @@ def _build(flat: dict[str, Any], source: str) -> Config:
 def _validate_combinations(file: str, flat: dict[str, Any]) -> None:
     """Checks that involve more than one key."""
     mode = flat.get("hardware.mode", SCHEMA["hardware.mode"].default)
+    gpio_contactor = flat.get("contactor.enabled", True)
+    if not gpio_contactor and flat.get("controller.model", "none") == "none":
+        raise ConfigError(file, "contactor.enabled", "false needs a charge controller (controller.model) to switch "
+                                                     "the contactor: without either, nothing would cut the power")
     pins: dict[int, str] = {}
     if mode == "pi":
         for dotted in ("contactor.pin", "contactor.feedback_pin", "inputs.ev_connected_pin",
@@ -176,6 +189,8 @@ def _validate_combinations(file: str, flat: dict[str, Any]) -> None:
             if dotted.startswith("leds.") and flat.get("leds.kind", "gyr") == "none":
                 continue
             if dotted == "rfid.reset_pin" and not flat.get("rfid.enabled", True):
+                continue
+            if dotted.startswith("contactor.") and not gpio_contactor:
                 continue
             pin = flat.get(dotted, SCHEMA[dotted].default)
             if pin is None:
@@ -237,7 +252,9 @@ def from_dict(data: dict[str, Any], source: str = "<dict>") -> Config:
     _walk(source, data, "", flat)
     _validate_combinations(source, flat)
     _validate_status_page(source, flat)
-    return _build(flat, source)
+    config = _build(flat, source)
+    object.__setattr__(config, "retired", tuple(k for k in flat if k in RETIRED))
+    return config
 
 
 def load(path: str | Path) -> Config:

@@ -64,12 +64,9 @@ SCHEMA: dict[str, Key] = {
         "Time the contactor feedback may take to follow the command; a longer disagreement is a fault.", "s", 0.05, 10),
     "charging.contactor_recover_s": Key(_NUM, 10.0,
         "A contactor fault clears once the auxiliary contact has agreed with the command this long.", "s", 0.5, 600),
-    "charging.max_current_a": Key(_NUM, 32.0,
-        "The installation's maximum current per phase (its breaker and cable): a car is never offered more, whatever "
-        "a backend's limit says. Only a charge controller can offer a current; with a contactor alone a limit of 0 "
-        "pauses the charge and any other is kept and reported.", "A", 6, 80),
-    "charging.phases": Key(_INT, 3, "Phases the station supplies: a limit in watts is taken as amps at 230 V on each.",
-        min=1, max=3),
+    "charging.phases": Key(_INT, 3, (
+        "Phases the station supplies: a limit in watts (OCPP) is taken as amps at 230 V on each until the meter has "
+        "seen on how many phases the car draws (a meter without per-phase currents never tells)."), min=1, max=3),
     # --- hardware ----------------------------------------------------------------
     "hardware.mode": Key(_STR, "pi",
         "'pi' drives the real hardware; 'sim' runs the same drivers against emulated chips.", choices=("pi", "sim")),
@@ -100,6 +97,9 @@ SCHEMA: dict[str, Key] = {
         "SPI clock to the MFRC522. The chip allows up to 10 MHz; lower it (e.g. 500000) for long or noisy wires "
         "between the Pi and the reader."), "Hz", 50_000, 10_000_000),
     # --- contactor ---------------------------------------------------------------
+    "contactor.enabled": Key(_BOOL, True, (
+        "A contactor relay driven by the station on contactor.pin. false: none on GPIO, only with a charge controller "
+        "(controller.model), whose relay output switches the contactor.")),
     "contactor.pin": Key(_INT, 17, "BCM pin driving the contactor relay.", min=0, max=27),
     "contactor.active_low": Key(_BOOL, False, "The relay closes when the pin is low."),
     "contactor.feedback_pin": Key(_INT, None, "BCM pin of the auxiliary contact (optional).", min=0, max=27, optional=True),
@@ -166,6 +166,8 @@ SCHEMA: dict[str, Key] = {
     "controller.min_current_a": Key(_NUM, 6.0,
         "The least current offered (IEC 61851: 6 A); a limit below it pauses charging.", "A", 6, 80),
     "controller.poll_interval_s": Key(_NUM, 1.0, "How often the controller is read.", "s", 0.2, 10),
+    "controller.max_failures": Key(_INT, 3, "Consecutive failed polls (reads, writes) before the controller is faulted.",
+        min=1, max=100),
     "controller.port": Key(_STR, None, (
         "The controller's own serial port, when it has a line of its own. Default: the meter's line (meter.port and "
         "its settings): one bus, one request at a time."), optional=True),

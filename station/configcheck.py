@@ -45,6 +45,7 @@ def findings(cfg: Config, read_files: bool = True) -> list[Finding]:
     out += _status_page(cfg, read_files)
     out += _firmware(cfg, read_files)
     out += _controller(cfg)
+    out += retired_keys(cfg)
     if cfg.station.log_tags:
         out.append(Finding("hint", "station.log_tags", "id tags are logged in full; they are personal data "
                                                        "(which apartment charged when): switch it off once the cards are paired"))
@@ -218,6 +219,13 @@ def _controller(cfg: Config) -> list[Finding]:
                            "is the meter's port: the controller shares the meter's line and its settings "
                            "(controller.baudrate, parity, stopbits and timeout_s are not used)"))
     return out
+
+
+def retired_keys(cfg: Config) -> list[Finding]:
+    """Keys of an earlier release the file still has: ignored (the daemon logs them at start too)."""
+    from station.config import RETIRED
+
+    return [Finding("warning", key, f"is no longer used and ignored: {RETIRED[key]}; remove it") for key in cfg.retired]
 
 
 def read_password(path: str) -> str:

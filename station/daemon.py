@@ -20,6 +20,7 @@ from station import backends, security
 from station.aio import bounded, stop_on_signals
 from station.clock import Clock, system_clock_policy
 from station.config import Config
+from station.configcheck import retired_keys
 from station.core.charger import Charger
 from station.core.control import Control
 from station.core.delivery import DEADLINE_S as DELIVERER_DEADLINE_S
@@ -58,6 +59,7 @@ class Station:
         self.control: Control | None = None
         self.deliverer: Deliverer | None = None
         self.failure: str | None = None  # why the station gave up (a loop died or hung)
+        self._zeroing: asyncio.Task[Any] | None = None  # the charge controller's last 0 A (_current_off)
         self.done = asyncio.Event()  # set at a failure: run_forever() and the simulator end
         self.loop_watch: LoopWatch | None = None
         self.status_page: Any = None  # station.statuspage.StatusPage when status_page.enabled
@@ -67,6 +69,8 @@ class Station:
     async def start(self) -> None:
         cfg = self.config
         security.check_at_start(cfg)  # tag masking in logs; warns about readable secrets
+        for finding in retired_keys(cfg):
+            log.warning("%s: %s: %s", cfg.source, finding.key, finding.text)
         if cfg.hardware.mode == "sim":
             from station.sim.world import SimWorld
 
@@ -161,6 +165,7 @@ class Station:
             return
         self.failure = why
         log.critical("station failed: %s; opening the contactor and exiting for a restart", why)
+        self._current_off()  # the charge controller's 0 A is on its way before the contactor opens
         self._contactor_off()
         c, store = self.charger, self.store
         if c is not None and store is not None:
@@ -173,6 +178,16 @@ class Station:
                 log.error("%s", exc)
         self.notifier.status(f"FAILED: {why}")
         self.done.set()
+
+    def _current_off(self) -> asyncio.Task[Any] | None:
+        """Offer nothing (a charge controller's 0 A), from now on: the write is a task (a bus round
+        trip) that `stop()` waits for. The charger's pilot loop writes nothing else from here on."""
+        pilot = self.charger.pilot if self.charger is not None else None
+        if pilot is None:
+            return None
+        if self._zeroing is None:
+            self._zeroing = self.supervisor.spawn(pilot.off(), "controller-off")
+        return self._zeroing
 
     def _contactor_off(self) -> None:
         if self.hardware is not None:
@@ -229,7 +244,10 @@ class Station:
             await self.charger.stop("Reboot")
             await self.flush(timeout=3.0)
         self.supervisor.stopping()
+        zeroing = self._current_off()  # 0 A on its way first, then the contactor
         self._contactor_off()  # before anything that could wait: the process may not get further
+        if zeroing is not None:
+            await asyncio.wait([zeroing])  # bounded by the pilot's own timeout
         if self.charger is not None:
             await self.charger.close()
         # Every step below is bounded by a wait that a step swallowing its cancellation cannot defeat

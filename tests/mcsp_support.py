@@ -127,6 +127,7 @@ class FakeStation:
     session: Session | None = None  # the running session, as current_session() reports it
     reading: MeterReading | None = None  # the meter's last reading, as last_reading() reports it
     stops: list[str] = field(default_factory=list)  # stop_session() reasons
+    limits_a: list[float | None] = field(default_factory=list)  # set_current_limit() calls (the site cap)
 
     def spawn(self, coro, name: str, *, critical: bool = False, deadline_s: float | None = None):
         return self.supervisor.spawn(coro, name, critical=critical, deadline_s=deadline_s)
@@ -150,6 +151,9 @@ class FakeStation:
 
     def last_reading(self) -> MeterReading | None:
         return self.reading
+
+    def set_current_limit(self, amps: float | None) -> None:
+        self.limits_a.append(amps)
 
     async def stop_session(self, reason: str) -> bool:
         self.stops.append(reason)

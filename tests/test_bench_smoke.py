@@ -93,3 +93,11 @@ def test_sharing_bench_never_above_the_limit():
     starts, stops, peak = b_sharing._simulate(random.Random(1), 10.0)
     assert len(starts) == len(stops) == b_sharing.N
     assert peak <= b_sharing.LIMIT + 1e-9 and all(t >= 0 for t in starts + stops)
+
+
+def test_limit_bench_sees_each_limit_on_the_register():
+    from bench import b_limit
+
+    ocpp = asyncio.run(b_limit._ocpp(2))
+    change, reply = asyncio.run(b_limit._mcsp(2))
+    assert len(ocpp) == len(change) == len(reply) == 2 and min(ocpp + change + reply) > 0

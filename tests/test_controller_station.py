@@ -1,8 +1,8 @@
-"""A whole simulated station with a charge controller on the emulated line, before the core drives
-it: the hardware is built and wired (meter and controller on one line), no current is offered at
-start (even when the board's RAM still holds the last run's current, as after a kill -9) nor after
-the station stops; and `hardware.emulate_bus = false` reads real RS-485 devices while the reader,
-GPIO and LCD stay emulated.
+"""A whole simulated station with a charge controller on the emulated line: the hardware is built and
+wired (meter and controller on one line), no current is offered at start (even when the board's RAM
+still holds the last run's current, as after a kill -9), nor to a car plugged in without a session,
+nor after the station stops; and `hardware.emulate_bus = false` reads real RS-485 devices while the
+reader, GPIO and LCD stay emulated. The core's driving of the board is in test_controller_wiring.py.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from station.emulated.car import Car
 from station.emulated.controller_server import EmulatedController, meter_follows
 from station.emulated.meter_server import EmulatedMeter
 from station.hardware.controller import ModbusController
-from tests.stations import running_station, until
+from tests.stations import running_station, state_is, until
 
 WITH_CONTROLLER = {"controller.model": "EVSE-DIN", "controller.address": 2, "controller.max_current_a": 16}
 
@@ -29,16 +29,18 @@ async def test_a_station_with_a_controller_offers_nothing_at_start_and_at_stop(t
         assert isinstance(ctl, ModbusController) and ctl.bus is st.hardware.meter.bus  # one line
         assert board.setpoint == 0
         st.world.plug()
+        await state_is(st, "Preparing")  # a car without a session: waiting for a card, offered nothing
         r = await ctl.read()
         assert r.car_state is CarState.B and r.offered_a == 0 and st.world.pilot_text().startswith("state B")
-        board.setpoint = 16  # as a previous run left it (kill -9: nobody set it back)
+        board.setpoint = 16  # the board's RAM says 16 A (someone else wrote it): the car would charge
         board.car_changed()
-        assert st.world.pilot_text().startswith("state C")
-    assert board.setpoint == 0  # the station's stop set 0 A
+        # The station reads the setpoint at its next poll and writes its own 0 A back.
+        await until(lambda: board.setpoint == 0 and board.car_state is CarState.B, what="0 A written back")
+        assert st.charger.session is None and st.charger.state.value == "Preparing"
+    assert board.setpoint == 0  # and the station's stop set 0 A
     writes = [(w.function_code, w.address, w.values) for w in st.world.bus.writes if w.device == 2]
-    assert writes == [(16, 1000, (0,)), (16, 1000, (0,))]
+    assert len(writes) >= 4 and set(writes) == {(16, 1000, (0,))}  # start, the core's first, the fix, the stop
     assert board.eeprom_writes == {}
-    # and the next start (the board kept its RAM: no power cut) sets 0 A before anything else
     board_state = tmp_path / "sim-controller.json"
     assert board_state.exists()
 

@@ -1,8 +1,9 @@
 """Several stations on one reference server with a site limit: each station's share, over the wire.
 
 The stations are the station's real MCSP client (McspBackend) on the reference server over TCP;
-what the core will do with a cap (offer it, report what the car draws) is played by a small
-double here, since the core's hookup comes with the wiring step. The server logs every share it
+what the core does with a cap (offer it, report what the car draws) is played by a small double
+of its StationControl here, so that many stations fit in one test (tests/test_controller_wiring.py
+runs a whole station with a charge controller on a server with a site limit). The server logs every share it
 gives; the test checks each one and that the stations together never offered more than the limit.
 Also: old stations and old servers keep working (headers they do not know are ignored).
 """
@@ -30,8 +31,9 @@ LIMIT = 32.0
 
 @dataclass
 class ChargingStation(FakeStation):
-    """A station double that obeys its cap, as the core will once it is wired: with a session it
-    offers the cap, and reports what it offers and what its car draws."""
+    """A station double that obeys its cap, as the core does: the cap arrives as its current limit
+    (StationControl.set_current_limit); with a session it offers the cap, and reports what it offers
+    and what its car draws."""
 
     car_max: float = math.inf
     running: object = None  # the open Session, if any
@@ -40,6 +42,9 @@ class ChargingStation(FakeStation):
 
     def current_session(self):
         return self.running
+
+    def set_current_limit(self, amps: float | None) -> None:
+        self.apply(amps)
 
     def apply(self, cap: float | None = None) -> None:
         assert self.backend is not None
@@ -54,8 +59,7 @@ async def start_stations(url: str, n: int) -> list[ChargingStation]:
         st = ChargingStation(name=f"station-{i + 1}")
         b = McspBackend(url, st.name, timeout_s=3.0, heartbeat_s=0.2, backoff=Backoff(initial=0.05, cap=0.2))
         st.backend = b
-        b.site.on_cap = st.apply
-        await b.start(st)
+        await b.start(st)  # the backend hands the server's cap to set_current_limit
         assert await b.wait_ready(10)
         st.apply(0.0)
         stations.append(st)

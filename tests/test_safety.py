@@ -252,9 +252,15 @@ def test_notify_never_blocks_on_a_reader_that_does_not_read(tmp_path):
     server.close()
 
 
-@pytest.mark.parametrize("name", sorted(p.name for p in (ROOT / "tests" / "scenarios").glob("*.toml")))
+SCENARIOS = ROOT / "tests" / "scenarios"
+
+
+# tests/scenarios/*.toml run on the demo; tests/scenarios/NAME/*.toml with config/examples/NAME.toml
+@pytest.mark.parametrize("name", sorted(str(p.relative_to(SCENARIOS)) for p in SCENARIOS.glob("**/*.toml")))
 def test_shipped_scenarios_pass(tmp_path, name):
-    run = subprocess.run([sys.executable, "-m", "station", "simulate", "--scenario", str(ROOT / "tests" / "scenarios" / name),
+    folder = Path(name).parent.name
+    config = ["-c", str(ROOT / "config" / "examples" / f"{folder}.toml")] if folder else []
+    run = subprocess.run([sys.executable, "-m", "station", "simulate", *config, "--scenario", str(SCENARIOS / name),
                           "--state-dir", str(tmp_path / "state"), "--json"],
                          capture_output=True, text=True, timeout=120, cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)})
     assert run.returncode == 0, run.stderr[-2000:]

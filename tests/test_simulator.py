@@ -212,3 +212,56 @@ def test_readme_first_screen_matches_the_simulator(tmp_path):
     for name in sub.choices:
         assert f"| `station {name}" in first, f"the commands table lacks `station {name}`"
     assert "--status-page" in first and "status page" in first.lower()
+
+
+def test_a_controller_scenario_checks_the_offered_current(tmp_path, capsys):
+    """The example configuration with a charge controller, a scripted car and `expect offered_a`."""
+    code = main(["--log-level", "WARNING", "simulate", "-c", str(ROOT / "config" / "examples" / "evse-din.toml"),
+                 "--scenario", str(ROOT / "tests" / "scenarios" / "evse-din" / "session.toml"), "--state-dir",
+                 str(tmp_path / "s"), "--json"])
+    out = json.loads(capsys.readouterr().out)
+    assert code == 0 and out["ok"] is True, out["failures"]
+    [session] = out["sessions"]
+    assert session["stop_reason"] == "Other" and session["energy_wh"] >= 0  # ended by the residual current
+
+
+def test_a_scenario_expecting_the_wrong_current_fails_and_says_what_it_saw(tmp_path, capsys):
+    bad = tmp_path / "bad.toml"
+    bad.write_text('[[step]]\naction = "plug"\n[[step]]\naction = "expect"\noffered_a = 10\nwithin = 1\n')
+    code = main(["--log-level", "WARNING", "simulate", "-c", str(ROOT / "config" / "examples" / "evse-din.toml"),
+                 "--scenario", str(bad), "--state-dir", str(tmp_path / "s"), "--json"])
+    out = json.loads(capsys.readouterr().out)
+    assert code == 1 and out["failures"] == ["step 2: expected offering 10 A within 1 s, station is Preparing, "
+                                             "offering 0 A"]
+    no_board = tmp_path / "car.toml"
+    no_board.write_text('[[step]]\naction = "car"\nasleep = true\n')
+    code = main(["--log-level", "WARNING", "simulate", "--scenario", str(no_board), "--state-dir", str(tmp_path / "t"),
+                 "--json"])
+    out = json.loads(capsys.readouterr().out)
+    assert code == 1 and "needs an emulated charge controller" in out["failures"][0]
+
+
+async def test_the_terminal_view_plays_the_car_on_the_pilot(tmp_path):
+    async with demo(tmp_path, str(ROOT / "config" / "examples" / "evse-din.toml")) as (st, view, tasks):
+        assert view.has_pilot and view.has_plug and "a asleep" in view.help()
+        await press(st, view, "p", tasks)
+        await press(st, view, "2", tasks)
+        await state_is(st, "Charging", timeout=15)
+        await until(lambda: st.world.controller.offered_a == 16, what="16 A offered")
+        text = render(st, color=False, view=view)
+        assert "pilot      state C, offered 16 A" in text and "the station offers 16 A" in text
+        assert "contactor  CLOSED" in text  # the board's relay (no GPIO contactor in this config)
+        await press(st, view, "a", tasks)  # the car falls asleep: B with current offered
+        await state_is(st, "SuspendedEV")
+        assert ", asleep" in render(st, color=False, view=view)
+        await press(st, view, "a", tasks)
+        await state_is(st, "Charging")
+        await press(st, view, "h", tasks)
+        assert st.world.car.phases == 1
+        await press(st, view, "r", tasks)
+        await state_is(st, "Faulted")
+        await press(st, view, "r", tasks)
+        await state_is(st, "Preparing")
+    async with demo(tmp_path / "plain") as (st, view, tasks):
+        assert not view.has_pilot and "a asleep" not in view.help()
+        assert "charge controller" in await press(st, view, "v", tasks)

@@ -6,9 +6,11 @@ the machine, and carries the machine's actions out, in the order given:
     reader thread ─► taps.TapInbox ──────────┐
     plug switch, stop button, aux contact ─► poller.Poller ──┤
     kWh meter (the meter loop here) ─────────┤──► Connector.handle(event) ──► actions
+    charge controller ─► pilot.PilotLink ────┤
     backend requests ─► control.Control ─────┘                                 │
                                                                                ▼
     SetContactor ─► the contactor (nowhere else)       Journal* ─► journal.Journal ─► store
+    SetCurrent ─► pilot.PilotLink ─► the charge controller (nowhere else)
     ReadMeter, Authorize ─► a task; its answer is posted back as an event
     Show, Notice ─► presenter (LCD, LEDs)       ReportStatus ─► status.StatusReporter ─► backend
     Announce ─► Backend.transaction_fact         WakeDelivery ─► the deliverer
@@ -19,9 +21,11 @@ authorization take time: they run as supervised tasks and their answers come
 back as events, so no loop ever waits on them. One event is handled at a
 time; an event posted while one is handled waits its turn.
 
-The car's state comes from today's sensors: the plug switch (A/B, or
-unknown without one) and the meter's power above
-`charging.power_threshold_w` (C). A pilot board will report it directly.
+The car's state: with a charge controller (`controller.model`), the pilot
+as the board reads it (pilot.py: the "pilot" loop posts the car, the cable's
+rating and the board's faults, and writes the current the machine offers);
+without one, today's sensors: the plug switch (A/B, or unknown without one)
+and the meter's power above `charging.power_threshold_w` (C).
 
 Liveness: the events, meter and poll loops are critical tasks of the
 supervisor and beat while they run; the reader's thread beats too. If one
@@ -49,6 +53,7 @@ from station.core.journal import Journal, storage_fault
 from station.core.meterguard import MeterGuard
 from station.core.model import (
     CarState,
+    ControllerReading,
     DeliveryResult,
     Fault,
     MessageKind,
@@ -58,6 +63,7 @@ from station.core.model import (
     StatusReport,
     car_from_sensors,
 )
+from station.core.pilot import PilotLink
 from station.core.poller import Poller
 from station.core.ports import Backend, Hardware
 from station.core.presenter import Presenter, View
@@ -105,12 +111,17 @@ class Charger:
         self.statuses = StatusReporter(backend)
         self.poller = Poller(hardware.inputs, hardware.contactor, c.contactor_settle_s, c.contactor_recover_s,
                              clock.monotonic, self)
+        ctl = config.controller
+        self.pilot = None if hardware.controller is None else PilotLink(
+            hardware.controller, self.post, self._car_now, clock.monotonic, interval_s=float(ctl.poll_interval_s),
+            max_failures=int(ctl.max_failures))
         self.machine = Connector(Settings(
             connection_timeout_s=float(c.connection_timeout_s), meter_interval_s=float(c.meter_interval_s),
             name=self.name, connector_id=config.station.connector_id, finishing_s=float(c.finishing_s),
             no_power_timeout_s=float(c.no_power_timeout_s), journal_interval_s=float(c.journal_interval_s),
-            offline_policy=config.backend.offline_policy, max_current_a=float(c.max_current_a), phases=int(c.phases),
-            plug_sensor=self.poller.plugged is not None, current_control=False,
+            offline_policy=config.backend.offline_policy, max_current_a=float(ctl.max_current_a),
+            min_current_a=float(ctl.min_current_a), phases=int(c.phases),
+            plug_sensor=self.poller.plugged is not None or self.pilot is not None, current_control=self.pilot is not None,
             starts_session_in_authorize=backend.starts_session_in_authorize), clock.monotonic, clock.stamp)
         self._inbox = TapInbox(self._take)
         self.deliverer: Any = None  # set by the daemon (wake() is all the charger uses)
@@ -125,7 +136,8 @@ class Charger:
         self._idle = asyncio.Event()
         self._idle.set()
         self._drawing = False  # the meter's power is above the threshold
-        self._car = car_from_sensors(self.poller.plugged, False)
+        self._car = car_from_sensors(self.poller.plugged, False) if self.pilot is None else CarState.UNKNOWN
+        self._currents: tuple[float, float] | None = None  # (offered, drawn) last told the backend
         self._loop: asyncio.AbstractEventLoop | None = None
 
     # ------------------------------------------------------------------ what the rest of the station reads
@@ -164,6 +176,20 @@ class Charger:
     @property
     def reservation(self) -> Reservation | None:
         return self.machine.reservation
+
+    @property
+    def limit_a(self) -> float | None:
+        return self.machine.limit_a
+
+    @property
+    def offered_a(self) -> float | None:
+        """What the machine offers the car (A per phase; 0 outside a session, paused or switched off)."""
+        return self.machine.offered_a
+
+    @property
+    def pilot_reading(self) -> ControllerReading | None:
+        """The charge controller's last reading (None without one, or before its first answer)."""
+        return self.pilot.reading if self.pilot is not None else None
 
     @property
     def car(self) -> CarState:
@@ -257,7 +283,8 @@ class Charger:
 
     # the poll loop's (poller.py)
     def plug_changed(self, plugged: bool | None) -> None:
-        self._car_now(car_from_sensors(plugged, self._drawing))
+        if self.pilot is None:  # with a charge controller the pilot says whether a car is plugged in
+            self._car_now(car_from_sensors(plugged, self._drawing))
 
     def stop_pressed(self) -> None:
         self.post(ev.StopPressed())
@@ -283,7 +310,8 @@ class Charger:
     def _car_now(self, car: CarState) -> None:
         if car is not self._car:
             self._car = car
-            self.post(ev.CarChanged(car))
+            if self._started:  # before, Started carries it
+                self.post(ev.CarChanged(car))
 
     def _meter_fault(self, text: str | None) -> None:
         self.post(ev.FaultChanged("meter", None if text is None else Fault("PowerMeterFailure", text)))
@@ -319,7 +347,11 @@ class Charger:
         elif isinstance(action, ev.Exit):
             self.spawn(self._exit(action), "reset")
         elif isinstance(action, ev.SetCurrent):
-            log.debug("current offered: %.1f A (no charge controller fitted)", action.amps)
+            if self.pilot is None:
+                log.debug("current offered: %.1f A (no charge controller fitted)", action.amps)
+            else:
+                self.pilot.want(action.amps)  # the one place the charge controller is told a current
+                self._report_currents()
         else:
             self._record(action)
 
@@ -389,6 +421,18 @@ class Charger:
         if self.deliverer is not None:
             self.deliverer.wake()
 
+    def _report_currents(self) -> None:
+        """The offered and the drawn current, to a backend that shares a site limit (MCSP), on changes."""
+        r = self.machine.reading
+        drawn = max(r.current_a) if r is not None and r.current_a and self.machine.session is not None else 0.0
+        currents = (self.machine.offered_a or 0.0, drawn)
+        if currents != self._currents:
+            self._currents = currents
+            try:
+                self._backend.report_current(*currents)
+            except Exception:
+                log.exception("the backend failed to take the currents")
+
     # ------------------------------------------------------------------ what a backend hands in (control.py)
     def queue_message(self, session_id: int, kind: MessageKind, payload: dict[str, Any]) -> None:
         self._journal.queue(session_id, kind, payload)
@@ -435,6 +479,8 @@ class Charger:
         if self.hw.meter.map_warning:  # logged by the meter; the operator sees it in the recent events
             self.note(f"meter: {self.hw.meter.map_warning}")
         await self.poller.check_at_start(self._config.charging.contactor_settle_s)
+        if self.pilot is not None:  # the car, the cable and the board's faults before anything starts
+            await self.pilot.turn()
         await self.close_leftovers()
         self._started = True
         self.post(ev.Started(self._journal.setting(AVAILABLE_KEY, True) is not False, self._car, storage))
@@ -448,6 +494,12 @@ class Charger:
         self.spawn(self._inbox.run(self.supervisor.checkpoint), "events", critical=True, deadline_s=EVENTS_DEADLINE_S)
         self.spawn(self._meter_loop(), "meter", critical=True, deadline_s=meter_deadline)
         self.spawn(self.poller.run(self.supervisor.checkpoint), "poll", critical=True, deadline_s=POLL_DEADLINE_S)
+        if self.pilot is not None:
+            ctl = self._config.controller
+            # A turn: a write (two requests at most), the link's identification (three) and a poll (three),
+            # each behind the meter's requests on a shared line, each bounded by a timeout.
+            pilot_deadline = ctl.poll_interval_s + (8 + MAX_REQUESTS) * max(m.timeout_s, ctl.timeout_s) + 5.0
+            self.spawn(self.pilot.run(self.supervisor.checkpoint), "pilot", critical=True, deadline_s=pilot_deadline)
         self.spawn(self.statuses.run(), "status")
 
     async def close_leftovers(self) -> None:
@@ -470,10 +522,12 @@ class Charger:
             # Idle, energy and power are all anyone needs; in a session the backends want voltages,
             # currents and per-phase values (OCPP MeterValues), so read them all.
             reading = await self._sampler.read(tries=1, full=self.machine.session is not None)
-            if reading is not None:
+            if reading is not None and self.pilot is None:  # with a controller the pilot tells
                 self._drawing = (reading.power_w or 0.0) >= threshold
                 self._car_now(car_from_sensors(self.poller.plugged, self._drawing))
             self.post(ev.MeterSampled(reading))
+            if self.pilot is not None:
+                self._report_currents()
 
     async def close(self) -> None:
         if self.hw.reader is not None:

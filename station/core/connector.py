@@ -40,24 +40,32 @@ from typing import Any
 from station import privacy
 from station.core import events as ev
 from station.core import reservations, rules
-from station.core.connector_state import ConnectorState, Op
+from station.core.connector_state import Op
 from station.core.events import Purpose, Step, TxFact
 from station.core.faults import DROPPED_FAULT, NOT_CLOSED_FAULT, WELDED_FAULT, ContactorVerdict
 from station.core.model import AuthResult, AuthStatus, Fault, Session
-from station.core.rules import paused_by_limit, same_tag
+from station.core.offer import Offering
+from station.core.rules import same_tag
 from station.core.states import IN_SESSION, State
 
 log = logging.getLogger(__name__)
 
 
-class Connector(ConnectorState):
-    """One connector. `handle(event)` returns the actions to carry out, in order."""
+class Connector(Offering):
+    """One connector. `handle(event)` returns the actions to carry out, in order. The limits and
+    the current offered to the car are decided in offer.py."""
 
     def _set_contactor(self, closed: bool) -> None:
+        """Command the contactor; the current offered follows it: 0 before it opens (the pilot
+        stops the car first), the car's current once it is closed."""
         if self._session is not None and closed != self._contactor:
             self._announce(TxFact.POWER_PATH_CLOSED if closed else TxFact.POWER_PATH_OPENED)
         self._contactor = closed
+        if not closed:
+            self._offer()
         self._emit(ev.SetContactor(closed))
+        if closed:
+            self._offer()
 
     def _settle(self) -> None:
         """Rules that hold after every event, whatever it was."""
@@ -88,6 +96,7 @@ class Connector(ConnectorState):
             self._storage_failed(e.storage)
         if not e.available and self.state is not State.FAULTED:
             self.disable()
+        self._plugged_idle()  # a car already plugged in waits for a card
         self._apply_limit()
         self._emit(ev.ReportStatus(self.status()))
 
@@ -243,9 +252,10 @@ class Connector(ConnectorState):
     def _started(self, session: Session) -> None:
         self._session, self._reservation = session, None
         self._drew = self._unplugged = False
+        self._phases_seen = None  # this car's phases: the meter tells once it draws
         self._session_mono = self._last_journal = self._now()
         self._emit(ev.WakeDelivery())
-        if paused_by_limit(self.settings, self._limit_w, self._limit_a):
+        if self._paused():
             self.begin()
             self.pause()
         else:
@@ -293,6 +303,7 @@ class Connector(ConnectorState):
             self._reading = reading
         if reading is None or s is None or self._op is not None:
             return
+        self._note_phases(rules.phases_drawn(reading))
         now, timeout = self._now(), self.settings.no_power_timeout_s
         if (timeout and not self._drew and self.state is State.SUSPENDED_EV  # not while the station pauses it
                 and reading.energy_wh == s.meter_start_wh and now - self._session_mono > timeout):
@@ -322,8 +333,7 @@ class Connector(ConnectorState):
             self._begin(self._waiting)
         elif self.state in IN_SESSION and self._unplugged and self._op is None:
             self._unplugged = False
-            if self.state is not State.SUSPENDED_EVSE and not paused_by_limit(self.settings, self._limit_w,
-                                                                                self._limit_a):
+            if self.state is not State.SUSPENDED_EVSE and not self._paused():
                 self._set_contactor(True)  # the station's own pause goes on; lifting the limit closes it
                 self._session_mono = self._now()  # the car gets the full no-power grace again
                 log.info("session %d: car plugged in again; power on", self._session.id if self._session else -1)
@@ -332,6 +342,11 @@ class Connector(ConnectorState):
         elif self.may_plug():
             self.plug()
             self._prep_deadline = self._now() + self.settings.connection_timeout_s
+
+    def _plugged_idle(self) -> None:
+        """Available with a car plugged in (at start, after a fault): Preparing, waiting for a card."""
+        if self.state is State.AVAILABLE and self.ev_plugged() and self.may_plug():
+            self.plug()
 
     def _unplugged_now(self) -> None:
         if self.state in IN_SESSION:
@@ -447,6 +462,7 @@ class Connector(ConnectorState):
             self.recover()
             if not self._available:
                 self.disable()
+            self._plugged_idle()
         else:
             self._emit(ev.ReportStatus(self.status()))
 
@@ -539,32 +555,6 @@ class Connector(ConnectorState):
         for key, value in e.values.items():
             self.settings.tune(key, value)
 
-    # ------------------------------------------------------------------ limits
-    def _on_power_limit(self, e: ev.PowerLimit) -> None:
-        self._limit_w = e.watts
-        self._apply_limit()
-
-    def _on_current_limit(self, e: ev.CurrentLimit) -> None:
-        self._limit_a = e.amps
-        self._apply_limit()
-
-    def _apply_limit(self) -> None:
-        """Pause or resume the session for the limits, and offer the car its current."""
-        pause = paused_by_limit(self.settings, self._limit_w, self._limit_a)
-        if self._op is None:  # never during a stop: the contactor stays open
-            if pause and self.state in (State.CHARGING, State.SUSPENDED_EV):
-                self._set_contactor(False)
-                self.pause()
-            elif not pause and self.state is State.SUSPENDED_EVSE:
-                if not self._unplugged:
-                    self._set_contactor(True)
-                self._session_mono = self._now()  # the car gets the full no-power grace again
-                self.resume()
-        offered = 0.0 if pause or self._session is None else rules.wanted_current(self.settings, self._limit_w, self._limit_a)
-        if offered != self._offered_a:
-            self._offered_a = offered
-            self._emit(ev.SetCurrent(offered))
-
 
 _OP_OF = {Purpose.AUTHORIZE: "authorizing", Purpose.BEGIN: "starting", Purpose.STOP: "stopping"}
 _OP_OF_STEP = {Step.OPEN: "authorizing", Step.ACTIVATE: "starting", Step.STOP: "stopping", Step.PROBE: ""}
@@ -576,5 +566,5 @@ Connector.HANDLERS = {
     ev.RemoteStart: "_on_remote_start", ev.RemoteStop: "_on_remote_stop", ev.StopRequested: "_on_stop_requested",
     ev.Reset: "_on_reset", ev.SetAvailable: "_on_set_available", ev.Reserve: "_on_reserve",
     ev.CancelReservation: "_on_cancel_reservation", ev.PowerLimit: "_on_power_limit",
-    ev.CurrentLimit: "_on_current_limit", ev.Tune: "_on_tune",
+    ev.CurrentLimit: "_on_current_limit", ev.CableLimit: "_on_cable", ev.Tune: "_on_tune",
 }

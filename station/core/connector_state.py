@@ -69,6 +69,8 @@ class ConnectorState(Triggers):
         self._limit_w: float | None = None
         self._limit_a: float | None = None
         self._offered_a: float | None = None
+        self._cable_a: float | None = None  # the cable's rating (a charge controller's proximity pilot)
+        self._phases_seen: int | None = None  # the phases the meter saw the car draw on (None: not yet)
         self._prep_deadline: float | None = None  # Preparing falls back to Available after this
         self._finishing_until: float | None = None  # Finishing shown until (without a plug sensor)
         self._probe_due = 0.0
@@ -119,8 +121,12 @@ class ConnectorState(Triggers):
         return self._limit_w
 
     @property
+    def limit_a(self) -> float | None:
+        return self._limit_a
+
+    @property
     def offered_a(self) -> float | None:
-        """The current offered to the car (0 outside a session or paused)."""
+        """The current offered to the car (0 outside a session, paused or with the contactor open)."""
         return self._offered_a
 
     def needs_fast_poll(self) -> bool:

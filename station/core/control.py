@@ -45,6 +45,11 @@ class Control:
     def meter_measurands(self) -> frozenset[str]:
         return self.charger.hw.meter.measurands
 
+    def offered_current(self) -> float | None:
+        if self.charger.pilot is None:
+            return None
+        return self.charger.offered_a or 0.0
+
     @property
     def meter_model(self) -> str:
         return self.charger.hw.meter.model

@@ -256,6 +256,12 @@ class CurrentLimit(Event):
     amps: float | None
 
 
+class CableLimit(Event):
+    """The cable's rating as the charge controller reads its proximity pilot (None: none known)."""
+
+    amps: float | None
+
+
 class Tune(Event):
     values: dict[str, Any] = field(default_factory=dict)
 
@@ -266,7 +272,9 @@ class SetContactor(Action):
 
 
 class SetCurrent(Action):
-    """The current the car may draw (A per phase; 0: none). Without a charge controller a no-op."""
+    """The current the car may draw (A per phase; 0: none), for the charge controller to offer.
+    Without a charge controller a no-op. It is 0 whenever the contactor is commanded open, and
+    comes before that command: the pilot stops the car first."""
 
     amps: float
 

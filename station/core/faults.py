@@ -1,7 +1,7 @@
 """What is wrong with the station: the fault registry and the contactor watch.
 
 The registry holds at most one fault per source (meter, reader, contactor,
-storage). A fault of any source but storage keeps the connector Faulted; a
+storage; with a charge controller car, pilot and controller). A fault of any source but storage keeps the connector Faulted; a
 storage fault only refuses new sessions (the station can still show and
 report why, and a running session can still be closed in memory and retried).
 
@@ -35,8 +35,9 @@ from enum import Enum
 
 from station.core.model import Fault
 
-# Which fault the LCD and a single-error protocol show first when there are several.
-PRIORITY = ("contactor", "meter", "reader", "storage")
+# Which fault the LCD and a single-error protocol show first when there are several. The charge
+# controller's own reason (residual current, diode...) before the pilot state E it comes with.
+PRIORITY = ("contactor", "pilot", "controller", "car", "meter", "reader", "storage")
 
 
 class FaultRegistry:

@@ -40,7 +40,9 @@ Keys and their fields (all fields optional unless marked):
   unavailable      -
   faulted          reason: "meter", "reader", "contactor", "welded", "storage" (also
                    PowerMeterFailure, ReaderFailure, ContactorOpen, ContactorWelded,
-                   ContactorFeedback, Storage),
+                   ContactorFeedback, Storage), the pilot's and the charge controller's
+                   (ResidualCurrent, DiodeCheck, VentilationRequired, PilotError, CableError,
+                   ControllerFailure, ControllerSetup, ...),
                    or any other text (shown as is)
   offline          cached (bool, default True: known cards still work)
   storage_refused  -
@@ -110,6 +112,13 @@ _TEXT: dict[str, dict[str, Phrase]] = {
         "fault_contactor": "Contactor error",
         "fault_welded": "Contactor welded",
         "fault_storage": "Storage error",
+        "fault_rcd": "Residual current",
+        "fault_diode": ("Car diode missing", "Car diode error"),
+        "fault_ventilation": ("Ventilation needed", "Vent. required"),
+        "fault_pilot": ("Pilot signal error", "Pilot error"),
+        "fault_cable": "Cable error",
+        "fault_controller": "Controller error",
+        "fault_controller_setup": ("Controller set-up", "Controller setup"),
         "storage_full": "Storage full",
         "storage_read_only": ("Storage read-only", "Storage locked"),
         "backend_offline": "Backend offline",
@@ -167,6 +176,13 @@ _TEXT: dict[str, dict[str, Phrase]] = {
         "fault_contactor": "Schützfehler",
         "fault_welded": "Schütz verklebt",
         "fault_storage": "Speicherfehler",
+        "fault_rcd": ("Fehlerstrom (FI)", "Fehlerstrom"),
+        "fault_diode": ("Fahrzeugdiode fehlt", "Diodenfehler"),
+        "fault_ventilation": ("Belüftung gefordert", "Belüftung nötig"),
+        "fault_pilot": ("Pilotsignal-Fehler", "Pilotfehler"),
+        "fault_cable": "Kabelfehler",
+        "fault_controller": ("Ladesteuerungsfehler", "Steuerungsfehler"),
+        "fault_controller_setup": ("Steuerung einrichten", "Steuerung einr."),
         "storage_full": "Speicher voll",
         "storage_read_only": ("Speicher nur lesbar", "Schreibschutz"),
         "backend_offline": "Server offline",
@@ -187,6 +203,11 @@ _FAULTS = {
     "welded": "welded", "contactorwelded": "welded",
     "storage": "storage", "journalerror": "storage",
     "journalfull": "full", "journalreadonly": "read_only",
+    # the car's pilot and the charge controller (station/core/pilot.py)
+    "residualcurrent": "rcd", "groundfailure": "rcd", "diodecheck": "diode", "ventilationrequired": "ventilation",
+    "piloterror": "pilot", "cableerror": "cable", "controllercontactor": "contactor",
+    "controllerfailure": "controller", "controllerunavailable": "controller", "controllerfault": "controller",
+    "controllersetup": "controller_setup",
 }
 _STATUSES = {"blocked": "blocked", "expired": "expired", "invalid": "invalid",
              "concurrenttx": "concurrent", "concurrent": "concurrent"}

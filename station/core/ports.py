@@ -232,6 +232,10 @@ class StationControl(Protocol):
 
     def meter_measurands(self) -> frozenset[str]: ...
 
+    def offered_current(self) -> float | None:
+        """The current the charge controller offers the car now (A per phase, 0: none; OCPP
+        Current.Offered), or None on a station without a charge controller."""
+
     @property
     def meter_model(self) -> str:
         """The configured meter model (OCPP BootNotification.meterType)."""
@@ -282,8 +286,9 @@ class StationControl(Protocol):
 
     def set_current_limit(self, amps: float | None) -> None:
         """The same in amps per phase (None removes it). With a charge controller the car is offered
-        the lower of the limits and the installation's maximum, and a limit below 6 A pauses; with only
-        a contactor, 0 pauses."""
+        the lowest of the limits, the cable's rating and the installation's maximum
+        (controller.max_current_a), and less than controller.min_current_a pauses; with only a
+        contactor, 0 pauses. A limit in watts is spread over the phases the meter sees the car draw on."""
 
     def queue_message(self, session_id: int, kind: MessageKind, payload: dict[str, Any]) -> None:
         """Queue a transaction message of the backend's own (OCPP meter values, a 2.0.1 transaction
@@ -375,6 +380,10 @@ class Backend(abc.ABC):
         """The parent id tag (group) of a tag, if the backend knows one without asking the
         network first (OCPP: local list or cache, else Authorize). None: no group."""
         return None
+
+    def report_current(self, offered_a: float, drawn_a: float) -> None:  # noqa: B027 - optional
+        """What the charge controller offers and the car draws now (amps per phase), on stations with
+        one, when either changes (MCSP's shared site limit, docs/mcsp.md 4.5). Must return at once."""
 
     def transaction_fact(self, fact: TxFact, session: Session | None) -> None:  # noqa: B027 - optional
         """A moment of the charging cycle, as it happens (OCPP 2.0.1 TxStartPoint/TxStopPoint): the

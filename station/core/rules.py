@@ -3,8 +3,9 @@
 Each function here answers one question from values alone, so the machine
 stays one screenful per decision and each rule can be read (and tested) on
 its own: how much current the car may have, whether a limit pauses the
-charge, what a stop is billed at when the meter is silent, what a backend's
-ChangeAvailability gets. Nothing here holds state or does I/O.
+charge, on how many phases the car draws, what a stop is billed at when the
+meter is silent, what a backend's ChangeAvailability gets. Nothing here holds
+state or does I/O.
 """
 
 from __future__ import annotations
@@ -17,8 +18,12 @@ from station.core.tags import normalize_tag
 
 MIN_CURRENT_A = 6.0  # IEC 61851-1: a car may not be offered less; below it the charge pauses
 VOLTS = 230.0  # nominal, per phase: watts to amps (as OCPP smart charging converts)
+PHASE_A = 1.0  # a phase that carries at least this much current is one the car draws on
 PROBE_S = 5.0  # a journal that failed is tried again this often
-SESSION_ENDING = ("contactor", "meter", "car")  # faults that end a running session
+# Faults that end a running session: the contactor, the meter, the car's pilot (E, F), the charge
+# controller's fault bits ("pilot": residual current, diode, ventilation...) and the controller
+# itself (not answering, or not set up).
+SESSION_ENDING = ("contactor", "meter", "car", "pilot", "controller")
 DEAUTHORIZING = ("Local", "Remote", "DeAuthorized")  # stop reasons that end the driver's authorization
 AVAILABLE_KEY = "core.available"  # the persisted ChangeAvailability
 
@@ -36,8 +41,9 @@ class Settings:
     no_power_timeout_s: float = 600.0
     journal_interval_s: float = 60.0
     offline_policy: str = "refuse"
-    max_current_a: float = 32.0  # the installation's, per phase
-    phases: int = 3
+    max_current_a: float = 16.0  # the installation's, per phase (controller.max_current_a)
+    min_current_a: float = MIN_CURRENT_A  # with a charge controller, less pauses (controller.min_current_a)
+    phases: int = 3  # charging.phases: a limit in watts is spread over these until the meter tells
     plug_sensor: bool = False  # the car's presence is known (plug switch or pilot)
     current_control: bool = False  # a charge controller sets the car's current (else only the contactor)
     starts_session_in_authorize: bool = False  # the backend's authorize is its START (MCSP)
@@ -55,22 +61,40 @@ def same_tag(a: str, b: str) -> bool:
     return normalize_tag(a) == normalize_tag(b)
 
 
-def wanted_current(s: Settings, limit_w: float | None, limit_a: float | None) -> float:
-    """The installation's maximum, lowered by the limits (watts at the nominal voltage)."""
+def wanted_current(s: Settings, limit_w: float | None, limit_a: float | None, phases: int | None = None,
+                   cable_a: float | None = None) -> float:
+    """The installation's maximum, lowered by the limits and the cable's rating (proximity pilot).
+    A limit in watts is spread over the `phases` the car draws on (the meter's word; `s.phases`
+    where it cannot tell) at the nominal voltage."""
     amps = s.max_current_a
     if limit_a is not None:
         amps = min(amps, limit_a)
     if limit_w is not None:
-        amps = min(amps, limit_w / (VOLTS * max(1, s.phases)))
+        amps = min(amps, limit_w / (VOLTS * max(1, phases or s.phases)))
+    if cable_a is not None:
+        amps = min(amps, cable_a)
     return max(0.0, amps)
 
 
-def paused_by_limit(s: Settings, limit_w: float | None, limit_a: float | None) -> bool:
-    """With a charge controller, below the car's minimum current; with only a contactor (which cannot
-    honour anything between), at zero only."""
+def paused_by_limit(s: Settings, limit_w: float | None, limit_a: float | None, phases: int | None = None,
+                    cable_a: float | None = None) -> bool:
+    """With a charge controller, below the least current a pilot may offer (controller.min_current_a);
+    with only a contactor (which cannot honour anything between), at zero only."""
     if s.current_control:
-        return wanted_current(s, limit_w, limit_a) < MIN_CURRENT_A
+        return wanted_current(s, limit_w, limit_a, phases, cable_a) < s.min_current_a
     return limit_w == 0 or limit_a == 0
+
+
+def phases_drawn(reading: MeterReading | None) -> int | None:
+    """The phases the car draws on, as the meter sees them: a one-phase meter always 1; else the
+    phases carrying at least PHASE_A, or None while no current flows or the meter has no
+    per-phase currents (then it cannot tell)."""
+    if reading is None or not reading.current_a:
+        return None
+    if len(reading.current_a) == 1:
+        return 1
+    n = sum(1 for a in reading.current_a if a >= PHASE_A)
+    return n or None
 
 
 def stop_reading(reading: MeterReading | None, last: MeterReading | None,

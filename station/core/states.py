@@ -15,9 +15,12 @@ The cycle without a control pilot (a contactor and a kWh meter only):
         +--------------------------------------- Finishing
 
 Preparing also means "plugged in, waiting for a card" when the station has an
-EV-connected input. SuspendedEVSE is a pause ordered by the station side (a
-charging limit of 0 W). Faulted and Unavailable are reachable from anywhere;
-a fault during a session first ends the session (the machine decides that).
+EV-connected input or a control pilot. With a control pilot (a charge
+controller) `draw` and `idle` follow the car's state C/D and B instead of the
+power. SuspendedEVSE is a pause ordered by the station side (a charging limit
+of 0, or with a charge controller less than its minimum current). Faulted and
+Unavailable are reachable from anywhere; a fault during a session first ends
+the session (the machine decides that).
 """
 
 from __future__ import annotations

@@ -39,7 +39,7 @@ import os
 import time
 import tty
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
 
 from pymodbus import FramerType
@@ -66,12 +66,13 @@ class BusDevice(Protocol):
 
 @dataclass(frozen=True)
 class Write:
-    """One write request seen on the line."""
+    """One write request seen on the line (`at`: time.monotonic() when it arrived, for benchmarks)."""
 
     device: int
     function_code: int
     address: int
     values: tuple[int, ...]
+    at: float = field(default=0.0, compare=False)
 
 
 class PtyBridge:
@@ -176,7 +177,8 @@ class EmulatedBus:
     def _trace_pdu(self, sending: bool, pdu: Any) -> Any:
         if not sending and getattr(pdu, "function_code", None) in WRITE_FUNCTIONS:
             values = getattr(pdu, "registers", None) or [int(b) for b in getattr(pdu, "bits", []) or []]
-            self.writes.append(Write(int(pdu.dev_id), int(pdu.function_code), int(pdu.address), tuple(values)))
+            self.writes.append(Write(int(pdu.dev_id), int(pdu.function_code), int(pdu.address), tuple(values),
+                                     time.monotonic()))
         return pdu
 
     async def start(self) -> str:

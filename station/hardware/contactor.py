@@ -1,4 +1,4 @@
-"""The contactor: a GPIO output driving the relay, and an optional auxiliary contact.
+"""The contactor: a GPIO output driving the relay, and an optional auxiliary contact; or none on GPIO.
 
 The output is set up with its *open* level as the initial value, so the
 relay never closes for an instant at start-up (RPi.GPIO writes the level
@@ -9,6 +9,12 @@ The auxiliary contact, if wired, tells whether the contactor really
 followed: `feedback()` reads it. Deciding that a disagreement is a fault
 (did not close, dropped out, welded) belongs to the core: the contact watch
 in station/core/faults.py compares command and contact on every poll.
+
+With a charge controller the board's relay output switches the contactor
+(docs/hardware.md 6.1), so a GPIO contactor is optional (`contactor.enabled =
+false`): `BoardContactor` then stands for it, records the command and has no
+auxiliary contact; the board stops the car and opens its relay itself when
+the station offers 0 A.
 """
 
 from __future__ import annotations
@@ -60,4 +66,22 @@ class GpioContactor:
 
     def close(self) -> None:
         """Open the contactor (leave the pin driven: never cleanup())."""
+        self.set(False)
+
+
+class BoardContactor:
+    """The `Contactor` port on a station whose charge controller switches the contactor (no GPIO
+    contactor fitted): the command is recorded, nothing is driven, there is no auxiliary contact."""
+
+    def __init__(self) -> None:
+        self.closed = False
+        self.on_switch: Callable[[], None] | None = None
+
+    def set(self, closed: bool) -> None:
+        self.closed = closed
+
+    def feedback(self) -> bool | None:
+        return None
+
+    def close(self) -> None:
         self.set(False)

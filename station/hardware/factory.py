@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 from station.core.ports import Hardware
 from station.errors import ConfigError, ControllerError
 from station.hardware import rtu
-from station.hardware.contactor import GpioContactor
+from station.hardware.contactor import BoardContactor, GpioContactor
 from station.hardware.controller import ModbusController
 from station.hardware.display import LcdDisplay, NullDisplay
 from station.hardware.gpio import load_gpio
@@ -56,11 +56,12 @@ def effective_pins(config: Config) -> Pins:
     """The pins in use; in sim mode the `sim.*` switches add emulated inputs."""
     c, i, s = config.contactor, config.inputs, config.sim
     sim = config.hardware.mode == "sim"
-    feedback = c.feedback_pin
+    feedback = c.feedback_pin if c.enabled else None  # no GPIO contactor: no auxiliary contact either
     ev = i.ev_connected_pin
     stop = i.stop_button_pin
-    if sim:
+    if sim and c.enabled:
         feedback = (feedback if feedback is not None else SIM_FEEDBACK_PIN) if s.contactor_feedback else None
+    if sim:
         ev = (ev if ev is not None else SIM_EV_PIN) if s.ev_connected_input else None
         stop = (stop if stop is not None else SIM_STOP_PIN) if s.stop_button_input else None
     return Pins(c.pin, c.active_low, feedback, c.feedback_active_low, ev, i.ev_connected_active_low,
@@ -85,7 +86,10 @@ async def build_hardware(config: Config, world: Any = None) -> Hardware:
         reader = Mfrc522Reader(r.spi_bus, r.spi_device, r.reset_pin, r.poll_interval_s, r.absent_s,
                                spi_speed_hz=r.spi_speed_hz, antenna_gain_db=r.antenna_gain_db)
 
-    contactor = GpioContactor(gpio, pins.contactor, pins.contactor_active_low, pins.feedback, pins.feedback_active_low)
+    contactor: GpioContactor | BoardContactor = BoardContactor()  # the charge controller's relay switches it
+    if config.contactor.enabled:
+        contactor = GpioContactor(gpio, pins.contactor, pins.contactor_active_low, pins.feedback,
+                                  pins.feedback_active_low)
     inputs = GpioInputs(gpio, pins.ev, pins.ev_active_low, pins.stop, pins.stop_active_low)
     closers.append(inputs.close)
 

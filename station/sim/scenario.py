@@ -11,6 +11,16 @@ whole Station on emulated hardware:
     wait     seconds = 1.5
     expect   state = "Charging", within = 5      fail unless reached in time
              fault = "ContactorWelded"  ... and reporting this fault (vendor or OCPP error code)
+             offered_a = 10             ... and the pilot offering this current (A; 0: no PWM);
+                                        state or offered_a, or both (with [controller] model)
+    car      asleep = true              the car on the charge controller's pilot (with
+             ventilation = true         [controller] model; any of these keys):
+             diode_fault = true           asleep: connected, does not ask for current
+             full = true                  ventilation: asks in state D
+             phases = 1                   diode_fault: no diode in its pilot circuit
+             max_current_a = 10           full: the battery is full (back to B)
+                                          phases: its charger takes 1 or 3 phases
+                                          max_current_a: the most its charger draws per phase
     backend  up = false                 take the backend link down or up (any backend: the embedded
                                         server stops, else the link is cut at the station)
     fault    kind = "contactor-welded"  make something fail (enables the emulated auxiliary
@@ -22,7 +32,7 @@ whole Station on emulated hardware:
                meter-bad-crc      the meter answers with a broken CRC
                reader-dead        the RFID reader's worker thread dies
                loop-hang          a loop of the station stops making progress; `loop` names it:
-                                  events, meter, poll, deliverer (default meter), or event-loop
+                                  events, meter, poll, pilot, deliverer (default meter), or event-loop
                                   (the whole asyncio loop blocks)
                controller-silent  the charge controller stops answering   } with
                rcd-tripped        its residual current monitor trips      } [controller]
@@ -70,13 +80,15 @@ STEP_KEYS: dict[str, dict[str, type | tuple[type, ...]]] = {
     "load": {"watts": (int, float)},
     "consume": {"wh": int},
     "wait": {"seconds": (int, float)},
-    "expect": {"state": str, "within": (int, float), "fault": str},
+    "expect": {"state": str, "within": (int, float), "fault": str, "offered_a": (int, float)},
+    "car": {"asleep": bool, "ventilation": bool, "diode_fault": bool, "full": bool, "phases": int,
+            "max_current_a": (int, float)},
     "backend": {"up": bool},
     "fault": {"kind": str, "loop": str},
     "clear": {},
 }
-REQUIRED = {"tap": {"uid"}, "load": {"watts"}, "consume": {"wh"}, "wait": {"seconds"}, "expect": {"state"},
-            "backend": {"up"}, "fault": {"kind"}}
+REQUIRED = {"tap": {"uid"}, "load": {"watts"}, "consume": {"wh"}, "wait": {"seconds"}, "backend": {"up"},
+            "fault": {"kind"}}
 EXIT_FAILED = 70  # the station gave up (a loop died or hung), as `station run` exits under systemd
 
 
@@ -122,11 +134,18 @@ def parse(data: dict[str, Any], source: str = "<scenario>") -> Scenario:
         missing = REQUIRED.get(action, set()) - set(step)
         if missing:
             raise ScenarioError(f"{where} ({action}): missing {sorted(missing)[0]!r}")
-        if action == "expect" and step["state"] not in {s.value for s in State}:
+        if action == "expect" and not {"state", "offered_a"} & set(step):
+            raise ScenarioError(f"{where} (expect): missing 'state' (or 'offered_a')")
+        if action == "expect" and "state" in step and step["state"] not in {s.value for s in State}:
             raise ScenarioError(f"{where}: unknown state {step['state']!r}")
+        if action == "car" and len(step) == 1:
+            raise ScenarioError(f"{where} (car): say what the car does (asleep, ventilation, diode_fault, full, "
+                                "phases, max_current_a)")
+        if action == "car" and step.get("phases", 3) not in (1, 3):
+            raise ScenarioError(f"{where} (car): phases must be 1 or 3")
         if action == "consume" and step["wh"] < 0:
             raise ScenarioError(f"{where}: wh must not be negative")
-        for key in ("hold_s", "watts", "seconds", "within"):
+        for key in ("hold_s", "watts", "seconds", "within", "offered_a", "max_current_a"):
             if key in step and not (math.isfinite(step[key]) and step[key] >= 0):
                 raise ScenarioError(f"{where} ({action}): {key} must be a finite non-negative number")
         if action == "fault":
@@ -174,31 +193,52 @@ def inputs_needed(scenario: Scenario) -> dict[str, bool]:
     return needed
 
 
-def _matches(station: Any, state: str, fault: str | None) -> bool:
+def _matches(station: Any, state: str | None, fault: str | None, offered_a: float | None = None) -> bool:
     c = station.charger
-    if c.state.value != state or c.busy:
+    if state is not None and (c.state.value != state or c.busy):
         return False
+    if offered_a is not None:
+        offered = station.world.offered_a
+        if offered is None or abs(offered - offered_a) > 0.01:
+            return False
     if fault is None:
         return True
     report = c.status()
     return fault in (report.vendor_error_code, report.error_code)
 
 
-async def wait_for_state(station: Any, state: str, within: float, fault: str | None = None) -> bool:
+async def wait_for_state(station: Any, state: str | None, within: float, fault: str | None = None,
+                         offered_a: float | None = None) -> bool:
     deadline = time.monotonic() + within
     while time.monotonic() < deadline:
-        if _matches(station, state, fault) or station.failure is not None:
+        if _matches(station, state, fault, offered_a) or station.failure is not None:
             break
         await asyncio.sleep(0.02)
-    return _matches(station, state, fault)
+    return _matches(station, state, fault, offered_a)
+
+
+def car_step(world: Any, step: dict[str, Any]) -> None:
+    """The `car` step: the emulated car on the charge controller's pilot."""
+    if world.controller is None:
+        raise ScenarioError("the car step needs an emulated charge controller ([controller] model, "
+                            "hardware.emulate_bus = true)")
+    for key, call in (("asleep", world.car_asleep), ("ventilation", world.car_ventilation),
+                      ("diode_fault", world.car_diode_fault), ("full", world.car_full), ("phases", world.car_phases)):
+        if key in step:
+            call(step[key])
+    if "max_current_a" in step:
+        world.car.max_current_a = float(step["max_current_a"])
+        world.controller.car_changed()
 
 
 async def run(station: Any, scenario: Scenario) -> Outcome:
     """Run the steps on a started Station (hardware.mode = "sim")."""
     world = station.world
     failures: list[str] = []
-    # The car draws nothing until a `load` step says so, so that `consume` steps give exact figures.
-    world.set_load(0.0)
+    # The car draws nothing until a `load` step says so, so that `consume` steps give exact figures
+    # (the emulated meter's; the real devices of emulate_bus = false draw what they draw).
+    if world.meter is not None:
+        world.set_load(0.0)
     for n, step in enumerate(scenario.steps, 1):
         if station.failure is not None:
             break
@@ -219,12 +259,23 @@ async def run(station: Any, scenario: Scenario) -> Outcome:
             await asyncio.sleep(float(step["seconds"]))
         elif action == "expect":
             within = float(step.get("within", 5))
-            if not await wait_for_state(station, step["state"], within, step.get("fault")):
+            offered = step.get("offered_a")
+            if not await wait_for_state(station, step.get("state"), within, step.get("fault"),
+                                        None if offered is None else float(offered)):
                 report = station.charger.status()
                 fault = f" ({report.vendor_error_code or report.error_code})" if report.error_code != "NoError" else ""
-                wanted = step["state"] + (f" with {step['fault']}" if "fault" in step else "")
+                wanted = " ".join(filter(None, (step.get("state"), f"with {step['fault']}" if "fault" in step else "",
+                                                f"offering {offered:g} A" if offered is not None else "")))
+                now = f", offering {station.world.offered_a:g} A" if offered is not None and \
+                    station.world.offered_a is not None else ""
                 failures.append(f"step {n}: expected {wanted} within {within:g} s, "
-                                f"station is {station.charger.state.value}{fault}")
+                                f"station is {station.charger.state.value}{fault}{now}")
+                break
+        elif action == "car":
+            try:
+                car_step(world, step)
+            except ScenarioError as exc:
+                failures.append(f"step {n}: {exc}")
                 break
         elif action == "backend":
             await world.backend_link(bool(step["up"]))

@@ -5,7 +5,9 @@ contactor) beside what only the simulator knows (meter power and energy,
 the car, the backend link as it is and as the station sees it, recent
 events), and takes keys to play the driver and the car. The help line names
 the cards and offers only the keys that do something on this station (no
-`p` without a plug sensor, no `s` without a stop button). Without a terminal (stdin not a TTY, e.g. in
+`p` without a plug sensor, no `s` without a stop button, the car's keys
+only with an emulated charge controller: asleep, ventilation, diode,
+full, phases, residual current). Without a terminal (stdin not a TTY, e.g. in
 CI or piped), it plays a short demo session instead and prints the same
 view after each step, then exits: `./run-station` always shows a session.
 """
@@ -35,7 +37,8 @@ class View:
         self.cards = {key: (uid, label) for key, uid, label in cards(station.config, station.embedded is not None)}
         named = {**(DEMO_TAGS if station.embedded is not None else {}), **dict(station.config.backend.local.tags)}
         self.names = {normalize_tag(tag): name for tag, name in named.items()}
-        self.has_plug = world.pins.ev is not None
+        self.has_pilot = world.controller is not None  # an emulated charge controller and its car
+        self.has_plug = world.pins.ev is not None or self.has_pilot
         self.has_stop = world.pins.stop is not None
         self.message = ""
 
@@ -45,6 +48,8 @@ class View:
         keys.append("p plug/unplug the car" if self.has_plug else "p (no plug sensor in this config)")
         keys.append("s stop button" if self.has_stop else "s (no stop button in this config)")
         keys.append("+/- car load")
+        if self.has_pilot:
+            keys.append("car: a asleep, v ventilation, d diode fault, f full, h 1/3 phases, r residual current")
         keys.append("b backend link down/up")  # any backend (SimWorld.backend_link)
         keys.append("q quit")
         return "keys: " + "; ".join(keys)
@@ -66,6 +71,11 @@ def render(station, color: bool = True, view: View | None = None) -> str:
     cfg = station.config
     if view.has_plug:
         car = "plugged in" if world.plugged else "not plugged in"
+        if view.has_pilot:
+            c = world.car
+            flags = [name for name, on in (("asleep", c.asleep), ("asks for ventilation", c.ventilation),
+                                           ("no pilot diode", c.diode_fault), ("battery full", c.full)) if on]
+            car += f", {c.phases} phase(s)" + "".join(f", {f}" for f in flags)
     else:
         car = "always plugged in (this config has no plug sensor)"
     who = ""
@@ -89,7 +99,8 @@ def render(station, color: bool = True, view: View | None = None) -> str:
         f"LEDs       {led_text}   ({leds.pattern.value if hasattr(leds, 'pattern') else ''})",
         f"contactor  {'CLOSED' if world.contactor_closed else 'open'}",
         f"car        {car}, load {world.load_w / 1000:.1f} kW",
-        *([f"pilot      {world.pilot_text()}"] if world.controller is not None else []),
+        *([f"pilot      {world.pilot_text()}; the station offers {ch.offered_a or 0:g} A"]
+          if world.controller is not None else []),
         f"meter      {world.power_w / 1000:.2f} kW, register {world.meter_wh} Wh",
         f"session    {who + ' since ' + str(session.meter_start_wh) + ' Wh' if session else '-'}",
         f"backend    {backend}",
@@ -238,4 +249,22 @@ async def press(station, view: View, key: str, tasks: set[asyncio.Task]) -> str:
         world.set_load(max(0.0, world.load_w - 1000.0))
     elif key == "b":
         await world.backend_link(not world.backend_up)
+    elif key and key in "avdfhr":
+        if not view.has_pilot:
+            return f"{key}: the car's keys need an emulated charge controller ([controller] model)"
+        car = world.car
+        if key == "a":
+            world.car_asleep(not car.asleep)
+        elif key == "v":
+            world.car_ventilation(not car.ventilation)
+        elif key == "d":
+            world.car_diode_fault(not car.diode_fault)
+        elif key == "f":
+            world.car_full(not car.full)
+        elif key == "h":
+            world.car_phases(1 if car.phases == 3 else 3)
+        elif world.controller.rcd_tripped:
+            world.controller.clear_rcd()
+        else:
+            world.inject("rcd-tripped")
     return ""

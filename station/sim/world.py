@@ -20,8 +20,8 @@ Handles for scenarios, the terminal view and tests: `tap(uid)`, `plug()`,
 `press_stop()`, `set_load(w)`, `consume(wh)`, `backend_link(up)`,
 `meter_wh`, `lcd_text()`, `contactor_closed`, `weld()`; the car (with a
 controller): `car`, `car_asleep()`, `car_ventilation()`, `car_diode_fault()`,
-`pilot_text()`; `inject(kind)` and `clear()` for the scenario fault steps
-(FAULT_KINDS).
+`car_full()`, `car_phases()`, `offered_a`, `pilot_text()`; `inject(kind)` and
+`clear()` for the scenario fault steps (FAULT_KINDS).
 """
 
 from __future__ import annotations
@@ -42,7 +42,7 @@ log = logging.getLogger(__name__)
 ISO_UID_LENGTHS = (4, 7, 10)
 FAULT_KINDS = ("contactor-welded", "contactor-open", "meter-silent", "meter-bad-crc", "reader-dead", "loop-hang",
                "controller-silent", "rcd-tripped", "controller-restart")
-HANGABLE_LOOPS = ("events", "meter", "poll", "deliverer", "event-loop")
+HANGABLE_LOOPS = ("events", "meter", "poll", "pilot", "deliverer", "event-loop")
 
 
 class ReaderKilled(BaseException):
@@ -138,9 +138,16 @@ class SimWorld:
 
     # ------------------------------------------------------------------ wiring
     @property
+    def gpio_contactor(self) -> bool:
+        """A contactor on GPIO (contactor.enabled); else the charge controller's relay is the contactor."""
+        return bool(self.config.contactor.enabled)
+
+    @property
     def contactor_closed(self) -> bool:
         from station.emulated import fakegpio
 
+        if not self.gpio_contactor:
+            return bool(self.controller is not None and self.controller.relay_closed)
         level = fakegpio.level(self.pins.contactor)
         if level is None:
             return False
@@ -150,7 +157,7 @@ class SimWorld:
         return int(closed != self.pins.feedback_active_low)
 
     def _on_output(self, pin: int, level: int) -> None:
-        if pin != self.pins.contactor:
+        if pin != self.pins.contactor or not self.gpio_contactor:
             return
         closed = self.contactor_closed
         if closed != self._logged_closed:
@@ -160,6 +167,9 @@ class SimWorld:
         self._update()
 
     def _contactor_conducts(self) -> bool:
+        """The GPIO contactor in series with the board's relay conducts (without one: always)."""
+        if not self.gpio_contactor:
+            return True
         return (self.contactor_closed or self.welded) and not self.stuck_open
 
     def _update(self) -> None:
@@ -335,13 +345,36 @@ class SimWorld:
         self._board().car.diode_fault = fault
         self._board().car_changed()
 
+    def car_full(self, full: bool = True) -> None:
+        """The battery is full (the car stops asking: B), or has room again."""
+        car = self._board().car
+        car.stored_wh = car.capacity_wh if full else min(car.stored_wh, car.capacity_wh / 2)
+        self._board().car_changed()
+
+    def car_phases(self, phases: int) -> None:
+        """The car's on-board charger takes 1 or 3 phases."""
+        if phases not in (1, 3):
+            raise ValueError(f"a car charges on 1 or 3 phases, not {phases}")
+        self._board().car.phases = phases
+        self._board().car_changed()
+
+    @property
+    def offered_a(self) -> float | None:
+        """What the pilot offers the car now (A; 0 without PWM): the emulated board's; with the real
+        board (emulate_bus = false) the station's last reading of it; None without a controller."""
+        if self.controller is not None:
+            return float(self.controller.offered_a)
+        charger = self.station.charger if self.station is not None else None
+        reading = charger.pilot_reading if charger is not None else None
+        return reading.offered_a if reading is not None else None
+
     def pilot_text(self) -> str | None:
         """The pilot as the board sees it, for the terminal view (None without a controller)."""
         b = self.controller
         if b is None:
             return None
         faults = ", ".join(sorted(f.value for f in b.faults))
-        return (f"state {b.car_state.value}, offered {b.offered_a:g} A, car draws {b.draw_a:g} A on {b.car.phases} "
+        return (f"state {b.car_state.value}, offered {b.offered_a:g} A, car draws {round(b.draw_a, 1):g} A on {b.car.phases} "
                 f"phase(s){', relay closed' if b.relay_closed else ''}{', fault: ' + faults if faults else ''}")
 
     def lcd_text(self) -> list[str]:

@@ -651,6 +651,121 @@ def test_the_offered_current_never_exceeds_the_installation_and_pauses_below_six
     assert one(out, ev.SetCurrent).amps == 6.0 and contactor(out) == [True] and d.state is State.SUSPENDED_EV
 
 
+def currents(actions: list[ev.Action]) -> list[float]:
+    return [a.amps for a in actions if isinstance(a, ev.SetCurrent)]  # type: ignore[attr-defined]
+
+
+def order(actions: list[ev.Action]) -> list[str]:
+    """The contactor commands and the currents, in the order given."""
+    return [f"contactor {a.closed}" if isinstance(a, ev.SetContactor) else f"{a.amps:g} A"  # type: ignore[attr-defined]
+            for a in actions if isinstance(a, (ev.SetContactor, ev.SetCurrent))]
+
+
+def controlled(**kw: object) -> Drive:
+    """A station with a charge controller: the pilot tells the car's state (the plug too)."""
+    values: dict[str, object] = {"max_current_a": 16.0, "current_control": True, "plug": True, "car": CarState.A}
+    values.update(kw)
+    return Drive(**values)  # type: ignore[arg-type]
+
+
+def test_zero_amps_comes_before_every_opening_of_the_contactor_and_current_after_its_closing():
+    """IEC 61851: the pilot tells the car to stop drawing before the power is cut; and no current is
+    ever offered while the contactor is commanded open."""
+    d = controlled()
+    d.post(ev.CarChanged(CarState.B))
+    d.start()
+    assert order(d.actions) == ["0 A", "contactor True", "16 A"]  # 0 A as the machine starts
+    out = d.post(ev.CurrentLimit(0))  # a pause
+    assert order(out) == ["0 A", "contactor False"]
+    out = d.post(ev.CurrentLimit(None))
+    assert order(out) == ["contactor True", "16 A"]
+    out = d.post(ev.FaultChanged("pilot", Fault("GroundFailure", "residual current", "ResidualCurrent")))
+    assert order(out) == ["0 A", "contactor False"]  # the session ends: current first
+    d.stop_answers(5100)
+    assert d.state is State.FAULTED and d.m.offered_a == 0
+    for stop in (ev.StopPressed(), ev.CarChanged(CarState.A)):
+        d = controlled()
+        d.post(ev.CarChanged(CarState.B))
+        d.start()
+        assert order(d.post(stop)) == ["0 A", "contactor False"]
+
+
+def test_no_current_is_offered_to_a_car_without_a_session():
+    d = controlled()
+    d.post(ev.CarChanged(CarState.B))
+    assert d.state is State.PREPARING and currents(d.actions) in ([], [0.0])
+    d.post(ev.CurrentLimit(32))
+    d.post(ev.CableLimit(32))
+    d.post(ev.CarChanged(CarState.C))  # a car that asks anyway
+    assert all(a == 0 for a in currents(d.actions)) and d.m.offered_a in (None, 0.0)
+    d = controlled(car=CarState.B)  # plugged in at start: Preparing, nothing offered
+    assert d.state is State.PREPARING and all(a == 0 for a in currents(d.actions))
+
+
+def test_the_car_s_states_move_the_connector():
+    """Issue 20's mapping: A Available (Finishing to Available), B without a session Preparing, B in a
+    session with current SuspendedEV, withheld SuspendedEVSE, C/D Charging, E/F Faulted."""
+    d = controlled()
+    assert d.state is State.AVAILABLE
+    d.post(ev.CarChanged(CarState.B))
+    assert d.state is State.PREPARING
+    d.start()
+    assert d.state is State.SUSPENDED_EV and d.m.offered_a == 16
+    d.post(ev.CarChanged(CarState.C))
+    assert d.state is State.CHARGING
+    d.post(ev.CarChanged(CarState.D))
+    assert d.state is State.CHARGING
+    d.post(ev.CarChanged(CarState.B))
+    assert d.state is State.SUSPENDED_EV
+    d.post(ev.CurrentLimit(3))
+    assert d.state is State.SUSPENDED_EVSE and d.m.offered_a == 0
+    d.post(ev.CurrentLimit(None))
+    d.post(ev.StopPressed())
+    d.stop_answers(5100)
+    assert d.state is State.FINISHING
+    d.post(ev.CarChanged(CarState.A))
+    assert d.state is State.AVAILABLE
+    d.post(ev.CarChanged(CarState.F))
+    assert d.state is State.FAULTED
+
+
+def test_the_offer_is_the_lowest_of_rating_limits_and_cable_and_the_minimum_is_the_controller_s():
+    d = controlled(min_current_a=8.0, max_current_a=32.0)
+    d.post(ev.CarChanged(CarState.B))
+    d.start()
+    assert d.m.offered_a == 32
+    d.post(ev.CableLimit(20))
+    assert d.m.offered_a == 20
+    d.post(ev.CurrentLimit(13))
+    assert d.m.offered_a == 13
+    d.post(ev.CableLimit(None))
+    out = d.post(ev.CurrentLimit(7.5))  # below this installation's 8 A: a pause
+    assert d.state is State.SUSPENDED_EVSE and currents(out) == [0.0]
+    d.post(ev.CurrentLimit(8))
+    assert d.state is State.SUSPENDED_EV and d.m.offered_a == 8
+
+
+def test_watts_are_spread_over_the_phases_the_meter_sees_the_car_draw_on():
+    d = controlled(phases=3, max_current_a=32.0)
+    d.post(ev.CarChanged(CarState.B))
+    d.start()
+    d.post(ev.PowerLimit(4600.0))
+    assert d.m.offered_a == pytest.approx(4600 / 690)  # three phases until the meter tells
+    one_phase = MeterReading(d.wh + 10, 1500.0, current_a=(6.5, 0.0, 0.0), taken_at=d.t)
+    out = d.post(ev.MeterSampled(one_phase))
+    assert currents(out) == [pytest.approx(4600 / 230)]  # 20 A on one phase
+    quiet = MeterReading(d.wh + 10, 0.0, current_a=(0.0, 0.0, 0.0), taken_at=d.t)
+    assert currents(d.post(ev.MeterSampled(quiet))) == []  # no current: the phases stay as seen
+    d.post(ev.PowerLimit(None))
+    assert d.m.offered_a == 32
+
+
+def test_a_current_limit_without_a_controller_keeps_today_s_rule():
+    d = at(State.CHARGING)
+    out = d.post(ev.CurrentLimit(3))
+    assert d.state is State.CHARGING and not contactor(out)  # only 0 pauses a contactor
+
+
 def test_without_a_controller_only_zero_pauses():
     d = at(State.SUSPENDED_EV)
     out = d.post(ev.PowerLimit(3000.0))
@@ -708,6 +823,8 @@ def test_a_pilot_error_ends_the_session_and_faults_until_it_clears():
     d.stop_answers(5100)
     assert d.state is State.FAULTED and d.m.status().vendor_error_code == "PilotError"
     d.post(ev.CarChanged(CarState.B))
+    assert d.state is State.PREPARING  # still plugged in: it waits for a card (B without a session)
+    d.post(ev.CarChanged(CarState.A))
     assert d.state is State.AVAILABLE
 
 

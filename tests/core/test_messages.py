@@ -144,3 +144,15 @@ def test_keys_cover_the_states_and_events():
                 "finishing", "reserved", "unavailable", "faulted", "offline", "storage_refused", "plug_in",
                 "no_power_timeout", "tap_card", "meter_fault"}
     assert required <= set(m.KEYS)
+
+
+@pytest.mark.parametrize("cols,rows", STANDARD)
+def test_the_pilot_s_and_the_controller_s_faults_are_named(cols, rows):
+    """What the charge controller reports (station/core/pilot.py's vendor codes) reads as its reason."""
+    expected = {"ResidualCurrent": ("Residual current", "Fehlerstrom"), "DiodeCheck": ("diode", "iode"),
+                "VentilationRequired": ("Vent", "Belüftung"), "PilotError": ("Pilot", "Pilot"),
+                "ControllerFailure": ("Controller error", "teuerungsfehler"),
+                "ControllerSetup": ("Controller set", "Steuerung einr"), "CableError": ("Cable", "Kabel")}
+    for reason, (en, de) in expected.items():
+        assert en in "\n".join(m.screen("faulted", "en", cols, rows, reason=reason)), reason
+        assert de in "\n".join(m.screen("faulted", "de", cols, rows, reason=reason)), reason

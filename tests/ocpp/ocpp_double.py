@@ -109,6 +109,9 @@ class StationDouble:
     def meter_measurands(self) -> frozenset[str]:
         return self.measurands
 
+    def offered_current(self) -> float | None:
+        return None  # no charge controller (tests of Current.Offered run a whole station with one)
+
     async def remote_start(self, id_tag: str, connector_id: int | None = None) -> bool:
         self.calls.append(("remote_start", id_tag, connector_id))
         if self.session is not None or self.state not in (ConnectorStatus.AVAILABLE, ConnectorStatus.PREPARING,

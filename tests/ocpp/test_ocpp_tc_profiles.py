@@ -221,10 +221,10 @@ async def test_TC_056_tx_default_profile(csms, sim):
     assert result.status == "Accepted"
     await start_tx(csms, sim)
     for _ in range(100):
-        if sim.charger.limit_w is not None:
+        if sim.charger.limit_a is not None:
             break
         await asyncio.sleep(0.02)
-    assert sim.charger.limit_w == 10 * 230 * 3
+    assert sim.charger.limit_a == 10 and sim.charger.limit_w is None  # a profile in A reaches the core in A
 
 
 async def test_TC_057_tx_profile(csms, sim):
@@ -265,10 +265,10 @@ async def test_TC_059_remote_start_with_charging_profile(csms, sim):
     await csms.wait_for("StartTransaction")
     await sim.idle()
     for _ in range(100):
-        if sim.charger.limit_w == 16 * 230 * 3:
+        if sim.charger.limit_a == 16:
             break
         await asyncio.sleep(0.02)
-    assert sim.charger.limit_w == 16 * 230 * 3
+    assert sim.charger.limit_a == 16
 
 
 async def test_TC_060_remote_start_with_wrong_profile_purpose_rejected(csms, sim):

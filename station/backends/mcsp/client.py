@@ -32,8 +32,9 @@ before charging (no plug within the connection timeout), the server would
 keep it open: the link keeper closes those with an END of zero energy.
 
 Sharing the building's supply (docs/mcsp.md 4.5, sitelimit.py): the
-station's currents (`report_current`) go on every request, the server's cap
-on its replies is kept in `site.cap_a`. While a server shares and a session
+station's currents (`report_current`, which the core calls when they change)
+go on every request; the server's cap on its replies is kept in `site.cap_a`
+and handed to the core as its current limit (`set_current_limit`). While a server shares and a session
 runs, heartbeats come every SHARED_HEARTBEAT_S (a station learns its cap only
 in a reply), and at once when the offered current changes.
 
@@ -122,14 +123,11 @@ class McspBackend(OnlineBackend):
         self._status: str | None = None
         self._error: tuple[str, str] | None = None  # (Error, Error-Info) of the last status, if faulted
         self._opened: dict[str, str] = dict(store.get_json(OPENED_KEY, {}) or {}) if store is not None else {}
-        # TODO(issue 20, wiring step): the core calls report_current() with the controller's offered
-        # and the meter's drawn current when they change, and sets site.on_cap to take the cap as its
-        # MCSP limit in amps (the lowest limit wins). Until then nothing is reported, and a cap a
-        # server sends is only kept in site.cap_a.
-        self.site = SiteLimit()
+        self.site = SiteLimit()  # the station's currents out (report_current), the server's cap in
     # ------------------------------------------------------------------ lifecycle
     async def start(self, station: StationControl) -> None:
         await super().start(station)
+        self.site.on_cap = station.set_current_limit  # the server's cap is the station's MCSP limit in amps
         self._spawn_keeper()
 
     def _spawn_keeper(self) -> asyncio.Task:

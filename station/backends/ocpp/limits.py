@@ -7,7 +7,9 @@ StopTransactionOnInvalidId false; 2.0.1 TransactionEvent idTokenInfo with
 TxCtrlr.StopTxOnInvalidId false) has delivered MaxEnergyOnInvalidId Wh.
 Both versions use this module; each gives it its profiles and its idea of
 the running transaction's id (`LimitHost`).
-It is handed to the core (`set_power_limit`) only when it changes.
+It is handed to the core only when it changes, in its own unit
+(`hand_on`): a profile in A as amps (`set_current_limit`: the current the
+charge controller offers), one in W as watts (`set_power_limit`).
 
 The task sleeps until the next instant a profile can change the limit
 (`Profiles.next_change`), at most PROFILE_S; it is woken when profiles are
@@ -63,7 +65,7 @@ class PowerLimit:
     def __init__(self, backend: LimitHost) -> None:
         self.b = backend
         self._wake = asyncio.Event()
-        self._sent: object = object()  # the last value given to set_power_limit
+        self._sent: object = object()  # the last (watts, amps) handed to the core
         self._deauthorized: tuple[int, int] | None = None  # (session id, energy cap Wh)
 
     def wake(self) -> None:
@@ -87,15 +89,16 @@ class PowerLimit:
             start = parse_iso(session.started_at)
         return self.b.transaction_id(session), start
 
-    def current(self) -> float | None:
+    def current(self) -> tuple[float | None, float | None]:
+        """(watts, amps): the limit now, in watts, and in amps when it is a profile's in A."""
         session = self.b.active_session()
         if self._deauthorized is not None and session is not None and session.id == self._deauthorized[0]:
             reading = self.b.control.last_reading()
             if reading is None or reading.energy_wh >= self._deauthorized[1]:
-                return 0.0
+                return 0.0, None
         tx_id, tx_start = self._tx_start()
-        value = self.b.profiles.limit_at(self.b.now(), self.b.connector_id, tx_start, tx_id)
-        return None if value is None else value[0]
+        value = self.b.profiles.limit_detail_at(self.b.now(), self.b.connector_id, tx_start, tx_id)
+        return (None, None) if value is None else (value[0], value[2])
 
     def _next_wait(self) -> float:
         if self._deauthorized is not None:
@@ -116,9 +119,21 @@ class PowerLimit:
                 limit = self.current()
                 if limit != self._sent:
                     self._sent = limit
-                    log.info("power limit now %s", "none" if limit is None else f"{limit:.0f} W")
-                    self.b.control.set_power_limit(limit)
+                    hand_on(self.b.control, *limit)
                 wait = self._next_wait()
             except Exception:
                 log.exception("evaluating the charging profiles failed")
             await sleep_or_event(self._wake, wait)
+
+
+def hand_on(control: StationControl, watts: float | None, amps: float | None) -> None:
+    """The limit to the core in its own unit; the new one first, then the other cleared (so that a
+    moment in between never offers more than either)."""
+    if amps is not None:
+        log.info("current limit now %g A", amps)
+        control.set_current_limit(amps)
+        control.set_power_limit(None)
+    else:
+        log.info("power limit now %s", "none" if watts is None else f"{watts:.0f} W")
+        control.set_power_limit(watts)
+        control.set_current_limit(None)

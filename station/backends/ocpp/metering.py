@@ -4,7 +4,9 @@ Measurands: only those the meter model really measures are offered
 (MeterValuesSampledData, SampledDataCtrlr.TxUpdatedMeasurands & co. reject
 the rest). The station reports what its meter has as port names ("energy",
 "power", "voltage", "current", "energy_phase", "frequency"); OCPP names are
-accepted too. `values()` turns a reading into (measurand, value, unit,
+accepted too. A station with a charge controller also offers Current.Offered:
+the current the pilot offers the car (A per phase), from the station, not the
+meter. `values()` turns a reading into (measurand, value, unit,
 phase) tuples; each version writes them in its own shape (1.6: strings in
 SampledValue; 2.0.1: numbers with unitOfMeasure).
 
@@ -42,7 +44,8 @@ _PORT_NAMES = {
     "frequency": {"Frequency"},
     "energy_phase": set(),  # per-phase energy: reported as ENERGY with a phase
 }
-_OCPP_NAMES = {ENERGY, "Power.Active.Import", "Voltage", "Current.Import", "Frequency"}
+OFFERED = "Current.Offered"  # a charge controller's offer to the car (A per phase): the station's, not the meter's
+_OCPP_NAMES = {ENERGY, "Power.Active.Import", "Voltage", "Current.Import", "Frequency", OFFERED}
 
 
 class Value(NamedTuple):
@@ -69,8 +72,9 @@ def _phases(n: int) -> list[str]:
     return ["L1", "L2", "L3"][:n] if n > 1 else []
 
 
-def values(reading: Any, measurands: Iterable[str]) -> list[Value]:
-    """The values of one reading (a station.core.model.MeterReading) for these measurands, in their order."""
+def values(reading: Any, measurands: Iterable[str], offered_a: float | None = None) -> list[Value]:
+    """The values of one reading (a station.core.model.MeterReading) for these measurands, in their order;
+    `offered_a`: the current a charge controller offers the car (None without one)."""
     out: list[Value] = []
     for measurand in measurands:
         if measurand == ENERGY:
@@ -87,6 +91,8 @@ def values(reading: Any, measurands: Iterable[str]) -> list[Value]:
                 out.append(Value(measurand, a, "A", phases[i] if phases else None))
         elif measurand == "Frequency" and reading.frequency_hz is not None:
             out.append(Value(measurand, reading.frequency_hz, "Hz", None))
+        elif measurand == OFFERED and offered_a is not None:
+            out.append(Value(measurand, offered_a, "A", None))
     return out
 
 

@@ -19,11 +19,14 @@ the 1.6 shape, ocpp201/smart.py converts them):
 `composite()` evaluates that function at every instant where any profile
 can change (period starts, schedule ends, validity bounds, recurrences) and
 merges equal neighbours: that is GetCompositeSchedule's answer and also what
-drives the station. The station has a contactor and no pilot signal, so it
-can only honour "zero" (the charging pauses, SuspendedEVSE) and "not zero":
-any other limit is accepted, kept, reported, and handed on to
-`set_power_limit` for whatever the core can do with it. Amps and watts are
-converted at a nominal 230 V per phase (numberPhases, default 3).
+drives the station (limits.py): the limit in force is handed to the core in
+its own unit (`limit_detail_at`: amps to `set_current_limit`, watts to
+`set_power_limit`, which the core spreads over the phases the meter sees the
+car draw on). With a charge controller the car is offered that current; a
+station with only a contactor can honour "zero" (the charging pauses,
+SuspendedEVSE) and "not zero", and keeps and reports any other limit. Amps and
+watts are compared and converted at a nominal 230 V per phase (numberPhases,
+default 3).
 """
 
 from __future__ import annotations
@@ -167,8 +170,10 @@ class Profiles:
             return start + timedelta(seconds=cycles * period)
         return start
 
-    def _limit_of(self, p: dict[str, Any], at: datetime, tx_start: datetime | None) -> tuple[float, int] | None:
-        """(watts, phases) of one profile at `at`, or None when it says nothing then."""
+    def _limit_of(self, p: dict[str, Any], at: datetime, tx_start: datetime | None
+                  ) -> tuple[float, int, float | None] | None:
+        """(watts, phases, amps: the limit as given when in A, else None) of one profile at `at`, or None
+        when it says nothing then."""
         prof = p["profile"]
         if prof.get("validFrom") and at < parse_iso(prof["validFrom"]):
             return None
@@ -188,10 +193,11 @@ class Profiles:
         if chosen is None:
             return None
         phases = chosen.get("numberPhases") or 3
-        return to_watts(float(chosen["limit"]), sched["chargingRateUnit"], phases), phases
+        unit, limit = sched["chargingRateUnit"], float(chosen["limit"])
+        return to_watts(limit, unit, phases), phases, limit if unit == "A" else None
 
     def _best(self, purpose: str, connectors: tuple[int, ...], at: datetime,
-              tx_start: datetime | None, tx_id: int | str | None) -> tuple[float, int] | None:
+              tx_start: datetime | None, tx_id: int | str | None) -> tuple[float, int, float | None] | None:
         candidates = []
         for p in self.installed:
             prof = p["profile"]
@@ -210,6 +216,12 @@ class Profiles:
     def limit_at(self, at: datetime, connector_id: int = 1, tx_start: datetime | None = None,
                  tx_id: int | str | None = None) -> tuple[float, int] | None:
         """The limit in watts (and phases) at `at`, or None when nothing limits."""
+        value = self.limit_detail_at(at, connector_id, tx_start, tx_id)
+        return None if value is None else (value[0], value[1])
+
+    def limit_detail_at(self, at: datetime, connector_id: int = 1, tx_start: datetime | None = None,
+                        tx_id: int | str | None = None) -> tuple[float, int, float | None] | None:
+        """The limit at `at` as (watts, phases, amps when the winning profile is in A), or None."""
         cap = self._best("ChargePointMaxProfile", (0,), at, tx_start, tx_id)
         tx = None
         if connector_id > 0 and tx_id is not None:

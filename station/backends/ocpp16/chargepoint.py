@@ -89,7 +89,10 @@ class Ocpp16(VersionBase):
 
     def measurands(self) -> frozenset[str]:
         station = self.host.station
-        return metering.ocpp_measurands(station.meter_measurands() if station is not None else ())
+        source = station.meter_measurands() if station is not None else frozenset()
+        if station is not None and station.offered_current() is not None:  # a charge controller
+            source |= {metering.OFFERED}
+        return metering.ocpp_measurands(source)
 
     def _tune_station(self) -> None:
         try:

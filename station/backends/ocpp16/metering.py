@@ -10,15 +10,17 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
-from station.backends.ocpp.metering import ENERGY, next_aligned, next_sampled, ocpp_measurands, values
+from station.backends.ocpp.metering import ENERGY, OFFERED, next_aligned, next_sampled, ocpp_measurands, values
 
-__all__ = ["ENERGY", "energy_value", "next_aligned", "next_sampled", "ocpp_measurands", "sampled_values"]
+__all__ = ["ENERGY", "OFFERED", "energy_value", "next_aligned", "next_sampled", "ocpp_measurands", "sampled_values"]
 
 
-def sampled_values(reading: Any, measurands: Iterable[str], context: str) -> list[dict[str, Any]]:
-    """SampledValue list for one reading (a station.core.model.MeterReading)."""
+def sampled_values(reading: Any, measurands: Iterable[str], context: str,
+                   offered_a: float | None = None) -> list[dict[str, Any]]:
+    """SampledValue list for one reading (a station.core.model.MeterReading) and the current offered
+    (`offered_a`: a charge controller's, None without one)."""
     out: list[dict[str, Any]] = []
-    for v in values(reading, measurands):
+    for v in values(reading, measurands, offered_a):
         text = str(int(v.value)) if v.measurand == ENERGY else f"{v.value:.1f}"
         sv = {"value": text, "context": context, "format": "Raw", "measurand": v.measurand,
               "location": "Outlet", "unit": v.unit}

@@ -80,7 +80,7 @@ class Sampler:
     def meter_value(self, reading: MeterReading, key: str, context: str, stamp: str) -> dict[str, Any] | None:
         """A MeterValue of the measurands that key lists (and the meter has), or None."""
         wanted = [m for m in self.b.keys.list(key) if m in self.b.measurands()]
-        values = metering.sampled_values(reading, wanted, context)
+        values = metering.sampled_values(reading, wanted, context, self.b.control.offered_current())
         return {"timestamp": stamp, "sampledValue": values} if values else None
 
     def _keep_for_stop(self, session: Session, reading: MeterReading, key: str, context: str, stamp: str) -> None:
