@@ -48,11 +48,11 @@ def fw_statuses(cs: TimedCS, request_id: int) -> list[str]:
 
 
 async def fw_station(cs, sim201_factory, pki, tmp_path):
-    s = await sim201_factory(cs.url)
+    """A station whose firmware root is the test manufacturer's (the installer's firmware.signing_ca_file)."""
+    s = await sim201_factory(cs.url, **{"firmware.signing_ca_file": pki.path("mfr-ca.pem")})
     s.backend.pip_command = [sys.executable, "-m", "pip", "install", "--no-input", "--no-deps", "--no-index",
                              "--disable-pip-version-check", "--target", str(tmp_path / "site-packages")]
     await s.online()
-    await cs.command("InstallCertificate", {"certificateType": "ManufacturerRootCertificate", "certificate": pki.mfr.pem})
     return s
 
 
@@ -81,11 +81,12 @@ async def test_TC_L_02_03_10_CS_scheduled_and_replaced_firmware(strict201, sim20
 
 async def test_TC_L_07_08_F_17_18_CS_firmware_that_fails(strict201, sim201_factory, served, pki, tmp_path):  # noqa: F811
     """TC_L_07_CS (L01.FR.30): a location that does not answer: Downloading, DownloadFailed after the
-    retries; TC_L_08_CS: a signed file that does not install: InstallationFailed; TC_F_17_CS / TC_F_18_CS
+    retries; TC_L_08_CS: a signed release whose install fails: InstallationFailed (a signed file that is not a
+    station wheel is refused before pip: InstallVerificationFailed); TC_F_17_CS / TC_F_18_CS
     (F06.FR.16): TriggerMessage FirmwareStatusNotification, with an EVSE or not, is Accepted and says Idle
     before any update, and the last status sent after one that did not end Installed (L01.FR.26)."""
     cs = strict201
-    await fw_station(cs, sim201_factory, pki, tmp_path)
+    s = await fw_station(cs, sim201_factory, pki, tmp_path)
     for evse in ({"id": 1}, None):  # nothing done yet: Idle (F06.FR.16)
         n = len(cs.events)
         params = {"requestedMessage": "FirmwareStatusNotification", **({"evse": evse} if evse else {})}
@@ -101,8 +102,14 @@ async def test_TC_L_07_08_F_17_18_CS_firmware_that_fails(strict201, sim201_facto
     bad = firmware(served, pki, name=broken.name)
     assert (await cs.command("UpdateFirmware", {"requestId": 32, "firmware": bad}))["status"] == "Accepted"
     await cs.call_from_cp("FirmwareStatusNotification", lambda p: p.get("requestId") == 32
-                          and p["status"] == "InstallationFailed", timeout=60)
+                          and p["status"] == "InstallVerificationFailed", timeout=60)  # not a station wheel: never run
     assert fw_statuses(cs, 32)[:3] == ["Downloading", "Downloaded", "SignatureVerified"]
+    s.backend.pip_command = [sys.executable, "-c", "import sys; sys.exit(1)"]  # TC_L_08: the install itself fails
+    assert (await cs.command("UpdateFirmware", {"requestId": 33, "firmware": firmware(served, pki)}))["status"] \
+        == "Accepted"
+    await cs.call_from_cp("FirmwareStatusNotification", lambda p: p.get("requestId") == 33
+                          and p["status"] == "InstallationFailed", timeout=60)
+    assert fw_statuses(cs, 33)[:4] == ["Downloading", "Downloaded", "SignatureVerified", "Installing"]
     n = len(cs.events)
     assert (await cs.command("TriggerMessage", {"requestedMessage": "FirmwareStatusNotification"}))["status"] \
         == "Accepted"

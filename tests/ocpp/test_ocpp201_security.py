@@ -5,13 +5,18 @@ strict mode, its bundled schemas; Basic auth, TLS and client certificates from t
 from __future__ import annotations
 
 import asyncio
+import base64
 import sys
 
 import strict_peer
-from ocpp_files import firmware
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.asymmetric import ec
+from firmware_support import RELEASE_MODULE
+from ocpp_files import WHEEL, firmware
 from ocpp_flows import UID
 from ocpp_profiles import KEY, profile_config, tls
 from pki import ocsp_hash_data
+from pki_support import cert_pem, name, new_key
 from strict_peer import TimedCS
 
 
@@ -155,18 +160,25 @@ async def test_TC_L_01_05_06_18_CS_signed_firmware(strict201, sim201_factory, se
     SignatureVerified, Installing, Installed with the requestId, a FirmwareUpdated event; TC_L_05_CS
     (L01.FR.21/22): a signing certificate the manufacturer root did not issue: InvalidCertificate;
     TC_L_06_CS (L01.FR.03): a wrong signature: InvalidSignature; TC_L_18_CS: no certificate and no
-    signature: InvalidCertificate (signed firmware only)."""
+    signature: InvalidCertificate (signed firmware only). The manufacturer root is the installer's
+    (`firmware.signing_ca_file`): one the central system installs itself is never trusted for firmware,
+    or a hostile central system could vouch for its own code (docs/security.md)."""
     cs = strict201
-    s = await sim201_factory(cs.url)
+    s = await sim201_factory(cs.url, **{"firmware.signing_ca_file": pki.path("mfr-ca.pem")})
     target = tmp_path / "site-packages"
     s.backend.pip_command = [sys.executable, "-m", "pip", "install", "--no-input", "--no-deps", "--no-index",
                              "--disable-pip-version-check", "--target", str(target)]
     await s.online()
     unsigned = {k: v for k, v in firmware(served, pki).items() if k not in ("signingCertificate", "signature")}
     assert (await cs.command("UpdateFirmware", {"requestId": 1, "firmware": unsigned}))["status"] == "InvalidCertificate"
-    assert (await cs.command("UpdateFirmware", {"requestId": 2, "firmware": firmware(served, pki)}))["status"] \
-        == "InvalidCertificate"  # no manufacturer root installed yet
-    await cs.command("InstallCertificate", {"certificateType": "ManufacturerRootCertificate", "certificate": pki.mfr.pem})
+    # a signer under a root of the central system's own, installed over OCPP first: still InvalidCertificate
+    rogue_key = new_key()
+    rogue_signer = pki.rogue.issue(rogue_key.public_key(), name("firmware signer", "Hostile CPO"))
+    await cs.command("InstallCertificate", {"certificateType": "ManufacturerRootCertificate", "certificate": pki.rogue.pem})
+    data = (served / WHEEL).read_bytes()
+    rogue = {**firmware(served, pki), "signingCertificate": cert_pem(rogue_signer).decode(),
+             "signature": base64.b64encode(rogue_key.sign(data, ec.ECDSA(hashes.SHA256()))).decode()}
+    assert (await cs.command("UpdateFirmware", {"requestId": 2, "firmware": rogue}))["status"] == "InvalidCertificate"
     bad = firmware(served, pki, signature="AAAA" * 86)
     assert (await cs.command("UpdateFirmware", {"requestId": 3, "firmware": bad}))["status"] == "Accepted"
     await cs.call_from_cp("FirmwareStatusNotification", lambda p: p["status"] == "InvalidSignature")
@@ -176,7 +188,8 @@ async def test_TC_L_01_05_06_18_CS_signed_firmware(strict201, sim201_factory, se
     seen = [(p["status"], p.get("requestId")) for p in calls(cs, "FirmwareStatusNotification") if p.get("requestId") == 4]
     assert seen == [("Downloading", 4), ("Downloaded", 4), ("SignatureVerified", 4), ("Installing", 4),
                     ("Installed", 4)]
-    assert (target / "stationfw_test" / "__init__.py").exists()
+    assert (target / RELEASE_MODULE).exists()
+    await cs.call_from_cp("SecurityEventNotification", lambda p: p["type"] == "InvalidFirmwareSigningCertificate")
     await cs.call_from_cp("SecurityEventNotification", lambda p: p["type"] == "InvalidFirmwareSignature")
     await cs.call_from_cp("SecurityEventNotification", lambda p: p["type"] == "FirmwareUpdated")
     assert cs.failures() == []

@@ -233,7 +233,7 @@ async def test_stop_transaction_not_processed_stays_undelivered_until_sent_again
     capsys.readouterr()
     assert cli.main(["sessions", "--state-dir", str(tmp_path), "--csv"]) == 0
     csv = capsys.readouterr().out.splitlines()
-    assert csv[0].endswith(",undelivered,maybe_open_at_backend") and "not processed after 3 tries" in csv[-1]
+    assert csv[0].endswith(",undelivered,maybe_open_at_backend,time_estimated") and "not processed after 3 tries" in csv[-1]
     assert cli.main(["sessions", "--state-dir", str(tmp_path)]) == 0
     text = capsys.readouterr().out
     assert f"station sessions --resend {session.id}" in text and " held" in text

@@ -93,11 +93,11 @@ class Ocpp201(VersionBase):
         self.handlers: list[object] = [core, SecurityHandlers(self, core)]
         self._online_since: datetime | None = None
         self._offline_mono: float | None = None  # when the link was lost (B04, OfflineThreshold)
+        self._restored = False  # B11.FR.05: a kept reservation is made again at the first registration
 
     # ================================================================ life
     def start(self) -> None:
         self._tune_station()
-        self.host.spawn(self.status.restore(), "ocpp-reservation-restore")  # B11.FR.05
         self.run_loops((self.sampler.run, "ocpp-meter-values"), (self.limits.run, "ocpp-power-limit"))
 
     def measurands(self) -> frozenset[str]:
@@ -222,6 +222,11 @@ class Ocpp201(VersionBase):
         self._offline_mono = None
         await self.status.registered(offline_s / self.time_scale if offline_s is not None and self.time_scale else
                                      offline_s)
+        if not self._restored:
+            # After the boot, not at start: a Pi may not know the time before the central system tells
+            # it (BootNotification), and a reservation's expiry is a time (B11.FR.05).
+            self._restored = True
+            await self.status.restore()
         await self.jobs.send_pending()
 
     def link_lost(self) -> None:
