@@ -65,7 +65,8 @@ def test_refusals_of_every_backend_and_the_energy_at_stake(tmp_path):
     assert text[4].endswith("sent, not acknowledged; late START: the server opened it at meter 1200 Wh; 200 Wh at stake")
     assert text[5].endswith("sent, not acknowledged; POSSIBLY LOST: no answer at T; 800 Wh at stake")
     lines = sessionlist.to_csv(table).splitlines()
-    assert lines[0].split(",") == OLD_CSV + billing.FIELDS + ["undelivered", "maybe_open_at_backend", "time_estimated"]  # by position
+    # billing scripts read by position: the earlier columns first, then each addition in its order
+    assert lines[0].split(",") == OLD_CSV + billing.FIELDS + ["undelivered", "maybe_open_at_backend", "time_estimated"]
     assert [r["at_stake_wh"] for r in csv.DictReader(io.StringIO("\n".join(lines)))] == ["0", "700", "0", "200", "800"]
 
 
