@@ -414,7 +414,7 @@ def sandbox_write(pid: str, path: str, user: str | None) -> tuple[bool, str]:
 
 async def check_sandbox(cs: CentralSystem) -> None:
     pid = show("MainPID")["MainPID"]
-    for path in (str(STATE), "/run/station"):
+    for path in (str(STATE), "/run/station", str(STATE / "firmware")):
         can, why = sandbox_write(pid, path, "station")
         check(can, f"sandbox: the daemon's user can write {path}", why)
     for path in ("/opt/station", "/opt/station/venv", "/etc/station", "/etc", "/usr/local", "/var/lib", "/var/log",
@@ -488,10 +488,17 @@ async def upgrade(cs: CentralSystem, readme_upgrade: str, old_rev: str) -> None:
 
 
 # ---------------------------------------------------------------- main
-def write_config(port: int) -> None:
-    """The user's edit (README: sudoedit): emulated hardware, this central system. The file keeps
-    the owner and mode the installer gave it, and the daemon's user must be able to read it."""
-    CONF.write_text(STATION_CONFIG % port)
+def write_config(port: int, firmware: bool = False) -> None:
+    """The user's edit (README: sudoedit): emulated hardware, this central system; with `firmware`,
+    the test manufacturer's firmware signing root (firmware_probe.py). The file keeps the owner and
+    mode the installer gave it, and the daemon's user must be able to read it."""
+    text = STATION_CONFIG % port
+    if firmware:
+        import firmware_probe
+
+        firmware_probe.make_pki()
+        text += firmware_probe.CONFIG
+    CONF.write_text(text)
     run("runuser", "-u", "station", "--", VENV_STATION, "check-config", str(CONF))
     ok(f"config: sim hardware, OCPP central system on port {port}; check-config passes as the station user")
 
@@ -500,7 +507,7 @@ async def main(mode: str) -> int:
     cs = CentralSystem()
     await cs.up()
     try:
-        write_config(cs.port)
+        write_config(cs.port, firmware=mode == "fresh")
         if mode == "fresh":
             await check_start(cs)
             await check_gpio_library_in_sandbox(cs)
@@ -509,6 +516,9 @@ async def main(mode: str) -> int:
             await check_watchdog(cs)
             await check_reset(cs)
             await check_sandbox(cs)
+            import firmware_probe
+
+            await firmware_probe.checks(cs, sys.modules[__name__])
         elif mode == "upgrade":
             await upgrade(cs, "/platform/readme-upgrade.sh", Path("/platform/upgrade-from").read_text().strip())
             await check_start(cs, UPGRADED_AT)
