@@ -201,11 +201,9 @@ async def checks(cs: Any, p: Any) -> None:
         answer = await cs.call("SignedUpdateFirmware", {"requestId": 101, "retries": 1, "firmware": {
             "location": f"{base}/station-{new}-py3-none-any.whl", "retrieveDateTime": p.now_iso(), **sign("mfr", data)}})
         p.check(answer.get("status") == "Accepted", "firmware: SignedUpdateFirmware accepted")
-        await cs.wait_for("SignedFirmwareStatusNotification", since,
-                          lambda q: q.get("requestId") == 101 and q["status"] == "Installing", timeout=60)
-        new_pid = await p.wait_new_main_pid(pid, 180)
         end = await cs.wait_for("SignedFirmwareStatusNotification", since,
-                                lambda q: q.get("requestId") == 101 and q["status"] in ENDS, timeout=120)
+                                lambda q: q.get("requestId") == 101 and q["status"] in ENDS, timeout=180)
+        new_pid = await p.wait_new_main_pid(pid, 60)  # the end state came from the restarted daemon
     finally:
         server.shutdown()
         server.server_close()
