@@ -203,14 +203,14 @@ async def checks(cs: Any, p: Any) -> None:
         p.check(answer.get("status") == "Accepted", "firmware: SignedUpdateFirmware accepted")
         end = await cs.wait_for("SignedFirmwareStatusNotification", since,
                                 lambda q: q.get("requestId") == 101 and q["status"] in ENDS, timeout=180)
-        new_pid = await p.wait_new_main_pid(pid, 60)  # the end state came from the restarted daemon
+        seen = [q["status"] for at, act, q in cs.calls if at >= since and act == "SignedFirmwareStatusNotification"
+                and q.get("requestId") == 101]
+        p.check(end["status"] == "Installed", "firmware: the daemon reports Installed for the request", " -> ".join(seen))
+        new_pid = await p.wait_new_main_pid(pid, 60)
+        p.check(True, "firmware: station.service restarted by the updater", f"MainPID {pid} -> {new_pid}")
     finally:
         server.shutdown()
         server.server_close()
-    seen = [q["status"] for at, act, q in cs.calls if at >= since and act == "SignedFirmwareStatusNotification"
-            and q.get("requestId") == 101]
-    p.check(end["status"] == "Installed", "firmware: the new daemon reports Installed for the request",
-            f"{' -> '.join(seen)}; MainPID {pid} -> {new_pid}")
     version = installed_version()
     cli = p.run("/opt/station/venv/bin/station", "--version").stdout.strip()
     p.check(version == new and cli == f"station {new}", "firmware: the venv runs the new release", f"{original} -> {version}")
