@@ -26,7 +26,8 @@ A release is read once into memory after the download: the bytes whose
 signature and contents are checked are the bytes pip installs
 (station/services/firmware.py says what is checked and how pip runs).
 Installing waits for a running transaction to end (installing restarts the
-station) and then resets the station through the core. Jobs outlive a
+station) and then resets the station through the core; where the privileged
+updater is installed, the release is handed to it instead (handoff.py). Jobs outlive a
 connection: they are started with the station's `spawn`, not the peer's.
 """
 
