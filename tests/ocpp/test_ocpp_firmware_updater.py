@@ -173,3 +173,27 @@ async def test_no_updater_takes_the_release_installation_failed(strict_factory, 
     assert list((state / "firmware").iterdir()) == []
     assert not rig.pip_ran.exists() and ("reset", False) not in rig.station.calls
     assert cs.failures() == []
+
+
+async def test_ocpp201_update_firmware_through_the_updater(strict201, charge_point, served, station_dir, pki, tmp_path):
+    """OCPP 2.0.1 UpdateFirmware (L01) takes the same way: FirmwareStatusNotification Installed with the
+    requestId from the restarted station."""
+    files, url = served
+    state, root_config = station_dir
+    cs = strict201
+    data = (files / WHEEL).read_bytes()
+    rig = await charge_point(cs, state, **{"backend.ocpp.versions": ["2.0.1"]})
+    answer = await cs.command("UpdateFirmware", {"requestId": 9, "firmware": {
+        "location": url, "retrieveDateTime": in_seconds(0), "signingCertificate": (pki.dir / "signer.pem").read_text(),
+        "signature": pki.sign_firmware(data)}})
+    assert answer["status"] == "Accepted"
+    await cs.call_from_cp("FirmwareStatusNotification", lambda p: p["status"] == "Installing", timeout=30)
+    await until(lambda: (state / "firmware" / "pending" / "ready").exists())
+    await charge_point.close(rig)
+    assert (await run_updater(state, root_config, tmp_path / "site")).status == "Installed"
+    n = len(cs.events)
+    await charge_point(cs, state, **{"backend.ocpp.versions": ["2.0.1"]})
+    end = await cs.call_from_cp("FirmwareStatusNotification", lambda p: p["status"] in ENDS, after=n, timeout=30)
+    assert end == {"status": "Installed", "requestId": 9}
+    assert (tmp_path / "site" / RELEASE_MODULE).exists()
+    assert cs.failures() == []
