@@ -217,3 +217,27 @@ def test_the_restart_is_systemctl_try_restart_without_waiting():
     seen = []
     updater.restart_unit("station.service", run=seen.append)
     assert seen == [["systemctl", "--no-block", "try-restart", "station.service"]]
+
+
+def test_check_config_warns_where_the_updater_would_refuse_the_signing_root(tmp_path, pki):
+    from station import config as configmod
+    from station import configcheck
+
+    ca = tmp_path / "firmware-ca.pem"
+    ca.write_text(pki["mfr"].pem)
+    ca.chmod(0o666)
+    values = {"backend.kind": "ocpp", "station.state_dir": str(tmp_path / "state"), "firmware.signing_ca_file": str(ca)}
+
+    def warned() -> list[str]:
+        return [f.text for f in configcheck.findings(configmod.defaults(values))
+                if f.key == "firmware.signing_ca_file" and "updater" in f.text]
+    (tmp_path / "state").mkdir()
+    assert warned() == []  # no updater installed (no spool): nothing to say
+    (tmp_path / "state" / "firmware").mkdir()
+    [text] = warned()
+    assert "writable by others" in text
+    ca.chmod(0o644)
+    if os.geteuid() == 0:
+        assert warned() == []
+        os.chown(ca, 65534, -1)  # the daemon's user could replace it
+        assert "not root" in warned()[0]

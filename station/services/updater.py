@@ -176,8 +176,8 @@ def write_result(spool_fd: int, outcome: Outcome) -> None:
 
 # ---------------------------------------------------------------- 2. root's configuration
 
-def _trusted_node(path: Path, st: os.stat_result) -> str | None:
-    if st.st_uid not in (0, os.geteuid()):
+def _trusted_node(path: Path, st: os.stat_result, owners: tuple[int, ...]) -> str | None:
+    if st.st_uid not in owners:
         return f"{path} is owned by uid {st.st_uid}, not root"
     if stat.S_ISLNK(st.st_mode):
         return None  # its own mode means nothing; its directory is checked, and so is what it points to
@@ -186,9 +186,10 @@ def _trusted_node(path: Path, st: os.stat_result) -> str | None:
     return None
 
 
-def check_trusted(path: str | Path) -> None:
+def check_trusted(path: str | Path, owners: tuple[int, ...] | None = None) -> None:
     """`path`, every directory above it and, through symbolic links, what it names: owned by root (or this
-    process's user), writable by nobody else (sticky directories excepted). Raises Refused."""
+    process's user; or one of `owners`), writable by nobody else (sticky directories excepted). Raises Refused."""
+    owners = owners if owners is not None else (0, os.geteuid())
     given = Path(os.path.abspath(path))
     for chain in (given, Path(os.path.realpath(given))):
         for node in [*reversed(chain.parents), chain]:
@@ -196,7 +197,7 @@ def check_trusted(path: str | Path) -> None:
                 st = os.lstat(node)
             except OSError as exc:
                 raise Refused("InstallationFailed", f"{node}: {exc.strerror}") from None
-            problem = _trusted_node(node, st)
+            problem = _trusted_node(node, st, owners)
             if problem:
                 raise Refused("InstallationFailed", f"not trusted: {problem}")
 
