@@ -40,9 +40,6 @@ STATION_CONFIG = """\
 # Written by the platform check: the emulated hardware, and the probe's central system.
 [station]
 name = "platform-1"
-# The container's clock is the host's, which no NTP client in it synchronizes: with "ntp" the daemon
-# rightly warns at start that session times are estimates, which is not what this check is about.
-system_clock = "trusted"
 
 [hardware]
 mode = "sim"
@@ -59,6 +56,10 @@ url = "ws://127.0.0.1:%d/"
 # stops a unit, systemd 252 writes cgroup.kill, which fails with EIO in this container (the host's
 # cgroup tree is not delegated to it); it then kills the processes one by one, as it says.
 CONTAINER_ARTEFACTS = ("Failed to kill control group /system.slice/station.service, ignoring: Input/output error",)
+# The container's clock is the host's, which no NTP client in the container synchronizes: whether the
+# kernel counts it as synchronized depends on the host at the time, and when not, the daemon rightly
+# warns at start that session times are estimates. That warning is about the host, not the unit.
+HOST_CLOCK = "clock: the system clock is not synchronized"
 UPGRADED_AT = 0  # when the upgrade began (journal time, µs)
 
 
@@ -285,7 +286,8 @@ async def check_start(cs: CentralSystem, since_boot_or: int = 0) -> None:
     bad = [e["MESSAGE"] for e in pid1 if (int(e.get("PRIORITY", 6)) <= 4 or "mode is different" in str(e.get("MESSAGE")))
            and not any(str(e["MESSAGE"]).endswith(artefact) for artefact in CONTAINER_ARTEFACTS)]
     check(not bad, "no warning from systemd about the unit", "; ".join(map(str, bad)))
-    own = messages(c, f"_SYSTEMD_UNIT={UNIT}", "-p", "warning")  # the daemon's lines only, not systemd's about it
+    own = [m for m in messages(c, f"_SYSTEMD_UNIT={UNIT}", "-p", "warning")  # the daemon's lines, not systemd's
+           if HOST_CLOCK not in m]
     check(not own, "no warning from the station at start", "; ".join(own))
 
 
