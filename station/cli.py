@@ -243,6 +243,23 @@ def _controller_link_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--timeout", type=float, default=1.0, help="reply timeout per request in seconds (default 1)")
 
 
+def cmd_firmware_install(args: argparse.Namespace) -> int:
+    """station-update.service: install the release the daemon put into the spool, after checking it all again."""
+    from station.services import updater
+
+    prefix = None
+    if args.target:  # tests and trials: pip's --target instead of this interpreter's environment
+        prefix = [sys.executable, "-I", "-m", "pip", "install", "--target", args.target]
+    outcome = updater.install_pending(Path(args.spool), args.config, prefix=prefix)
+    if outcome is None:
+        print(f"nothing ready in {args.spool}", file=sys.stderr)
+        return 0
+    print(f"{outcome.status}: {outcome.reason}", file=sys.stderr)
+    if args.restart:
+        updater.restart_unit(args.restart)
+    return 0 if outcome.status == "Installed" else 1
+
+
 def cmd_mcsp_server(args: argparse.Namespace) -> int:
     from station.servers.mcsp.cli import main as server_main
 
@@ -343,6 +360,18 @@ def build_parser() -> argparse.ArgumentParser:
                                   "only those that differ: a value already there is never rewritten.")
     _controller_link_arguments(c)
     c.set_defaults(func=cmd_controller_setup)
+
+    s = sub.add_parser("firmware-install", help="root's firmware updater (station-update.service), not for the daemon",
+                       description="Take the release the daemon handed over in the spool, check its signature "
+                                   "against this configuration's firmware.signing_ca_file and its contents, install "
+                                   "it with pip into this environment, write the result for the daemon, then restart "
+                                   "the daemon's unit. Exit 0: installed or nothing ready; 1: refused or failed.")
+    s.add_argument("-c", "--config", default=DEFAULT_CONFIG,
+                   help=f"root's configuration, owned by root and writable by nobody else (default {DEFAULT_CONFIG})")
+    s.add_argument("--spool", default="/var/lib/station/firmware", help="the spool (default /var/lib/station/firmware)")
+    s.add_argument("--restart", metavar="UNIT", help="systemctl try-restart UNIT afterwards (station.service)")
+    s.add_argument("--target", help="install with pip --target DIR instead of into this environment (trials, tests)")
+    s.set_defaults(func=cmd_firmware_install)
 
     s = sub.add_parser("mcsp-server", help="the MCSP reference server (mmetering side)", add_help=False)
     s.add_argument("rest", nargs=argparse.REMAINDER)

@@ -187,7 +187,22 @@ def _firmware(cfg: Config, read_files: bool) -> list[Finding]:
             if b"-----BEGIN CERTIFICATE-----" not in text:
                 out.append(Finding("error", "firmware.signing_ca_file",
                                    f"{f.signing_ca_file} holds no PEM certificate (every firmware update will be refused)"))
+            out.extend(_updater_trust(cfg, f.signing_ca_file))
     return out
+
+
+def _updater_trust(cfg: Config, ca_file: str) -> list[Finding]:
+    """Where the privileged updater is installed, it trusts only a signing root that root alone can change."""
+    from station.services import handover, updater
+
+    if not handover.available(handover.spool_dir(cfg.station.state_dir)):
+        return []
+    try:
+        updater.check_trusted(ca_file, owners=(0,))
+    except updater.Refused as exc:
+        return [Finding("warning", "firmware.signing_ca_file",
+                        f"the firmware updater will refuse every release: {exc} (keep it root's, e.g. in /etc/station)")]
+    return []
 
 
 def _controller(cfg: Config) -> list[Finding]:

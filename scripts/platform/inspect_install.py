@@ -94,6 +94,9 @@ def main() -> None:
         "/var/lib/station": ("station", "station", "0o750"),
         "/etc/systemd/system/station.service": ("root", "root", "0o644"),
         "/opt/station/venv": ("root", "root", "0o755"),
+        "/var/lib/station/firmware": ("station", "station", "0o770"),  # the firmware spool
+        "/etc/systemd/system/station-update.service": ("root", "root", "0o644"),
+        "/etc/systemd/system/station-update.path": ("root", "root", "0o644"),
     }
     for path, want in expect.items():
         got = owner_mode(path)
@@ -102,6 +105,11 @@ def main() -> None:
     check("ConfigurationDirectoryMode=0750" in unit, "the unit's ConfigurationDirectoryMode matches /etc/station (0750)")
     check(unit == Path("/opt/station/systemd/station.service").read_text(), "the installed unit is the repository's")
     check(Path("/etc/systemd/system/multi-user.target.wants/station.service").is_symlink(), "the unit is enabled")
+    for name in ("station-update.service", "station-update.path"):
+        check(Path(f"/etc/systemd/system/{name}").read_text() == Path(f"/opt/station/systemd/{name}").read_text(),
+              f"the installed {name} is the repository's")
+    check(Path("/etc/systemd/system/paths.target.wants/station-update.path").is_symlink(),
+          "the firmware updater's path unit is enabled")
 
 
 if __name__ == "__main__":

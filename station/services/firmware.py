@@ -30,11 +30,11 @@ station's environment:
    (proxies, PYTHONPATH, pip options) reaches it.
 
 Installing a wheel runs none of its code; the new code runs when the service
-manager restarts the station. The pip process has the daemon's rights and no
-more: under the shipped systemd unit the station's environment
-(/opt/station/venv) is read-only, so an OCPP install there fails with
-InstallationFailed and releases are installed by scripts/install-pi
-(docs/security.md, "Firmware").
+manager restarts the station. Who runs `install`: where scripts/install-pi set
+up the privileged updater, its root process (station/services/updater.py,
+after checking everything again), never the daemon, whose unit keeps
+/opt/station/venv read-only; elsewhere (a developer's venv, the simulator)
+the daemon, with its own rights (docs/security.md §2.9).
 """
 
 from __future__ import annotations

@@ -26,7 +26,8 @@ A release is read once into memory after the download: the bytes whose
 signature and contents are checked are the bytes pip installs
 (station/services/firmware.py says what is checked and how pip runs).
 Installing waits for a running transaction to end (installing restarts the
-station) and then resets the station through the core. Jobs outlive a
+station) and then resets the station through the core; where the privileged
+updater is installed, the release is handed to it instead (handoff.py). Jobs outlive a
 connection: they are started with the station's `spawn`, not the peer's.
 """
 
@@ -40,6 +41,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 from station.clock import parse_iso
 from station.services.lazy import lazy
 
+from . import handoff
 from .link import sleep_or_event
 
 if TYPE_CHECKING:
@@ -181,6 +183,9 @@ class Jobs:
         data = await self._read_release(path)
         await self._no_transaction()
         await self.firmware_notice("Installing")
+        if data is not None and await handoff.hand_over(self, path.name, data, {"kind": "unsigned", "requestId": None}):
+            self.firmware_status = "Idle"
+            return
         # a release that is not a clean station wheel is refused by firmware.install: InstallationFailed (TC_044_3)
         ok, _ = await self._install(path.name, data) if data is not None else (False, "")
         await self.firmware_notice("Installed" if ok else "InstallationFailed")
@@ -188,8 +193,16 @@ class Jobs:
         if ok:
             await self._restart()
 
+    def keep_end(self, kind: str | None, request_id: int | None, status: str) -> None:
+        """An end state for send_pending: sent at once if connected, else after the next boot."""
+        if kind == "unsigned":
+            self.b.store.put_json(FIRMWARE_KEY, "Installed" if status == "Installed" else "InstallationFailed")
+        else:
+            self.b.store.put_json(SIGNED_FW_KEY, {"status": status, "requestId": request_id, "unsent": True})
+
     async def send_pending(self) -> None:
-        """After a boot: the end states that could not be sent before."""
+        """After a boot: the end states that could not be sent before, and the privileged updater's result."""
+        handoff.collect(self)
         status = self.b.store.get_json(FIRMWARE_KEY, None)
         if status:
             self.b.store.put_json(FIRMWARE_KEY, None)
@@ -295,6 +308,10 @@ class Jobs:
             await self._sleep_until(install_at)
         await self._no_transaction()  # L01.FR.06
         await self.signed_notice("Installing", request_id)
+        if await handoff.hand_over(self, path.name, data, {"kind": "signed", "requestId": request_id,
+                                                           "signingCertificate": fw["signingCertificate"],
+                                                           "signature": fw["signature"]}):
+            return  # the privileged updater installed it or not, and the end state is sent (or kept)
         ok, _ = await self._install(path.name, data)
         await self.signed_notice("Installed" if ok else "InstallationFailed", request_id)
         if ok:
