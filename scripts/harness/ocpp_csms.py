@@ -1,4 +1,4 @@
-"""A central system for the tests, built on the `ocpp` library, on real websockets.
+"""A central system for the tests and the benchmarks, built on the `ocpp` library, on real websockets.
 
 It answers like a well-behaved CSMS by default, and each action's answer can
 be replaced (`respond[action] = fn(payload) -> dict | SILENT | CallError`) to

@@ -1,5 +1,6 @@
-"""The independent strict central system of the OCPP tests: tests/peers/strict_cs.js (npm ocpp-rpc,
-strict mode) in a subprocess, driven over its stdin and read from its stdout (JSON lines)."""
+"""The independent strict central system of the OCPP tests and benchmarks: peers/strict_cs.js beside
+this file (npm ocpp-rpc, strict mode) in a subprocess, driven over its stdin and read from its stdout
+(JSON lines)."""
 
 from __future__ import annotations
 
@@ -10,13 +11,14 @@ import subprocess
 import time
 from pathlib import Path
 
-import pytest
-
-PEERS = Path(__file__).resolve().parents[1] / "peers"
+PEERS = Path(__file__).resolve().parent / "peers"
 
 
 def ensure_installed() -> None:
+    """Installs ocpp-rpc if needed; under pytest, skips the test when node or npm is missing."""
     if shutil.which("node") is None or shutil.which("npm") is None:
+        import pytest  # only the tests get here without node: bench checks for it first
+
         pytest.skip("node/npm not installed: the ocpp-rpc strict central system cannot run")
     if not (PEERS / "node_modules" / "ocpp-rpc").is_dir():
         subprocess.run(["bash", str(PEERS / "install.sh")], check=True, timeout=300)

@@ -1,5 +1,8 @@
 """Torture: SIGKILL a real station daemon at random moments, restart it, check at the backend.
 
+The kill test's engine, shared by tests/test_torture.py (short runs) and its command line,
+bench/torture.py (hundreds of kills):
+
     python bench/torture.py --kills 300 --seed 1 --backend mcsp|ocpp|ocpp201 [--outages 0.3] [--budget 1800]
 
 Theory of operation
@@ -21,10 +24,10 @@ offline (offline policy cached+local) and are delivered later.
 After the last kill, one clean round runs to its end (the scenario runner
 waits until nothing is left undelivered). Then the checks, at the backend's
 end. With `--backend ocpp` the backend is a strict OCPP 1.6 central system we
-did not write (ocpp-rpc in strict mode, tests/peers/ledger_cs.js) and the
-checks are bench/torture_ocpp.py's; with `--backend ocpp201` the same central
+did not write (ocpp-rpc in strict mode, scripts/harness/peers/ledger_cs.js) and the
+checks are torture_ocpp.py's (beside this file); with `--backend ocpp201` the same central
 system speaks OCPP 2.0.1 (the station's backend.ocpp.versions = ["2.0.1"])
-and the checks are bench/torture_ocpp201.py's. With `--backend mcsp` it is the MCSP
+and the checks are torture_ocpp201.py's. With `--backend mcsp` it is the MCSP
 reference server (station.servers.mcsp, McspServer) on 127.0.0.1, in
 this process, with its ledger in SQLite, and the checks are:
 
@@ -46,7 +49,6 @@ budget is spent; the figures say how many kills were done).
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import itertools
 import json
@@ -57,18 +59,17 @@ import sqlite3
 import sys
 import time
 from collections.abc import Callable, Coroutine
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, BinaryIO
 
-ROOT = Path(__file__).resolve().parents[1]
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
+from torture_ocpp import LedgerCS
 
-from bench.torture_ocpp import LedgerCS  # noqa: E402
-from station.aio import cancel_and_wait  # noqa: E402
-from station.hardware.meters.models import get_model, registered_wh  # noqa: E402
-from station.servers.mcsp import McspServer  # noqa: E402
+from station.aio import cancel_and_wait
+from station.hardware.meters.models import get_model, registered_wh
+from station.servers.mcsp import McspServer
+
+ROOT = Path(__file__).resolve().parents[2]  # the repository: the station process runs from here
 
 TAGS = {"D64FC93B": "Apartment 2", "04A2B3C4D5E6F7": "Apartment 3", "A1B2C3D4": "Apartment 4"}
 UNKNOWN = "6AC32B40"
@@ -127,7 +128,7 @@ class Figures:
     duration_s: float = 0.0
     backend: str = "mcsp"
     aimed_kills: int = 0  # OCPP: kills aimed at a StartTransaction in flight (--aim)
-    # OCPP only (bench/torture_ocpp.py): what the strict central system saw.
+    # OCPP only (scripts/harness/torture_ocpp.py): what the strict central system saw.
     cs_transactions: int = 0  # StartTransactions it answered
     duplicate_starts: int = 0  # transactions opened twice for one session (never stopped, bill nothing)
     duplicates_after_kill: int = 0  # ... whose first StartTransaction went on a connection the kill ended
@@ -135,7 +136,7 @@ class Figures:
     aimed_duplicates: int = 0  # ... whose first StartTransaction was the target of an aimed kill
     resent_starts: int = 0  # StartTransactions the station sent again after one without an answer (its marks)
     repeated_stops: int = 0  # StopTransaction sent again with the same values (harmless)
-    # OCPP 2.0.1 only (bench/torture_ocpp201.py)
+    # OCPP 2.0.1 only (scripts/harness/torture_ocpp201.py)
     cs_events: int = 0  # TransactionEvents the central system got (repeats included)
     repeated_events: int = 0  # TransactionEvents sent again after a kill: same seqNo, same content
     offline_events: int = 0  # TransactionEvents marked offline
@@ -460,70 +461,3 @@ def check(fig: Figures, journal_path: Path, server: McspServer) -> None:
             fail(f"ledger sessions {a.id} and {b.id} bill the same meter interval")
     fig.billed_wh = sum(r.energy_wh or 0 for r in ledger if r.state == "closed")
 
-
-def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--kills", type=int, default=300)
-    p.add_argument("--seed", type=int, default=1)
-    p.add_argument("--backend", choices=("mcsp", "ocpp", "ocpp201"), default="mcsp")
-    p.add_argument("--outages", type=float, default=0.25, help="probability of a backend outage per round")
-    p.add_argument("--budget", type=float, default=3600.0, help="seconds at most for the killing rounds")
-    p.add_argument("--max-delay", type=float, default=4.0, help="kill delays are uniform in [0.05, this] s")
-    p.add_argument("--aim", type=float, default=0.0,
-                   help="OCPP: probability that a round's kill is aimed at a StartTransaction in flight")
-    p.add_argument("--aim-ms", type=float, default=20.0,
-                   help="aimed kills land uniformly in [0, this] ms after the central system got the StartTransaction")
-    p.add_argument("--cs-latency-ms", type=float, default=0.0,
-                   help="OCPP: the central system answers each StartTransaction this much later (it opens the "
-                        "transaction at once)")
-    p.add_argument("--workdir", help="keep everything here (default: a new temporary directory)")
-    p.add_argument("--json", action="store_true")
-    args = p.parse_args(argv)
-    import tempfile
-
-    work = Path(args.workdir) if args.workdir else Path(tempfile.mkdtemp(prefix="station-torture-"))
-
-    def interrupted(signum, frame):  # SIGTERM like ^C: the running station process is killed too
-        raise KeyboardInterrupt
-
-    signal.signal(signal.SIGTERM, interrupted)
-    fig = asyncio.run(torture(work, args.kills, args.seed, backend=args.backend, budget_s=args.budget,
-                              outages=args.outages, kill_range=(0.05, args.max_delay), aim=args.aim,
-                              aim_ms=args.aim_ms, cs_latency_ms=args.cs_latency_ms,
-                              say=lambda t: print(t, flush=True)))
-    if args.json:
-        print(json.dumps(asdict(fig), indent=2))
-    else:
-        print(f"seed {fig.seed}: {fig.kills} kills in {fig.rounds} rounds ({fig.early_exits} ended before their kill,"
-              f" {fig.outages} with a backend outage), {fig.duration_s} s")
-        print(f"journal: {fig.sessions} sessions ({fig.sessions_with_energy} with energy, {fig.power_loss} closed by"
-              f" PowerLoss, {fig.offline_sessions} authorized offline, {fig.estimated} estimated), "
-              f"{fig.aborted_taps} taps aborted, {fig.refused_taps} refused")
-        if fig.backend == "ocpp201":
-            print(f"central system (2.0.1): {fig.cs_transactions} transactions in {fig.cs_events} TransactionEvents "
-                  f"({fig.repeated_events} sent again after a kill, all identical; {fig.offline_events} offline; "
-                  f"{fig.seq_gaps} seqNo gaps), {fig.schema_failures} schema failures, {fig.billed_wh} Wh billed; "
-                  f"meter advanced {fig.meter_advance_wh} Wh")
-        elif fig.backend == "ocpp":
-            print(f"central system: {fig.cs_transactions} transactions, {fig.duplicate_starts} duplicate "
-                  f"StartTransactions ({fig.duplicates_after_kill} after a kill, {fig.aimed_duplicates} of them after "
-                  f"one of the {fig.aimed_kills} aimed kills; {fig.duplicates_after_drop} after an outage's drop; the "
-                  f"station sent {fig.resent_starts} StartTransactions again after one without an answer), "
-                  f"{fig.repeated_stops} repeated StopTransactions, {fig.schema_failures} schema failures, "
-                  f"{fig.open_at_cs} transactions left open (the station names {fig.named_open}; "
-                  f"{fig.duplicates_stopped} duplicates it stopped at 0 Wh; latency {fig.cs_latency_ms:g} ms), "
-                  f"window from the central system's receipt to the journaled transactionId (ms, median/95%/max) "
-                  f"{fig.window_ms}, "
-                  f"{fig.billed_wh} Wh billed; meter advanced {fig.meter_advance_wh} Wh")
-        else:
-            print(f"backend: {fig.ledger_rows} ledger rows ({fig.ledger_zero_rows} of taps that never charged), "
-                  f"{fig.billed_wh} Wh billed; meter advanced {fig.meter_advance_wh} Wh")
-        print(f"work directory: {work}")
-        for f in fig.failures:
-            print(f"FAILED: {f}")
-        print("OK: nothing lost, nothing doubled" if fig.ok else f"{len(fig.failures)} failure(s)")
-    return 0 if fig.ok else 1
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -1,9 +1,9 @@
 """The OCPP side of the kill test: a strict central system we did not write, and the judge at it.
 
-The central system is tests/peers/ledger_cs.js: the npm library ocpp-rpc in
+The central system is scripts/harness/peers/ledger_cs.js: the npm library ocpp-rpc in
 strict mode (every message, both ways, checked against the official OCPP 1.6
 JSON schemas, or with `version="2.0.1"` the 2.0.1 ones) with a small ledger
-around it. The 2.0.1 judge is bench/torture_ocpp201.py. It runs as a Node process for
+around it. The 2.0.1 judge is torture_ocpp201.py beside this file. It runs as a Node process for
 the whole torture and appends each call, each schema failure and each
 connection's end to a JSON-lines file before it answers; `judge()` reads that
 file and the station's journal after the last round.
@@ -54,8 +54,7 @@ from typing import Any
 
 from station.aio import cancel_and_wait
 
-ROOT = Path(__file__).resolve().parents[1]
-PEERS = ROOT / "tests" / "peers"
+PEERS = Path(__file__).resolve().parent / "peers"
 SCRIPT = PEERS / "ledger_cs.js"
 STOP_REASONS = {"EmergencyStop", "EVDisconnected", "HardReset", "Local", "Other", "PowerLoss", "Reboot",
                 "Remote", "SoftReset", "UnlockCommand", "DeAuthorized"}
@@ -71,14 +70,14 @@ _JOURNALED = re.compile(r"(?P<at>\d{4}-\d\d-\d\d \d\d:\d\d:\d\d),(?P<ms>\d{3}) I
 def missing() -> str | None:
     """Why the central system cannot run here (None: it can)."""
     if shutil.which("node") is None:
-        return "node is not installed (tests/peers/install.sh)"
+        return "node is not installed (scripts/harness/peers/install.sh)"
     if not (PEERS / "node_modules" / "ocpp-rpc").is_dir():
-        return "ocpp-rpc is not installed (bash tests/peers/install.sh)"
+        return "ocpp-rpc is not installed (bash scripts/harness/peers/install.sh)"
     return None
 
 
 class LedgerCS:
-    """The strict central system in its own Node process (see tests/peers/ledger_cs.js)."""
+    """The strict central system in its own Node process (see peers/ledger_cs.js)."""
 
     name = "ocpp"
 
@@ -187,7 +186,7 @@ class LedgerCS:
 
     def check(self, fig: Any, journal: Path) -> None:
         if self.version == "2.0.1":
-            from bench.torture_ocpp201 import judge201
+            from torture_ocpp201 import judge201
 
             judge201(fig, journal, read_ledger(self.ledger))
             return

@@ -1,6 +1,6 @@
 """The OCPP 2.0.1 judge of the kill test, at a strict central system we did not write.
 
-The central system is tests/peers/ledger_cs.js speaking ocpp2.0.1 (npm ocpp-rpc
+The central system is scripts/harness/peers/ledger_cs.js speaking ocpp2.0.1 (npm ocpp-rpc
 in strict mode with its bundled 2.0.1 schemas): it appends every call, schema
 failure and connection end to a JSON-lines ledger before it answers, and marks
 a TransactionEvent whose transactionId and seqNo it has seen before as a

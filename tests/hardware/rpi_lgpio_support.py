@@ -31,7 +31,7 @@ from typing import Any
 
 from station.emulated import fakelgpio
 
-WHEEL = Path(__file__).parent / "data" / "rpi_lgpio-0.6-py3-none-any.whl"
+WHEEL = Path(__file__).resolve().parents[1] / "data" / "rpi_lgpio-0.6-py3-none-any.whl"
 WHEEL_SHA256 = "0930b6e0ffbfbeee9366fbfa5038d29a7606be96a5229d570b1f81be8f776777"  # PyPI, rpi-lgpio 0.6
 DEVICE_TREE_REVISION = "/proc/device-tree/system/linux,revision"
 NAMES = ("RPi", "RPi.GPIO", "lgpio")

@@ -2,7 +2,7 @@
 
 The release files are built by tests/firmware_support.py (zipfile, tarfile), never by the code under
 test; what pip receives is observed from the child process itself (its argv, environment and working
-directory). The whole hostile central system is in tests/ocpp/test_ocpp_hostile_firmware.py.
+directory). The whole hostile central system is in tests/backends/ocpp/test_ocpp_hostile_firmware.py.
 """
 
 from __future__ import annotations

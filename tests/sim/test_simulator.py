@@ -20,7 +20,7 @@ from station.sim.demo import PRODUCTION_STATE_DIR, prepare, simulation_config
 from station.sim.tui import View, press, render
 from tests.stations import lcd, state_is, until
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 
 
 @contextlib.asynccontextmanager

@@ -1,6 +1,6 @@
 #!/usr/bin/env node
 // A strict OCPP 1.6-J or 2.0.1 central system that keeps a billing ledger: the judge of the OCPP kill test
-// (bench/torture.py --backend ocpp|ocpp201, tests/test_torture.py).
+// (bench/torture.py --backend ocpp|ocpp201, tests/test_torture.py; driven by ../torture_ocpp.py).
 //
 // ocpp-rpc in strict mode validates every message in both directions against the official
 // OCPP 1.6 JSON schemas (date-time formats included); a message that breaks them is answered by

@@ -23,7 +23,7 @@ from station.servers.mcsp import McspServer
 from tests.stations import until
 
 TAG = "16AC936B1692E73A"
-T = Path(__file__).parent / "transcripts"
+T = Path(__file__).resolve().parents[2] / "transcripts"
 
 
 def backend(url: str, **kw) -> McspBackend:

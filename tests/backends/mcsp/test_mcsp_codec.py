@@ -22,7 +22,7 @@ from station.backends.mcsp.codec import (
 )
 from station.errors import ProtocolError
 
-T = Path(__file__).parent / "transcripts"
+T = Path(__file__).resolve().parents[2] / "transcripts"
 
 
 def transcript(name: str) -> bytes:

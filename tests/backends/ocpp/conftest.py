@@ -220,7 +220,7 @@ async def sim(csms, sim_factory):
 
 @pytest.fixture(scope="module")
 def pki(tmp_path_factory):
-    """The OCPP security tests' certificates (tests/ocpp/pki.py), made once per module."""
+    """The OCPP security tests' certificates (tests/backends/ocpp/pki.py), made once per module."""
     from pki import Pki
 
     return Pki(tmp_path_factory.mktemp("pki"))

@@ -30,12 +30,12 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from ocpp.v16.enums import Action
+from ocpp_double import StationDouble
 from websockets.asyncio.server import serve
 
 from station import config as config_mod
 from station.backends.ocpp.backend import OcppBackend
 from station.store import Store
-from tests.ocpp.ocpp_double import StationDouble
 
 KNOWN = {a.value for a in Action}
 FUZZ = settings(max_examples=100, deadline=None, suppress_health_check=list(HealthCheck))

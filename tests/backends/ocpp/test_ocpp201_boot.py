@@ -1,5 +1,5 @@
 """OCPP 2.0.1 provisioning (block B) against an independent strict central system: ocpp-rpc in strict mode
-with its bundled OCPP 2.0.1 schemas (tests/peers/strict_cs.js), the whole simulated station as the
+with its bundled OCPP 2.0.1 schemas (scripts/harness/peers/strict_cs.js), the whole simulated station as the
 charging station. Every test demands zero schema failures in both directions."""
 
 from __future__ import annotations

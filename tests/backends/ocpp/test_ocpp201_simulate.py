@@ -16,7 +16,7 @@ import pytest
 import strict_peer
 from strict_peer import TimedCS
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 CARD = "D64FC93B"
 CONFIG = """\
 [station]

@@ -1,6 +1,6 @@
 """OCPP 1.6 on a whole simulated station with a charge controller (EVSE-DIN on the emulated RS-485
 line), judged by the strict central system we did not write (ocpp-rpc in strict mode,
-tests/peers/strict_cs.js: every message validated against the official 1.6 schemas).
+scripts/harness/peers/strict_cs.js: every message validated against the official 1.6 schemas).
 
 A charging profile in A becomes the current on the board's setpoint register (read from the line's
 recorded writes, not from the station), one in W is spread over the phases the meter sees, a limit

@@ -1,6 +1,6 @@
 """An OCPP idTag chosen by the central system (RemoteStartTransaction) reaches the billing export as text.
 
-A whole simulated station; the central system is the `ocpp` library (tests/ocpp/ocpp_csms.py). For each
+A whole simulated station; the central system is the `ocpp` library (scripts/harness/ocpp_csms.py). For each
 way a cell can start a spreadsheet formula (OWASP: `=`, `+`, `-`, `@`, tab, carriage return) a session is
 started remotely with that idTag and stopped; then the CSV of `station sessions --csv` and of the status
 page's /sessions.csv must show each tag behind a leading `'`, and the energy as a plain number.

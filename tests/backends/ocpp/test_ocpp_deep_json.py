@@ -5,7 +5,7 @@ raise RecursionError, which dropped the frame with a traceback and no answer. 90
 are refused by the depth limit before anything walks them recursively (before the limit the schema
 check happened to stop at the top and answered TypeConstraintViolation; the limit makes the answer
 not depend on how far a check walks). Both get the dialect's formation code: FormationViolation in
-1.6 (the `ocpp` library's central system, tests/ocpp/ocpp_csms.py), FormatViolation in 2.0.1 (a bare
+1.6 (the `ocpp` library's central system, scripts/harness/ocpp_csms.py), FormatViolation in 2.0.1 (a bare
 websockets server, as in test_ocppj_peer.py). The charge point answers the next CALL, and nothing is
 logged with a traceback.
 """

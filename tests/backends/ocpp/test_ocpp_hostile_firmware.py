@@ -1,7 +1,7 @@
 """A hostile central system cannot make the station run code through a firmware update, in any profile.
 
-The central system is the independent strict one (ocpp-rpc, tests/peers) with each security profile's
-transport (0: ws://; 1: Basic auth; 2: TLS; 3: TLS with a client certificate; PKI of tests/ocpp/pki.py):
+The central system is the independent strict one (ocpp-rpc, scripts/harness/peers) with each security profile's
+transport (0: ws://; 1: Basic auth; 2: TLS; 3: TLS with a client certificate; PKI of tests/backends/ocpp/pki.py):
 a central system that passed every check the profile makes, and is hostile. It serves its files over
 HTTP on 127.0.0.1 and tries, in every profile:
 

@@ -1,8 +1,8 @@
 """OCPP security profiles 1-3 against an independent strict central system (ocpp-rpc 2.2.1, strict mode).
 
-The central system (tests/peers/strict_cs.js) checks HTTP Basic credentials,
+The central system (scripts/harness/peers/strict_cs.js) checks HTTP Basic credentials,
 serves wss:// with a server certificate for 127.0.0.1 and asks for client
-certificates, all from a PKI the test makes with `cryptography` (tests/ocpp/
+certificates, all from a PKI the test makes with `cryptography` (tests/backends/ocpp/
 pki.py). Every message in both directions is validated against the official
 1.6 schemas, the security whitepaper's messages included; every test demands
 zero schema failures. Compliance cases are named by their OCTT ids.

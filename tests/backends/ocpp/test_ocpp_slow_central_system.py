@@ -1,6 +1,6 @@
 """A slow or misbehaving central system during 15 minutes of charging (issue 22).
 
-The central system is tests/peers/ledger_cs.js: ocpp-rpc in strict mode with
+The central system is scripts/harness/peers/ledger_cs.js: ocpp-rpc in strict mode with
 a ledger of the transactions it opened and stopped, told to answer
 StartTransaction or StopTransaction late (after the station's 30 s timeout),
 not at all, with a frame that is not JSON, with a wrong message id, without
@@ -38,8 +38,8 @@ from typing import Any
 import pytest
 from conftest import TIME_SCALE
 from ocpp_flows import UID
+from torture_ocpp import PEERS, LedgerCS, missing, read_ledger
 
-from bench.torture_ocpp import PEERS, LedgerCS, missing, read_ledger
 from station import cli
 
 FIFTEEN_MINUTES = 15 * 60 * TIME_SCALE

@@ -1,7 +1,7 @@
 """A whole session against an independent strict central system: ocpp-rpc (Node) in strict mode.
 
 ocpp-rpc validates every message both ways against the official OCPP 1.6
-schemas, date-time formats included. The harness (tests/peers/strict_cs.js)
+schemas, date-time formats included. The harness (scripts/harness/peers/strict_cs.js)
 reports each CALL and each schema failure as a JSON line; the test drives the
 central system's commands through its stdin and the station through the
 simulated world, and demands zero schema failures.

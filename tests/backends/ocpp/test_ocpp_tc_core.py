@@ -2,7 +2,7 @@
 
 Each test is named by its test case id. The station is station.daemon.Station on
 emulated hardware (RFID chip, GPIO, Modbus meter); the central system is the
-`ocpp` library over real websockets (tests/ocpp/ocpp_csms.py).
+`ocpp` library over real websockets (scripts/harness/ocpp_csms.py).
 """
 
 from __future__ import annotations

@@ -3,7 +3,7 @@
 The firmware is a real (tiny) wheel of the `station` distribution, installed by
 the real pip into a target directory of the test instead of the running
 environment. Unsigned UpdateFirmware needs `firmware.allow_unsigned` (off by
-default); tests/ocpp/test_ocpp_hostile_firmware.py has what it refuses.
+default); tests/backends/ocpp/test_ocpp_hostile_firmware.py has what it refuses.
 """
 
 from __future__ import annotations

@@ -18,7 +18,7 @@ from station.backends.mcsp.codec import Request
 from station.servers.mcsp import Ledger, McspServer, MeterUnreadable, TagEntry, load_tags
 from station.servers.mcsp.cli import main
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[3]
 TAG = "16AC936B1692E73A"
 KEY = "a" * 32
 
@@ -167,7 +167,7 @@ async def test_tcp_replies_end_with_an_empty_line_and_garbage_closes_the_connect
     await server.start()
     try:
         reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
-        writer.write((Path(__file__).parent / "transcripts" / "picture-success.1.station").read_bytes())
+        writer.write((ROOT / "tests" / "transcripts" / "picture-success.1.station").read_bytes())
         reply = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 10)
         assert reply == b"MMETERING/1.0 OK\r\nSession-Id: 1\r\nTime: 2026-11-05T12:00:00Z\r\n\r\n"
         writer.write(b"HELLO\r\n")

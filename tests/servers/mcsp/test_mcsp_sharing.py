@@ -2,7 +2,7 @@
 
 The stations are the station's real MCSP client (McspBackend) on the reference server over TCP;
 what the core does with a cap (offer it, report what the car draws) is played by a small double
-of its StationControl here, so that many stations fit in one test (tests/test_controller_wiring.py
+of its StationControl here, so that many stations fit in one test (tests/hardware/test_controller_wiring.py
 runs a whole station with a charge controller on a server with a site limit). The server logs every share it
 gives; the test checks each one and that the stations together never offered more than the limit.
 Also: old stations and old servers keep working (headers they do not know are ignored).
