@@ -5,7 +5,7 @@ EVSE-DIN board on the emulated RS-485 line, its car charging. The time runs from
 limit leaves its source to the moment the board receives the write of register 1000 with the new
 value (`EmulatedBus.writes[...].at`, stamped as the request arrives at the emulated line):
 
-* OCPP: a central system in the same process (tests/ocpp/ocpp_csms.py, the `ocpp` library) sends
+* OCPP: a central system in the same process (scripts/harness/ocpp_csms.py, the `ocpp` library) sends
   SetChargingProfile (a TxDefaultProfile in A); through the websocket, the backend's profiles and
   limit task, the core, the pilot loop and the bus.
 * MCSP: the reference server (station/servers/mcsp) shares a site limit; the operator changes it
@@ -28,7 +28,7 @@ import tempfile
 import time
 from typing import Any
 
-from bench.common import ROOT, Result, summary_ms
+from bench.common import Result, summary_ms
 
 CARD = "D64FC93B"
 BOARD = 2
@@ -68,9 +68,8 @@ async def _charging(station: Any) -> None:
 
 
 async def _ocpp(samples: int) -> list[float]:
-    sys.path.insert(0, str(ROOT / "tests" / "ocpp"))
     from ocpp.v16 import call
-    from ocpp_csms import CentralSystem  # type: ignore[import-not-found]
+    from ocpp_csms import CentralSystem  # type: ignore[import-not-found]  # scripts/harness (bench/__init__.py)
 
     from station.daemon import Station
 

@@ -1,6 +1,6 @@
 """Benchmark 8: OCPP peer comparison, the station's OCPP client vs the npm em-ocpp-chargepoint-simulator.
 
-Both talk to the same central system (tests/ocpp/ocpp_csms.py, on the
+Both talk to the same central system (scripts/harness/ocpp_csms.py, on the
 `ocpp` library, websockets on 127.0.0.1) in this process, one after the
 other, with the same workload: N connections each registered by
 BootNotification, then M MeterValues CALLs on one connection, sequential,
@@ -97,7 +97,7 @@ async def _compare(quick: bool) -> dict[str, Any]:
 
     CentralSystem = import_central_system()
     if CentralSystem is None:
-        raise RuntimeError("tests/ocpp/ocpp_csms.py not importable")
+        raise RuntimeError("scripts/harness/ocpp_csms.py not importable")
     m = 200 if quick else 2000
     n_big = 5 if quick else 20
     pause = 400 if quick else 2000
@@ -141,8 +141,8 @@ def run(quick: bool) -> Result:
         res.skipped = f"{type(exc).__name__}: {exc}"
         return res
     res.notes += [
-        "Station side: OcppBackend per connection (own SQLite journal, StationDouble of tests/ocpp for the rest of "
-        "the station), schema validation by the ocpp library on every CALL and answer.",
+        "Station side: OcppBackend per connection (own SQLite journal and the real deliverer; bench/ocpp_peer_py.py "
+        "stands in for the rest of the station), schema validation by the ocpp library on every CALL and answer.",
         "em-sim: node + ws, no schema validation; as shipped it logs every frame to stdout (here a pipe).",
         "CPU includes the /proc tick resolution (10 ms): use the full run for per-message figures.",
     ]

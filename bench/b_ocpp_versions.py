@@ -2,7 +2,7 @@
 
 For each version a station process (`python -m bench.station_proc`, sim hardware, the emulated
 meter in its own process, as in b_process) runs with `backend.ocpp.versions = [version]` against
-tests/peers/strict_cs.js (npm ocpp-rpc, strict mode) speaking only that version, with its frame
+scripts/harness/peers/strict_cs.js (npm ocpp-rpc, strict mode) speaking only that version, with its frame
 report on: every websocket message and its size is counted at the central system, in both
 directions, so the byte figures are what crosses the wire (websocket framing excluded: payload
 text only).
@@ -184,7 +184,7 @@ async def measure(version: str, quick: bool) -> dict[str, Any]:
 def run(quick: bool) -> Result:
     res = Result("ocpp_versions", "OCPP 2.0.1 against 1.6: bytes per transaction, CPU per message")
     if import_strict_peer() is None:
-        res.skipped = "node or tests/peers/node_modules/ocpp-rpc missing (bash tests/peers/install.sh)"
+        res.skipped = "node or scripts/harness/peers/node_modules/ocpp-rpc missing (bash scripts/harness/peers/install.sh)"
         return res
 
     async def main() -> None:
@@ -196,7 +196,7 @@ def run(quick: bool) -> Result:
 
     asyncio.run(main())
     res.notes += [
-        "Both versions at tests/peers/strict_cs.js (ocpp-rpc strict mode); bytes are websocket message payloads "
+        "Both versions at scripts/harness/peers/strict_cs.js (ocpp-rpc strict mode); bytes are websocket message payloads "
         "counted at the central system, both directions, answers included.",
         "A transaction: tap, about 35 s at 7.4 kW with periodic values every 10 s, tap, back to Available. Price a "
         "longer one as the fixed part + n x the periodic message (one per TxUpdatedInterval / "

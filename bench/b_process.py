@@ -36,7 +36,7 @@ from typing import Any
 from bench.common import MIB, PYTHON, ROOT, Result, proc_cpu_s, proc_status, sim_env, terminate
 from bench.stations import CARD, backend_rig
 
-BACKENDS = ("local", "mcsp", "ocpp", "ocpp201")  # ocpp: 1.6 at tests/ocpp's central system; ocpp201: 2.0.1
+BACKENDS = ("local", "mcsp", "ocpp", "ocpp201")  # ocpp: 1.6 at scripts/harness/ocpp_csms.py; ocpp201: 2.0.1
 
 
 def _toml_value(v: Any) -> str:
@@ -361,9 +361,9 @@ def run(quick: bool) -> Result:
     kinds = [k for k in BACKENDS if (k != "ocpp" or import_central_system() is not None)
              and (k != "ocpp201" or import_strict_peer() is not None)]
     if "ocpp" not in kinds:
-        res.notes.append("ocpp: not measured, tests/ocpp/ocpp_csms.py not importable")
+        res.notes.append("ocpp: not measured, scripts/harness/ocpp_csms.py not importable")
     if "ocpp201" not in kinds:
-        res.notes.append("ocpp201: not measured, no node or tests/peers/install.sh not run")
+        res.notes.append("ocpp201: not measured, no node or scripts/harness/peers/install.sh not run")
 
     async def main() -> None:
         res.figures["floor"] = await floor()

@@ -132,10 +132,10 @@ def run(quick: bool) -> Result:
     extra = {"rfid.absent_s": 0.2} if quick else {}
     for kind in ("local", "mcsp", "ocpp", "ocpp201"):
         if kind == "ocpp" and import_central_system() is None:
-            res.figures[kind] = {"skipped": "tests/ocpp/ocpp_csms.py not importable"}
+            res.figures[kind] = {"skipped": "scripts/harness/ocpp_csms.py not importable"}
             continue
         if kind == "ocpp201" and import_strict_peer() is None:
-            res.figures[kind] = {"skipped": "no node or tests/peers/install.sh not run"}
+            res.figures[kind] = {"skipped": "no node or scripts/harness/peers/install.sh not run"}
             continue
         with tempfile.TemporaryDirectory(prefix=f"bench-tap-{kind}-") as tmp:
             try:

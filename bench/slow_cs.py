@@ -4,13 +4,13 @@
 
 Theory of operation
 -------------------
-The tests (tests/ocpp/test_ocpp_slow_central_system.py) run the same
+The tests (tests/backends/ocpp/test_ocpp_slow_central_system.py) run the same
 misbehaviours with every protocol interval and deadline scaled down; this
 runs them once at field time, with product defaults: a 30 s response timeout,
 TransactionMessageAttempts 3, TransactionMessageRetryInterval 60 s, the
 deliverer's 180 s deadline, MeterValueSampleInterval 60 s. A whole station
 (station.daemon.Station, emulated hardware, 7.4 kW load) charges for
-`--minutes` while tests/peers/ledger_cs.js (ocpp-rpc, strict schemas, a plain
+`--minutes` while scripts/harness/peers/ledger_cs.js (ocpp-rpc, strict schemas, a plain
 central system with a ledger) misbehaves, phase by phase (minutes are fractions
 of the charge, so a shorter run keeps the same order):
 
@@ -48,7 +48,6 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from bench.stations import CARD, station_config  # noqa: E402
-from bench.torture_ocpp import LedgerCS, missing, read_ledger  # noqa: E402
 
 
 async def _until(pred: Callable[[], bool], period: float = 0.1) -> None:
@@ -72,6 +71,8 @@ async def _look(st: Any, seen: dict[str, int], until: float) -> None:
 
 
 async def run(minutes: float, work: Path, say=print) -> dict[str, Any]:
+    from torture_ocpp import LedgerCS, missing, read_ledger  # scripts/harness (bench/__init__.py)
+
     from station import cli
     from station.daemon import Station
 

@@ -1,8 +1,9 @@
 """Run a whole station in this process on emulated hardware, with each backend on loopback.
 
 `backend_rig(kind, state_dir)` starts what the backend needs (nothing for
-local, an embedded `McspServer` for mcsp, the test central system of
-tests/ocpp for ocpp, the strict ocpp-rpc central system of tests/peers speaking 2.0.1 for ocpp201)
+local, an embedded `McspServer` for mcsp, the `ocpp` library's central system of
+scripts/harness/ocpp_csms.py for ocpp, the strict ocpp-rpc central system of scripts/harness/peers
+speaking 2.0.1 for ocpp201)
 and yields (config overrides, server). Product
 defaults are kept except where only waiting is saved (Finishing time).
 """
@@ -12,7 +13,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import sys
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -20,37 +20,33 @@ from typing import Any
 
 from bench.common import ROOT
 
+PEERS = ROOT / "scripts" / "harness" / "peers"
 CARD = "D64FC93B"
 TAGS = {CARD: "Apartment 2"}
 
 
 def import_central_system():
-    """tests/ocpp/ocpp_csms.py's CentralSystem (built on the `ocpp` library), or None."""
-    path = str(ROOT / "tests" / "ocpp")
-    if path not in sys.path:
-        sys.path.insert(0, path)
+    """scripts/harness/ocpp_csms.py's CentralSystem (built on the `ocpp` library), or None."""
     try:
-        from ocpp_csms import CentralSystem  # type: ignore[import-not-found]
+        from ocpp_csms import CentralSystem  # type: ignore[import-not-found]  # scripts/harness (bench/__init__.py)
     except Exception as exc:  # noqa: BLE001 - reported as "not measured"
-        logging.getLogger(__name__).warning("tests/ocpp/ocpp_csms.py not importable: %s", exc)
+        logging.getLogger(__name__).warning("scripts/harness/ocpp_csms.py not importable: %s", exc)
         return None
     return CentralSystem
 
 
 def import_strict_peer():
-    """tests/ocpp/strict_peer.py (the ocpp-rpc strict central system in a node process), or None."""
+    """scripts/harness/strict_peer.py (the ocpp-rpc strict central system in a node process), or None."""
     import shutil
 
-    path = str(ROOT / "tests" / "ocpp")
-    if path not in sys.path:
-        sys.path.insert(0, path)
-    if shutil.which("node") is None or not (ROOT / "tests" / "peers" / "node_modules" / "ocpp-rpc").is_dir():
-        logging.getLogger(__name__).warning("node or tests/peers/node_modules/ocpp-rpc missing (bash tests/peers/install.sh)")
+    if shutil.which("node") is None or not (PEERS / "node_modules" / "ocpp-rpc").is_dir():
+        logging.getLogger(__name__).warning("node or scripts/harness/peers/node_modules/ocpp-rpc missing "
+                                            "(bash scripts/harness/peers/install.sh)")
         return None
     try:
-        import strict_peer  # type: ignore[import-not-found]
+        import strict_peer  # type: ignore[import-not-found]  # scripts/harness (bench/__init__.py)
     except Exception as exc:  # noqa: BLE001 - reported as "not measured"
-        logging.getLogger(__name__).warning("tests/ocpp/strict_peer.py not importable: %s", exc)
+        logging.getLogger(__name__).warning("scripts/harness/strict_peer.py not importable: %s", exc)
         return None
     return strict_peer
 
@@ -61,7 +57,7 @@ async def strict_central_system(version: str, frames: bool = False) -> AsyncIter
     times; with `frames`, every websocket message is reported with its size."""
     sp = import_strict_peer()
     if sp is None:
-        raise RuntimeError("no strict central system (node and tests/peers/install.sh needed)")
+        raise RuntimeError("no strict central system (node and scripts/harness/peers/install.sh needed)")
     cs = await sp.start({"protocols": [f"ocpp{version}"], "frames": frames}, cls=sp.TimedCS)
     try:
         yield cs
@@ -87,7 +83,7 @@ async def backend_rig(kind: str) -> AsyncIterator[tuple[dict[str, Any], Any]]:
     if kind == "ocpp":
         CentralSystem = import_central_system()
         if CentralSystem is None:
-            raise RuntimeError("no OCPP central system (tests/ocpp/ocpp_csms.py) importable")
+            raise RuntimeError("no OCPP central system (scripts/harness/ocpp_csms.py) importable")
         cs = await CentralSystem().start()
         try:
             yield {"backend.kind": "ocpp", "backend.ocpp.url": cs.url, "station.name": "CP1"}, cs

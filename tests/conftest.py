@@ -1,8 +1,22 @@
-"""Shared fixtures. Keep additions small: several test modules rely on these."""
+"""Shared fixtures. Keep additions small: several test modules rely on these.
+
+Layout (docs/architecture.md, "Tests"): tests/<package>/ mirrors station/<package>/; the shared support
+modules here (stations, mcsp_support, ...) are imported by plain name from every folder below, as
+pytest puts this folder on sys.path when it loads this file. The independent central systems and the
+kill-test harness are shared with bench/ in scripts/harness/ and imported by plain name too
+(`import strict_peer`, `from torture import torture`): this file puts that folder on sys.path.
+"""
 
 from __future__ import annotations
 
+import sys
+from pathlib import Path
+
 import pytest
+
+HARNESS = str(Path(__file__).resolve().parents[1] / "scripts" / "harness")
+if HARNESS not in sys.path:
+    sys.path.insert(0, HARNESS)
 
 
 @pytest.fixture

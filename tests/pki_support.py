@@ -11,7 +11,7 @@ Python or Node, can load them.
 certificate for another host); `other-ca` signs nothing the station should
 trust.
 
-One module for every test that needs certificates; tests/ocpp/pki.py builds the
+One module for every test that needs certificates; tests/backends/ocpp/pki.py builds the
 OCPP security set (a CPO CA, a rogue CA, a manufacturer's firmware signer) from it.
 """
 

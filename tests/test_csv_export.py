@@ -1,6 +1,6 @@
 """The billing export cannot carry a spreadsheet formula (OWASP "CSV Injection"), whatever a backend sent.
 
-The id tag (OCPP RemoteStartTransaction, tests/ocpp/test_ocpp_csv_export.py) and the backend's session
+The id tag (OCPP RemoteStartTransaction, tests/backends/ocpp/test_ocpp_csv_export.py) and the backend's session
 id (an MCSP server's Session-Id, here) are text a backend chooses, and the operator opens the export in a
 spreadsheet. Each cell that starts with `=`, `+`, `-`, `@`, a tab or a carriage return must reach the
 CSV bytes with a leading `'`; numbers stay numbers. The MCSP server here is a few lines of the test's own

@@ -1,6 +1,6 @@
 """Files an installer or operator writes, nested 100,000 levels deep: a clear error, not a traceback.
 
-The OCPP frames are in tests/ocpp/test_ocpp_deep_json.py. Here the TOML files: the station's config
+The OCPP frames are in tests/backends/ocpp/test_ocpp_deep_json.py. Here the TOML files: the station's config
 (`station check-config`, `station run`), the MCSP server's tags file and a simulator scenario.
 tomllib recurses once per level of nested arrays or inline tables, so such a file raised RecursionError.
 """

@@ -215,7 +215,7 @@ async def test_status_page_shows_what_needs_attention(tmp_path):
         await st.world.tap(CARD)
         await state_is(st, "Available")
         # What an OCPP backend leaves when the central system never processed the stop, and when
-        # StartTransactions went unanswered (see tests/ocpp/test_ocpp_slow_central_system.py).
+        # StartTransactions went unanswered (see tests/backends/ocpp/test_ocpp_slow_central_system.py).
         st.store.hold(OutboxItem(10_000, MessageKind.STOP, sid, {}, "2026-12-07T10:00:00Z"),
                       "StopTransaction not processed after 3 tries (last: CALLERROR InternalError)")
         st.store.set_extra(sid, maybe_open_at_backend={"count": 2, "timestamp": "2026-12-07T09:00:00.000Z"})

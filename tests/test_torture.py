@@ -1,11 +1,12 @@
 """The torture tests: a real station daemon process on emulated hardware, killed with SIGKILL at
 seeded random moments and restarted, against the MCSP reference server and against a strict OCPP
-1.6 central system we did not write (ocpp-rpc in strict mode, tests/peers/ledger_cs.js); then, at
+1.6 central system we did not write (ocpp-rpc in strict mode, scripts/harness/peers/ledger_cs.js); then, at
 the backend's end, every session billed exactly once (or, for OCPP, a duplicate transaction
 accounted for) and the billed energy equal to the meter's advance.
 
-The engine and its longer runs (hundreds of kills) are in bench/torture.py and
-bench/torture_ocpp.py; see docs/durability.md.
+The engine is scripts/harness/torture.py (shared with the benchmarks; its OCPP judges are
+torture_ocpp.py and torture_ocpp201.py beside it), and the longer runs (hundreds of kills) are its
+command line, bench/torture.py; see docs/durability.md.
 """
 
 from __future__ import annotations
@@ -17,9 +18,10 @@ import sqlite3
 import subprocess
 
 import pytest
+import torture_ocpp
+import torture_ocpp201
+from torture import Figures, Rig, make_side, round_scenario, torture
 
-from bench import torture_ocpp, torture_ocpp201
-from bench.torture import Figures, Rig, make_side, round_scenario, torture
 from station.store import Store
 
 
@@ -81,7 +83,7 @@ async def test_ocpp201_sigkills_judged_at_a_strict_central_system(tmp_path):
     outages: every journal session is one transaction under its session key, its events numbered 0..n without
     a gap, one Started and one Ended with the journal's registers and stop reason, every event sent again after
     a kill identical to the first (counted), the energy billed equal to the meter's advance, zero schema
-    failures (bench/torture_ocpp201.py)."""
+    failures (scripts/harness/torture_ocpp201.py)."""
     _need_ocpp_peer()
     fig = await torture(tmp_path, kills=40, seed=20261207, backend="ocpp201", budget_s=75.0, outages=0.2,
                         kill_range=(0.05, 2.2), aim=0.3, aim_ms=2.0)

@@ -5,7 +5,7 @@ and most of what goes wrong on a Pi comes from below it: lgpio raises its own
 `lgpio.error` (a plain Exception subclass, not RuntimeError) when the chip
 does not open or a line is busy, and lgpio, not the kernel, debounces edges.
 This module models that layer, so that the real rpi-lgpio code runs on it in
-tests (tests/rpi_lgpio_support.py loads the unmodified rpi-lgpio 0.6 wheel on
+tests (tests/hardware/rpi_lgpio_support.py loads the unmodified rpi-lgpio 0.6 wheel on
 top of it), and station.emulated.fakegpio can raise the very same error class
 in the simulator.
 

@@ -1,7 +1,7 @@
 """The shell's pilot link (station/core/pilot.py) on its own: a charge controller double that keeps a
 setpoint like a board, the events the link posts, a clock the test moves.
 
-Whole stations on the emulated board are in tests/test_controller_wiring.py; here each rule of the
+Whole stations on the emulated board are in tests/hardware/test_controller_wiring.py; here each rule of the
 link is reached in a few turns: what is written and when, what a failure and a setup problem become,
 the car's own faults kept until it leaves, waking a sleeping car only where the board can.
 """

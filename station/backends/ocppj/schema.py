@@ -17,7 +17,7 @@ is 35 MiB, and it has to be imported before the first frame arrives. The
 rules follow jsonschema's Draft4Validator, including which error it calls
 the best when a payload breaks several rules (shallowest first, then the
 path, then an error whose instance does not even have the expected type), so
-the CALLERROR code is the one jsonschema would give; tests/ocpp/
+the CALLERROR code is the one jsonschema would give; tests/backends/ocpp/
 test_ocpp_schema.py checks that against jsonschema over every 1.6 and 2.0.1
 schema with valid and mutated payloads. Keywords the official schemas do not
 use are refused when a schema is loaded, so a new schema version with a new

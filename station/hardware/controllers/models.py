@@ -10,7 +10,7 @@ puts into its non-volatile memory. The generic adapter (station/hardware/
 controller.py) works from this data; what cannot be data, how a board encodes
 the pilot state and its fault bits, is one small pure function per family
 (`decode_evse_din`, `decode_phoenix`), tested against tables typed from the
-manufacturers' documents (tests/test_controller_maps.py).
+manufacturers' documents (tests/hardware/test_controller_maps.py).
 
 Memory. Every register is "ram" (volatile: lost at the board's restart, free to
 write as often as needed) or "eeprom" (kept across restarts; a flash or EEPROM

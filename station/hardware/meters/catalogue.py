@@ -1,7 +1,7 @@
 """The catalogue: every meter model the station knows, as data (`meter.model` names).
 
 Each map names the manufacturer's document in `note`; docs/hardware.md gives
-title, version, table and page, and tests/test_meter_maps.py checks each map
+title, version, table and page, and tests/hardware/test_meter_maps.py checks each map
 against a table typed by hand from that document. Addresses are the 0-based
 PDU addresses sent on the wire. `get_model` also takes the old names kept as
 aliases (`SDM72D-M` is the SDM72D-M-V2), and forgives case and separators.

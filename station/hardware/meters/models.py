@@ -14,7 +14,7 @@ No model has code of its own. Two generic routines work from that data:
 Because both ends share this one description, a test of "the real pymodbus
 client against the emulated meter" cannot find a wrong map: a misreading
 would also have been put into the emulator. So every map below is checked
-separately, in tests/test_meter_maps.py, against register tables written by
+separately, in tests/hardware/test_meter_maps.py, against register tables written by
 hand from the manufacturer's document and served by pymodbus' own server;
 docs/hardware.md names each document (title, version, table).
 

@@ -36,7 +36,7 @@ stations have an open session. `Sharing` turns that into a cap per station
 `plan()` decides the targets (slots, rotation, water filling) for everyone;
 `grant()` is called for the station whose reply is being sent. Caps are 0 or
 at least `min_current_a`, in steps of 0.1 A, rounded down.
-`tests/test_sharing.py` checks with hypothesis that the offers never exceed
+`tests/servers/mcsp/test_sharing.py` checks with hypothesis that the offers never exceed
 the site limit (with stations that adopt caps late and in any order), that no
 station given current gets less than the minimum, and that waiting stations
 are served in turn.
