@@ -15,6 +15,7 @@ if TYPE_CHECKING:
 
     from .authz import Authorizer
     from .devmodel import DeviceModel
+    from .early import EarlyTx
     from .sampling import Sampler
     from .smart import Smart
     from .status import StatusReporter
@@ -31,6 +32,9 @@ class Ocpp201Api(Host, Protocol):
 
     @property
     def points(self) -> TxPoints: ...
+
+    @property
+    def early(self) -> EarlyTx: ...
 
     @property
     def tx(self) -> Transactions: ...

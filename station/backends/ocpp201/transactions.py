@@ -37,7 +37,8 @@ from station.clock import parse_iso
 from station.core.model import DeliveryResult, MessageKind, OutboxItem, Session
 from station.errors import BackendOffline, StorageError
 
-from .txpoints import _ENDING, Point, TxPoints
+from .txevents import ENDING, Point, TxEvents
+from .txpoints import OPEN_KEY, TxPoints
 
 if TYPE_CHECKING:
     from datetime import datetime
@@ -48,16 +49,20 @@ if TYPE_CHECKING:
 
     from .authz import Authorizer
     from .devmodel import DeviceModel
+    from .early import EarlyTx
 
 log = logging.getLogger(__name__)
 
 STATE = "ocpp201"  # session extra: the transaction's state and its event in flight
+IDS_KEY = "ocpp201.ids"  # transactionId -> session id, for transactions that began before their session
 
 
 class DeliveryHost(Protocol):
     devmodel: DeviceModel
     auth: Authorizer
     points: TxPoints
+    events: TxEvents
+    early: EarlyTx
     limits: PowerLimit
 
     @property
@@ -84,6 +89,10 @@ def state_of(session: Session) -> dict[str, Any]:
 class Transactions:
     def __init__(self, host: DeliveryHost) -> None:
         self.b = host
+        try:
+            self._open: dict[str, int] = dict(host.store.get_json(OPEN_KEY, {}) or {})
+        except (StorageError, TypeError, ValueError):
+            self._open = {}
 
     async def deliver(self, item: OutboxItem, session: Session) -> DeliveryResult:
         if item.kind is MessageKind.METER_VALUES:  # queued while the central system spoke 1.6
@@ -91,15 +100,21 @@ class Transactions:
         if not self.b.link.accepted:
             raise BackendOffline("not registered with the central system")
         state = state_of(session)
+        continues = item.payload.get("continues") if item.kind is MessageKind.TX_EVENT else None
         if not state and session.backend_session_id not in (None, session.key):
             return DeliveryResult(rejected="started under OCPP 1.6; the central system now speaks 2.0.1")
         inflight = state.get("inflight") or {}
         if inflight.get("item") == item.seq:
             payload = inflight.get("payload")  # offered again after a restart: the same event
         else:
+            if not state and continues:
+                state = self._continued(continues, session)
             payload = self._build(item, session, state)
+        self._own(state, session, payload)
+        if isinstance(continues, dict) and "early" in continues and self.b.early.get(continues["early"]) is not None:
+            self.b.early.drop(continues["early"])  # the session's now (its state journaled above)
         if payload is None:
-            return DeliveryResult(backend_session_id=session.key if state.get("started") else None)
+            return DeliveryResult(backend_session_id=state.get("id") if state.get("started") else None)
         try:
             conf = await transaction_call(
                 lambda: self.b.link.request("TransactionEvent", payload), "TransactionEvent",
@@ -108,16 +123,70 @@ class Transactions:
                     self.b.devmodel.int("OCPPCommCtrlr", "MessageAttemptInterval", "TransactionEvent") * n))
         except Exhausted as exc:  # E13.FR.04: dropped, and the next one goes
             self._after(payload, session)
-            return DeliveryResult(backend_session_id=session.key, rejected=f"{exc} (seqNo {payload['seqNo']})")
+            return DeliveryResult(backend_session_id=state["id"], rejected=f"{exc} (seqNo {payload['seqNo']})")
         self._after(payload, session)
         self._answered(payload, conf, session)
-        return DeliveryResult(backend_session_id=session.key)
+        return DeliveryResult(backend_session_id=state["id"])
 
+    # ================================================================ which session a transaction lives on
+    def _continued(self, continues: dict[str, Any], session: Session) -> dict[str, Any]:
+        """The state of the transaction the EV started that this session continues (early.py), else {}."""
+        early_id = continues.get("early")
+        if early_id is None:
+            return {}
+        if self.b.early.pending(early_id):
+            self.b.early.wake()  # its first events go first (early.py sends them)
+            raise BackendOffline("the EV-connected transaction's first events are not sent yet")
+        return self.b.early.adopt(early_id) or {}
+
+    def _own(self, state: dict[str, Any], session: Session, payload: dict[str, Any] | None) -> None:
+        """The journal's list of open transactions and their sessions (what a restart closes, txpoints.py)."""
+        tx_id = state.get("id")
+        if tx_id is None:
+            return
+        before = dict(self._open)
+        if payload is not None and payload["eventType"] == "Ended":
+            self._open.pop(tx_id, None)
+        elif state.get("started") and not state.get("ended"):
+            self._open[tx_id] = session.id
+            if tx_id != session.key:
+                self._remember(tx_id, session.id)
+        if self._open != before:
+            self.b.store.put_json(OPEN_KEY, self._open)
+
+    def _remember(self, tx_id: str, session_id: int) -> None:
+        ids = self.b.store.get_json(IDS_KEY, {}) or {}
+        if ids.get(tx_id) != session_id:
+            ids[tx_id] = session_id
+            while len(ids) > 100:
+                ids.pop(next(iter(ids)))
+            self.b.store.put_json(IDS_KEY, ids)
+
+    def transaction_id(self, session: Session) -> str:
+        """The transactionId of the session's transaction (its key, unless it continues an earlier one)."""
+        try:
+            fresh = self.b.store.find_session(session.id) or session
+        except StorageError:
+            fresh = session
+        state = state_of(fresh)
+        if state.get("id"):
+            return str(state["id"])
+        tied = self.b.early.tied_to(session.id)
+        return str(tied["id"]) if tied is not None else session.key
+
+    def session_of(self, transaction_id: str) -> Session | None:
+        session = self.b.store.session_by_key(transaction_id)
+        if session is None:
+            known = (self.b.store.get_json(IDS_KEY, {}) or {}).get(transaction_id)
+            session = self.b.store.find_session(int(known)) if known is not None else None
+        return session
+
+    # ================================================================ building, journaling
     def _build(self, item: OutboxItem, session: Session, state: dict[str, Any]) -> dict[str, Any] | None:
         """The event for a new item, journaled with the state before it is sent (None: nothing to send)."""
         state.setdefault("id", session.key)
         state.setdefault("seq", 0)
-        event = self.b.points.event(item, session, state)
+        event = self.b.events.event(item, session, state)
         payload: dict[str, Any] | None = None
         if event is not None:
             at = state.get("at")
@@ -165,7 +234,7 @@ class Transactions:
         dm = self.b.devmodel
         stop = set(dm.list("TxCtrlr", "TxStopPoint"))
         if dm.bool("TxCtrlr", "StopTxOnInvalidId"):
-            if stop & _ENDING:  # E05.FR.10, C15.FR.04, E06.FR.04: the transaction ends
+            if stop & ENDING:  # E05.FR.10, C15.FR.04, E06.FR.04: the transaction ends
                 self.b.control.spawn(self.b.control.stop_session("DeAuthorized"), "ocpp-deauthorize")
             else:  # E05.FR.09, C15.FR.03: energy stops, the transaction goes on until the EV leaves
                 self.b.limits.deauthorize(session.id, 0)
@@ -182,10 +251,13 @@ class Transactions:
                                                                         MessageKind.TX_EVENT)]
         except StorageError:
             queued = []
+        early = self.b.early.status(transaction_id)
         if transaction_id is None:  # E14.FR.06-08
-            return {"messagesInQueue": bool(queued)}
+            return {"messagesInQueue": bool(queued) or bool(early and early["messagesInQueue"])}
+        if early is not None:  # a transaction the EV started, not (yet) a session's
+            return early
         try:
-            session = self.b.store.session_by_key(transaction_id)
+            session = self.session_of(transaction_id)
         except StorageError:
             session = None
         if session is None:  # E14.FR.01

@@ -139,7 +139,7 @@ VARIABLES: list[Var] = [
     _b("TxCtrlr", "StopTxOnInvalidId", RW, True),
     _i("TxCtrlr", "MaxEnergyOnInvalidId", RW, 0, min=0, max=1_000_000, unit="Wh"),
     Var("TxCtrlr", "TxStartPoint", "MemberList", RW, "PowerPathClosed",
-        values=("Authorized", "PowerPathClosed", "EnergyTransfer")),
+        values=("EVConnected", "Authorized", "PowerPathClosed", "EnergyTransfer")),  # no bay sensor, no signed meter
     Var("TxCtrlr", "TxStopPoint", "MemberList", RW, "PowerPathClosed",
         values=("EVConnected", "Authorized", "PowerPathClosed", "EnergyTransfer")),
     _b("TxCtrlr", "TxBeforeAcceptedEnabled", RO, False),
