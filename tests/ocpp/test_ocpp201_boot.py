@@ -154,7 +154,7 @@ async def test_TC_B_09_10_11_35_36_37_39_CS_set_variables_persist(strict201, sim
     assert [r["attributeStatus"] for r in result["setVariableResult"]] == [
         "Accepted", "Accepted", "Accepted", "Rejected", "Rejected", "Rejected", "UnknownComponent",
         "UnknownVariable", "NotSupportedAttributeType", "Rejected", "RebootRequired"]
-    assert s.charger.settings["connection_timeout_s"] == 25 * 0.02
+    assert s.charger.machine.settings.connection_timeout_s == 25 * 0.02
     await s.station.stop(graceful=False)
     s2 = await sim201_factory(cs.url)
     await s2.online()

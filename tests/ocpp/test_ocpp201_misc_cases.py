@@ -47,12 +47,12 @@ def fw_statuses(cs: TimedCS, request_id: int) -> list[str]:
     return [p["status"] for p in calls(cs, "FirmwareStatusNotification") if p.get("requestId") == request_id]
 
 
-async def fw_station(cs, sim201_factory, pki, tmp_path):
-    s = await sim201_factory(cs.url)
+async def fw_station(cs, sim201_factory, pki, tmp_path, variables=None):
+    """A station that takes firmware signed by the test manufacturer (firmware.signing_ca_file)."""
+    s = await sim201_factory(cs.url, variables, **{"firmware.signing_ca_file": pki.path("mfr-ca.pem")})
     s.backend.pip_command = [sys.executable, "-m", "pip", "install", "--no-input", "--no-deps", "--no-index",
                              "--disable-pip-version-check", "--target", str(tmp_path / "site-packages")]
     await s.online()
-    await cs.command("InstallCertificate", {"certificateType": "ManufacturerRootCertificate", "certificate": pki.mfr.pem})
     return s
 
 
@@ -83,9 +83,10 @@ async def test_TC_L_07_08_F_17_18_CS_firmware_that_fails(strict201, sim201_facto
     """TC_L_07_CS (L01.FR.30): a location that does not answer: Downloading, DownloadFailed after the
     retries; TC_L_08_CS: a signed file that does not install: InstallationFailed; TC_F_17_CS / TC_F_18_CS
     (F06.FR.16): TriggerMessage FirmwareStatusNotification, with an EVSE or not, is Accepted and says Idle
-    before any update, and the last status sent after one that did not end Installed (L01.FR.26)."""
+    before any update, and the last status sent after one that did not end Installed (L01.FR.26). A signed file
+that is not a station release: InstallVerificationFailed (never given to pip)."""
     cs = strict201
-    await fw_station(cs, sim201_factory, pki, tmp_path)
+    s = await fw_station(cs, sim201_factory, pki, tmp_path)
     for evse in ({"id": 1}, None):  # nothing done yet: Idle (F06.FR.16)
         n = len(cs.events)
         params = {"requestedMessage": "FirmwareStatusNotification", **({"evse": evse} if evse else {})}
@@ -98,11 +99,17 @@ async def test_TC_L_07_08_F_17_18_CS_firmware_that_fails(strict201, sim201_facto
                           and p["status"] == "DownloadFailed", timeout=60)
     broken = served / "broken-1.0-py3-none-any.whl"
     broken.write_bytes(b"this is not a wheel" * 100)
-    bad = firmware(served, pki, name=broken.name)
-    assert (await cs.command("UpdateFirmware", {"requestId": 32, "firmware": bad}))["status"] == "Accepted"
+    bad = firmware(served, pki, name=broken.name)  # signed, but not a station release: never given to pip
+    assert (await cs.command("UpdateFirmware", {"requestId": 33, "firmware": bad}))["status"] == "Accepted"
+    await cs.call_from_cp("FirmwareStatusNotification", lambda p: p.get("requestId") == 33
+                          and p["status"] == "InstallVerificationFailed", timeout=60)
+    s.backend.pip_command = [sys.executable, "-c", "import sys; sys.exit(1)"]  # pip fails (a read-only venv)
+    assert (await cs.command("UpdateFirmware", {"requestId": 32, "firmware": firmware(served, pki)}))["status"] \
+        == "Accepted"
     await cs.call_from_cp("FirmwareStatusNotification", lambda p: p.get("requestId") == 32
                           and p["status"] == "InstallationFailed", timeout=60)
-    assert fw_statuses(cs, 32)[:3] == ["Downloading", "Downloaded", "SignatureVerified"]
+    assert fw_statuses(cs, 32) == ["Downloading", "Downloaded", "SignatureVerified", "Installing",
+                                   "InstallationFailed"]
     n = len(cs.events)
     assert (await cs.command("TriggerMessage", {"requestedMessage": "FirmwareStatusNotification"}))["status"] \
         == "Accepted"

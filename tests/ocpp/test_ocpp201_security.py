@@ -8,6 +8,7 @@ import asyncio
 import sys
 
 import strict_peer
+from firmware_support import RELEASE_MODULE
 from ocpp_files import firmware
 from ocpp_flows import UID
 from ocpp_profiles import KEY, profile_config, tls
@@ -157,16 +158,15 @@ async def test_TC_L_01_05_06_18_CS_signed_firmware(strict201, sim201_factory, se
     TC_L_06_CS (L01.FR.03): a wrong signature: InvalidSignature; TC_L_18_CS: no certificate and no
     signature: InvalidCertificate (signed firmware only)."""
     cs = strict201
-    s = await sim201_factory(cs.url)
+    s = await sim201_factory(cs.url, **{"firmware.signing_ca_file": pki.path("mfr-ca.pem")})
     target = tmp_path / "site-packages"
     s.backend.pip_command = [sys.executable, "-m", "pip", "install", "--no-input", "--no-deps", "--no-index",
                              "--disable-pip-version-check", "--target", str(target)]
     await s.online()
     unsigned = {k: v for k, v in firmware(served, pki).items() if k not in ("signingCertificate", "signature")}
     assert (await cs.command("UpdateFirmware", {"requestId": 1, "firmware": unsigned}))["status"] == "InvalidCertificate"
-    assert (await cs.command("UpdateFirmware", {"requestId": 2, "firmware": firmware(served, pki)}))["status"] \
-        == "InvalidCertificate"  # no manufacturer root installed yet
-    await cs.command("InstallCertificate", {"certificateType": "ManufacturerRootCertificate", "certificate": pki.mfr.pem})
+    rogue = firmware(served, pki, signingCertificate=pki.rogue.pem)  # not issued by the manufacturer root
+    assert (await cs.command("UpdateFirmware", {"requestId": 2, "firmware": rogue}))["status"] == "InvalidCertificate"
     bad = firmware(served, pki, signature="AAAA" * 86)
     assert (await cs.command("UpdateFirmware", {"requestId": 3, "firmware": bad}))["status"] == "Accepted"
     await cs.call_from_cp("FirmwareStatusNotification", lambda p: p["status"] == "InvalidSignature")
@@ -176,7 +176,7 @@ async def test_TC_L_01_05_06_18_CS_signed_firmware(strict201, sim201_factory, se
     seen = [(p["status"], p.get("requestId")) for p in calls(cs, "FirmwareStatusNotification") if p.get("requestId") == 4]
     assert seen == [("Downloading", 4), ("Downloaded", 4), ("SignatureVerified", 4), ("Installing", 4),
                     ("Installed", 4)]
-    assert (target / "stationfw_test" / "__init__.py").exists()
+    assert (target / RELEASE_MODULE).exists()
     await cs.call_from_cp("SecurityEventNotification", lambda p: p["type"] == "InvalidFirmwareSignature")
     await cs.call_from_cp("SecurityEventNotification", lambda p: p["type"] == "FirmwareUpdated")
     assert cs.failures() == []

@@ -91,6 +91,7 @@ class StatusReporter:
         self._cancelled: set[int] = set()
         self._lock = asyncio.Lock()
         self._away = False  # a suspended transaction's EV is gone (E10)
+        self._restore_due = False  # a kept reservation waits for the clock (restore)
 
     def shown(self, status: ConnectorStatus) -> str:
         """The ConnectorStatus the central system is told for the core's state."""
@@ -117,6 +118,8 @@ class StatusReporter:
 
     async def registered(self, offline_s: float | None) -> None:
         """After BootNotification Accepted: B01.FR.05 after a boot, B04 after a reconnection."""
+        if self._restore_due:
+            await self.restore()  # the central system's time is the station's now
         report = self.b.control.status()
         threshold = self.b.devmodel.int("OCPPCommCtrlr", "OfflineThreshold")
         if not self._booted or offline_s is None or offline_s > threshold:
@@ -180,9 +183,15 @@ class StatusReporter:
             log.error("reservation not journaled: %s", exc)
 
     async def restore(self) -> None:
-        """B11.FR.05: after a restart the EVSE is Reserved again while the reservation's time has not passed."""
+        """B11.FR.05: after a restart the EVSE is Reserved again while the reservation's time has not passed.
+        Its time is a wall-clock time: while the station's clock is not known yet (no NTP), it waits for the
+        next BootNotification's time (`registered`, before the status is sent)."""
         kept = self.b.store.get_json(RESERVATION_KEY, None)
+        self._restore_due = False
         if not kept:
+            return
+        if self.b.control.clock.now() is None:
+            self._restore_due = True
             return
         try:
             live = parse_iso(kept["expiry"]) > self.b.now()
