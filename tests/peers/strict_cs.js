@@ -20,7 +20,7 @@
 // "__setBoot" {status, interval} answers BootNotification so from now on (default Accepted),
 // "__outage" {seconds} closes the connection and refuses upgrades (HTTP 503) that long,
 // "__answer" {method, result} answers that CALL of the charge point so from now on (null: default again;
-// {"error": code} answers a CALLERROR with that code).
+// {"error": code} answers a CALLERROR with that code; {"delay": seconds} the usual answer, that much later).
 //
 // Frames, from the JSON object in argv[4]: {"frames": true} also reports every websocket message,
 //   {"event":"frame","outbound":bool,"bytes":N,"type":2|3|4,"id":..,"method":..} (method for CALLs),
@@ -142,9 +142,11 @@ server.on('client', (c) => {
     }
     c.on('badMessage', (e) => out({ event: 'badMessage', error: String(e.error), message: String(e.buffer) }));
     c.on('close', (e) => out({ event: 'closed', code: e.code }));
-    c.handle(({ method, params }) => {
+    c.handle(async ({ method, params }) => {
         out({ event: 'call', method, params });
-        if (overrides[method]) {
+        if (overrides[method] && overrides[method].delay) {
+            await new Promise((resolve) => setTimeout(resolve, 1000 * Number(overrides[method].delay)));
+        } else if (overrides[method]) {
             const o = overrides[method];
             if (o.error) {
                 const err = new Error(`answered with ${o.error} by the test`);

@@ -45,6 +45,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import uuid
 from collections.abc import Callable, Coroutine
 from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 
@@ -113,7 +114,8 @@ class TxPoints:
     # ================================================================ the output: one point into the journal
     def point(self, point: Point, session_id: int, **facts: Any) -> None:
         """Journal a transaction point (it becomes a TransactionEvent, or nothing, when delivered)."""
-        payload = {"point": point.value, "at": self.b.control.clock.stamp(), **self.b.events.config(), **facts}
+        payload = {"point": point.value, "pid": uuid.uuid4().hex[:16], "at": self.b.control.clock.stamp(),
+                   **self.b.events.config(), **facts}
         try:
             self.b.control.queue_message(session_id, MessageKind.TX_EVENT, payload)
         except StorageError as exc:  # the journal refused: logged; the core's own START/STOP still carry the bill
