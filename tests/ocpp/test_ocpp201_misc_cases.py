@@ -27,6 +27,24 @@ class _SlowUploads(_Handler):
         super().do_PUT()
 
 
+class _SlowDownloads(_Handler):
+    def do_GET(self):  # noqa: N802
+        time.sleep(2.0)  # a download that takes its time
+        super().do_GET()
+
+
+@pytest.fixture
+def slow_downloads(tmp_path):
+    """An HTTP server that takes 2 s before it serves each file (GET) of its directory: (directory, base URL)."""
+    d = tmp_path / "slow-get"
+    d.mkdir()
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), lambda *a: _SlowDownloads(*a, directory=str(d)))
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield d, f"http://127.0.0.1:{server.server_address[1]}"
+    server.shutdown()
+    server.server_close()
+
+
 @pytest.fixture
 def slow_uploads(tmp_path):
     """An HTTP server that takes 2 s to accept each upload (PUT); its base URL."""
@@ -210,4 +228,27 @@ async def test_TC_P_03_04_CS_custom_data_is_taken(strict201, sim201_factory):
                                                            "chargingSchedulePeriod": [{"startPeriod": 0, "limit": 16}]}]}
     answer = await cs.command("SetChargingProfile", {"evseId": 1, "chargingProfile": profile, "customData": custom})
     assert answer["status"] == "Accepted"
+    assert cs.failures() == []
+
+
+async def test_TC_F_19_CS_firmware_status_triggered_while_downloading(strict201, sim201_factory, served, pki,  # noqa: F811
+                                                                      tmp_path, slow_downloads):
+    """TC_F_19_CS (F06.FR.16, L01.FR.25): TriggerMessage FirmwareStatusNotification during a download that takes
+    its time: Accepted, then FirmwareStatusNotification Downloading with the update's requestId; the update goes
+    on to Installed."""
+    cs = strict201
+    await fw_station(cs, sim201_factory, pki, tmp_path)
+    directory, url = slow_downloads
+    fw = firmware(served, pki)
+    name = fw["location"].rsplit("/", 1)[-1]
+    (directory / name).write_bytes((served / name).read_bytes())
+    fw["location"] = f"{url}/{name}"
+    assert (await cs.command("UpdateFirmware", {"requestId": 19, "firmware": fw}))["status"] == "Accepted"
+    await cs.call_from_cp("FirmwareStatusNotification", lambda p: p["status"] == "Downloading")
+    n = len(cs.events)
+    assert (await cs.command("TriggerMessage", {"requestedMessage": "FirmwareStatusNotification"}))["status"] \
+        == "Accepted"
+    triggered = await cs.call_from_cp("FirmwareStatusNotification", after=n)
+    assert triggered == {"status": "Downloading", "requestId": 19}
+    await cs.call_from_cp("FirmwareStatusNotification", lambda p: p["status"] == "Installed", timeout=60)
     assert cs.failures() == []

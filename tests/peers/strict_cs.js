@@ -14,6 +14,7 @@
 //   {"event":"result"|"error","id":..}        the answer to a command from stdin
 // Commands arrive on stdin as JSON lines: {"id": 1, "method": "Reset", "params": {...}}.
 // Harness commands (not OCPP): "__setServerCert" {cert, key} swaps the TLS server certificate,
+// "__setTlsMax" {version} serves TLS up to that version only ("TLSv1.1"; null: 1.2 and later again),
 // "__setPassword" {password} changes the expected Basic password, "__drop" closes the connection,
 // "__setTags" {tags: {idTag: idTagInfo}} sets the idTagInfo of Authorize and StartTransaction per tag
 // (2.0.1: {idToken: idTokenInfo} for Authorize and TransactionEvent; default {status: Accepted}),
@@ -180,6 +181,12 @@ rl.on('line', async (line) => {
         out({ event: 'result', id: cmd.id, method: cmd.method, result: {} });
         return;
     }
+    if (cmd.method === '__setTlsMax') {
+        security.tls.maxVersion = cmd.params.version || null;
+        tlsServer.setSecureContext(tlsOptions());
+        out({ event: 'result', id: cmd.id, method: cmd.method, result: {} });
+        return;
+    }
     if (cmd.method === '__setTags') {
         tags = cmd.params.tags || {};
         out({ event: 'result', id: cmd.id, method: cmd.method, result: {} });
@@ -231,7 +238,9 @@ function tlsOptions() {
         cert: fs.readFileSync(t.cert), key: fs.readFileSync(t.key),
         ca: t.ca ? fs.readFileSync(t.ca) : undefined,
         requestCert: Boolean(t.requestCert), rejectUnauthorized: false,  // judged in auth: a clear 401
-        minVersion: 'TLSv1.2',
+        // "maxVersion": "TLSv1.1" serves only a TLS older than OCPP allows (TC_A_06_CS), else TLS 1.2 or later
+        minVersion: t.maxVersion ? 'TLSv1' : 'TLSv1.2', maxVersion: t.maxVersion || undefined,
+        ciphers: t.maxVersion ? 'DEFAULT@SECLEVEL=0' : undefined,
     };
 }
 

@@ -17,6 +17,7 @@ if TYPE_CHECKING:
     from .devmodel import DeviceModel
     from .early import EarlyTx
     from .sampling import Sampler
+    from .signing import CertSigning
     from .smart import Smart
     from .status import StatusReporter
     from .transactions import Transactions
@@ -53,6 +54,9 @@ class Ocpp201Api(Host, Protocol):
 
     @property
     def jobs(self) -> Jobs: ...
+
+    @property
+    def signing(self) -> CertSigning: ...
 
     def measurands(self) -> frozenset[str]: ...
 

@@ -51,6 +51,7 @@ from .handlers import CoreHandlers
 from .names import event_name
 from .sampling import Sampler
 from .sec_handlers import SecurityHandlers
+from .signing import CertSigning
 from .smart import Smart
 from .status import StatusReporter
 from .transactions import Transactions
@@ -95,6 +96,7 @@ class Ocpp201(VersionBase):
         self.limits = PowerLimit(self)
         self.sampler = Sampler(self)
         self.jobs = Jobs(self, firmware_action="FirmwareStatusNotification")
+        self.signing = CertSigning(self)
         core = CoreHandlers(self)
         self.handlers: list[object] = [core, SecurityHandlers(self, core)]
         self._online_since: datetime | None = None

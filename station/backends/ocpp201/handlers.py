@@ -278,7 +278,7 @@ class CoreHandlers:
             jobs = b.jobs
             await jobs.log_notice("Uploading" if jobs.log_request is not None else "Idle", jobs.log_request)
         elif requested_message == "SignChargingStationCertificate":
-            b.jobs.sign_certificate()
+            b.signing.request()  # A02, sent again while no certificate comes (A02.FR.17/18)
 
     async def _trigger_meter_values(self) -> None:
         """F06.FR.06: the latest values of AlignedDataCtrlr.Measurands."""

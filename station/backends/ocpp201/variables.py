@@ -114,6 +114,8 @@ VARIABLES: list[Var] = [
     _i("SecurityCtrlr", "SecurityProfile", RO, 0, live=True),
     _b("SecurityCtrlr", "AdditionalRootCertificateCheck", RO, False),
     _i("SecurityCtrlr", "MaxCertificateChainSize", RO, 10000),
+    _i("SecurityCtrlr", "CertSigningWaitMinimum", RW, 60, min=1, max=86400, unit="s"),  # A02.FR.17
+    _i("SecurityCtrlr", "CertSigningRepeatTimes", RW, 3, min=0, max=10),  # A02.FR.18
     # --- AuthCtrlr, AuthCacheCtrlr, LocalAuthListCtrlr --------------------------------------------------
     _b("AuthCtrlr", "Enabled", RO, True),
     _b("AuthCtrlr", "AuthorizeRemoteStart", RW, False),
