@@ -7,8 +7,9 @@ Runs `station.emulated.meter_server.EmulatedMeter` (pymodbus RTU server over TCP
 `load W`, `advance WH`. Prints `PORT <client port> <control port>` on stdout
 once serving, then runs until stdin closes.
 
-`RemoteMeter` is the station-side stand-in that `bench.station_proc` puts in
-place of `EmulatedMeter` in station.sim.world: `start()` returns the external
+`RemoteMeter` (and `RemoteBus`, for the RS-485 line the world builds) are the
+station-side stand-ins that `bench.station_proc` puts in place of `EmulatedMeter`
+(and `EmulatedBus`) in station.sim.world: `start()` returns the external
 meter's port, and the world's calls (`set_flowing` from the contactor GPIO,
 `set_load`, `advance`) become control lines. The station's `ModbusMeter` then
 talks real Modbus RTU frames over TCP to the other process.
@@ -46,6 +47,21 @@ async def _main(args: argparse.Namespace) -> None:
     await loop.run_in_executor(None, sys.stdin.read)  # until the parent closes our stdin
     server.close()
     await meter.stop()
+
+
+class RemoteBus:
+    """Stands in for the world's EmulatedBus (the RS-485 line its meter sits on): the line is the other
+    process's, so `start()` only names its port."""
+
+    def __init__(self, port: str) -> None:
+        self.port = port
+        self.link = "socket"
+
+    async def start(self) -> str:
+        return self.port
+
+    async def stop(self) -> None:
+        return None
 
 
 class RemoteMeter:

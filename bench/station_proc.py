@@ -32,11 +32,12 @@ async def _main(args: argparse.Namespace) -> int:
     from station.daemon import Station
 
     if args.remote_meter:
-        from bench.meter_proc import RemoteMeter
-        from station.emulated import meter_server
+        from bench.meter_proc import RemoteBus, RemoteMeter
+        from station.emulated import bus, meter_server
 
         port, ctl = args.remote_meter
         meter_server.EmulatedMeter = lambda *a, **kw: RemoteMeter(port, int(ctl))  # type: ignore[misc,assignment]
+        bus.EmulatedBus = lambda *a, **kw: RemoteBus(port)  # type: ignore[misc,assignment]  # the world's line
 
     if args.input_poll_s is not None:  # the idle-cost breakdown (bench/idle_breakdown.py) only
         from station.core import poller

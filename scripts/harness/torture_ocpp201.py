@@ -32,7 +32,7 @@ import sqlite3
 from pathlib import Path
 from typing import Any
 
-from station.backends.ocpp201.txpoints import _STOPS
+from station.backends.ocpp201.txevents import _STOPS
 
 ENERGY = "Energy.Active.Import.Register"
 

@@ -166,6 +166,7 @@ class Connector(Offering):
             return
         self._prep_deadline = None
         self._emit(ev.JournalEnd(waiting.session, "aborted", why))
+        self._announce(TxFact.DEAUTHORIZED, waiting.session)  # the authorization ends unused (its reason: journaled)
         if self.state is State.PREPARING:
             self.abandon()
 

@@ -434,6 +434,10 @@ def test_the_same_card_cancels_the_wait_and_the_wait_times_out():
     out = d.post(ev.Tapped(CARD))
     assert (one(out, ev.JournalEnd).state, one(out, ev.JournalEnd).reason) == ("aborted", "cancelled")
     assert d.state is State.AVAILABLE and not d.m.pending
+    # the authorization ends unused: announced after the journal has its reason (OCPP 2.0.1 ends a
+    # transaction that started at the authorization)
+    assert work(out)[0] is ev.JournalEnd and facts(out) == [TxFact.DEAUTHORIZED]
+    assert one(out, ev.Announce).session is session
     d2 = Drive(plug=True)
     s2, _ = d2.authorizing(CARD)
     d2.accept(s2)
@@ -441,6 +445,7 @@ def test_the_same_card_cancels_the_wait_and_the_wait_times_out():
     assert d2.state is State.PREPARING
     out = d2.later(2)
     assert one(out, ev.JournalEnd).reason == "ConnectionTimeout" and d2.state is State.AVAILABLE
+    assert facts(out) == [TxFact.DEAUTHORIZED] and one(out, ev.Announce).session is s2
 
 
 def test_plugged_without_a_card_falls_back_after_the_connection_timeout_only_when_unplugged():

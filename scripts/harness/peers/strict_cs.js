@@ -14,13 +14,14 @@
 //   {"event":"result"|"error","id":..}        the answer to a command from stdin
 // Commands arrive on stdin as JSON lines: {"id": 1, "method": "Reset", "params": {...}}.
 // Harness commands (not OCPP): "__setServerCert" {cert, key} swaps the TLS server certificate,
+// "__setTlsMax" {version} serves TLS up to that version only ("TLSv1.1"; null: 1.2 and later again),
 // "__setPassword" {password} changes the expected Basic password, "__drop" closes the connection,
 // "__setTags" {tags: {idTag: idTagInfo}} sets the idTagInfo of Authorize and StartTransaction per tag
 // (2.0.1: {idToken: idTokenInfo} for Authorize and TransactionEvent; default {status: Accepted}),
 // "__setBoot" {status, interval} answers BootNotification so from now on (default Accepted),
 // "__outage" {seconds} closes the connection and refuses upgrades (HTTP 503) that long,
 // "__answer" {method, result} answers that CALL of the charge point so from now on (null: default again;
-// {"error": code} answers a CALLERROR with that code).
+// {"error": code} answers a CALLERROR with that code; {"delay": seconds} the usual answer, that much later).
 //
 // Frames, from the JSON object in argv[4]: {"frames": true} also reports every websocket message,
 //   {"event":"frame","outbound":bool,"bytes":N,"type":2|3|4,"id":..,"method":..} (method for CALLs),
@@ -142,9 +143,11 @@ server.on('client', (c) => {
     }
     c.on('badMessage', (e) => out({ event: 'badMessage', error: String(e.error), message: String(e.buffer) }));
     c.on('close', (e) => out({ event: 'closed', code: e.code }));
-    c.handle(({ method, params }) => {
+    c.handle(async ({ method, params }) => {
         out({ event: 'call', method, params });
-        if (overrides[method]) {
+        if (overrides[method] && overrides[method].delay) {
+            await new Promise((resolve) => setTimeout(resolve, 1000 * Number(overrides[method].delay)));
+        } else if (overrides[method]) {
             const o = overrides[method];
             if (o.error) {
                 const err = new Error(`answered with ${o.error} by the test`);
@@ -175,6 +178,12 @@ rl.on('line', async (line) => {
     if (cmd.method === '__setServerCert') {
         tlsServer.setSecureContext({ ...tlsOptions(), cert: fs.readFileSync(cmd.params.cert),
                                      key: fs.readFileSync(cmd.params.key) });
+        out({ event: 'result', id: cmd.id, method: cmd.method, result: {} });
+        return;
+    }
+    if (cmd.method === '__setTlsMax') {
+        security.tls.maxVersion = cmd.params.version || null;
+        tlsServer.setSecureContext(tlsOptions());
         out({ event: 'result', id: cmd.id, method: cmd.method, result: {} });
         return;
     }
@@ -229,7 +238,9 @@ function tlsOptions() {
         cert: fs.readFileSync(t.cert), key: fs.readFileSync(t.key),
         ca: t.ca ? fs.readFileSync(t.ca) : undefined,
         requestCert: Boolean(t.requestCert), rejectUnauthorized: false,  // judged in auth: a clear 401
-        minVersion: 'TLSv1.2',
+        // "maxVersion": "TLSv1.1" serves only a TLS older than OCPP allows (TC_A_06_CS), else TLS 1.2 or later
+        minVersion: t.maxVersion ? 'TLSv1' : 'TLSv1.2', maxVersion: t.maxVersion || undefined,
+        ciphers: t.maxVersion ? 'DEFAULT@SECLEVEL=0' : undefined,
     };
 }
 

@@ -39,7 +39,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from station.clock import MONO_PREFIX, Clock, iso, parse_iso
-from station.core.model import AuthResult, DeliveryResult, OutboxItem, Session, StatusReport
+from station.core.model import AuthResult, DeliveryResult, OutboxItem, Session, StatusReport, TxFact
 from station.core.ports import Backend, StationControl
 
 from .link import DEADLINE_S, Link
@@ -250,6 +250,9 @@ class OcppBackend(Backend):
 
     async def send_status(self, report: StatusReport) -> None:
         await self.active.send_status(report)
+
+    def transaction_fact(self, fact: TxFact, session: Session | None) -> None:
+        self.active.transaction_fact(fact, session)  # 2.0.1's transaction points; 1.6 has no use for them
 
     # ================================================================ for diagnostics and tests
     @property

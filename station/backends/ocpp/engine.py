@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from station.clock import Clock
     from station.config import Config
-    from station.core.model import Session
+    from station.core.model import Session, TxFact
     from station.core.ports import StationControl
     from station.store import Store
 
@@ -134,6 +134,10 @@ class VersionBase:
 
     async def reconnect_if_requested(self) -> None:
         await self.host.reconnect_if_requested()
+
+    def transaction_fact(self, fact: TxFact, session: Session | None) -> None:
+        """A moment of the charging cycle (the core's TxFact): 1.6 has no use for it (its transaction is the
+        session: START and STOP from the outbox); 2.0.1 makes its transaction points of it."""
 
     # -- the version's loops ------------------------------------------------------------------
     def run_loops(self, *loops: tuple[Callable[[], Coroutine[Any, Any, Any]], str]) -> None:

@@ -27,7 +27,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
-from station.core.model import AuthResult, DeliveryResult, OutboxItem, Session, StatusReport
+from station.core.model import AuthResult, DeliveryResult, OutboxItem, Session, StatusReport, TxFact
 
 if TYPE_CHECKING:
     import asyncio
@@ -195,6 +195,9 @@ class Version(Protocol):
     async def deliver(self, item: OutboxItem, session: Session) -> DeliveryResult: ...
 
     async def send_status(self, report: StatusReport) -> None: ...
+
+    def transaction_fact(self, fact: TxFact, session: Session | None) -> None:
+        """A moment of the charging cycle as it happens (must return at once)."""
 
 
 class LinkOwner(Host, Protocol):

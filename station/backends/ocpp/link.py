@@ -38,13 +38,13 @@ from collections import deque
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from websockets.asyncio.client import ClientConnection, connect
-
 from station import privacy
 from station.backends.link import SWITCH
 from station.backends.ocppj.rpc import CallErrorReceived, CallFailed, Late, LinkDown, Peer
 from station.backoff import Backoff
 from station.errors import BackendOffline
+
+from .ws import ClientConnection, connect
 
 if TYPE_CHECKING:
     from .host import LinkOwner, Version

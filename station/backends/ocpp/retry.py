@@ -1,52 +1,42 @@
-"""The delivery discipline of transaction messages, the same in both versions: tries, and the wait between.
+"""The delivery discipline of transaction messages, the same in both versions: one try per delivery.
 
-A transaction message the central system does not process (a CALLERROR, no
-answer, or an answer that breaks the schema) is tried `attempts` times,
-waiting `interval_s` x the number of earlier tries in between (OCPP 1.6
-§4.7 TransactionMessageAttempts / TransactionMessageRetryInterval; OCPP
-2.0.1 E13 "Transaction-related message not accepted by CSMS", E13.FR.02/03:
-OCPPCommCtrlr.MessageAttempts and MessageAttemptInterval of instance
-TransactionEvent). Then the caller decides (1.6 keeps a StartTransaction and
-moves on with the rest; 2.0.1 moves on). A lost link is not a try: it raises LinkDown and the deliverer
-offers the same message again once the link is back.
+A transaction message goes out once per `Backend.deliver` (one CALL, bounded by
+the response timeout); the deliverer, not the version, waits between tries and
+counts them in the outbox (station/core/delivery.py), so the count survives a
+restart and a slow central system never keeps one delivery for minutes. A try
+the central system does not process (a CALLERROR, no answer, an answer that
+breaks the schema) ends the delivery with RetryLater, after `interval_s` x the
+tries so far (OCPP 1.6 §4.7 TransactionMessageRetryInterval; OCPP 2.0.1
+E13.FR.03 MessageAttemptInterval[TransactionEvent]); after the last of
+`attempts` tries (TransactionMessageAttempts; E13.FR.02 MessageAttempts
+[TransactionEvent]) with Undeliverable, and the deliverer holds the message for
+the operator (station/held.py) while the next one goes. A lost link is not a
+try: BackendOffline, and the same message is offered again once it is back.
+What a version keeps before giving up (1.6: the transactions that may remain
+open; 2.0.1: the event, for an identical resend) is its own.
 """
 
 from __future__ import annotations
 
-import asyncio
 import logging
-from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import NoReturn
 
-from station.backends.ocppj.rpc import CallFailed, InvalidResponse, LinkDown
+from station.core.model import OutboxItem
+from station.errors import RetryLater, Undeliverable
 
 log = logging.getLogger(__name__)
 
 
-class Exhausted(Exception):
-    """Every try failed."""
+def last_try(item: OutboxItem, attempts: int) -> bool:
+    """This delivery is the message's last try."""
+    return item.attempts + 1 >= attempts
 
 
-async def transaction_call(request: Callable[[], Awaitable[dict[str, Any]]], action: str, *, attempts: int,
-                           interval_s: Callable[[int], float],
-                           before_send: Callable[[], None] | None = None,
-                           salvage: Callable[[InvalidResponse], dict[str, Any] | None] | None = None) -> dict[str, Any]:
-    """`request()` up to `attempts` times, `interval_s(n)` seconds after the n-th failed try; `before_send()`
-    runs before each try; `salvage(exc)` may still make use of an off-schema answer (else None)."""
-    for n in range(attempts):
-        if before_send is not None:
-            before_send()
-        try:
-            return await request()
-        except InvalidResponse as exc:
-            answer = salvage(exc) if salvage is not None else None
-            if answer is not None:
-                return answer
-            log.warning("%s (try %d of %d)", exc, n + 1, attempts)
-        except LinkDown:
-            raise
-        except CallFailed as exc:
-            log.warning("%s (try %d of %d)", exc, n + 1, attempts)
-        if n + 1 < attempts:
-            await asyncio.sleep(interval_s(n + 1))
-    raise Exhausted(f"{action} not processed after {attempts} tries")
+def failed_try(action: str, item: OutboxItem, problem: str, *, attempts: int, interval_s: float) -> NoReturn:
+    """The central system did not process this try: RetryLater after `interval_s` x tries so far, or
+    Undeliverable once `attempts` tries failed."""
+    tries = item.attempts + 1
+    log.warning("%s (try %d of %d)", problem, tries, attempts)
+    if tries >= attempts:
+        raise Undeliverable(f"{action} not processed after {tries} tries (last: {problem})")
+    raise RetryLater(f"{problem} (try {tries} of {attempts})", interval_s * tries)

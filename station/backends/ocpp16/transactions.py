@@ -40,10 +40,11 @@ from __future__ import annotations
 import logging
 from typing import TYPE_CHECKING, Any, NoReturn
 
+from station.backends.ocpp import retry
 from station.backends.ocppj.rpc import CallFailed, Late, LinkDown
 from station.clock import MONO_PREFIX
 from station.core.model import HELD, DeliveryResult, MessageKind, OutboxItem, Session
-from station.errors import BackendOffline, RetryLater, StorageError, Undeliverable
+from station.errors import BackendOffline, StorageError, Undeliverable
 
 from . import metering
 from .starts import EXTRA_STOP, Starts
@@ -75,18 +76,13 @@ class Transactions:
         self.b.store.put_json(list_key, data)
 
     def last_try(self, item: OutboxItem) -> bool:
-        return item.attempts + 1 >= self.b.keys.int("TransactionMessageAttempts")
+        return retry.last_try(item, self.b.keys.int("TransactionMessageAttempts"))
 
     def failed_try(self, action: str, item: OutboxItem, problem: str) -> NoReturn:
         """The central system did not process this try: RetryLater after TransactionMessageRetryInterval
-        x tries so far, or Undeliverable once TransactionMessageAttempts tries failed."""
-        attempts = self.b.keys.int("TransactionMessageAttempts")
-        tries = item.attempts + 1
-        log.warning("%s (try %d of %d)", problem, tries, attempts)
-        if tries >= attempts:
-            raise Undeliverable(f"{action} not processed after {tries} tries (last: {problem})")
-        delay = self.b.scaled(self.b.keys.int("TransactionMessageRetryInterval") * tries)
-        raise RetryLater(f"{problem} (try {tries} of {attempts})", delay)
+        x tries so far, or Undeliverable once TransactionMessageAttempts tries failed (ocpp/retry.py)."""
+        retry.failed_try(action, item, problem, attempts=self.b.keys.int("TransactionMessageAttempts"),
+                         interval_s=self.b.scaled(self.b.keys.int("TransactionMessageRetryInterval")))
 
     async def deliver(self, item: OutboxItem, session: Session) -> DeliveryResult:
         if not self.b.link.accepted:

@@ -15,7 +15,9 @@ if TYPE_CHECKING:
 
     from .authz import Authorizer
     from .devmodel import DeviceModel
+    from .early import EarlyTx
     from .sampling import Sampler
+    from .signing import CertSigning
     from .smart import Smart
     from .status import StatusReporter
     from .transactions import Transactions
@@ -31,6 +33,9 @@ class Ocpp201Api(Host, Protocol):
 
     @property
     def points(self) -> TxPoints: ...
+
+    @property
+    def early(self) -> EarlyTx: ...
 
     @property
     def tx(self) -> Transactions: ...
@@ -49,6 +54,9 @@ class Ocpp201Api(Host, Protocol):
 
     @property
     def jobs(self) -> Jobs: ...
+
+    @property
+    def signing(self) -> CertSigning: ...
 
     def measurands(self) -> frozenset[str]: ...
 

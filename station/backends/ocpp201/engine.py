@@ -9,7 +9,9 @@ connector (id 1). It puts the 2.0.1 parts together:
 
 * devmodel.py, variables.py: the device model (B05-B08), in the journal;
 * authz.py: idTokens, AuthorizeRequest, local list, cache, groups, master pass;
-* txpoints.py: the transaction points, and each as a TransactionEvent;
+* txpoints.py: the core's transaction facts as transaction points, journaled;
+* txevents.py: each point as a TransactionEvent; early.py: a transaction the
+  EV started before an authorization (TxStartPoint EVConnected);
 * transactions.py: TransactionEvents from the outbox, seqNo, retries, offline;
 * status.py: StatusNotification, ChangeAvailability, reservation ends;
 * sampling.py: sampled and clock-aligned meter values on the shared clocks;
@@ -38,20 +40,23 @@ from station.backends.ocpp.jobs import Jobs
 from station.backends.ocpp.limits import PowerLimit
 from station.backends.ocpp.smart import Rules
 from station.backends.ocppj.schema import OCPP201
-from station.core.model import AuthResult, DeliveryResult, OutboxItem, Session, StatusReport
+from station.core.model import AuthResult, DeliveryResult, OutboxItem, Session, StatusReport, TxFact
 from station.errors import StorageError
 
 from . import metering
 from .authz import Authorizer
 from .devmodel import DeviceModel
+from .early import EarlyTx
 from .handlers import CoreHandlers
 from .names import event_name
 from .sampling import Sampler
 from .sec_handlers import SecurityHandlers
+from .signing import CertSigning
 from .smart import Smart
-from .status import StatusReporter, connector_status
+from .status import StatusReporter
 from .transactions import Transactions
-from .txpoints import TxPoints
+from .txevents import TxEvents
+from .txpoints import TxPoints, stops_when_ev_leaves
 from .variables import Var
 
 if TYPE_CHECKING:
@@ -77,9 +82,11 @@ class Ocpp201(VersionBase):
         self.devmodel.setters["SecurityCtrlr/BasicAuthPassword"] = security.set_password
         self.devmodel.setters["SecurityCtrlr/OrganizationName"] = security.set_cpo_name
         self.auth = Authorizer(store, self.devmodel, host.link, self.now)
+        self.status = StatusReporter(self)
+        self.events = TxEvents(self)
+        self.early = EarlyTx(self)
         self.points = TxPoints(self)
         self.tx = Transactions(self)
-        self.status = StatusReporter(self)
         dm = self.devmodel
         self.smart = Smart(store, Rules(connectors=1, max_stack_level=dm.int("SmartChargingCtrlr", "ProfileStackLevel"),
                                         rate_units=frozenset(dm.list("SmartChargingCtrlr", "RateUnit")),
@@ -89,16 +96,19 @@ class Ocpp201(VersionBase):
         self.limits = PowerLimit(self)
         self.sampler = Sampler(self)
         self.jobs = Jobs(self, firmware_action="FirmwareStatusNotification")
+        self.signing = CertSigning(self)
         core = CoreHandlers(self)
         self.handlers: list[object] = [core, SecurityHandlers(self, core)]
         self._online_since: datetime | None = None
         self._offline_mono: float | None = None  # when the link was lost (B04, OfflineThreshold)
-        self._restored = False  # B11.FR.05: a kept reservation is made again at the first registration
 
     # ================================================================ life
     def start(self) -> None:
         self._tune_station()
-        self.run_loops((self.sampler.run, "ocpp-meter-values"), (self.limits.run, "ocpp-power-limit"))
+        self.points.recover()  # once per process: what a power cut left open ends (E07.FR.06)
+        self.host.spawn(self.status.restore(), "ocpp-reservation-restore")  # B11.FR.05
+        self.run_loops((self.sampler.run, "ocpp-meter-values"), (self.limits.run, "ocpp-power-limit"),
+                       (self.early.run, "ocpp-ev-connected-transactions"))
 
     def measurands(self) -> frozenset[str]:
         station = self.host.station
@@ -108,14 +118,15 @@ class Ocpp201(VersionBase):
         dm = self.devmodel
         try:
             self.control.tune(connection_timeout_s=self.scaled(dm.int("TxCtrlr", "EVConnectionTimeOut")),
-                              stop_on_ev_disconnect=dm.bool("TxCtrlr", "StopTxOnEVSideDisconnect"))
+                              stop_on_ev_disconnect=stops_when_ev_leaves(dm))
         except Exception as exc:  # a station without these settings still works
             log.debug("tune: %s", exc)
 
     def _variable_changed(self, var: Var, value: str) -> None:
         if self.host.station is None:
             return
-        if var.component == "TxCtrlr" and var.name in ("EVConnectionTimeOut", "StopTxOnEVSideDisconnect"):
+        if var.component == "TxCtrlr" and var.name in ("EVConnectionTimeOut", "StopTxOnEVSideDisconnect",
+                                                        "TxStopPoint"):
             self._tune_station()
         elif var.key == "OCPPCommCtrlr/HeartbeatInterval":
             self.link.heartbeat_changed()
@@ -138,7 +149,7 @@ class Ocpp201(VersionBase):
         if var.name == "AvailabilityState":
             if station is None:
                 return "Unavailable"
-            state = connector_status(station.status().status)
+            state = self.status.shown(station.status().status)
             operative = self.status.operative
             if var.component == "ChargingStation" and not operative["station"]:
                 return "Unavailable"
@@ -222,11 +233,7 @@ class Ocpp201(VersionBase):
         self._offline_mono = None
         await self.status.registered(offline_s / self.time_scale if offline_s is not None and self.time_scale else
                                      offline_s)
-        if not self._restored:
-            # After the boot, not at start: a Pi may not know the time before the central system tells
-            # it (BootNotification), and a reservation's expiry is a time (B11.FR.05).
-            self._restored = True
-            await self.status.restore()
+        self.early.wake()
         await self.jobs.send_pending()
 
     def link_lost(self) -> None:
@@ -240,20 +247,13 @@ class Ocpp201(VersionBase):
 
     # ================================================================ sessions
     def transaction_id(self, session: Session) -> str | None:
-        return session.key
+        return self.tx.transaction_id(session)
 
     def token_of(self, id_tag: str) -> dict[str, Any]:
         return self.auth.token(id_tag)
 
     def is_master_pass(self, id_tag: str) -> bool:
         return self.auth.is_master_pass(self.auth.lookup(self.auth.token(id_tag)))
-
-    def authorizing_session(self, id_tag: str) -> Session | None:
-        try:
-            waiting = self.store.sessions(("authorizing",))
-        except StorageError:
-            return None
-        return next((s for s in reversed(waiting) if s.id_tag.upper() == id_tag.upper()), None)
 
     def remember_remote_start(self, remote_start_id: int, token: dict[str, Any]) -> None:
         self.auth.types[token["idToken"].strip().upper()] = token["type"]
@@ -278,10 +278,7 @@ class Ocpp201(VersionBase):
     async def authorize(self, id_tag: str, session: Session | None = None) -> AuthResult:
         token = self.auth.token(id_tag)
         info, offline = await self.auth.decide(token)
-        result = self.auth.result(token, info, offline, self.now())
-        if result.accepted and session is not None:
-            self.points.authorized(session, token, self.control.last_reading())
-        return result
+        return self.auth.result(token, info, offline, self.now())
 
     async def parent_of(self, id_tag: str) -> str | None:
         """The group of a card tapped during a session: the same as the session's when it may stop it
@@ -300,8 +297,12 @@ class Ocpp201(VersionBase):
     async def send_status(self, report: StatusReport) -> None:
         self.sampler.wake()  # a transaction starts or ends with a state change
         self.limits.wake()
-        self.points.observe(report)
+        self.points.charging_state(report)
         await self.status.changed(report)
+
+    def transaction_fact(self, fact: TxFact, session: Session | None) -> None:
+        """The core's transaction facts: the transaction points (txpoints.py)."""
+        self.points.fact(fact, session)
 
     def diagnostics_extra(self) -> dict[str, str]:
         """Recent frames (id tags masked unless station.log_tags) and the device model (never the password)."""

@@ -21,7 +21,7 @@ from station.core.model import ConnectorStatus
 
 from .authz import info_of, token_key
 from .smart import composite_201
-from .txpoints import Point
+from .txevents import Point
 
 if TYPE_CHECKING:
     from .api import Ocpp201Api
@@ -195,7 +195,6 @@ class CoreHandlers:
 
     def _started(self, remote_start_id: int, id_token: dict[str, Any]) -> None:
         self.b.remember_remote_start(remote_start_id, id_token)  # F02.FR.01: in the first event
-        self.b.spawn(self.b.points.remote_authorized(id_token), "ocpp-remote-authorized")  # E01.FR.03
         if self._start_profile is not None:
             self.b.smart.install_tx_profile(self._start_profile)  # K05.FR.03
             self.b.limits.wake()
@@ -213,6 +212,10 @@ class CoreHandlers:
 
     @on("RequestStopTransaction")
     def on_request_stop(self, transaction_id: str, **_: Any) -> Answer:
+        early = self.b.early.current()
+        if early is not None and early["id"] == transaction_id:  # the EV's, no one authorized yet
+            self.b.early.end(early, "RemoteStop", "Remote", None)  # F03.FR.07
+            return {"status": "Accepted"}
         session = self.b.control.current_session()
         if session is None or session.state != "active" or self.b.transaction_id(session) != transaction_id:
             return {"status": "Rejected"}  # F03.FR.08
@@ -263,17 +266,19 @@ class CoreHandlers:
         elif requested_message == "TransactionEvent":
             session = b.active_session()
             reading = b.control.last_reading()
+            mv = None if reading is None else b.sampler.meter_value(
+                reading, "SampledDataCtrlr", "TxUpdatedMeasurands", "Trigger", b.stamp())
             if session is not None:
-                mv = None if reading is None else b.sampler.meter_value(
-                    reading, "SampledDataCtrlr", "TxUpdatedMeasurands", "Trigger", b.stamp())
                 b.points.point(Point.TRIGGER, session.id, meter=mv)  # F06.FR.07
+            elif (early := b.early.current()) is not None:
+                b.early.trigger(early, mv)
         elif requested_message == "FirmwareStatusNotification":
             await b.jobs.signed_notice(*b.jobs.last_signed_status())  # F06.FR.16, L01.FR.25/26
         elif requested_message == "LogStatusNotification":
             jobs = b.jobs
             await jobs.log_notice("Uploading" if jobs.log_request is not None else "Idle", jobs.log_request)
         elif requested_message == "SignChargingStationCertificate":
-            b.jobs.sign_certificate()
+            b.signing.request()  # A02, sent again while no certificate comes (A02.FR.17/18)
 
     async def _trigger_meter_values(self) -> None:
         """F06.FR.06: the latest values of AlignedDataCtrlr.Measurands."""

@@ -29,7 +29,7 @@ from station.core.model import MeterReading, Session
 from station.errors import StorageError
 
 from . import metering
-from .txpoints import Point
+from .txevents import Point
 
 if TYPE_CHECKING:
     import asyncio

@@ -11,6 +11,7 @@ of their own run afterwards (an `@after` hook, or a job of the shared jobs).
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ocpp.routing import after, on
@@ -49,6 +50,7 @@ class SecurityHandlers:
     def on_certificate_signed(self, certificate_chain: str, certificate_type: str | None = None, **_: Any) -> Answer:
         if certificate_type == "V2GCertificate":
             return {"status": "Rejected", "statusInfo": {"reasonCode": "NoISO15118"}}
+        self.b.signing.signed()  # A02.FR.17: it came; no more SignCertificateRequests
         security = self.b.security
         try:
             leaf = security.certs.accept_signed(certificate_chain, certs.now_utc(), CHAIN_MAX)
@@ -100,6 +102,9 @@ class SecurityHandlers:
     def on_delete_certificate(self, certificate_hash_data: dict[str, Any], **_: Any) -> Answer:
         security = self.b.security
         found = security.certs.find(certificate_hash_data)
+        if found is None and self._is_station_certificate(certificate_hash_data):
+            log.warning("DeleteCertificate: that is the station's own certificate (it connects with it)")
+            return {"status": "Failed"}  # M04.FR.06, TC_M_23_CS: the Charging Station Certificate stays
         if found is None:
             return {"status": "NotFound"}  # M04.FR.04
         kind, cert, path = found
@@ -116,6 +121,20 @@ class SecurityHandlers:
             return {"status": "Failed"}
         security.event("ReconfigurationOfSecurityParameters", f"{_NAMES[kind]} deleted")
         return {"status": "Accepted"}  # M04.FR.02
+
+    def _is_station_certificate(self, wanted: dict[str, Any]) -> bool:
+        """The hash data names the station's certificate (its issuer's name and the serial number: the
+        issuer's key may not be on the station, only the certificate itself)."""
+        credentials = self.b.security.client_credentials()
+        if credentials is None:
+            return False
+        try:
+            own = certs.load_pems(Path(credentials[0]).read_bytes())[0]
+            mine = certs.hash_data(own, wanted.get("hashAlgorithm", "SHA256"))
+        except (OSError, KeyError, ValueError, certs.CertificateError):
+            return False
+        return (str(wanted.get("issuerNameHash", "")).lower() == mine["issuerNameHash"]
+                and str(wanted.get("serialNumber", "")).lower().lstrip("0") == mine["serialNumber"].lstrip("0"))
 
     def _root_in_use(self, root: x509.Certificate) -> bool:
         der = self.b.link.server_certificate()

@@ -6,7 +6,10 @@ Charging, SuspendedEV, SuspendedEVSE and Finishing are Occupied; Reserved;
 Unavailable; Faulted). After every BootNotification Accepted the status is
 sent (B01.FR.05); after a reconnection without a reboot it is sent when the
 station was offline longer than OCPPCommCtrlr.OfflineThreshold, else only if
-it changed meanwhile (B04.FR.01/02).
+it changed meanwhile (B04.FR.01/02). While a suspended transaction waits for
+its EV to come back (StopTxOnEVSideDisconnect false, E10) the connector is
+reported Available, as Part 6 TC_E_26_CS has it; Occupied again when the EV is
+back.
 
 Availability (G03, G04): ChangeAvailability for the station (no evse), the
 EVSE (evse.id 1) or the connector (evse.id 1, connectorId 1). Each level has
@@ -49,6 +52,7 @@ RESERVATION_KEY = "ocpp201.reservation"  # the reservation the core holds: made 
 LEVELS = ("station", "evse", "connector")
 _STATUS = {ConnectorStatus.AVAILABLE: "Available", ConnectorStatus.RESERVED: "Reserved",
            ConnectorStatus.UNAVAILABLE: "Unavailable", ConnectorStatus.FAULTED: "Faulted"}
+_SESSION = (ConnectorStatus.CHARGING, ConnectorStatus.SUSPENDED_EV, ConnectorStatus.SUSPENDED_EVSE)
 
 
 def connector_status(status: ConnectorStatus) -> str:
@@ -86,10 +90,24 @@ class StatusReporter:
         self._reservation: tuple[int, datetime | None] | None = None
         self._cancelled: set[int] = set()
         self._lock = asyncio.Lock()
+        self._away = False  # a suspended transaction's EV is gone (E10)
+        self._restore_due = False  # a kept reservation waits for the clock (restore)
+
+    def shown(self, status: ConnectorStatus) -> str:
+        """The ConnectorStatus the central system is told for the core's state."""
+        if self._away and status in _SESSION:
+            return "Available"  # E10: the EV left, the transaction waits for it (TC_E_26_CS)
+        return connector_status(status)
+
+    def ev_away(self, away: bool) -> None:
+        """The running transaction's EV left (suspended) or came back: the connector's status changes."""
+        if away != self._away:
+            self._away = away
+            self.b.spawn(self.changed(self.b.control.status()), "ocpp-status")
 
     # ================================================================ status
     def payload(self, report: StatusReport) -> dict[str, Any]:
-        return {"timestamp": self.b.resolve(report.timestamp), "connectorStatus": connector_status(report.status),
+        return {"timestamp": self.b.resolve(report.timestamp), "connectorStatus": self.shown(report.status),
                 "evseId": 1, "connectorId": 1}
 
     async def send_now(self, report: StatusReport) -> None:
@@ -100,12 +118,14 @@ class StatusReporter:
 
     async def registered(self, offline_s: float | None) -> None:
         """After BootNotification Accepted: B01.FR.05 after a boot, B04 after a reconnection."""
+        if self._restore_due:
+            await self.restore()  # the central system's time is the station's now
         report = self.b.control.status()
         threshold = self.b.devmodel.int("OCPPCommCtrlr", "OfflineThreshold")
         if not self._booted or offline_s is None or offline_s > threshold:
             self._booted = True
             await self.send_now(report)
-        elif self._sent != connector_status(report.status):
+        elif self._sent != self.shown(report.status):
             await self.send_now(report)
 
     async def changed(self, report: StatusReport) -> None:
@@ -113,7 +133,9 @@ class StatusReporter:
         self._reservation_ended(report.status)
         if not self.b.link.accepted:
             return  # the current state is sent after the next BootNotification
-        if connector_status(report.status) != self._sent:
+        if report.status not in _SESSION:
+            self._away = False  # the session is over
+        if self.shown(report.status) != self._sent:
             await self.send_now(report)
 
     # ================================================================ availability (G03, G04)
@@ -161,9 +183,15 @@ class StatusReporter:
             log.error("reservation not journaled: %s", exc)
 
     async def restore(self) -> None:
-        """B11.FR.05: after a restart the EVSE is Reserved again while the reservation's time has not passed."""
+        """B11.FR.05: after a restart the EVSE is Reserved again while the reservation's time has not passed.
+        Its time is a wall-clock time: while the station's clock is not known yet (no NTP), it waits for the
+        next BootNotification's time (`registered`, before the status is sent)."""
         kept = self.b.store.get_json(RESERVATION_KEY, None)
+        self._restore_due = False
         if not kept:
+            return
+        if self.b.control.clock.now() is None:
+            self._restore_due = True
             return
         try:
             live = parse_iso(kept["expiry"]) > self.b.now()

@@ -114,6 +114,8 @@ VARIABLES: list[Var] = [
     _i("SecurityCtrlr", "SecurityProfile", RO, 0, live=True),
     _b("SecurityCtrlr", "AdditionalRootCertificateCheck", RO, False),
     _i("SecurityCtrlr", "MaxCertificateChainSize", RO, 10000),
+    _i("SecurityCtrlr", "CertSigningWaitMinimum", RW, 60, min=1, max=86400, unit="s"),  # A02.FR.17
+    _i("SecurityCtrlr", "CertSigningRepeatTimes", RW, 3, min=0, max=10),  # A02.FR.18
     # --- AuthCtrlr, AuthCacheCtrlr, LocalAuthListCtrlr --------------------------------------------------
     _b("AuthCtrlr", "Enabled", RO, True),
     _b("AuthCtrlr", "AuthorizeRemoteStart", RW, False),
@@ -139,7 +141,7 @@ VARIABLES: list[Var] = [
     _b("TxCtrlr", "StopTxOnInvalidId", RW, True),
     _i("TxCtrlr", "MaxEnergyOnInvalidId", RW, 0, min=0, max=1_000_000, unit="Wh"),
     Var("TxCtrlr", "TxStartPoint", "MemberList", RW, "PowerPathClosed",
-        values=("Authorized", "PowerPathClosed", "EnergyTransfer")),
+        values=("EVConnected", "Authorized", "PowerPathClosed", "EnergyTransfer")),  # no bay sensor, no signed meter
     Var("TxCtrlr", "TxStopPoint", "MemberList", RW, "PowerPathClosed",
         values=("EVConnected", "Authorized", "PowerPathClosed", "EnergyTransfer")),
     _b("TxCtrlr", "TxBeforeAcceptedEnabled", RO, False),

@@ -27,6 +27,24 @@ class _SlowUploads(_Handler):
         super().do_PUT()
 
 
+class _SlowDownloads(_Handler):
+    def do_GET(self):  # noqa: N802
+        time.sleep(2.0)  # a download that takes its time
+        super().do_GET()
+
+
+@pytest.fixture
+def slow_downloads(tmp_path):
+    """An HTTP server that takes 2 s before it serves each file (GET) of its directory: (directory, base URL)."""
+    d = tmp_path / "slow-get"
+    d.mkdir()
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), lambda *a: _SlowDownloads(*a, directory=str(d)))
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield d, f"http://127.0.0.1:{server.server_address[1]}"
+    server.shutdown()
+    server.server_close()
+
+
 @pytest.fixture
 def slow_uploads(tmp_path):
     """An HTTP server that takes 2 s to accept each upload (PUT); its base URL."""
@@ -47,9 +65,9 @@ def fw_statuses(cs: TimedCS, request_id: int) -> list[str]:
     return [p["status"] for p in calls(cs, "FirmwareStatusNotification") if p.get("requestId") == request_id]
 
 
-async def fw_station(cs, sim201_factory, pki, tmp_path):
-    """A station whose firmware root is the test manufacturer's (the installer's firmware.signing_ca_file)."""
-    s = await sim201_factory(cs.url, **{"firmware.signing_ca_file": pki.path("mfr-ca.pem")})
+async def fw_station(cs, sim201_factory, pki, tmp_path, variables=None):
+    """A station that takes firmware signed by the test manufacturer (firmware.signing_ca_file)."""
+    s = await sim201_factory(cs.url, variables, **{"firmware.signing_ca_file": pki.path("mfr-ca.pem")})
     s.backend.pip_command = [sys.executable, "-m", "pip", "install", "--no-input", "--no-deps", "--no-index",
                              "--disable-pip-version-check", "--target", str(tmp_path / "site-packages")]
     await s.online()
@@ -99,17 +117,17 @@ async def test_TC_L_07_08_F_17_18_CS_firmware_that_fails(strict201, sim201_facto
                           and p["status"] == "DownloadFailed", timeout=60)
     broken = served / "broken-1.0-py3-none-any.whl"
     broken.write_bytes(b"this is not a wheel" * 100)
-    bad = firmware(served, pki, name=broken.name)
-    assert (await cs.command("UpdateFirmware", {"requestId": 32, "firmware": bad}))["status"] == "Accepted"
-    await cs.call_from_cp("FirmwareStatusNotification", lambda p: p.get("requestId") == 32
-                          and p["status"] == "InstallVerificationFailed", timeout=60)  # not a station wheel: never run
-    assert fw_statuses(cs, 32)[:3] == ["Downloading", "Downloaded", "SignatureVerified"]
-    s.backend.pip_command = [sys.executable, "-c", "import sys; sys.exit(1)"]  # TC_L_08: the install itself fails
-    assert (await cs.command("UpdateFirmware", {"requestId": 33, "firmware": firmware(served, pki)}))["status"] \
-        == "Accepted"
+    bad = firmware(served, pki, name=broken.name)  # signed, but not a station release: never given to pip
+    assert (await cs.command("UpdateFirmware", {"requestId": 33, "firmware": bad}))["status"] == "Accepted"
     await cs.call_from_cp("FirmwareStatusNotification", lambda p: p.get("requestId") == 33
+                          and p["status"] == "InstallVerificationFailed", timeout=60)
+    s.backend.pip_command = [sys.executable, "-c", "import sys; sys.exit(1)"]  # pip fails (a read-only venv)
+    assert (await cs.command("UpdateFirmware", {"requestId": 32, "firmware": firmware(served, pki)}))["status"] \
+        == "Accepted"
+    await cs.call_from_cp("FirmwareStatusNotification", lambda p: p.get("requestId") == 32
                           and p["status"] == "InstallationFailed", timeout=60)
-    assert fw_statuses(cs, 33)[:4] == ["Downloading", "Downloaded", "SignatureVerified", "Installing"]
+    assert fw_statuses(cs, 32) == ["Downloading", "Downloaded", "SignatureVerified", "Installing",
+                                   "InstallationFailed"]
     n = len(cs.events)
     assert (await cs.command("TriggerMessage", {"requestedMessage": "FirmwareStatusNotification"}))["status"] \
         == "Accepted"
@@ -210,4 +228,27 @@ async def test_TC_P_03_04_CS_custom_data_is_taken(strict201, sim201_factory):
                                                            "chargingSchedulePeriod": [{"startPeriod": 0, "limit": 16}]}]}
     answer = await cs.command("SetChargingProfile", {"evseId": 1, "chargingProfile": profile, "customData": custom})
     assert answer["status"] == "Accepted"
+    assert cs.failures() == []
+
+
+async def test_TC_F_19_CS_firmware_status_triggered_while_downloading(strict201, sim201_factory, served, pki,  # noqa: F811
+                                                                      tmp_path, slow_downloads):
+    """TC_F_19_CS (F06.FR.16, L01.FR.25): TriggerMessage FirmwareStatusNotification during a download that takes
+    its time: Accepted, then FirmwareStatusNotification Downloading with the update's requestId; the update goes
+    on to Installed."""
+    cs = strict201
+    await fw_station(cs, sim201_factory, pki, tmp_path)
+    directory, url = slow_downloads
+    fw = firmware(served, pki)
+    name = fw["location"].rsplit("/", 1)[-1]
+    (directory / name).write_bytes((served / name).read_bytes())
+    fw["location"] = f"{url}/{name}"
+    assert (await cs.command("UpdateFirmware", {"requestId": 19, "firmware": fw}))["status"] == "Accepted"
+    await cs.call_from_cp("FirmwareStatusNotification", lambda p: p["status"] == "Downloading")
+    n = len(cs.events)
+    assert (await cs.command("TriggerMessage", {"requestedMessage": "FirmwareStatusNotification"}))["status"] \
+        == "Accepted"
+    triggered = await cs.call_from_cp("FirmwareStatusNotification", after=n)
+    assert triggered == {"status": "Downloading", "requestId": 19}
+    await cs.call_from_cp("FirmwareStatusNotification", lambda p: p["status"] == "Installed", timeout=60)
     assert cs.failures() == []

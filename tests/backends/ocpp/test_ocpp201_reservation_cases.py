@@ -37,7 +37,7 @@ async def test_TC_H_02_03_09_23_CS_a_reserved_evse(strict201, sim201_factory):
     assert await reserve(cs, 42, evseId=1) == "Occupied"  # TC_H_03
     assert await reserve(cs, 43) == "Occupied"  # TC_H_09
     assert await reserve(cs, 41, seconds=1200, evseId=1) == "Accepted"  # TC_H_23
-    assert s.charger.reservation.id == 41
+    assert s.charger.machine.reserved() and s.store.get_json("ocpp201.reservation")["id"] == 41
     s.world.plug()
     answer = await cs.command("RequestStartTransaction", {"idToken": TOKEN, "remoteStartId": 2, "evseId": 1})
     assert answer["status"] == "Accepted"
@@ -81,5 +81,5 @@ async def test_TC_H_04_06_10_12_21_CS_occupied_and_unavailable(strict201, sim201
         "status"] == "Accepted"
     await status(cs, "Available", n)
     await asyncio.sleep(0.3)
-    assert s.charger.reservation is None and calls(cs, "TransactionEvent", n) == []
+    assert not s.charger.machine.reserved() and calls(cs, "TransactionEvent", n) == []
     assert cs.failures() == []

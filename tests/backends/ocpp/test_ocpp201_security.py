@@ -99,6 +99,49 @@ async def test_TC_A_11_14_CS_station_certificate_on_request(strict_factory, sim2
     assert cs.failures() == []
 
 
+async def test_TC_A_23_M_23_CS_signing_again_and_the_own_certificate_stays(strict_factory, sim201_factory, pki):
+    """TC_A_23_CS (A02.FR.17/18): SignCertificateRequest Accepted, and no CertificateSigned follows: after
+    SecurityCtrlr.CertSigningWaitMinimum a new SignCertificateRequest (a new CSR), the wait doubled, at most
+    CertSigningRepeatTimes more (1 here: two in all, then no more); a CertificateSigned ends the repeats.
+    TC_M_23_CS (M04): DeleteCertificate of the station's own certificate (profile 3, the one it connects with)
+    is Failed, and it still connects with it."""
+    from cryptography import x509
+    from cryptography.hazmat.primitives.serialization import Encoding
+
+    cs = await start201(strict_factory, {"tls": tls(pki, client=True), "plain": False})
+    s = await sim201_factory("ws://127.0.0.1:1/unused", {"SecurityCtrlr/CertSigningWaitMinimum": 25,  # 0.5 s
+                                                         "SecurityCtrlr/CertSigningRepeatTimes": 1},
+                             **profile_config(cs, 3, pki, key=None))
+    await s.online()
+    await cs.command("SetVariables", {"setVariableData": [
+        {"component": {"name": "SecurityCtrlr"}, "variable": {"name": "OrganizationName"}, "attributeValue": "Test CPO"}]})
+    n = len(cs.events)
+    assert (await cs.command("TriggerMessage", {"requestedMessage": "SignChargingStationCertificate"}))["status"] \
+        == "Accepted"
+    first = await cs.wait(lambda e: e["event"] == "call" and e["method"] == "SignCertificate", after=n)
+    second = await cs.wait(lambda e: e["event"] == "call" and e["method"] == "SignCertificate" and e is not first,
+                           after=n)
+    assert second["params"]["csr"] != first["params"]["csr"] and second["t"] - first["t"] >= 0.4
+    await asyncio.sleep(2.5)  # the doubled wait (1 s) is long over: RepeatTimes 1 allows no third
+    assert len(calls(cs, "SignCertificate", n)) == 2
+    n = len(cs.events)
+    assert (await cs.command("TriggerMessage", {"requestedMessage": "SignChargingStationCertificate"}))["status"] \
+        == "Accepted"
+    csr = (await cs.call_from_cp("SignCertificate", after=n))["csr"]
+    chain = pki.cpo.sign_csr(csr).public_bytes(Encoding.PEM).decode()
+    assert (await cs.command("CertificateSigned", {"certificateChain": chain}))["status"] == "Accepted"
+    await asyncio.sleep(1.5)
+    assert len(calls(cs, "SignCertificate", n)) == 1  # signed: no repeat
+    await cs.wait(lambda e: e in cs.events[n:] and e["event"] == "upgrade")
+    await s.online()
+    own = x509.load_pem_x509_certificate(chain.encode())
+    hash_data = ocsp_hash_data(own, pki.cpo.cert)
+    assert (await cs.command("DeleteCertificate", {"certificateHashData": hash_data}))["status"] == "Failed"
+    other = {**hash_data, "serialNumber": "1234abcd"}
+    assert (await cs.command("DeleteCertificate", {"certificateHashData": other}))["status"] == "NotFound"
+    assert cs.failures() == []
+
+
 async def test_TC_A_05_15_CS_untrusted_csms_certificate_and_a_refused_signing(strict_factory, sim201_factory, pki):
     """TC_A_05_CS (A00.FR.3xx): a CSMS certificate the station's CSMS root did not issue: no connection; once the
     central system shows a valid one the station connects and reports InvalidCsmsCertificate (the 2.0.1 name,
@@ -121,6 +164,21 @@ async def test_TC_A_05_15_CS_untrusted_csms_certificate_and_a_refused_signing(st
     await cs.call_from_cp("SignCertificate", after=n)
     await asyncio.sleep(0.5)
     assert s.backend.link.accepted and len(cs.of("upgrade")) == 1
+    assert cs.failures() == []
+
+
+async def test_TC_A_06_CS_tls_version_too_low(strict_factory, sim201_factory, pki):
+    """TC_A_06_CS (A00.FR.3xx: TLS 1.2 or later): a central system that offers only TLS 1.1: no connection; once it
+    offers TLS 1.2 the station connects and reports InvalidTLSVersion (A00.FR.4xx security event)."""
+    cs = await start201(strict_factory, {"password": KEY, "tls": {**tls(pki), "maxVersion": "TLSv1.1"},
+                                         "plain": False})
+    s = await sim201_factory("ws://127.0.0.1:1/unused", **profile_config(cs, 2, pki))
+    await cs.wait(lambda e: e["event"] == "tlsError", what="a refused TLS handshake")
+    assert cs.of("upgrade") == [] and not s.backend.link.accepted
+    await cs.command("__setTlsMax", {"version": None})
+    await s.online(timeout=15)
+    event = await cs.call_from_cp("SecurityEventNotification", lambda p: p["type"] == "InvalidTLSVersion")
+    assert "tls_version" in event["techInfo"]
     assert cs.failures() == []
 
 

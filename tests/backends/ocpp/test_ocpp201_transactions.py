@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 
 from ocpp201_support import any_ended as ended
-from ocpp201_support import assert_gapless, energy, events
+from ocpp201_support import assert_gapless, energy, events, of_tx
 from ocpp_flows import OTHER, UID
 from strict_peer import TimedCS
 
@@ -271,11 +271,12 @@ async def test_TC_E_28_to_34_CS_get_transaction_status(strict201, sim201_factory
 
 async def test_TC_E_41_42_50_51_CS_retries_then_the_next_one(strict201, sim201_factory):
     """E13.FR.02/03: a TransactionEvent answered with a CALLERROR is sent again, MessageAttemptInterval x the
-    tries before apart, the same seqNo (TC_E_51_CS: then answered, TC_E_42_CS); after MessageAttempts tries
-    it is dropped and the next one goes (E13.FR.04, TC_E_41_CS, TC_E_50_CS)."""
+    tries before apart, the same seqNo (TC_E_51_CS: then answered, TC_E_42_CS); after MessageAttempts tries it
+    is held for the operator and the next one goes (E13.FR.04, TC_E_41_CS, TC_E_50_CS): the Ended arrives, a gap
+    where the held one was; `station sessions --resend` sends it again, the very same event (seqNo, content)."""
     cs = strict201
-    s = await sim201_factory(cs.url, {"OCPPCommCtrlr/MessageAttemptInterval[TransactionEvent]": 5,
-                                      "OCPPCommCtrlr/MessageAttempts[TransactionEvent]": 3})
+    s = await sim201_factory(cs.url, {"OCPPCommCtrlr/MessageAttemptInterval[TransactionEvent]": 25,
+                                      "OCPPCommCtrlr/MessageAttempts[TransactionEvent]": 3})  # 0.5 s x tries
     await s.online()
     await cs.command("__answer", {"method": "TransactionEvent", "result": {"error": "InternalError"}})
     n = len(cs.events)
@@ -289,22 +290,102 @@ async def test_TC_E_41_42_50_51_CS_retries_then_the_next_one(strict201, sim201_f
     await s.idle()
     seqs = [p["seqNo"] for p in events(cs, n)]
     assert seqs[:2] == [0, 0] and seqs == sorted(seqs) and len(set(seqs)) == end["seqNo"] + 1
-    await cs.command("__answer", {"method": "TransactionEvent", "result": {"error": "InternalError"}})
-    n = len(cs.events)
     s.world.plug(False)
     await s.state("Available")
+    n = len(cs.events)
     s.world.plug()
     await s.world.tap(UID, hold_s=0.15)
-    await cs.wait(lambda e: len(events(cs, n)) >= 3)
+    start = await cs.call_from_cp("TransactionEvent", lambda p: p["eventType"] == "Started", after=n)
+    tx = start["transactionInfo"]["transactionId"]
+    await s.idle()
+    await cs.command("__answer", {"method": "TransactionEvent", "result": {"error": "InternalError"}})
+    m = len(cs.events)
+    s.world.set_load(0)  # Charging -> SuspendedEV: an Updated, refused three times
+    await cs.wait(lambda e: len(events(cs, m)) >= 3)
+    await cs.command("__answer", {"method": "TransactionEvent", "result": None})
+    await s.world.tap(UID, hold_s=0.15)
+    end = await ended(cs, n)
+    await s.idle()
+    refused = events(cs, m)[0]
+    assert [p["seqNo"] for p in events(cs, m)][:3] == [refused["seqNo"]] * 3  # three tries, then the next
+    assert end["seqNo"] > refused["seqNo"]
+    session = s.store.sessions(("stopped",))[-1]
+    [(item, reason)] = s.store.held(session.id)
+    assert item.kind.value == "tx_event" and f"TransactionEvent seqNo {refused['seqNo']} not processed after 3 tries" in reason
+    k = len(cs.events)
+    assert s.charger.resend_held(session.id) == 1
+    await s.idle()
+    assert events(cs, k) == [refused] and s.store.held(session.id) == []  # the same event, seqNo and all
+    assert sorted({p["seqNo"] for p in of_tx(cs, tx)}) == list(range(end["seqNo"] + 1))  # the gap filled
+    assert cs.failures() == []
+
+
+async def test_a_held_started_holds_its_transaction_behind_it(strict201, sim201_factory):
+    """A Started the central system never takes (MessageAttempts tries): held, and every later event of that
+    transaction is held behind it at once (no tries spent on a transaction the central system does not know);
+    the next session's transaction goes meanwhile. The operator's resend sends them all, in seqNo order, the
+    Started identical to its first tries."""
+    cs = strict201
+    s = await sim201_factory(cs.url, {"OCPPCommCtrlr/MessageAttemptInterval[TransactionEvent]": 5,
+                                      "OCPPCommCtrlr/MessageAttempts[TransactionEvent]": 2})
+    await s.online()
+    await cs.command("__answer", {"method": "TransactionEvent", "result": {"error": "InternalError"}})
+    n = len(cs.events)
+    s.world.plug()
+    await s.world.tap(UID, hold_s=0.15)
+    await cs.wait(lambda e: len(events(cs, n)) >= 2)
+    await cs.command("__answer", {"method": "TransactionEvent", "result": None})
+    first = events(cs, n)[0]
+    assert first["eventType"] == "Started" and events(cs, n) == [first, first]
+    await s.state("Charging")
+    s.world.consume(500)
+    await asyncio.sleep(0.3)
+    await s.world.tap(UID, hold_s=0.15)
+    s.world.plug(False)
+    await s.state("Available")
+    session = s.store.sessions(("stopped",))[-1]
+    m = len(cs.events)
+    s.world.plug()
+    await s.world.tap(UID, hold_s=0.15)
+    other = await cs.call_from_cp("TransactionEvent", lambda p: p["eventType"] == "Started", after=m)
+    assert other["transactionInfo"]["transactionId"] != first["transactionInfo"]["transactionId"]
+    await s.idle()
+    assert len(s.store.held(session.id)) >= 3 and events(cs, n)[:2] == [first, first]
+    tx = first["transactionInfo"]["transactionId"]
+    assert len(of_tx(cs, tx)) == 2  # nothing of it went after its Started
+    k = len(cs.events)
+    s.charger.resend_held(session.id)
+    await s.idle()
+    mine = [p for p in events(cs, k) if p["transactionInfo"]["transactionId"] == tx]
+    assert mine[0] == first and [p["seqNo"] for p in mine] == list(range(len(mine)))
+    assert mine[-1]["eventType"] == "Ended" and s.store.held(session.id) == []
+    billed = energy(mine[-1]["meterValue"], "Transaction.End") - energy(first["meterValue"], "Transaction.Begin")
+    assert billed == session.energy_wh >= 500
+    assert cs.failures() == []
+
+
+async def test_a_late_answer_releases_a_held_event_without_a_second_send(strict201, sim201_factory):
+    """The central system answers a TransactionEvent after the response timeout: the try failed (and with
+    MessageAttempts 1 the event is held), but the late answer says it was processed: the held event goes back
+    into the queue and is confirmed without a send; the central system has it exactly once, the rest follows."""
+    cs = strict201
+    s = await sim201_factory(cs.url, {"OCPPCommCtrlr/MessageAttempts[TransactionEvent]": 1})
+    await s.online()
+    await cs.command("__answer", {"method": "TransactionEvent", "result": {"delay": 3}})  # the timeout is 2 s
+    n = len(cs.events)
+    s.world.plug()
+    await s.world.tap(UID, hold_s=0.15)
+    start = await cs.call_from_cp("TransactionEvent", lambda p: p["eventType"] == "Started", after=n)
     await cs.command("__answer", {"method": "TransactionEvent", "result": None})
     await s.state("Charging")
     await s.world.tap(UID, hold_s=0.15)
-    await ended(cs, n)
+    end = await ended(cs, n, timeout=20)
     await s.idle()
-    seqs = [p["seqNo"] for p in events(cs, n)]
-    assert seqs[:3] == [0, 0, 0] and 1 in seqs  # three tries of seqNo 0, dropped, then the next
+    mine = of_tx(cs, start["transactionInfo"]["transactionId"])
+    assert [p["seqNo"] for p in mine] == list(range(end["seqNo"] + 1))  # the Started once, nothing twice
     session = s.store.sessions(("stopped",))[-1]
-    assert "TransactionEvent not processed after 3 tries (seqNo 0)" in session.extra["rejected"]
+    assert s.store.held(session.id) == [] and "rejected" not in session.extra  # processed, not given up
+    assert session.extra["delivered"] is True
     assert cs.failures() == []
 
 
