@@ -23,7 +23,7 @@ the links that `open_link` opened carry nothing, as with the cable pulled at
 the station. A TCP or TLS link is reset and cannot be opened again; a serial
 line keeps its port open (the adapter is still there) but loses every byte
 both ways, and what arrived during the cut is dropped when it is mended.
-The OCPP websocket (ocpp16/link.py) follows the same switch. Servers open
+The OCPP websocket (backends/ocpp/link.py) follows the same switch. Servers open
 their ports directly and are not affected.
 """
 

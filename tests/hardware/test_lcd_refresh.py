@@ -13,19 +13,12 @@ import time
 import pytest
 
 from station.hardware.display import LcdDisplay
+from tests.support.fakes import FakeClock
 
 ADDR = 0x27
 SCREEN = ["Charging  7.4 kW", "12.345 kWh  Ä Ü"]
 LATER = ["Charging  7.4 kW", "12.346 kWh  Ä Ü"]
 SCREEN4 = ["Charging", "7.4 kW  3 phases", "12.345 kWh", "Karte: ...3B  Öl"]
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.t = 1000.0
-
-    def __call__(self) -> float:
-        return self.t
 
 
 def padded(lines: list[str], cols: int) -> list[str]:
@@ -35,7 +28,7 @@ def padded(lines: list[str], cols: int) -> list[str]:
 @pytest.mark.parametrize("kind", ["nibble", "reset", "shift", "chars", "off"])
 def test_garbage_is_gone_within_the_refresh_period(fake_i2c, kind):
     lcd = fake_i2c.attach_lcd(1, ADDR, 16, 2)
-    clock = Clock()
+    clock = FakeClock()
     disp = LcdDisplay(1, ADDR, 16, 2, background=False, refresh_s=30.0, clock=clock)
     disp.show(SCREEN)
     assert lcd.text() == padded(SCREEN, 16)
@@ -54,7 +47,7 @@ def test_garbage_is_gone_within_the_refresh_period(fake_i2c, kind):
 
 def test_an_out_of_step_interface_garbles_new_text_too_until_the_refresh(fake_i2c):
     lcd = fake_i2c.attach_lcd(1, ADDR, 16, 2)
-    clock = Clock()
+    clock = FakeClock()
     disp = LcdDisplay(1, ADDR, 16, 2, background=False, refresh_s=30.0, clock=clock)
     disp.show(SCREEN)
     lcd.interfere("nibble", seed=1)
@@ -69,7 +62,7 @@ def test_an_out_of_step_interface_garbles_new_text_too_until_the_refresh(fake_i2
 @pytest.mark.parametrize("seed", range(12))
 def test_random_interference_on_a_20x4(fake_i2c, seed):
     lcd = fake_i2c.attach_lcd(1, ADDR, 20, 4)
-    clock = Clock()
+    clock = FakeClock()
     disp = LcdDisplay(1, ADDR, 20, 4, background=False, refresh_s=30.0, clock=clock)
     disp.show(SCREEN4)
     lcd.garble(seed)
@@ -82,7 +75,7 @@ def test_random_interference_on_a_20x4(fake_i2c, seed):
 def test_a_right_screen_is_rewritten_without_a_blank_moment(fake_i2c):
     """No clear instruction in the refresh: the glass never shows a blank screen in between."""
     lcd = fake_i2c.attach_lcd(1, ADDR, 16, 2)
-    clock = Clock()
+    clock = FakeClock()
     disp = LcdDisplay(1, ADDR, 16, 2, background=False, refresh_s=30.0, clock=clock)
     disp.show(SCREEN)
     commands_before = len(lcd.history)
@@ -96,7 +89,7 @@ def test_a_right_screen_is_rewritten_without_a_blank_moment(fake_i2c):
 
 def test_no_refresh_when_disabled(fake_i2c):
     lcd = fake_i2c.attach_lcd(1, ADDR, 16, 2)
-    clock = Clock()
+    clock = FakeClock()
     disp = LcdDisplay(1, ADDR, 16, 2, background=False, refresh_s=0, clock=clock)
     disp.show(SCREEN)
     lcd.interfere("chars")
@@ -129,7 +122,7 @@ def test_a_contactor_switch_asks_for_a_refresh_a_second_later(fake_i2c, fake_gpi
     from station.hardware.contactor import GpioContactor
 
     lcd = fake_i2c.attach_lcd(1, ADDR, 16, 2)
-    clock = Clock()
+    clock = FakeClock()
     disp = LcdDisplay(1, ADDR, 16, 2, background=False, refresh_s=60.0, clock=clock)
     contactor = GpioContactor(fake_gpio, 17)
     contactor.on_switch = disp.refresh_soon  # as station/hardware/factory.py wires it

@@ -112,7 +112,10 @@ class Ocpp201(VersionBase):
 
     def measurands(self) -> frozenset[str]:
         station = self.host.station
-        return metering.measurands(station.meter_measurands() if station is not None else ())
+        source = set(station.meter_measurands()) if station is not None else set()
+        if station is not None and station.offered_current() is not None:  # a charge controller (as in 1.6)
+            source.add(metering.OFFERED)
+        return metering.measurands(source)
 
     def _tune_station(self) -> None:
         dm = self.devmodel

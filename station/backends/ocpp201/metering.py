@@ -11,18 +11,21 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
-from station.backends.ocpp.metering import ENERGY, ocpp_measurands, values
+from station.backends.ocpp.metering import ENERGY, OFFERED, ocpp_measurands, values
 
-__all__ = ["ENERGY", "energy_value", "measurands", "meter_value", "sampled_values"]
+__all__ = ["ENERGY", "OFFERED", "energy_value", "measurands", "meter_value", "sampled_values"]
 
 
 def measurands(meter: Iterable[str]) -> frozenset[str]:
     return ocpp_measurands(meter, frequency=True)
 
 
-def sampled_values(reading: Any, wanted: Iterable[str], context: str) -> list[dict[str, Any]]:
+def sampled_values(reading: Any, wanted: Iterable[str], context: str,
+                   offered_a: float | None = None) -> list[dict[str, Any]]:
+    """The SampledValues of one reading; `offered_a`: the current a charge controller offers the car
+    (Current.Offered), None without one."""
     out: list[dict[str, Any]] = []
-    for v in values(reading, wanted):
+    for v in values(reading, wanted, offered_a):
         number: int | float = int(v.value) if v.measurand == ENERGY else round(float(v.value), 1)
         sv: dict[str, Any] = {"value": number, "context": context, "measurand": v.measurand, "location": "Outlet",
                               "unitOfMeasure": {"unit": v.unit}}
@@ -32,9 +35,10 @@ def sampled_values(reading: Any, wanted: Iterable[str], context: str) -> list[di
     return out
 
 
-def meter_value(reading: Any, wanted: Iterable[str], context: str, stamp: str) -> dict[str, Any] | None:
+def meter_value(reading: Any, wanted: Iterable[str], context: str, stamp: str,
+                offered_a: float | None = None) -> dict[str, Any] | None:
     """One MeterValueType, or None when none of the wanted measurands is there."""
-    sampled = sampled_values(reading, wanted, context)
+    sampled = sampled_values(reading, wanted, context, offered_a)
     return {"timestamp": stamp, "sampledValue": sampled} if sampled else None
 
 

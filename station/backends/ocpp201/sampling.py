@@ -140,7 +140,7 @@ class Sampler:
     def meter_value(self, reading: MeterReading, component: str, variable: str, context: str,
                     stamp: str) -> dict[str, Any] | None:
         wanted = [m for m in self.b.devmodel.list(component, variable) if m in self.b.measurands()]
-        return metering.meter_value(reading, wanted, context, stamp)
+        return metering.meter_value(reading, wanted, context, stamp, self.b.control.offered_current())
 
     def _keep(self, session: Session, mv: dict[str, Any] | None) -> None:
         if mv is None:

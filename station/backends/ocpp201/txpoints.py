@@ -133,7 +133,7 @@ class TxPoints:
         if reading is None or not self.b.devmodel.bool("SampledDataCtrlr", "Enabled"):
             return None
         return metering.meter_value(reading, self.b.devmodel.list("SampledDataCtrlr", "TxStartedMeasurands"),
-                                    "Transaction.Begin", self.b.control.clock.stamp())
+                                    "Transaction.Begin", self.b.control.clock.stamp(), self.b.control.offered_current())
 
     def _ev_connected(self, session: Session | None) -> None:
         self._plugged = True
