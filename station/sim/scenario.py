@@ -13,6 +13,8 @@ whole Station on emulated hardware:
              fault = "ContactorWelded"  ... and reporting this fault (vendor or OCPP error code)
              offered_a = 10             ... and the pilot offering this current (A; 0: no PWM);
                                         state or offered_a, or both (with [controller] model)
+             online = true              ... and the backend online (false: offline); alone, it
+                                        waits for the backend (a tap before it is answered offline)
     car      asleep = true              the car on the charge controller's pilot (with
              ventilation = true         [controller] model; any of these keys):
              diode_fault = true           asleep: connected, does not ask for current
@@ -80,7 +82,7 @@ STEP_KEYS: dict[str, dict[str, type | tuple[type, ...]]] = {
     "load": {"watts": (int, float)},
     "consume": {"wh": int},
     "wait": {"seconds": (int, float)},
-    "expect": {"state": str, "within": (int, float), "fault": str, "offered_a": (int, float)},
+    "expect": {"state": str, "within": (int, float), "fault": str, "offered_a": (int, float), "online": bool},
     "car": {"asleep": bool, "ventilation": bool, "diode_fault": bool, "full": bool, "phases": int,
             "max_current_a": (int, float)},
     "backend": {"up": bool},
@@ -134,8 +136,8 @@ def parse(data: dict[str, Any], source: str = "<scenario>") -> Scenario:
         missing = REQUIRED.get(action, set()) - set(step)
         if missing:
             raise ScenarioError(f"{where} ({action}): missing {sorted(missing)[0]!r}")
-        if action == "expect" and not {"state", "offered_a"} & set(step):
-            raise ScenarioError(f"{where} (expect): missing 'state' (or 'offered_a')")
+        if action == "expect" and not {"state", "offered_a", "online"} & set(step):
+            raise ScenarioError(f"{where} (expect): missing 'state' (or 'offered_a', 'online')")
         if action == "expect" and "state" in step and step["state"] not in {s.value for s in State}:
             raise ScenarioError(f"{where}: unknown state {step['state']!r}")
         if action == "car" and len(step) == 1:
@@ -193,9 +195,12 @@ def inputs_needed(scenario: Scenario) -> dict[str, bool]:
     return needed
 
 
-def _matches(station: Any, state: str | None, fault: str | None, offered_a: float | None = None) -> bool:
+def _matches(station: Any, state: str | None, fault: str | None, offered_a: float | None = None,
+             online: bool | None = None) -> bool:
     c = station.charger
     if state is not None and (c.state.value != state or c.busy):
+        return False
+    if online is not None and c.online != online:
         return False
     if offered_a is not None:
         offered = station.world.offered_a
@@ -208,13 +213,13 @@ def _matches(station: Any, state: str | None, fault: str | None, offered_a: floa
 
 
 async def wait_for_state(station: Any, state: str | None, within: float, fault: str | None = None,
-                         offered_a: float | None = None) -> bool:
+                         offered_a: float | None = None, online: bool | None = None) -> bool:
     deadline = time.monotonic() + within
     while time.monotonic() < deadline:
-        if _matches(station, state, fault, offered_a) or station.failure is not None:
+        if _matches(station, state, fault, offered_a, online) or station.failure is not None:
             break
         await asyncio.sleep(0.02)
-    return _matches(station, state, fault, offered_a)
+    return _matches(station, state, fault, offered_a, online)
 
 
 def car_step(world: Any, step: dict[str, Any]) -> None:
@@ -260,16 +265,19 @@ async def run(station: Any, scenario: Scenario) -> Outcome:
         elif action == "expect":
             within = float(step.get("within", 5))
             offered = step.get("offered_a")
+            online = step.get("online")
             if not await wait_for_state(station, step.get("state"), within, step.get("fault"),
-                                        None if offered is None else float(offered)):
+                                        None if offered is None else float(offered), online):
                 report = station.charger.status()
                 fault = f" ({report.vendor_error_code or report.error_code})" if report.error_code != "NoError" else ""
                 wanted = " ".join(filter(None, (step.get("state"), f"with {step['fault']}" if "fault" in step else "",
-                                                f"offering {offered:g} A" if offered is not None else "")))
+                                                f"offering {offered:g} A" if offered is not None else "",
+                                                "" if online is None else f"backend {'on' if online else 'off'}line")))
                 now = f", offering {station.world.offered_a:g} A" if offered is not None and \
                     station.world.offered_a is not None else ""
+                link = "" if online is None else f", backend {'on' if station.charger.online else 'off'}line"
                 failures.append(f"step {n}: expected {wanted} within {within:g} s, "
-                                f"station is {station.charger.state.value}{fault}{now}")
+                                f"station is {station.charger.state.value}{fault}{now}{link}")
                 break
         elif action == "car":
             try:
