@@ -77,12 +77,14 @@ class Shim:
         return {**os.environ, "LD_PRELOAD": str(self.lib), "CLOCKSHIM_FILE": str(self.control)}
 
 
-def scenario(sessions: int, seconds: float, system_clock: str | None = None, uid: str = CARD) -> str:
-    """`sessions` sessions of `seconds` each: tap, charge, tap again, once the backend is online (a tap
-    before its first answer would be refused offline: a busy machine failed the OCPP run so)."""
+def scenario(sessions: int, seconds: float, system_clock: str | None = None, uid: str = CARD,
+             online: bool = True) -> str:
+    """`sessions` sessions of `seconds` each: tap, charge, tap again; with `online`, once the backend is
+    online (a tap before its first answer would be refused offline: a busy machine failed the OCPP run so)."""
     lines = [f'system_clock = "{system_clock}"'] if system_clock else []
     lines.append("settle_s = 60")
-    lines.append('[[step]]\naction = "expect"\nonline = true\nwithin = 60')
+    if online:
+        lines.append('[[step]]\naction = "expect"\nonline = true\nwithin = 60')
     for _ in range(sessions):
         for step in (f'action = "tap"\nuid = "{uid}"', 'action = "expect"\nstate = "SuspendedEV"\nwithin = 20',
                      f'action = "wait"\nseconds = {seconds}', 'action = "consume"\nwh = 250',

@@ -157,8 +157,8 @@ async def test_sessions_before_the_backends_first_time_are_dated_exactly_once_it
             2: (1.0, "server up", lambda: started.append(start_server(tmp_path, port)))}
     offline = f'offline_policy = "cached+local"\n[backend.local.tags]\n"{CARD}" = "Apartment 2"\n'
     try:
-        rows, seen, summary = await run(shim, tmp_path / "state", scenario(3, 6.0, system_clock="ntp"), plan,
-                                        config=mcsp_config(tmp_path, port, offline))
+        rows, seen, summary = await run(shim, tmp_path / "state", scenario(3, 6.0, system_clock="ntp", online=False),
+                                        plan, config=mcsp_config(tmp_path, port, offline))
     finally:
         for proc in started:
             stop_server(proc)
