@@ -175,6 +175,8 @@ class EmulatedBus:
         return device.on_reply(data)
 
     def _trace_pdu(self, sending: bool, pdu: Any) -> Any:
+        # A write is recorded as the request arrives, before the device applies it: a test that reads
+        # the device's state after seeing the write here must wait for it.
         if not sending and getattr(pdu, "function_code", None) in WRITE_FUNCTIONS:
             values = getattr(pdu, "registers", None) or [int(b) for b in getattr(pdu, "bits", []) or []]
             self.writes.append(Write(int(pdu.dev_id), int(pdu.function_code), int(pdu.address), tuple(values),

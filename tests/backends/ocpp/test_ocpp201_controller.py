@@ -64,7 +64,8 @@ async def test_a_tx_profile_in_amps_reaches_the_board_and_current_offered_is_rep
     limit = profile(1, "TxProfile", "Relative", [(0, 10)], transactionId=tx)
     assert (await cs.command("SetChargingProfile", {"evseId": 1, "chargingProfile": limit}))["status"] == "Accepted"
     await until(lambda: setpoints(s)[-1:] == [10], "10 A written to register 1000")
-    assert board.offered_a == 10
+    # The line records a write as it arrives; the board applies it a moment later.
+    await until(lambda: board.offered_a == 10, "the board offering 10 A")
     await until(lambda: (10.0, "A") in offered(cs, n), "a TransactionEvent with Current.Offered 10 A")
 
     n = len(cs.events)

@@ -71,7 +71,9 @@ async def test_limits_in_amps_reach_the_setpoint_register_and_current_offered_is
     assert (await cs.command("SetChargingProfile", {"connectorId": 1, "csChargingProfiles": profile(1, 10)}))[
         "status"] == "Accepted"
     await until(lambda: setpoints(s)[-1:] == [10], "10 A written to register 1000")
-    assert board.offered_a == 10 and s.charger.state.value == "Charging"
+    # The line records a write as it arrives; the board applies it a moment later.
+    await until(lambda: board.offered_a == 10, "the board offering 10 A")
+    assert s.charger.state.value == "Charging"
     await until(lambda: "10.0" in offered_values(cs, n), "MeterValues with Current.Offered 10.0 A")
 
     # 0 pauses: SuspendedEVSE, nothing offered
