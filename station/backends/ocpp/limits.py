@@ -80,7 +80,8 @@ class PowerLimit:
         self._deauthorized = None
         self.wake()
 
-    def _tx_start(self) -> tuple[int | str | None, datetime | None]:
+    def tx_start(self) -> tuple[int | str | None, datetime | None]:
+        """The running transaction's id and its start (None while the clock was unknown at its start)."""
         session = self.b.active_session()
         if session is None:
             return None, None
@@ -96,7 +97,7 @@ class PowerLimit:
             reading = self.b.control.last_reading()
             if reading is None or reading.energy_wh >= self._deauthorized[1]:
                 return 0.0, None
-        tx_id, tx_start = self._tx_start()
+        tx_id, tx_start = self.tx_start()
         value = self.b.profiles.limit_detail_at(self.b.now(), self.b.connector_id, tx_start, tx_id)
         return (None, None) if value is None else (value[0], value[2])
 
@@ -106,7 +107,7 @@ class PowerLimit:
         if not self.b.profiles.installed:
             return IDLE_S
         now = self.b.now()
-        change = self.b.profiles.next_change(now, self._tx_start()[1])
+        change = self.b.profiles.next_change(now, self.tx_start()[1])
         if change is None:
             return PROFILE_S
         return max(0.0, min(PROFILE_S, (change - now).total_seconds() + 0.01))

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 from ocpp.routing import after, on
 
 from station.backends.ocppj.rpc import RpcError
-from station.clock import MONO_PREFIX, iso, parse_iso
+from station.clock import iso
 from station.core.model import ConnectorStatus
 
 from .authz import info_of, token_key
@@ -324,14 +324,9 @@ class CoreHandlers:
         return {"status": "Rejected"}  # H02.FR.01
 
     # ================================================================ K smart charging
-    def _tx(self) -> tuple[str | None, Any]:
-        session = self.b.active_session()
-        if session is None:
-            return None, None
-        start = None
-        if session.started_at and not session.started_at.startswith(MONO_PREFIX):
-            start = parse_iso(session.started_at)
-        return self.b.transaction_id(session), start
+    def _tx(self) -> tuple[Any, Any]:
+        """The running transaction's id and start, as the power limit reads them (one reading of both)."""
+        return self.b.limits.tx_start()
 
     @on("SetChargingProfile")
     def on_set_charging_profile(self, evse_id: int, charging_profile: dict[str, Any], **_: Any) -> Answer:

@@ -10,28 +10,14 @@ only when it has a charge controller, reported in A in its TransactionEvents (K0
 
 from __future__ import annotations
 
-import asyncio
-
+from controller_support import BOARD, CONTROLLER, setpoints
 from ocpp201_support import charging, profile
 
-BOARD = 2
-CONTROLLER = {"controller.model": "EVSE-DIN", "controller.address": BOARD, "controller.max_current_a": 16,
-              "controller.poll_interval_s": 0.2}
+from tests.stations import until
+
 WANTED = "Energy.Active.Import.Register,Current.Offered"
 
 
-async def until(predicate, what: str, timeout: float = 15.0) -> None:
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while not predicate():
-        if loop.time() > deadline:
-            raise AssertionError(f"not within {timeout} s: {what}")
-        await asyncio.sleep(0.02)
-
-
-def setpoints(s) -> list[int]:
-    """The values the station wrote to the board's setpoint register, in order (the line's record)."""
-    return [w.values[0] for w in s.world.bus.writes if w.device == BOARD and w.address == 1000]
 
 
 def offered(cs, after: int = 0) -> list[tuple[float, str]]:
@@ -58,23 +44,23 @@ async def test_a_tx_profile_in_amps_reaches_the_board_and_current_offered_is_rep
     answer = await cs.command("SetVariables", set_measurands(WANTED))
     assert answer["setVariableResult"][0]["attributeStatus"] == "Accepted"  # a charge controller: offered
     tx = await charging(cs, s)
-    await until(lambda: board.setpoint == 16, "16 A, the installation's rating")
+    await until(lambda: board.setpoint == 16, 15, "16 A, the installation's rating")
 
     n = len(cs.events)
     limit = profile(1, "TxProfile", "Relative", [(0, 10)], transactionId=tx)
     assert (await cs.command("SetChargingProfile", {"evseId": 1, "chargingProfile": limit}))["status"] == "Accepted"
-    await until(lambda: setpoints(s)[-1:] == [10], "10 A written to register 1000")
+    await until(lambda: setpoints(s)[-1:] == [10], 15, "10 A written to register 1000")
     # The line records a write as it arrives; the board applies it a moment later.
-    await until(lambda: board.offered_a == 10, "the board offering 10 A")
-    await until(lambda: (10.0, "A") in offered(cs, n), "a TransactionEvent with Current.Offered 10 A")
+    await until(lambda: board.offered_a == 10, 15, "the board offering 10 A")
+    await until(lambda: (10.0, "A") in offered(cs, n), 15, "a TransactionEvent with Current.Offered 10 A")
 
     n = len(cs.events)
     pause = profile(2, "TxProfile", "Relative", [(0, 0)], stack=1, transactionId=tx)
     assert (await cs.command("SetChargingProfile", {"evseId": 1, "chargingProfile": pause}))["status"] == "Accepted"
     await cs.call_from_cp("TransactionEvent", lambda p: p["transactionInfo"].get("chargingState") == "SuspendedEVSE",
                           after=n)
-    await until(lambda: setpoints(s)[-1:] == [0], "0 A written")
-    await until(lambda: (0.0, "A") in offered(cs, n), "Current.Offered 0 A while paused")
+    await until(lambda: setpoints(s)[-1:] == [0], 15, "0 A written")
+    await until(lambda: (0.0, "A") in offered(cs, n), 15, "Current.Offered 0 A while paused")
     assert board.eeprom_writes == {} and {w.address for w in s.world.bus.writes if w.device == BOARD} == {1000}
     assert cs.failures() == []
 

@@ -10,13 +10,10 @@ StatusNotification the strict central system accepts. GetCompositeSchedule is as
 
 from __future__ import annotations
 
-import asyncio
-
+from controller_support import BOARD, CONTROLLER, setpoints
 from ocpp_flows import UID
 
-BOARD = 2
-CONTROLLER = {"controller.model": "EVSE-DIN", "controller.address": BOARD, "controller.max_current_a": 16,
-              "controller.poll_interval_s": 0.2}
+from tests.stations import until
 
 
 def profile(pid: int, limit: float, unit: str = "A", stack: int = 0, purpose: str = "TxDefaultProfile") -> dict:
@@ -25,18 +22,6 @@ def profile(pid: int, limit: float, unit: str = "A", stack: int = 0, purpose: st
             "chargingSchedule": {"chargingRateUnit": unit, "chargingSchedulePeriod": [{"startPeriod": 0, "limit": limit}]}}
 
 
-async def until(predicate, what: str, timeout: float = 15.0) -> None:
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while not predicate():
-        if loop.time() > deadline:
-            raise AssertionError(f"not within {timeout} s: {what}")
-        await asyncio.sleep(0.02)
-
-
-def setpoints(s) -> list[int]:
-    """The values the station wrote to the board's setpoint register, in order (the line's record)."""
-    return [w.values[0] for w in s.world.bus.writes if w.device == BOARD and w.address == 1000]
 
 
 def offered_values(cs, after: int = 0) -> list[str]:
@@ -63,27 +48,27 @@ async def test_limits_in_amps_reach_the_setpoint_register_and_current_offered_is
     await s.world.tap(UID, hold_s=0.15)
     await cs.call_from_cp("StartTransaction")
     await s.state("Charging")
-    await until(lambda: board.setpoint == 16, "16 A, the installation's rating")
+    await until(lambda: board.setpoint == 16, 15, "16 A, the installation's rating")
     await until(lambda: s.charger.reading is not None and len([a for a in s.charger.reading.current_a if a > 1]) == 1,
-                "the meter seeing the car draw on one phase")
+                15, "the meter seeing the car draw on one phase")
 
     n = len(cs.events)
     assert (await cs.command("SetChargingProfile", {"connectorId": 1, "csChargingProfiles": profile(1, 10)}))[
         "status"] == "Accepted"
-    await until(lambda: setpoints(s)[-1:] == [10], "10 A written to register 1000")
+    await until(lambda: setpoints(s)[-1:] == [10], 15, "10 A written to register 1000")
     # The line records a write as it arrives; the board applies it a moment later.
-    await until(lambda: board.offered_a == 10, "the board offering 10 A")
+    await until(lambda: board.offered_a == 10, 15, "the board offering 10 A")
     assert s.charger.state.value == "Charging"
-    await until(lambda: "10.0" in offered_values(cs, n), "MeterValues with Current.Offered 10.0 A")
+    await until(lambda: "10.0" in offered_values(cs, n), 15, "MeterValues with Current.Offered 10.0 A")
 
     # 0 pauses: SuspendedEVSE, nothing offered
     n = len(cs.events)
     assert (await cs.command("SetChargingProfile", {"connectorId": 1, "csChargingProfiles": profile(2, 0, "W", stack=1)}))[
         "status"] == "Accepted"
     await cs.call_from_cp("StatusNotification", lambda p: p["status"] == "SuspendedEVSE", after=n)
-    await until(lambda: setpoints(s)[-1:] == [0], "0 A written")
+    await until(lambda: setpoints(s)[-1:] == [0], 15, "0 A written")
     assert (await cs.command("ClearChargingProfile", {"id": 2}))["status"] == "Accepted"
-    await until(lambda: setpoints(s)[-1:] == [10], "10 A again")
+    await until(lambda: setpoints(s)[-1:] == [10], 15, "10 A again")
 
     composite = await cs.command("GetCompositeSchedule", {"connectorId": 1, "duration": 60, "chargingRateUnit": "A"})
     assert composite["status"] == "Accepted"
@@ -96,7 +81,7 @@ async def test_limits_in_amps_reach_the_setpoint_register_and_current_offered_is
     assert (faulted["errorCode"], faulted["vendorErrorCode"]) == ("GroundFailure", "ResidualCurrent")
     stop = await cs.call_from_cp("StopTransaction", after=n)
     assert stop["reason"] == "Other"
-    await until(lambda: setpoints(s)[-1:] == [0], "0 A after the fault")
+    await until(lambda: setpoints(s)[-1:] == [0], 15, "0 A after the fault")
     assert board.eeprom_writes == {} and {w.address for w in s.world.bus.writes if w.device == BOARD} == {1000}
     assert cs.failures() == []
 
