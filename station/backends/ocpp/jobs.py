@@ -324,6 +324,17 @@ class Jobs:
             payload["requestId"] = request_id
         await self.b.link.notify("LogStatusNotification", payload)
 
+    def get_log(self, log_type: str, request_id: int, log: dict[str, Any], retries: int | None,
+                retry_interval: int | None) -> dict[str, Any]:
+        """The GetLog answer, the same in 1.6 (security extension) and 2.0.1: the file's name, and
+        AcceptedCanceled when it replaced a running upload (N01.FR.11/12)."""
+        security_log = log_type == "SecurityLog"
+        name = self.diagnostics_name("security" if security_log else "diagnostics", request_id,
+                                     ".log" if security_log else ".tar.gz")
+        cancelled = self.upload_log(request_id, log_type, name, log["remoteLocation"], retries, retry_interval,
+                                    log.get("oldestTimestamp"), log.get("latestTimestamp"))
+        return {"status": "AcceptedCanceled" if cancelled else "Accepted", "filename": name}
+
     def upload_log(self, request_id: int, log_type: str, name: str, location: str, retries: int | None,
                    retry_interval: int | None, oldest: str | None, latest: str | None) -> bool:
         """Start the upload; True if it cancelled a running one (N01.FR.11: AcceptedCanceled)."""

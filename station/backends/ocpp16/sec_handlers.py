@@ -168,9 +168,4 @@ class SecurityHandlers:
     @on("GetLog")
     def on_get_log(self, log_type: str, request_id: int, log: dict[str, Any], retries: int | None = None,
                    retry_interval: int | None = None, **_: Any) -> Answer:
-        security_log = log_type == "SecurityLog"
-        name = self.b.jobs.diagnostics_name("security" if security_log else "diagnostics", request_id,
-                                            ".log" if security_log else ".tar.gz")
-        cancelled = self.b.jobs.upload_log(request_id, log_type, name, log["remoteLocation"], retries,
-                                           retry_interval, log.get("oldestTimestamp"), log.get("latestTimestamp"))
-        return {"status": "AcceptedCanceled" if cancelled else "Accepted", "filename": name}  # N01.FR.11
+        return self.b.jobs.get_log(log_type, request_id, log, retries, retry_interval)
