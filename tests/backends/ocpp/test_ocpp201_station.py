@@ -172,7 +172,7 @@ async def test_TC_H_01_07_15_17_18_19_24_CS_reservations(strict201, sim201_facto
     s.world.plug(False)
     await s.state("Available")
     n = len(cs.events)
-    assert (await cs.command("ReserveNow", {"id": 11, "expiryDateTime": in_seconds(1), "idToken": token}))["status"] \
+    assert (await cs.command("ReserveNow", {"id": 11, "expiryDateTime": in_seconds(3), "idToken": token}))["status"] \
         == "Accepted"
     update = await cs.call_from_cp("ReservationStatusUpdate", after=n)
     assert update == {"reservationId": 11, "reservationUpdateStatus": "Expired"}
