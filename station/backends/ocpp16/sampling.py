@@ -79,7 +79,8 @@ class Sampler:
     # -- 1.6 ------------------------------------------------------------------------------------
     def meter_value(self, reading: MeterReading, key: str, context: str, stamp: str) -> dict[str, Any] | None:
         """A MeterValue of the measurands that key lists (and the meter has), or None."""
-        wanted = [m for m in self.b.keys.list(key) if m in self.b.measurands()]
+        have = self.b.measurands()  # once: it asks the station (meter, controller) each time
+        wanted = [m for m in self.b.keys.list(key) if m in have]
         values = metering.sampled_values(reading, wanted, context, self.b.control.offered_current())
         return {"timestamp": stamp, "sampledValue": values} if values else None
 

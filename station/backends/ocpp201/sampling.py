@@ -139,7 +139,8 @@ class Sampler:
 
     def meter_value(self, reading: MeterReading, component: str, variable: str, context: str,
                     stamp: str) -> dict[str, Any] | None:
-        wanted = [m for m in self.b.devmodel.list(component, variable) if m in self.b.measurands()]
+        have = self.b.measurands()  # once: it asks the station (meter, controller) each time
+        wanted = [m for m in self.b.devmodel.list(component, variable) if m in have]
         return metering.meter_value(reading, wanted, context, stamp, self.b.control.offered_current())
 
     def _keep(self, session: Session, mv: dict[str, Any] | None) -> None:
