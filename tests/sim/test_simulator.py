@@ -267,7 +267,7 @@ async def test_the_terminal_view_plays_the_car_on_the_pilot(tmp_path):
         assert "charge controller" in await press(st, view, "v", tasks)
 
 
-def test_a_scenario_waits_for_the_backend_and_sees_it_cut(tmp_path, capsys):
+def test_a_scenario_waits_for_the_backend_and_says_what_it_saw(tmp_path, capsys):
     """`expect online = true` waits for the backend (the demo's embedded one); expecting it offline then
     fails and says what it saw."""
     scenario = tmp_path / "online.toml"
